@@ -1,0 +1,496 @@
+/* sb_child.c - the child after clone(): executes a launch plan and execs.
+ *
+ * All of the code in this file runs in a child cloned from a (possibly multi-threaded) Python
+ * process, often with CLONE_VM|CLONE_VFORK, so it shares the parent's memory while the parent
+ * is suspended.  It must only use async-signal-safe functions: no malloc, no stdio, no
+ * strerror, no locks, no libc set*id wrappers (they signal other threads; we use raw syscalls),
+ * and it must not touch Python.  Every step is one call and one check; a failure is written
+ * as {stage, errno, op} to the report pipe (CLOEXEC, so EOF there means exec succeeded) and
+ * the child exits with 127.  The parent turns the report into a Python exception with a hint.
+ *
+ * The shape follows bubblewrap's main() (one step per syscall) and CPython's
+ * _posixsubprocess.c child_exec() (the async-signal-safety rules).
+ */
+#ifndef _GNU_SOURCE
+# define _GNU_SOURCE
+#endif
+#include "sb_launch.h"
+#include "sb_syscalls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <termios.h>
+#include <unistd.h>
+#include <linux/capability.h>
+
+#include "sb_child.h"
+
+/* Report a failure and exit.  write() to a pipe is async-signal-safe; a short write cannot
+ * happen for 16 bytes (< PIPE_BUF). */
+static void __attribute__ ((noreturn))
+fail (const struct sb_child_ctx *ctx, int stage, int err, int op)
+{
+  struct sb_report r = { stage, err, op, 0 };
+  ssize_t unused = write (ctx->report_fd, &r, sizeof r);
+  (void) unused;
+  _exit (127);
+}
+
+#define CHECK(expr, stage)                                 \
+  do {                                                     \
+    if (UNLIKELY ((expr) < 0))                             \
+      fail (ctx, (stage), errno, -1);                      \
+  } while (0)
+
+static size_t
+sb_strlen (const char *s)
+{
+  size_t n = 0;
+  while (s[n])
+    n++;
+  return n;
+}
+
+/* Write a whole small buffer to a file that must already exist (proc files). */
+static int
+write_file (const char *path, const char *data, size_t len)
+{
+  int fd = open (path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  ssize_t n = write (fd, data, len);
+  int saved = errno;
+  close (fd);
+  if (n < 0)
+    {
+      errno = saved;
+      return -1;
+    }
+  if ((size_t) n != len)
+    {
+      errno = EIO;
+      return -1;
+    }
+  return 0;
+}
+
+static int
+create_and_write (const char *path, const char *data, size_t len, unsigned mode)
+{
+  int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0)
+    return -1;
+  while (len > 0)
+    {
+      ssize_t n = write (fd, data, len);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        {
+          int saved = n < 0 ? errno : EIO;
+          close (fd);
+          errno = saved;
+          return -1;
+        }
+      data += n;
+      len -= (size_t) n;
+    }
+  return close (fd);
+}
+
+/* Set mount attributes (read-only, nosuid, ...) on a mount and everything below it.
+ * mount_setattr(AT_RECURSIVE) does it in one call and also covers submounts, which a
+ * MS_REMOUNT|MS_RDONLY of the top mount would leave writable (bind mounts of / have many). */
+static int
+set_attr (const char *path, unsigned int attrs)
+{
+  struct sb_mount_attr attr = { .attr_set = attrs };
+  return sb_mount_setattr (AT_FDCWD, path, AT_RECURSIVE | AT_NO_AUTOMOUNT, &attr, sizeof attr);
+}
+
+static int
+run_op (const struct sb_op *op)
+{
+  switch (op->kind)
+    {
+    case SB_OP_MOUNT:
+      return mount (op->src, op->dst, op->fstype, op->mflags, op->data);
+
+    case SB_OP_BIND:
+      {
+        unsigned long fl = MS_BIND | ((op->flags & SB_OPF_NONREC) ? 0 : MS_REC);
+        if (mount (op->src, op->dst, NULL, fl, NULL) < 0)
+          return -1;
+        if (op->mode)
+          return set_attr (op->dst, op->mode);
+        return 0;
+      }
+
+    case SB_OP_MKDIR:
+      if (mkdir (op->dst, op->mode) < 0 && errno != EEXIST)
+        return -1;
+      return 0;
+
+    case SB_OP_MKFILE:
+      {
+        int fd = open (op->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, op->mode);
+        if (fd < 0)
+          {
+            /* An existing target on a read-only root is fine: the bind goes on top. */
+            struct stat st;
+            if ((errno == EROFS || errno == EACCES || errno == EISDIR) && lstat (op->dst, &st) == 0)
+              return 0;
+            return -1;
+          }
+        return close (fd);
+      }
+
+    case SB_OP_WRITE:
+      return create_and_write (op->dst, op->data, op->data_len, op->mode);
+
+    case SB_OP_SYMLINK:
+      if (symlink (op->src, op->dst) < 0 && errno != EEXIST)
+        return -1;
+      return 0;
+
+    case SB_OP_SETATTR:
+      return set_attr (op->dst, op->mode);
+
+    case SB_OP_CHMOD:
+      return chmod (op->dst, op->mode);
+
+    default:
+      errno = EINVAL;
+      return -1;
+    }
+}
+
+/* Bring `lo` up: one ioctl round trip, no netlink parsing needed (bwrap uses rtnetlink for
+ * the address; a fresh netns already has 127.0.0.1/8 and ::1 on lo once it is up). */
+static int
+loopback_up (void)
+{
+  struct ifreq ifr;
+  int fd = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  memset (&ifr, 0, sizeof ifr);
+  memcpy (ifr.ifr_name, "lo", 3);
+  if (ioctl (fd, SIOCGIFFLAGS, &ifr) < 0)
+    goto err;
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (ioctl (fd, SIOCSIFFLAGS, &ifr) < 0)
+    goto err;
+  return close (fd);
+err:
+  {
+    int saved = errno;
+    close (fd);
+    errno = saved;
+    return -1;
+  }
+}
+
+/* mkdir -p for the working directory, on a stack copy of the path. */
+static int
+mkdir_p (const char *path)
+{
+  char buf[PATH_MAX];
+  size_t n = sb_strlen (path);
+  if (n == 0 || n >= sizeof buf)
+    {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+  memcpy (buf, path, n + 1);
+  for (size_t i = 1; i <= n; i++)
+    {
+      if (buf[i] != '/' && buf[i] != '\0')
+        continue;
+      char c = buf[i];
+      buf[i] = '\0';
+      if (mkdir (buf, 0755) < 0 && errno != EEXIST)
+        return -1;
+      buf[i] = c;
+    }
+  return 0;
+}
+
+/* Drop every capability not in `keep` from the bounding set (needs CAP_SETPCAP, which the
+ * child has in its own user namespace). */
+static int
+drop_bounding (uint64_t keep, int cap_last)
+{
+  for (int cap = 0; cap <= cap_last; cap++)
+    {
+      if (keep & (1ULL << cap))
+        continue;
+      if (prctl (PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    }
+  return 0;
+}
+
+static int
+set_caps (uint64_t caps)
+{
+  struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+  struct __user_cap_data_struct data[2];
+  memset (data, 0, sizeof data);
+  data[0].effective = data[0].permitted = (uint32_t) caps;
+  data[1].effective = data[1].permitted = (uint32_t) (caps >> 32);
+  return (int) syscall (SYS_capset, &hdr, data);
+}
+
+/* Look argv[0] up in PATH the way execvp does (ENOENT/ENOTDIR: next entry; EACCES: remember
+ * and go on), and exec it.  With `resolve_only`, copy the found path into `out` instead. */
+static int
+exec_search (const struct sb_config *cfg, char *out, int resolve_only)
+{
+  const char *file = cfg->argv[0];
+  char buf[PATH_MAX];
+  int seen_eacces = 0;
+
+  for (const char *c = file; *c; c++)
+    if (*c == '/')
+      {
+        if (resolve_only)
+          {
+            size_t n = sb_strlen (file);
+            if (n >= PATH_MAX)
+              {
+                errno = ENAMETOOLONG;
+                return -1;
+              }
+            if (access (file, X_OK) < 0)
+              return -1;
+            memcpy (out, file, n + 1);
+            return 0;
+          }
+        execve (file, cfg->argv, cfg->envp);
+        return -1;
+      }
+
+  size_t flen = sb_strlen (file);
+  const char *p = cfg->path ? cfg->path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  while (1)
+    {
+      const char *end = p;
+      while (*end && *end != ':')
+        end++;
+      size_t dlen = (size_t) (end - p);
+      if (dlen == 0)
+        {
+          buf[0] = '.';
+          dlen = 1;
+        }
+      else if (dlen + 1 + flen + 1 <= sizeof buf)
+        memcpy (buf, p, dlen);
+      if (dlen + 1 + flen + 1 <= sizeof buf)
+        {
+          buf[dlen] = '/';
+          memcpy (buf + dlen + 1, file, flen + 1);
+          if (resolve_only)
+            {
+              if (access (buf, X_OK) == 0)
+                {
+                  memcpy (out, buf, dlen + 1 + flen + 1);
+                  return 0;
+                }
+            }
+          else
+            execve (buf, cfg->argv, cfg->envp);
+          if (errno == EACCES)
+            seen_eacces = 1;
+          else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP && errno != ENAMETOOLONG)
+            return -1;
+        }
+      if (*end == '\0')
+        break;
+      p = end + 1;
+    }
+  errno = seen_eacces ? EACCES : ENOENT;
+  return -1;
+}
+
+/* Close (mark close-on-exec) every fd >= 3 except the ones to keep.  CLOSE_RANGE_CLOEXEC keeps
+ * the report pipe usable until exec closes it. */
+static int
+cloexec_fds (const struct sb_config *cfg)
+{
+  unsigned int lo = 3;
+  for (size_t i = 0; i < cfg->n_keep_fds; i++)
+    {
+      unsigned int k = (unsigned int) cfg->keep_fds[i];
+      if (k > lo && sb_close_range (lo, k - 1, CLOSE_RANGE_CLOEXEC) < 0)
+        return -1;
+      int fl = fcntl ((int) k, F_GETFD);
+      if (fl < 0 || fcntl ((int) k, F_SETFD, fl & ~FD_CLOEXEC) < 0)
+        return -1;
+      lo = k + 1;
+    }
+  return sb_close_range (lo, ~0U, CLOSE_RANGE_CLOEXEC);
+}
+
+int
+sb_child_main (void *arg)
+{
+  const struct sb_child_ctx *ctx = arg;
+  const struct sb_config *cfg = ctx->cfg;
+  char resolved[PATH_MAX];
+
+  /* 1. Signals: default dispositions (Python ignores SIGPIPE, for instance).  The mask stays
+   * fully blocked until just before exec, so no handler of the parent can run here. */
+  for (int sig = 1; sig < _NSIG; sig++)
+    {
+      if (sig == SIGKILL || sig == SIGSTOP)
+        continue;
+      struct sigaction sa;
+      if (sigaction (sig, NULL, &sa) < 0)
+        continue;  /* signals reserved by libc */
+      if (sa.sa_handler == SIG_DFL)
+        continue;
+      sa.sa_handler = SIG_DFL;
+      sa.sa_flags = 0;
+      CHECK (sigaction (sig, &sa, NULL), SB_STAGE_SIGNALS);
+    }
+
+  if (cfg->die_with_parent)
+    CHECK (prctl (PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), SB_STAGE_PDEATHSIG);
+
+  /* 2. Join existing namespaces (exec into a running sandbox). */
+  for (size_t i = 0; i < cfg->n_setns; i++)
+    CHECK (setns (cfg->setns_fds[i], cfg->setns_types[i]), SB_STAGE_SETNS);
+
+  /* 3. Id maps.  A single-id map can be written by the child itself (the kernel allows an
+   * unprivileged process to map its own euid once, after setgroups is denied for the gid map:
+   * user_namespaces(7)); a range needs newuidmap, run by the parent while we wait. */
+  if (cfg->userns_mode == SB_USERNS_SELF)
+    {
+      CHECK (write_file ("/proc/self/uid_map", cfg->uid_map, sb_strlen (cfg->uid_map)), SB_STAGE_UID_MAP);
+      CHECK (write_file ("/proc/self/setgroups", "deny", 4), SB_STAGE_SETGROUPS_DENY);
+      CHECK (write_file ("/proc/self/gid_map", cfg->gid_map, sb_strlen (cfg->gid_map)), SB_STAGE_GID_MAP);
+    }
+  else if (cfg->userns_mode == SB_USERNS_HELPER)
+    {
+      char go;
+      ssize_t n;
+      do
+        n = read (ctx->sync_fd, &go, 1);
+      while (n < 0 && errno == EINTR);
+      if (n != 1)
+        _exit (127);  /* the parent failed and reports why itself */
+    }
+
+  /* 4. The mount table.  Nothing we mount may propagate back to the host. */
+  if (cfg->clone_flags & CLONE_NEWNS)
+    CHECK (mount (NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), SB_STAGE_MOUNT_PRIVATE);
+
+  for (size_t i = 0; i < cfg->n_ops; i++)
+    {
+      const struct sb_op *op = &cfg->ops[i];
+      if (run_op (op) == 0)
+        continue;
+      if ((op->flags & SB_OPF_OPTIONAL) && (errno == ENOENT || errno == EROFS || errno == ENOTDIR))
+        continue;
+      fail (ctx, SB_STAGE_OP, errno, (int) i);
+    }
+
+  /* 5. The init binary lives outside the new root: open it before we leave. */
+  int init_fd = -1;
+  if (cfg->init_path)
+    {
+      init_fd = open (cfg->init_path, O_RDONLY | O_CLOEXEC);
+      CHECK (init_fd, SB_STAGE_INIT);
+    }
+
+  /* 6. pivot_root(".", "."): stack the old root under the new one and detach it, so no path
+   * leads back to the host (the method runc and LXC use; no put_old directory needed). */
+  if (cfg->newroot)
+    {
+      CHECK (chdir (cfg->newroot), SB_STAGE_PIVOT);
+      CHECK (sb_pivot_root (".", "."), SB_STAGE_PIVOT);
+      CHECK (umount2 (".", MNT_DETACH), SB_STAGE_PIVOT);
+      CHECK (chdir ("/"), SB_STAGE_PIVOT);
+    }
+
+  if (cfg->hostname)
+    CHECK (sethostname (cfg->hostname, sb_strlen (cfg->hostname)), SB_STAGE_HOSTNAME);
+
+  if (cfg->loopback_up)
+    CHECK (loopback_up (), SB_STAGE_LOOPBACK);
+
+  for (size_t i = 0; i < cfg->n_rlimits; i++)
+    CHECK (setrlimit (cfg->rlimits[i].resource, &cfg->rlimits[i].limit), SB_STAGE_RLIMIT);
+
+  if (cfg->cwd)
+    {
+      if (chdir (cfg->cwd) < 0)
+        {
+          if (!(cfg->mkdir_cwd && errno == ENOENT))
+            fail (ctx, SB_STAGE_CWD, errno, -1);
+          CHECK (mkdir_p (cfg->cwd), SB_STAGE_CWD);
+          CHECK (chdir (cfg->cwd), SB_STAGE_CWD);
+        }
+    }
+
+  /* 7. Privileges: bounding set first (needs CAP_SETPCAP), then ids (raw syscalls: the libc
+   * wrappers broadcast to all threads of a process we share memory with), then caps. */
+  if (cfg->set_caps)
+    CHECK (drop_bounding (cfg->caps, cfg->cap_last), SB_STAGE_CAPBSET);
+
+  if (cfg->set_ids)
+    {
+      if (cfg->set_groups)
+        CHECK (syscall (SYS_setgroups, cfg->n_groups, cfg->groups), SB_STAGE_SETGROUPS);
+      CHECK (syscall (SYS_setresgid, cfg->gid, cfg->gid, cfg->gid), SB_STAGE_SETGID);
+      CHECK (syscall (SYS_setresuid, cfg->uid, cfg->uid, cfg->uid), SB_STAGE_SETUID);
+    }
+
+  /* A uid 0 process keeps exactly `caps`; any other uid loses them all at execve (and after
+   * setresuid to non-zero there is nothing left to set). */
+  if (cfg->set_caps && (!cfg->set_ids || cfg->uid == 0))
+    CHECK (set_caps (cfg->caps), SB_STAGE_CAPSET);
+
+  if (cfg->no_new_privs)
+    CHECK (prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), SB_STAGE_NO_NEW_PRIVS);
+
+  /* 8. stdio.  The parent guarantees every source fd is >= 3 or already in place. */
+  for (int i = 0; i < 3; i++)
+    if (cfg->stdio[i] >= 0 && cfg->stdio[i] != i)
+      CHECK (dup2 (cfg->stdio[i], i), SB_STAGE_STDIO);
+
+  if (cfg->setsid)
+    CHECK (setsid (), SB_STAGE_SETSID);
+  if (cfg->ctty)
+    CHECK (ioctl (0, TIOCSCTTY, 0), SB_STAGE_SETSID);
+
+  CHECK (cloexec_fds (cfg), SB_STAGE_CLOSE_FDS);
+
+  /* 9. Exec.  With an init, resolve the command first so "not found" is reported precisely,
+   * then exec the init with the resolved path in argv[1] (`sbx-init PATH ARGV0 ARGS...`). */
+  CHECK (sigprocmask (SIG_SETMASK, &ctx->child_sigmask, NULL), SB_STAGE_SIGNALS);
+
+  if (init_fd >= 0)
+    {
+      if (exec_search (cfg, resolved, 1) < 0)
+        fail (ctx, SB_STAGE_EXEC, errno, -1);
+      ctx->init_argv[1] = resolved;
+      sb_execveat (init_fd, "", ctx->init_argv, cfg->envp, AT_EMPTY_PATH);
+      fail (ctx, SB_STAGE_INIT, errno, -1);
+    }
+
+  exec_search (cfg, resolved, 0);
+  fail (ctx, SB_STAGE_EXEC, errno, -1);
+}

@@ -1,0 +1,16 @@
+/* sb_child.h - what the parent hands the child besides the plan (private to csrc/). */
+#ifndef SB_CHILD_H
+#define SB_CHILD_H
+
+#include <signal.h>
+#include "sb_launch.h"
+
+struct sb_child_ctx {
+  const struct sb_config *cfg;
+  int report_fd;          /* write end of the CLOEXEC report pipe */
+  int sync_fd;            /* read end of the id-map sync pipe (helper mode), else -1 */
+  sigset_t child_sigmask; /* the mask the command starts with */
+  char **init_argv;       /* {init, <resolved path slot>, argv...}, NULL without init */
+};
+
+#endif

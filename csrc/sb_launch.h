@@ -1,0 +1,168 @@
+/* sb_launch.h - the launch plan: what Python compiles and the C launcher executes.
+ *
+ * Python (sandbox/runtime/plan.py) turns an OCI-runtime-spec-shaped description into this
+ * flat structure; sandbox/_native.pyx marshals it into C strings and arrays that stay alive
+ * for the whole call; sb_spawn() (sb_spawn.c, parent side) clones a child that runs
+ * sb_child_main() (sb_child.c) which executes it step by step and execs.
+ *
+ * Everything the child needs is precomputed here: absolute host paths, mount option strings,
+ * map contents, argv/envp.  The child never allocates.
+ */
+#ifndef SB_LAUNCH_H
+#define SB_LAUNCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/resource.h>
+
+/* Steps the child reports on failure (kept in sync with sandbox/runtime/stages.py). */
+enum sb_stage {
+  SB_STAGE_NONE = 0,
+  SB_STAGE_CLONE,          /* parent: clone() itself */
+  SB_STAGE_SIGNALS,        /* child: reset signal dispositions */
+  SB_STAGE_PDEATHSIG,
+  SB_STAGE_SYNC,           /* child: waiting for the parent to write id maps */
+  SB_STAGE_UID_MAP,
+  SB_STAGE_SETGROUPS_DENY,
+  SB_STAGE_GID_MAP,
+  SB_STAGE_NEWUIDMAP,      /* parent: newuidmap helper */
+  SB_STAGE_NEWGIDMAP,      /* parent: newgidmap helper */
+  SB_STAGE_MOUNT_PRIVATE,  /* make / private in the new mount namespace */
+  SB_STAGE_OP,             /* a mount-table op, index in `op` */
+  SB_STAGE_PIVOT,
+  SB_STAGE_HOSTNAME,
+  SB_STAGE_LOOPBACK,
+  SB_STAGE_RLIMIT,
+  SB_STAGE_CWD,
+  SB_STAGE_CAPBSET,
+  SB_STAGE_SETGROUPS,
+  SB_STAGE_SETGID,
+  SB_STAGE_SETUID,
+  SB_STAGE_CAPSET,
+  SB_STAGE_NO_NEW_PRIVS,
+  SB_STAGE_STDIO,
+  SB_STAGE_SETSID,
+  SB_STAGE_CLOSE_FDS,
+  SB_STAGE_INIT,           /* open/exec of the sbx init binary */
+  SB_STAGE_EXEC,
+  SB_STAGE_SETNS,          /* joining an existing sandbox's namespaces */
+  SB_STAGE_PARENT,         /* parent-side plumbing (pipe, mmap, read) */
+};
+
+/* Mount-table operations, executed in order before pivot_root. */
+enum sb_op_kind {
+  SB_OP_MOUNT = 1,    /* mount(src, dst, fstype, mflags, data) */
+  SB_OP_BIND,         /* bind src on dst (recursive unless NONREC), then SETATTR `mode` if non-zero */
+  SB_OP_MKDIR,        /* mkdir(dst, mode); an existing directory is fine */
+  SB_OP_MKFILE,       /* create an empty file dst (a bind target); existing is fine */
+  SB_OP_WRITE,        /* create dst with mode and write `data` into it */
+  SB_OP_SYMLINK,      /* symlink(src, dst); existing is fine */
+  SB_OP_SETATTR,      /* mount_setattr(dst, AT_RECURSIVE, attr_set = `mode`): MOUNT_ATTR_RDONLY... */
+  SB_OP_CHMOD,        /* chmod(dst, mode) */
+};
+
+#define SB_OPF_OPTIONAL  0x1u  /* ENOENT/EROFS/ENOTDIR: skip this op instead of failing */
+#define SB_OPF_NONREC    0x4u  /* for BIND: not recursive */
+
+struct sb_op {
+  int kind;
+  unsigned int flags;
+  const char *src;
+  const char *dst;
+  const char *fstype;
+  const char *data;
+  size_t data_len;           /* for SB_OP_WRITE */
+  unsigned long mflags;      /* MS_* for SB_OP_MOUNT */
+  unsigned int mode;
+};
+
+struct sb_rlimit {
+  int resource;
+  struct rlimit limit;
+};
+
+/* How the child's user namespace gets its id maps. */
+enum sb_userns_mode {
+  SB_USERNS_NONE = 0,    /* no new user namespace (or joining one with setns) */
+  SB_USERNS_SELF,        /* the child writes a single-id map itself: no parent round trip */
+  SB_USERNS_HELPER,      /* the parent runs newuidmap/newgidmap, then releases the child */
+};
+
+struct sb_config {
+  int clone_flags;                  /* CLONE_NEW* */
+  int userns_mode;
+  const char *uid_map;              /* SB_USERNS_SELF: map contents */
+  const char *gid_map;
+  char *const *newuidmap_argv;      /* SB_USERNS_HELPER: argv, the pid slot (index 1) is filled in */
+  char *const *newgidmap_argv;
+
+  const int *setns_fds;             /* join these namespaces first (exec into a sandbox) */
+  const int *setns_types;
+  size_t n_setns;
+
+  const struct sb_op *ops;
+  size_t n_ops;
+  const char *newroot;              /* pivot_root into this directory; NULL: no pivot */
+
+  const char *hostname;             /* NULL: leave as is */
+  int loopback_up;
+
+  char *const *argv;                /* argv[0] is searched in `path` unless it contains '/' */
+  char *const *envp;
+  const char *path;                 /* PATH used for the search */
+  const char *cwd;
+  int mkdir_cwd;                    /* create cwd (and parents) when missing */
+
+  int set_ids;                      /* switch to uid/gid/groups below (helper mode or plain root) */
+  uid_t uid;
+  gid_t gid;
+  const gid_t *groups;
+  size_t n_groups;
+  int set_groups;                   /* call setgroups(groups) */
+
+  int set_caps;
+  uint64_t caps;                    /* bounding + effective + permitted */
+  int cap_last;                     /* /proc/sys/kernel/cap_last_cap */
+  int no_new_privs;
+  int die_with_parent;
+
+  const struct sb_rlimit *rlimits;
+  size_t n_rlimits;
+
+  int stdio[3];                     /* fd to put on 0/1/2; -1 keeps what is there */
+  int setsid;                       /* new session */
+  int ctty;                         /* make fd 0 the controlling terminal (needs setsid) */
+  const int *keep_fds;              /* sorted, >= 3: survive exec (pass_fds) */
+  size_t n_keep_fds;
+
+  const char *init_path;            /* non-NULL: exec this init binary, which runs the command */
+};
+
+/* What the child writes to the parent on failure (fixed size: no malloc on either side). */
+struct sb_report {
+  int stage;
+  int err;        /* errno */
+  int op;         /* index into ops for SB_STAGE_OP, else -1 */
+  int pad;
+};
+
+struct sb_result {
+  pid_t pid;
+  int pidfd;      /* -1 when the kernel has no CLONE_PIDFD */
+};
+
+/* The one error object threaded through the parent side (crun's libcrun_error_t, fixed size). */
+struct sb_error {
+  int stage;
+  int err;
+  int op;
+  char msg[256];
+};
+
+int sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *err);
+
+/* Child side, in sb_child.c.  Never returns. */
+int sb_child_main (void *arg);
+
+#endif

@@ -1,0 +1,281 @@
+/* sb_spawn.c - the parent side of a launch: clone the child, feed it id maps when a helper
+ * must write them, and collect its {stage, errno} report.
+ *
+ * Two clone modes:
+ *  - CLONE_VM|CLONE_VFORK (single-id maps, or no new user namespace): the child borrows the
+ *    parent's memory and the parent sleeps until the child execs or exits, as posix_spawn and
+ *    CPython's vfork path do.  No page tables are copied, which keeps a launch from a large
+ *    Python process cheap.
+ *  - a fork-like clone (subuid ranges): the child waits on a pipe while the parent runs
+ *    newuidmap/newgidmap for it, which it cannot do while suspended.
+ * Either way the child reports failures on a CLOEXEC pipe: EOF means exec succeeded.
+ */
+#ifndef _GNU_SOURCE
+# define _GNU_SOURCE
+#endif
+#include "sb_launch.h"
+#include "sb_child.h"
+#include "sb_syscalls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define SB_STACK_SIZE (256 * 1024)
+#define SB_HELPER_ARGS 64
+
+static int
+sb_fail (struct sb_error *err, int stage, int errnum, const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+
+static int
+sb_fail (struct sb_error *err, int stage, int errnum, const char *fmt, ...)
+{
+  va_list ap;
+  err->stage = stage;
+  err->err = errnum;
+  err->op = -1;
+  va_start (ap, fmt);
+  vsnprintf (err->msg, sizeof err->msg, fmt, ap);
+  va_end (ap);
+  return -1;
+}
+
+static void
+close_quietly (int *fd)
+{
+  if (*fd >= 0)
+    {
+      int saved = errno;
+      close (*fd);
+      errno = saved;
+      *fd = -1;
+    }
+}
+#define cleanup_fd __attribute__ ((cleanup (close_quietly)))
+
+/* Kill and reap a child on every error path after clone (crun's cleanup_pid). */
+static void
+reap_child (pid_t *pid)
+{
+  if (*pid > 0)
+    {
+      int saved = errno, st;
+      kill (*pid, SIGKILL);
+      while (waitpid (*pid, &st, __WALL) < 0 && errno == EINTR)
+        ;
+      errno = saved;
+      *pid = 0;
+    }
+}
+#define cleanup_pid __attribute__ ((cleanup (reap_child)))
+
+/* Run newuidmap/newgidmap PID ... and wait for it; its stderr ends up in err->msg. */
+static int
+run_map_helper (char *const *argv_in, pid_t child, int stage, struct sb_error *err)
+{
+  char *argv[SB_HELPER_ARGS];
+  char pidbuf[24];
+  size_t n = 0;
+  while (argv_in[n] && n < SB_HELPER_ARGS - 1)
+    {
+      argv[n] = argv_in[n];
+      n++;
+    }
+  argv[n] = NULL;
+  if (n < 2)
+    return sb_fail (err, stage, EINVAL, "bad id-map helper command");
+  snprintf (pidbuf, sizeof pidbuf, "%d", (int) child);
+  argv[1] = pidbuf;
+
+  cleanup_fd int out_r = -1;
+  cleanup_fd int out_w = -1;
+  int p[2];
+  if (pipe2 (p, O_CLOEXEC) < 0)
+    return sb_fail (err, SB_STAGE_PARENT, errno, "pipe");
+  out_r = p[0];
+  out_w = p[1];
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init (&fa);
+  posix_spawn_file_actions_adddup2 (&fa, out_w, 2);
+  posix_spawn_file_actions_adddup2 (&fa, out_w, 1);
+  pid_t hp;
+  int rc = posix_spawn (&hp, argv[0], &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy (&fa);
+  if (rc != 0)
+    return sb_fail (err, stage, rc, "%s", argv[0]);
+  close_quietly (&out_w);
+
+  char msg[200];
+  size_t got = 0;
+  while (got < sizeof msg - 1)
+    {
+      ssize_t r = read (out_r, msg + got, sizeof msg - 1 - got);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        break;
+      got += (size_t) r;
+    }
+  msg[got] = '\0';
+  while (got > 0 && (msg[got - 1] == '\n' || msg[got - 1] == ' '))
+    msg[--got] = '\0';
+
+  int st;
+  while (waitpid (hp, &st, 0) < 0)
+    if (errno != EINTR)
+      return sb_fail (err, stage, errno, "waitpid %s", argv[0]);
+  if (!WIFEXITED (st) || WEXITSTATUS (st) != 0)
+    return sb_fail (err, stage, EPERM, "%s", got ? msg : argv[0]);
+  return 0;
+}
+
+int
+sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *err)
+{
+  cleanup_fd int report_r = -1;
+  cleanup_fd int report_w = -1;
+  cleanup_fd int sync_r = -1;
+  cleanup_fd int sync_w = -1;
+  cleanup_pid pid_t pid = 0;
+  int pidfd = -1;
+  int p[2];
+  int helper = cfg->userns_mode == SB_USERNS_HELPER;
+  struct sb_child_ctx ctx;
+
+  memset (err, 0, sizeof *err);
+  err->op = -1;
+  res->pid = -1;
+  res->pidfd = -1;
+
+  if (pipe2 (p, O_CLOEXEC) < 0)
+    return sb_fail (err, SB_STAGE_PARENT, errno, "pipe");
+  report_r = p[0];
+  report_w = p[1];
+  if (helper)
+    {
+      if (pipe2 (p, O_CLOEXEC) < 0)
+        return sb_fail (err, SB_STAGE_PARENT, errno, "pipe");
+      sync_r = p[0];
+      sync_w = p[1];
+    }
+
+  char **init_argv = NULL;
+  if (cfg->init_path)
+    {
+      size_t n = 0;
+      while (cfg->argv[n])
+        n++;
+      init_argv = calloc (n + 3, sizeof *init_argv);
+      if (!init_argv)
+        return sb_fail (err, SB_STAGE_PARENT, ENOMEM, "calloc");
+      init_argv[0] = (char *) "sbx-init";
+      for (size_t i = 0; i < n; i++)
+        init_argv[i + 2] = cfg->argv[i];
+    }
+
+  void *stack = mmap (NULL, SB_STACK_SIZE, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED)
+    {
+      free (init_argv);
+      return sb_fail (err, SB_STAGE_PARENT, errno, "mmap child stack");
+    }
+
+  ctx.cfg = cfg;
+  ctx.report_fd = report_w;
+  ctx.sync_fd = sync_r;
+  ctx.init_argv = init_argv;
+  sigemptyset (&ctx.child_sigmask);
+
+  /* Block every signal around clone so no handler of ours runs in the child before it has
+   * reset the dispositions (CPython does the same around vfork). */
+  sigset_t all, old;
+  sigfillset (&all);
+  pthread_sigmask (SIG_SETMASK, &all, &old);
+
+  int flags = cfg->clone_flags | SIGCHLD | CLONE_PIDFD;
+  if (!helper)
+    flags |= CLONE_VM | CLONE_VFORK;
+  pid = clone (sb_child_main, (char *) stack + SB_STACK_SIZE, flags, &ctx, &pidfd);
+  if (pid < 0 && errno == EINVAL)
+    {
+      /* Kernels before 5.2 have no CLONE_PIDFD. */
+      pidfd = -1;
+      pid = clone (sb_child_main, (char *) stack + SB_STACK_SIZE, flags & ~CLONE_PIDFD, &ctx, NULL);
+    }
+  int clone_errno = errno;
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+
+  if (pid < 0)
+    {
+      pid = 0;
+      munmap (stack, SB_STACK_SIZE);
+      free (init_argv);
+      return sb_fail (err, SB_STAGE_CLONE, clone_errno, "clone");
+    }
+
+  /* After a vfork-style clone the child has exec'd or exited; after a fork-like one it has
+   * its own copy of the stack.  Either way ours can go. */
+  munmap (stack, SB_STACK_SIZE);
+  close_quietly (&report_w);
+  close_quietly (&sync_r);
+
+  if (helper)
+    {
+      int ok = run_map_helper (cfg->newuidmap_argv, pid, SB_STAGE_NEWUIDMAP, err) == 0
+               && run_map_helper (cfg->newgidmap_argv, pid, SB_STAGE_NEWGIDMAP, err) == 0;
+      if (!ok)
+        {
+          free (init_argv);
+          if (pidfd >= 0)
+            close (pidfd);
+          return -1;  /* cleanup_pid kills and reaps the child */
+        }
+      if (write (sync_w, "1", 1) != 1)
+        {
+          free (init_argv);
+          if (pidfd >= 0)
+            close (pidfd);
+          return sb_fail (err, SB_STAGE_SYNC, errno, "release child");
+        }
+      close_quietly (&sync_w);
+    }
+
+  struct sb_report rep;
+  ssize_t n;
+  do
+    n = read (report_r, &rep, sizeof rep);
+  while (n < 0 && errno == EINTR);
+  free (init_argv);
+
+  if (n == 0)
+    {
+      res->pid = pid;
+      res->pidfd = pidfd;
+      pid = 0;  /* steal: the caller owns the child now */
+      return 0;
+    }
+
+  if (pidfd >= 0)
+    close (pidfd);
+  if (n != (ssize_t) sizeof rep)
+    return sb_fail (err, SB_STAGE_PARENT, n < 0 ? errno : EIO, "short report from child");
+  err->stage = rep.stage;
+  err->err = rep.err;
+  err->op = rep.op;
+  err->msg[0] = '\0';
+  return -1;  /* cleanup_pid reaps the child, which has exited with 127 */
+}

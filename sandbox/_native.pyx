@@ -1,0 +1,203 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The native launcher: marshal a launch plan into C and call sb_spawn() without the GIL.
+
+Everything is converted to C strings and arrays here, in the parent, before clone(): the
+child (csrc/sb_child.c) never touches Python or allocates.  The bytes objects stay referenced
+by the _CPlan holder until sb_spawn() returns, so the char pointers stay valid.
+"""
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree
+from libc.string cimport memset
+from libc.errno cimport errno
+from posix.types cimport pid_t
+
+from .includes cimport sb
+
+import os as _os
+
+
+class ChildError(OSError):
+    """A launch step failed; `stage` and `op` say which (sandbox.runtime.stages maps them)."""
+
+
+cdef char **_cstr_array(list items, list keep) except? NULL:
+    cdef size_t n = len(items)
+    cdef char **arr = <char **>PyMem_RawCalloc(n + 1, sizeof(char *))
+    cdef size_t i
+    if arr == NULL:
+        raise MemoryError()
+    for i in range(n):
+        b = items[i]
+        keep.append(b)
+        arr[i] = <char *>(<bytes>b)
+    arr[n] = NULL
+    return arr
+
+
+cdef inline const char *_cstr(object b, list keep):
+    if b is None:
+        return NULL
+    keep.append(b)
+    return <const char *>(<bytes>b)
+
+
+cdef class _CPlan:
+    """Owns the C copy of one plan (uvloop's process.pyx keeps its argv/env the same way)."""
+    cdef sb.sb_config cfg
+    cdef list keep
+    cdef sb.sb_op *ops
+    cdef sb.sb_rlimit *rlimits
+    cdef int *ints
+    cdef pid_t *gids
+    cdef char **arrays[4]
+
+    def __cinit__(self):
+        memset(&self.cfg, 0, sizeof(self.cfg))
+        self.keep = []
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.ops)
+        PyMem_RawFree(self.rlimits)
+        PyMem_RawFree(self.ints)
+        PyMem_RawFree(self.gids)
+        for i in range(4):
+            PyMem_RawFree(self.arrays[i])
+
+    cdef int fill(self, plan) except -1:
+        cdef sb.sb_config *c = &self.cfg
+        cdef list keep = self.keep
+        cdef list ops = plan.ops
+        cdef Py_ssize_t i, n
+        c.clone_flags = plan.clone_flags
+        c.userns_mode = plan.userns_mode
+        c.uid_map = _cstr(plan.uid_map, keep)
+        c.gid_map = _cstr(plan.gid_map, keep)
+        if plan.newuidmap is not None:
+            self.arrays[0] = _cstr_array(plan.newuidmap, keep)
+            self.arrays[1] = _cstr_array(plan.newgidmap, keep)
+            c.newuidmap_argv = self.arrays[0]
+            c.newgidmap_argv = self.arrays[1]
+
+        n = len(ops)
+        self.ops = <sb.sb_op *>PyMem_RawCalloc(n + 1, sizeof(sb.sb_op))
+        if self.ops == NULL:
+            raise MemoryError()
+        for i in range(n):
+            kind, flags, src, dst, fstype, data, mflags, mode = ops[i]
+            self.ops[i].kind = kind
+            self.ops[i].flags = flags
+            self.ops[i].src = _cstr(src, keep)
+            self.ops[i].dst = _cstr(dst, keep)
+            self.ops[i].fstype = _cstr(fstype, keep)
+            self.ops[i].data = _cstr(data, keep)
+            self.ops[i].data_len = len(data) if data is not None else 0
+            self.ops[i].mflags = mflags
+            self.ops[i].mode = mode
+        c.ops = self.ops
+        c.n_ops = n
+
+        setns = plan.setns
+        keep_fds = plan.keep_fds
+        n = len(setns) * 2 + len(keep_fds)
+        self.ints = <int *>PyMem_RawCalloc(n + 1, sizeof(int))
+        if self.ints == NULL:
+            raise MemoryError()
+        for i in range(len(setns)):
+            self.ints[i] = setns[i][0]
+            self.ints[len(setns) + i] = setns[i][1]
+        for i in range(len(keep_fds)):
+            self.ints[2 * len(setns) + i] = keep_fds[i]
+        c.setns_fds = self.ints
+        c.setns_types = self.ints + len(setns)
+        c.n_setns = len(setns)
+        c.keep_fds = self.ints + 2 * len(setns)
+        c.n_keep_fds = len(keep_fds)
+
+        c.newroot = _cstr(plan.newroot, keep)
+        c.hostname = _cstr(plan.hostname, keep)
+        c.loopback_up = plan.loopback
+        self.arrays[2] = _cstr_array(plan.argv, keep)
+        self.arrays[3] = _cstr_array(plan.envp, keep)
+        c.argv = self.arrays[2]
+        c.envp = self.arrays[3]
+        c.path = _cstr(plan.path, keep)
+        c.cwd = _cstr(plan.cwd, keep)
+        c.mkdir_cwd = plan.mkdir_cwd
+
+        ids = plan.ids
+        if ids is not None:
+            uid, gid, groups = ids
+            c.set_ids = 1
+            c.uid = uid
+            c.gid = gid
+            if groups is not None:
+                c.set_groups = 1
+                self.gids = <pid_t *>PyMem_RawCalloc(len(groups) + 1, sizeof(pid_t))
+                if self.gids == NULL:
+                    raise MemoryError()
+                for i in range(len(groups)):
+                    self.gids[i] = groups[i]
+                c.groups = <const sb.gid_t *>self.gids
+                c.n_groups = len(groups)
+        if plan.caps is not None:
+            c.set_caps = 1
+            c.caps = plan.caps
+        c.cap_last = plan.cap_last
+        c.no_new_privs = plan.no_new_privs
+        c.die_with_parent = plan.die_with_parent
+
+        rl = plan.rlimits
+        self.rlimits = <sb.sb_rlimit *>PyMem_RawCalloc(len(rl) + 1, sizeof(sb.sb_rlimit))
+        if self.rlimits == NULL:
+            raise MemoryError()
+        for i in range(len(rl)):
+            self.rlimits[i].resource = rl[i][0]
+            self.rlimits[i].limit.rlim_cur = rl[i][1]
+            self.rlimits[i].limit.rlim_max = rl[i][2]
+        c.rlimits = self.rlimits
+        c.n_rlimits = len(rl)
+
+        c.stdio[0], c.stdio[1], c.stdio[2] = plan.stdio
+        c.setsid = plan.setsid
+        c.ctty = plan.ctty
+        c.init_path = _cstr(plan.init_path, keep)
+        return 0
+
+
+def spawn(plan):
+    """Start `plan` in a new sandbox.  Returns (pid, pidfd); pidfd is -1 on old kernels.
+
+    Raises ChildError (an OSError whose errno picks the subclass: FileNotFoundError,
+    PermissionError, ...) with `stage`, `op` and `detail` when a launch step fails.
+    """
+    cdef _CPlan cp = _CPlan()
+    cdef sb.sb_result res
+    cdef sb.sb_error err
+    cdef int rc
+    cp.fill(plan)
+    with nogil:
+        rc = sb.sb_spawn(&cp.cfg, &res, &err)
+    if rc < 0:
+        detail = err.msg.decode("utf-8", "replace")
+        e = ChildError(err.err, _os.strerror(err.err))
+        e.stage = err.stage
+        e.op = err.op
+        e.detail = detail
+        raise e
+    return res.pid, res.pidfd
+
+
+def wait_forward(pid_t pid, signals):
+    """Wait for `pid`, forwarding `signals` to it; returns the raw wait status."""
+    cdef int sigs[64]
+    cdef int status = 0
+    cdef size_t n = 0
+    cdef int rc
+    for s in signals:
+        if n < 64:
+            sigs[n] = s
+            n += 1
+    with nogil:
+        rc = sb.sb_wait_forward(pid, sigs, n, &status)
+    if rc < 0:
+        raise OSError(errno, _os.strerror(errno))
+    return status

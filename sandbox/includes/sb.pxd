@@ -1,0 +1,82 @@
+# C declarations of csrc/, one extern block per header, only the fields Cython touches.
+from libc.stdint cimport uint64_t
+from posix.types cimport pid_t, uid_t, gid_t
+from posix.resource cimport rlimit
+
+
+cdef extern from "sb_launch.h" nogil:
+    cdef enum:
+        SB_USERNS_NONE
+        SB_USERNS_SELF
+        SB_USERNS_HELPER
+
+    ctypedef struct sb_op "struct sb_op":
+        int kind
+        unsigned int flags
+        const char *src
+        const char *dst
+        const char *fstype
+        const char *data
+        size_t data_len
+        unsigned long mflags
+        unsigned int mode
+
+    ctypedef struct sb_rlimit "struct sb_rlimit":
+        int resource
+        rlimit limit
+
+    ctypedef struct sb_config "struct sb_config":
+        int clone_flags
+        int userns_mode
+        const char *uid_map
+        const char *gid_map
+        char **newuidmap_argv
+        char **newgidmap_argv
+        const int *setns_fds
+        const int *setns_types
+        size_t n_setns
+        const sb_op *ops
+        size_t n_ops
+        const char *newroot
+        const char *hostname
+        int loopback_up
+        char **argv
+        char **envp
+        const char *path
+        const char *cwd
+        int mkdir_cwd
+        int set_ids
+        uid_t uid
+        gid_t gid
+        const gid_t *groups
+        size_t n_groups
+        int set_groups
+        int set_caps
+        uint64_t caps
+        int cap_last
+        int no_new_privs
+        int die_with_parent
+        const sb_rlimit *rlimits
+        size_t n_rlimits
+        int stdio[3]
+        int setsid
+        int ctty
+        const int *keep_fds
+        size_t n_keep_fds
+        const char *init_path
+
+    ctypedef struct sb_result "struct sb_result":
+        pid_t pid
+        int pidfd
+
+    ctypedef struct sb_error "struct sb_error":
+        int stage
+        int err
+        int op
+        char msg[256]
+
+    int sb_spawn(const sb_config *cfg, sb_result *res, sb_error *err)
+
+
+cdef extern from "sb_wait.h" nogil:
+    int sb_wait_forward(pid_t pid, const int *sigs, size_t nsigs, int *status)

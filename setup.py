@@ -1,0 +1,50 @@
+"""Build the native launcher (sandbox._native) and the static init binary (sandbox/sbx-init).
+
+Everything else is in pyproject.toml.  Set SBX_DEBUG=1 for an unoptimised build with asserts,
+SBX_CFLAGS to override optimisation flags.
+"""
+import os
+import subprocess
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+DEBUG = os.environ.get("SBX_DEBUG") == "1"
+OPT = os.environ.get("SBX_CFLAGS", "-O0 -g" if DEBUG else "-O2").split()
+WARN = [
+    "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+    "-Werror=implicit-function-declaration", "-Werror=format=2", "-Werror=return-type",
+    "-Werror=incompatible-pointer-types", "-Werror=int-conversion",
+]
+C_SOURCES = ["csrc/sb_spawn.c", "csrc/sb_child.c", "csrc/sb_wait.c"]
+
+
+class BuildExt(build_ext):
+    """Also compile csrc/sb_init.c into a static `sbx-init` next to the extension."""
+
+    def run(self):
+        super().run()
+        out_dir = os.path.join(os.path.dirname(self.get_ext_fullpath("sandbox._native")))
+        os.makedirs(out_dir, exist_ok=True)
+        target = os.path.join(out_dir, "sbx-init")
+        cc = os.environ.get("CC", "cc")
+        cmd = [cc, "-static", "-Os", "-s", *WARN, "-o", target, "csrc/sb_init.c"]
+        self.announce(" ".join(cmd), level=2)
+        subprocess.run(cmd, check=True)
+        os.chmod(target, 0o755)
+
+
+ext = Extension(
+    "sandbox._native",
+    sources=["sandbox/_native.pyx", *C_SOURCES],
+    include_dirs=["csrc"],
+    depends=["csrc/sb_launch.h", "csrc/sb_child.h", "csrc/sb_syscalls.h", "csrc/sb_wait.h",
+             "sandbox/includes/sb.pxd"],
+    extra_compile_args=[*OPT, *WARN, "-D_GNU_SOURCE"] + (["-DSB_DEBUG=1"] if DEBUG else []),
+)
+
+setup(
+    ext_modules=cythonize([ext], compiler_directives={"language_level": 3}, quiet=True),
+    cmdclass={"build_ext": BuildExt},
+)
