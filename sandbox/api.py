@@ -1,0 +1,142 @@
+"""The Python API for harnesses: subprocess's interface, with a sandbox around the process.
+
+    sandbox.run(["sh", "-c", "echo hi"], rootfs=R, capture_output=True, text=True)
+    with sandbox.Popen(["cat"], rootfs=R, stdin=PIPE, stdout=PIPE) as p: ...
+
+Popen subclasses subprocess.Popen, so pipes, communicate(), timeouts, text mode and the
+context manager behave exactly as there; only the step that starts the child is ours.  Every
+sandbox keeps its writable layer in its own mount namespace, so nothing is left on the host
+when it ends, however it ends.  A signalled sandbox gives returncode -N, as in subprocess.
+"""
+import os
+import subprocess
+
+from .runtime import launch, plan as _plan, spec as _spec
+
+PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
+TimeoutExpired = subprocess.TimeoutExpired
+
+
+class CompletedProcess(subprocess.CompletedProcess):
+    def check_returncode(self):
+        if self.returncode:
+            raise CalledProcessError(self.returncode, self.args, self.stdout, self.stderr)
+
+
+class CalledProcessError(subprocess.CalledProcessError):
+    pass
+
+
+def _high_fd(fd, tmp):
+    """The launcher wants stdio sources at fd >= 3 (dup2 order then never matters)."""
+    if fd is None or fd < 0 or fd >= 3:
+        return -1 if fd is None else fd
+    new = os.dup(fd)
+    while new < 3:
+        tmp.append(new)
+        new = os.dup(fd)
+    tmp.append(new)
+    return new
+
+
+class Popen(subprocess.Popen):
+    """subprocess.Popen, sandboxed.  Sandbox options are keyword-only; see sandbox.run."""
+
+    def __init__(self, args, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(),
+                 network="none", hostname=None, init=False, read_only=False, userns=None,
+                 cap_add=(), cap_drop=(), no_new_privileges=False, ulimits=(), group_add=(),
+                 pass_fds=(), **popen_kwargs):
+        for bad in ("shell", "preexec_fn", "executable", "user", "group", "extra_groups", "umask",
+                    "start_new_session", "process_group", "close_fds"):
+            if bad in popen_kwargs:
+                raise TypeError(f"sandbox.Popen does not take {bad}=")
+        if isinstance(args, (str, bytes)):
+            args = [args]
+        self.container_id = os.urandom(32).hex()
+        # Validate and compile everything before any pipe exists: bad input raises here.
+        self._sbx_spec = _spec.build(
+            list(args), rootfs=rootfs, env=env, cwd=cwd, user=user, volumes=volumes, tmpfs=tmpfs,
+            network=network, hostname=hostname, read_only=read_only, init=init, userns=userns,
+            cap_add=cap_add, cap_drop=cap_drop, no_new_privileges=no_new_privileges,
+            ulimits=ulimits, group_add=group_add, container_id=self.container_id)
+        self._sbx_pass_fds = tuple(pass_fds)
+        self.pidfd = -1
+        super().__init__(args, **popen_kwargs)
+
+    @property
+    def spec(self):
+        """The runtime description this sandbox was started from (OCI-shaped dict)."""
+        return self._sbx_spec
+
+    def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
+                       startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite,
+                       errread, errwrite, *unused):
+        tmp = []
+        try:
+            stdio = []
+            for fd in (p2cread, c2pwrite, errwrite):
+                stdio.append(_high_fd(fd, tmp))
+            if c2pwrite != -1 and errwrite == c2pwrite:  # stderr=STDOUT
+                stdio[2] = stdio[1]
+            p = _plan.compile(self._sbx_spec, stdio=stdio, keep_fds=self._sbx_pass_fds)
+            self.pid, self.pidfd = launch.spawn(p)
+            self._child_created = True
+        finally:
+            for fd in tmp:
+                os.close(fd)
+            # The child's ends of the pipes, as subprocess does after fork.
+            for fd in (p2cread, c2pwrite, errwrite):
+                if fd != -1 and fd not in (p2cwrite, c2pread, errread) and fd > 2:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            devnull = getattr(self, "_devnull", None)
+            if devnull is not None:
+                os.close(devnull)
+                del self._devnull
+            self._closed_child_pipe_fds = True
+
+    def _handle_exitstatus(self, sts, *args, **kwargs):
+        super()._handle_exitstatus(sts, *args, **kwargs)
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def __del__(self, *args, **kwargs):
+        # subprocess warns about a child still running; a sandbox dies with its parent anyway.
+        if getattr(self, "pidfd", -1) >= 0 and self.returncode is None:
+            try:
+                self.kill()
+                self.wait()
+            except Exception:
+                pass
+        if hasattr(self, "_child_created"):
+            super().__del__(*args, **kwargs)
+
+
+def run(argv, *, input=None, capture_output=False, timeout=None, check=False, **kwargs):
+    """subprocess.run in a sandbox: returns CompletedProcess, raises CalledProcessError with
+    check=True and subprocess.TimeoutExpired (after killing the sandbox) on timeout."""
+    if input is not None:
+        if kwargs.get("stdin") is not None:
+            raise ValueError("stdin and input arguments may not both be used.")
+        kwargs["stdin"] = PIPE
+    if capture_output:
+        if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output.")
+        kwargs["stdout"] = kwargs["stderr"] = PIPE
+    with Popen(argv, **kwargs) as proc:
+        try:
+            stdout, stderr = proc.communicate(input, timeout=timeout)
+        except TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        except BaseException:
+            proc.kill()
+            raise
+        rc = proc.poll()
+    if check and rc:
+        raise CalledProcessError(rc, proc.args, output=stdout, stderr=stderr)
+    return CompletedProcess(proc.args, rc, stdout, stderr)

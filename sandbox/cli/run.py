@@ -1,0 +1,58 @@
+"""`sbx run`: parse, build the runtime spec, launch, wait (forwarding signals), exit with the
+command's status.  Imports only what this path needs: startup time is measured."""
+import os
+import sys
+
+from ..errors import UsageError
+from ..runtime import launch, plan as _plan, spec as _spec
+from . import runopts
+
+FORWARD = (1, 2, 3, 10, 12, 15)  # SIGHUP SIGINT SIGQUIT SIGUSR1 SIGUSR2 SIGTERM
+
+
+def exit_code(status):
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return 125
+
+
+def main(argv):
+    opts, cmd = runopts.parse(argv)
+    if opts["help"]:
+        sys.stdout.write(runopts.help_text())
+        return 0
+    if not cmd:
+        raise UsageError("'sbx run' requires at least 1 argument", hint=runopts.USAGE)
+    if opts["rootfs"] is None:
+        raise UsageError("no image or --rootfs given",
+                         hint="sbx run --rootfs DIR CMD (use --rootfs / for a sandbox of the host's own files)")
+    tty = bool(opts["tty"])
+    if tty and not os.isatty(0):
+        raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
+    spec = _spec.build(
+        cmd, rootfs=opts["rootfs"], env=runopts.parse_env(opts, os.environ), cwd=opts["workdir"],
+        user=opts["user"], volumes=opts["volume"], tmpfs=opts["tmpfs"],
+        network=opts["network"] or "none", hostname=opts["hostname"], read_only=opts["read_only"],
+        init=opts["init"], userns=opts["userns"], cap_add=opts["cap_add"], cap_drop=opts["cap_drop"],
+        no_new_privileges=runopts.no_new_privileges(opts), ulimits=opts["ulimit"],
+        group_add=opts["group_add"], terminal=tty, container_id=os.urandom(32).hex())
+    if tty:
+        from . import tty as _tty
+        return _tty.run_with_pty(spec, interactive=bool(opts["interactive"]))
+
+    devnull = -1
+    if not opts["interactive"]:
+        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    plan = _plan.compile(spec, stdio=(devnull, -1, -1))
+    try:
+        pid, pidfd = launch.spawn(plan)
+    finally:
+        if devnull >= 0:
+            os.close(devnull)
+    from .. import _native
+    status = _native.wait_forward(pid, FORWARD)
+    if pidfd >= 0:
+        os.close(pidfd)
+    return exit_code(status)

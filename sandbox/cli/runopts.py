@@ -1,0 +1,142 @@
+"""`sbx run` options: one table drives the parser and the help text.
+
+Parsing follows the Docker CLI (pflag): long options as `--opt value` or `--opt=value`, short
+ones bundled (`-it`) with a value taking the rest of the bundle or the next word (`-eK=V`,
+`-e K=V`); the first word that is not an option starts the command; `--` ends options.
+Hand-written rather than typer so that `sbx run` starts without importing click."""
+from ..errors import UsageError
+
+# (names, key, kind, metavar, help); kind: flag | value | list
+OPTIONS = (
+    (("--rootfs",), "rootfs", "value", "DIR", "root filesystem directory ('/' = the host's files, read-only)"),
+    (("--rm",), "rm", "flag", None, "remove the container when it exits"),
+    (("-e", "--env"), "env", "list", "K=V", "set an environment variable (K alone: take it from the host)"),
+    (("--env-file",), "env_file", "list", "FILE", "read environment variables from a file"),
+    (("-w", "--workdir"), "workdir", "value", "DIR", "working directory inside the container (created if missing)"),
+    (("-u", "--user"), "user", "value", "USER[:GROUP]", "user name or UID (and group) to run as"),
+    (("-v", "--volume"), "volume", "list", "HOST:CTR[:ro]", "bind-mount a host path"),
+    (("--tmpfs",), "tmpfs", "list", "PATH[:OPTS]", "mount a tmpfs"),
+    (("--read-only",), "read_only", "flag", None, "mount the root filesystem read-only"),
+    (("-h", "--hostname"), "hostname", "value", "NAME", "container host name (default: the short id)"),
+    (("--network", "--net"), "network", "value", "MODE", "none (default) or host"),
+    (("--init",), "init", "flag", None, "run an init as PID 1 that forwards signals and reaps zombies"),
+    (("-i", "--interactive"), "interactive", "flag", None, "keep stdin open"),
+    (("-t", "--tty"), "tty", "flag", None, "allocate a pseudo-terminal"),
+    (("--userns",), "userns", "value", "MODE", "auto (default: subuid range if configured, else single id) or single"),
+    (("--cap-add",), "cap_add", "list", "CAP", "add a capability"),
+    (("--cap-drop",), "cap_drop", "list", "CAP", "drop a capability (ALL for all)"),
+    (("--security-opt",), "security_opt", "list", "OPT", "no-new-privileges[=true|false]"),
+    (("--ulimit",), "ulimit", "list", "NAME=SOFT[:HARD]", "set a resource limit"),
+    (("--group-add",), "group_add", "list", "GROUP", "add a supplementary group (needs a subuid range)"),
+    (("--help",), "help", "flag", None, "show this help"),
+)
+_BY_NAME = {n: o for o in OPTIONS for n in o[0]}
+
+USAGE = "Usage: sbx run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]"
+
+
+def help_text():
+    lines = [USAGE, "", "Run a command in a new rootless sandbox.", "", "Options:"]
+    for names, _, kind, metavar, text in OPTIONS:
+        left = ", ".join(names) + (f" {metavar}" if metavar else "")
+        lines.append(f"  {left:<32} {text}")
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv):
+    """argv after `run` -> (options dict, command list)."""
+    opts = {o[1]: ([] if o[2] == "list" else None) for o in OPTIONS}
+    i, n = 0, len(argv)
+
+    def take(opt, key, kind, value):
+        if kind == "flag":
+            if value is not None and value not in ("true", "false"):
+                raise UsageError(f"option {opt} takes no value")
+            opts[key] = value != "false"
+        elif kind == "list":
+            opts[key].append(value)
+        else:
+            opts[key] = value
+
+    while i < n:
+        a = argv[i]
+        if a == "--":
+            i += 1
+            break
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            o = _BY_NAME.get(name)
+            if o is None:
+                raise UsageError(f"unknown flag: {name}", hint="see 'sbx run --help'")
+            if o[2] != "flag" and not eq:
+                i += 1
+                if i >= n:
+                    raise UsageError(f"flag needs an argument: {name}")
+                value = argv[i]
+            take(name, o[1], o[2], value if eq or o[2] != "flag" else None)
+            i += 1
+            continue
+        if a.startswith("-") and len(a) > 1:
+            j = 1
+            while j < len(a):
+                name = "-" + a[j]
+                o = _BY_NAME.get(name)
+                if o is None:
+                    raise UsageError(f"unknown shorthand flag: {a[j]!r} in {a}", hint="see 'sbx run --help'")
+                if o[2] == "flag":
+                    take(name, o[1], "flag", None)
+                    j += 1
+                    continue
+                value = a[j + 1:]
+                if not value:
+                    i += 1
+                    if i >= n:
+                        raise UsageError(f"flag needs an argument: {name}")
+                    value = argv[i]
+                take(name, o[1], o[2], value)
+                break
+            i += 1
+            continue
+        break
+    return opts, argv[i:]
+
+
+def parse_env(opts, environ):
+    """-e and --env-file -> ordered list of (key, value); later wins, like Docker."""
+    out = []
+    for path in opts["env_file"]:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise UsageError(f"cannot read env file {path}: {e.strerror}") from None
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append(_env_item(line, environ))
+    for item in opts["env"]:
+        out.append(_env_item(item, environ))
+    return [kv for kv in out if kv is not None]
+
+
+def _env_item(item, environ):
+    k, eq, v = item.partition("=")
+    if not k:
+        raise UsageError(f"invalid environment variable {item!r}")
+    if not eq:
+        if k not in environ:
+            return None
+        v = environ[k]
+    return k, v
+
+
+def no_new_privileges(opts):
+    nnp = False
+    for s in opts["security_opt"]:
+        k, eq, v = s.replace(":", "=", 1).partition("=") if s.startswith("no-new-privileges") else (s, "", "")
+        if k != "no-new-privileges":
+            raise UsageError(f"unsupported --security-opt {s!r}", hint="supported: no-new-privileges[=true|false]")
+        if v not in ("", "true", "false"):
+            raise UsageError(f"invalid --security-opt {s!r}")
+        nnp = v != "false"
+    return nnp

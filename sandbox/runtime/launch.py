@@ -1,0 +1,72 @@
+"""Start a plan through the one native launcher and turn a failed step into a SandboxError
+that names the step and the path and says how to fix it."""
+import errno as E
+import os
+
+from .. import _native
+from ..errors import CommandNotExecutable, CommandNotFound, LaunchError
+
+# csrc/sb_launch.h enum sb_stage, in order.
+STAGES = ("none", "clone", "reset signals", "set parent-death signal", "wait for id maps",
+          "write uid_map", "deny setgroups", "write gid_map", "newuidmap", "newgidmap",
+          "make mounts private", "mount", "pivot_root", "sethostname", "bring up loopback",
+          "setrlimit", "chdir to working directory", "drop bounding capabilities", "setgroups",
+          "setgid", "setuid", "set capabilities", "set no_new_privs", "set up stdio", "setsid",
+          "close file descriptors", "start init", "exec", "join namespaces", "launcher")
+
+USERNS_HINT = ("unprivileged user namespaces look disabled: on Debian/older kernels run "
+               "'sysctl -w kernel.unprivileged_userns_clone=1'; on Ubuntu 24.04+ run "
+               "'sysctl -w kernel.apparmor_restrict_unprivileged_userns=0' or give python an "
+               "AppArmor profile with 'userns,'; also check user.max_user_namespaces > 0")
+
+
+def _hint(stage, err, what, plan):
+    if stage == "clone" and err in (E.EPERM, E.EACCES, E.ENOSPC, E.EINVAL, E.EUSERS):
+        return USERNS_HINT
+    if stage in ("write uid_map", "write gid_map", "deny setgroups") and err in (E.EPERM, E.EACCES):
+        return USERNS_HINT
+    if stage in ("newuidmap", "newgidmap"):
+        if err == E.ENOENT:
+            return "install newuidmap/newgidmap (Debian/Ubuntu package uidmap), or use --userns=single"
+        return ("check your ranges in /etc/subuid and /etc/subgid (usermod --add-subuids/--add-subgids), "
+                "or use --userns=single")
+    if stage == "mount" and what.startswith("overlay"):
+        return ("the kernel refused overlayfs in a user namespace (needs Linux >= 5.11); "
+                "use --read-only, or upgrade the kernel")
+    if stage == "mount" and what.startswith("bind mount") and err == E.ENOENT:
+        return "the mount point is missing in a read-only root filesystem: create it there, or drop --read-only"
+    if stage == "mount" and err == E.EPERM and ("proc" in what or "sysfs" in what):
+        return "the host hides parts of /proc or /sys (running inside another container?)"
+    if stage == "chdir to working directory":
+        return "create the directory in the image, or pass -w with an existing path"
+    if stage in ("setgroups", "setgid", "setuid"):
+        return "the user or group is outside the mapped id range"
+    if stage == "start init":
+        return "reinstall sbx: the sbx-init binary next to the package is missing"
+    return None
+
+
+def spawn(plan):
+    """Launch; returns (pid, pidfd).  Raises LaunchError (or CommandNotFound/NotExecutable)."""
+    try:
+        return _native.spawn(plan)
+    except _native.ChildError as e:
+        stage = STAGES[e.stage] if 0 <= e.stage < len(STAGES) else f"step {e.stage}"
+        err = e.errno
+        cmd = os.fsdecode(plan.argv[0]) if plan.argv else "?"
+        if stage == "exec" and err in (E.ENOENT, E.ENOTDIR):
+            raise CommandNotFound(f"{cmd}: executable file not found in $PATH" if "/" not in cmd
+                                  else f"{cmd}: no such file or directory",
+                                  stage=stage, errno=err) from None
+        if stage == "exec" and err in (E.EACCES, E.ENOEXEC, E.EISDIR, E.EPERM):
+            raise CommandNotExecutable(f"{cmd}: permission denied" if err != E.ENOEXEC
+                                       else f"{cmd}: exec format error", stage=stage, errno=err) from None
+        what = ""
+        if stage == "mount" and 0 <= e.op < len(plan.op_names):
+            what = plan.op_names[e.op]
+        elif stage == "chdir to working directory":
+            what = os.fsdecode(plan.cwd)
+        msg = f"{stage}{' ' + what if what else ''}: {e.detail or os.strerror(err)}"
+        if e.detail and stage in ("newuidmap", "newgidmap"):
+            msg = f"{stage} failed: {e.detail}"
+        raise LaunchError(msg, hint=_hint(stage, err, what, plan), stage=stage, errno=err) from None

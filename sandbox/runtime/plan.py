@@ -1,0 +1,250 @@
+"""Compile a runtime spec (spec.py) into a launch plan: the flat list of steps csrc/sb_child.c
+executes.  Pure Python, no syscalls that change anything: the plan is data, and the tests
+read it.
+
+Layout inside the sandbox's own mount namespace (nothing is written on the host):
+    M = paths.mount_base()       one empty host directory shared by all sandboxes
+    tmpfs on M                   private to this sandbox, gone with its mount namespace
+    M/root                       the new root: overlay(lower=rootfs, upper, work) or a bind
+    M/upper, M/work              the writable layer, unless the spec names a host directory
+    M/hostname, M/hosts, ...     generated files, bind-mounted into M/root/etc
+"""
+import os
+import stat
+
+from . import paths
+
+# csrc/sb_launch.h enum sb_op_kind and SB_OPF_*
+OP_MOUNT, OP_BIND, OP_MKDIR, OP_MKFILE, OP_WRITE, OP_SYMLINK, OP_SETATTR, OP_CHMOD = range(1, 9)
+OPF_OPTIONAL, OPF_NONREC = 0x1, 0x4
+USERNS_NONE, USERNS_SELF, USERNS_HELPER = 0, 1, 2
+
+CLONE_FLAGS = {"user": 0x10000000, "mount": 0x00020000, "pid": 0x20000000, "uts": 0x04000000,
+               "ipc": 0x08000000, "network": 0x40000000, "cgroup": 0x02000000}
+MS_FLAGS = {"ro": 0x1, "nosuid": 0x2, "nodev": 0x4, "noexec": 0x8, "noatime": 0x400,
+            "nodiratime": 0x800, "relatime": 0x200000, "strictatime": 0x1000000}
+MOUNT_ATTR = {"ro": 0x1, "nosuid": 0x2, "nodev": 0x4, "noexec": 0x8}
+RLIM_INFINITY = 2**64 - 1
+RLIMIT_NUM = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+              "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+              "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+              "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15}
+
+INIT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sbx-init")
+_enc = os.fsencode
+
+
+class Plan:
+    """The launch plan, field for field the C struct sb_config (csrc/sb_launch.h)."""
+    __slots__ = ("clone_flags", "userns_mode", "uid_map", "gid_map", "newuidmap", "newgidmap",
+                 "setns", "ops", "op_names", "newroot", "hostname", "loopback", "argv", "envp",
+                 "path", "cwd", "mkdir_cwd", "ids", "caps", "cap_last", "no_new_privs",
+                 "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "keep_fds", "init_path")
+
+    def __init__(self):
+        self.clone_flags = 0
+        self.userns_mode = USERNS_NONE
+        self.uid_map = self.gid_map = self.newuidmap = self.newgidmap = None
+        self.setns = []
+        self.ops = []
+        self.op_names = []
+        self.newroot = self.hostname = None
+        self.loopback = False
+        self.argv, self.envp = [], []
+        self.path = self.cwd = None
+        self.mkdir_cwd = False
+        self.ids = self.caps = None
+        self.cap_last = 40
+        self.no_new_privs = False
+        self.die_with_parent = True
+        self.rlimits = []
+        self.stdio = (-1, -1, -1)
+        self.setsid = self.ctty = False
+        self.keep_fds = []
+        self.init_path = None
+
+    def op(self, kind, dst, src=None, fstype=None, data=None, mflags=0, mode=0, flags=0, what=None):
+        self.ops.append((kind, flags, None if src is None else _enc(src), _enc(dst),
+                         None if fstype is None else fstype.encode(),
+                         None if data is None else (data if isinstance(data, bytes) else data.encode()),
+                         mflags, mode))
+        self.op_names.append(what or dst)
+
+
+_host_info = {}
+
+
+def _cap_last():
+    v = _host_info.get("cap_last")
+    if v is None:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                v = int(f.read())
+        except (OSError, ValueError):
+            v = 40
+        _host_info["cap_last"] = v
+    return v
+
+
+def _host_kind(path):
+    """'dir', 'file' or None for a host /proc or /sys path (the same kernel serves the sandbox)."""
+    kinds = _host_info.setdefault("kinds", {})
+    k = kinds.get(path, 0)
+    if k == 0:
+        try:
+            k = "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "file"
+        except OSError:
+            k = None
+        kinds[path] = k
+    return k
+
+
+def _overlay_escape(p):
+    return p.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def _split_options(opts):
+    mflags, attrs, data, sbx = 0, 0, [], set()
+    for o in opts:
+        if o in MS_FLAGS:
+            mflags |= MS_FLAGS[o]
+            attrs |= MOUNT_ATTR.get(o, 0)
+        elif o.startswith("sbx-") or o in ("bind", "rbind", "rw"):
+            sbx.add(o)
+        else:
+            data.append(o)
+    return mflags, attrs, ",".join(data) or None, sbx
+
+
+def _mkdirs(plan, root, dest):
+    """Create the parents of a mount point inside the new root (an existing one is fine, a
+    read-only root leaves them to exist already)."""
+    parts = [p for p in dest.split("/") if p]
+    cur = root
+    for p in parts[:-1]:
+        cur = f"{cur}/{p}"
+        plan.op(OP_MKDIR, cur, mode=0o755, flags=OPF_OPTIONAL)
+
+
+def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), setsid=False, ctty=False):
+    """spec (an OCI-shaped dict from spec.build) -> Plan."""
+    x = spec["sbx"]
+    proc = spec["process"]
+    linux = spec["linux"]
+    p = Plan()
+    ns = {n["type"] for n in linux["namespaces"]}
+    for n in ns:
+        p.clone_flags |= CLONE_FLAGS[n]
+
+    if "user" in ns:
+        from .idmap import helper_argv, map_text
+        if x["userns"] == "helper":
+            p.userns_mode = USERNS_HELPER
+            p.newuidmap = [_enc(a) for a in helper_argv(x["newuidmap"], linux["uidMappings"])]
+            p.newgidmap = [_enc(a) for a in helper_argv(x["newgidmap"], linux["gidMappings"])]
+        else:
+            p.userns_mode = USERNS_SELF
+            p.uid_map = map_text(linux["uidMappings"]).encode()
+            p.gid_map = map_text(linux["gidMappings"]).encode()
+
+    # The root.
+    base = paths.mount_base()
+    root = f"{base}/root"
+    rootfs = spec["root"]["path"]
+    p.op(OP_MOUNT, base, src="sbx", fstype="tmpfs", data="mode=0755", mflags=MS_FLAGS["nosuid"],
+         what="private tmpfs")
+    p.op(OP_MKDIR, root, mode=0o755)
+    if spec["root"]["readonly"]:
+        p.op(OP_BIND, root, src=rootfs, mode=MOUNT_ATTR["ro"], what=f"root filesystem {rootfs}")
+    else:
+        upper = x["upper"]
+        if upper is None:
+            upper, work = f"{base}/upper", f"{base}/work"
+            try:
+                rmode = stat.S_IMODE(os.stat(rootfs).st_mode)
+            except OSError:
+                rmode = 0o755
+            p.op(OP_MKDIR, upper, mode=rmode)
+            p.op(OP_MKDIR, work, mode=0o700)
+        else:
+            work = os.path.join(os.path.dirname(upper), "work")
+        data = (f"lowerdir={_overlay_escape(rootfs)},upperdir={_overlay_escape(upper)},"
+                f"workdir={_overlay_escape(work)},userxattr")
+        p.op(OP_MOUNT, root, src="overlay", fstype="overlay", data=data,
+             what=f"overlay of {rootfs}")
+
+    for name, content in x["files"].items():
+        p.op(OP_WRITE, f"{base}/{name}", data=content.encode(), mode=0o644, what=f"/etc/{name}")
+
+    # The mount table.
+    for mnt in spec["mounts"]:
+        dest = mnt["destination"]
+        target = root + dest
+        mflags, attrs, data, sbx = _split_options(mnt["options"])
+        optional = OPF_OPTIONAL if "sbx-optional" in sbx else 0
+        typ = mnt["type"]
+        if dest.count("/") > 1 and not dest.startswith("/dev/"):
+            _mkdirs(p, root, dest)
+        if "sbx-create-file" in sbx:
+            p.op(OP_MKFILE, target, mode=0o644, flags=optional)
+        else:
+            p.op(OP_MKDIR, target, mode=0o755, flags=OPF_OPTIONAL)
+        if typ == "bind":
+            src = mnt["source"]
+            if src.startswith("sbx-file:"):
+                src = f"{base}/{src[9:]}"
+            p.op(OP_BIND, target, src=src, mode=attrs, flags=optional | (0 if "rbind" in sbx else OPF_NONREC),
+                 what=f"bind mount {mnt['source']} on {dest}")
+        else:
+            p.op(OP_MOUNT, target, src=mnt["source"], fstype=typ, data=data, mflags=mflags, flags=optional,
+                 what=f"{typ} on {dest}")
+        if dest == "/dev":
+            for name, to in (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                             ("core", "/proc/kcore")):
+                p.op(OP_SYMLINK, f"{target}/{name}", src=to)
+
+    for path in linux["maskedPaths"]:
+        kind = _host_kind(path)
+        if kind == "dir":
+            p.op(OP_MOUNT, root + path, src="tmpfs", fstype="tmpfs", mflags=MS_FLAGS["ro"],
+                 flags=OPF_OPTIONAL, what=f"mask {path}")
+        elif kind == "file":
+            p.op(OP_BIND, root + path, src="/dev/null", flags=OPF_OPTIONAL | OPF_NONREC, what=f"mask {path}")
+    for path in linux["readonlyPaths"]:
+        if _host_kind(path):
+            p.op(OP_BIND, root + path, src=root + path, mode=MOUNT_ATTR["ro"], flags=OPF_OPTIONAL,
+                 what=f"read-only {path}")
+
+    p.newroot = _enc(root)
+    if "uts" in ns:
+        p.hostname = spec["hostname"].encode()
+    p.loopback = "network" in ns
+
+    # The process.
+    p.argv = [_enc(a) for a in proc["args"]]
+    p.envp = [_enc(e) for e in proc["env"]]
+    for e in proc["env"]:
+        if e.startswith("PATH="):
+            p.path = _enc(e[5:])
+    p.cwd = _enc(proc["cwd"])
+    p.mkdir_cwd = x["mkdir_cwd"]
+    user = proc["user"]
+    if x["userns"] == "helper":
+        p.ids = (user["uid"], user["gid"], [user["gid"], *user["additionalGids"]])
+    caps = 0
+    from .spec import CAPS
+    for c in proc["capabilities"]["bounding"]:
+        caps |= 1 << CAPS[c]
+    p.caps = caps
+    p.cap_last = _cap_last()
+    p.no_new_privs = proc["noNewPrivileges"]
+    p.die_with_parent = x["die_with_parent"]
+    p.rlimits = [(RLIMIT_NUM[r["type"]], RLIM_INFINITY if r["soft"] == -1 else r["soft"],
+                  RLIM_INFINITY if r["hard"] == -1 else r["hard"]) for r in proc["rlimits"]]
+    p.stdio = tuple(stdio)
+    p.keep_fds = sorted(keep_fds)
+    p.setsid, p.ctty = setsid, ctty
+    if x["init"]:
+        p.init_path = _enc(INIT_PATH)
+    return p

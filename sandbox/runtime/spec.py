@@ -1,0 +1,325 @@
+"""Options -> one runtime description, shaped like an OCI runtime-spec config.json.
+
+This module holds the policy (Docker's defaults: capabilities, /dev, masked /proc paths,
+environment, users); plan.py holds the mechanism.  Every way of starting a process (CLI run,
+Python API, later build RUN steps and exec) comes through build()."""
+import os
+
+from ..errors import UsageError
+from . import idmap
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# linux/capability.h numbering.
+CAPS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
+    "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10,
+    "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15,
+    "SYS_MODULE": 16, "SYS_RAWIO": 17, "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20,
+    "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23, "SYS_RESOURCE": 24, "SYS_TIME": 25,
+    "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29, "AUDIT_CONTROL": 30,
+    "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+}
+# Docker's default set (moby oci/caps/defaults.go).
+DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+
+# Docker's masked and read-only /proc and /sys paths (moby oci/defaults.go).
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware", "/sys/devices/virtual/powercap")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+RLIMITS = {
+    "core": 4, "cpu": 0, "data": 2, "fsize": 1, "locks": 10, "memlock": 8, "msgqueue": 12,
+    "nice": 13, "nofile": 7, "nproc": 6, "rss": 5, "rtprio": 14, "rttime": 15, "sigpending": 11,
+    "stack": 3, "as": 9,
+}
+
+NETWORKS = ("none", "host")
+
+
+def parse_volume(v):
+    """HOST:CTR[:ro|rw] (string) or (host, ctr[, mode]) -> (host, ctr, readonly)."""
+    if isinstance(v, (tuple, list)):
+        parts = [str(p) for p in v]
+    else:
+        parts = str(v).split(":")
+    if len(parts) == 2:
+        host, ctr, mode = parts[0], parts[1], "rw"
+    elif len(parts) == 3:
+        host, ctr, mode = parts
+    else:
+        raise UsageError(f"invalid volume specification {v!r}", hint="use HOST:CONTAINER[:ro]")
+    opts = set(mode.split(",")) if mode else set()
+    if not opts <= {"ro", "rw", "z", "Z", "rbind", "bind"} or {"ro", "rw"} <= opts:
+        raise UsageError(f"invalid volume mode {mode!r} in {v!r}", hint="use ro or rw")
+    if not host or not host.startswith("/"):
+        raise UsageError(f"invalid volume {v!r}: host path {host!r} is not absolute",
+                         hint="named volumes are not supported yet; give an absolute host path")
+    if not ctr.startswith("/"):
+        raise UsageError(f"invalid volume {v!r}: container path {ctr!r} is not absolute")
+    if not os.path.exists(host):
+        raise UsageError(f"bind source {host!r} does not exist", hint="create it first")
+    return os.path.realpath(host), os.path.normpath(ctr), "ro" in opts
+
+
+def _read_db(rootfs, name):
+    try:
+        with open(os.path.join(rootfs, "etc", name), "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line.split(":") for line in data.splitlines() if line and not line.startswith("#")]
+
+
+def resolve_user(rootfs, user):
+    """Docker's -u: UID[:GID] or NAME[:GROUP] -> (uid, gid, home, name) from the rootfs's
+    /etc/passwd and /etc/group."""
+    if user is None or user == "":
+        user = "0"
+    user = str(user)
+    uname, _, gname = user.partition(":")
+    passwd = None
+    uid = gid = None
+    home, name = "/", None
+    if uname.isdigit():
+        uid = int(uname)
+    for ent in _read_db(rootfs, "passwd"):
+        if len(ent) < 7:
+            continue
+        if (uid is not None and ent[2] == str(uid)) or (uid is None and ent[0] == uname):
+            passwd = ent
+            break
+    if passwd is not None:
+        uid, name, home = int(passwd[2]), passwd[0], passwd[5] or "/"
+        gid = int(passwd[3]) if passwd[3].isdigit() else 0
+    elif uid is None:
+        raise UsageError(f"unable to find user {uname}: no matching entries in passwd file",
+                         hint="use a numeric UID, or add the user to the image's /etc/passwd")
+    elif uid == 0:
+        home = "/root"
+    if gid is None:
+        gid = uid if uid != 0 else 0
+    if gname:
+        if gname.isdigit():
+            gid = int(gname)
+        else:
+            for ent in _read_db(rootfs, "group"):
+                if len(ent) >= 3 and ent[0] == gname:
+                    gid = int(ent[2])
+                    break
+            else:
+                raise UsageError(f"unable to find group {gname}: no matching entries in group file")
+    return uid, gid, home, name
+
+
+def supplementary_groups(rootfs, name, gid, extra):
+    groups = [gid]
+    if name:
+        for ent in _read_db(rootfs, "group"):
+            if len(ent) >= 4 and name in ent[3].split(",") and ent[2].isdigit():
+                g = int(ent[2])
+                if g not in groups:
+                    groups.append(g)
+    for g in extra:
+        g = str(g)
+        if not g.isdigit():
+            for ent in _read_db(rootfs, "group"):
+                if len(ent) >= 3 and ent[0] == g:
+                    g = ent[2]
+                    break
+            else:
+                raise UsageError(f"unable to find group {g}")
+        if int(g) not in groups:
+            groups.append(int(g))
+    return groups
+
+
+def capabilities(cap_add=(), cap_drop=()):
+    caps = set(DEFAULT_CAPS)
+    for c in cap_drop:
+        c = c.upper().removeprefix("CAP_")
+        if c == "ALL":
+            caps.clear()
+        elif c in CAPS:
+            caps.discard(c)
+        else:
+            raise UsageError(f"unknown capability {c!r}")
+    for c in cap_add:
+        c = c.upper().removeprefix("CAP_")
+        if c == "ALL":
+            caps.update(CAPS)
+        elif c in CAPS:
+            caps.add(c)
+        else:
+            raise UsageError(f"unknown capability {c!r}")
+    return sorted(caps, key=CAPS.get)
+
+
+def parse_ulimit(u):
+    name, sep, val = str(u).partition("=")
+    if not sep or name not in RLIMITS:
+        raise UsageError(f"invalid ulimit {u!r}", hint="use NAME=SOFT[:HARD], e.g. nofile=1024:2048")
+    soft, _, hard = val.partition(":")
+    try:
+        s = -1 if soft == "-1" else int(soft)
+        h = s if not hard else (-1 if hard == "-1" else int(hard))
+    except ValueError:
+        raise UsageError(f"invalid ulimit value {u!r}") from None
+    if s != -1 and h != -1 and s > h:
+        raise UsageError(f"ulimit {name}: soft limit {s} is above the hard limit {h}")
+    return {"type": "RLIMIT_" + name.upper(), "soft": s, "hard": h}
+
+
+_host_resolv = None
+
+
+def _resolv_conf(network):
+    global _host_resolv
+    if network == "none":
+        return "# no network (--network none)\n"
+    if _host_resolv is None:
+        try:
+            with open("/etc/resolv.conf") as f:
+                _host_resolv = f.read()
+        except OSError:
+            _host_resolv = ""
+    return _host_resolv
+
+
+def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), network="none",
+          hostname=None, read_only=False, init=False, userns=None, cap_add=(), cap_drop=(),
+          no_new_privileges=False, ulimits=(), group_add=(), terminal=False, container_id,
+          upper=None, namespaces=("user", "mount", "pid", "uts", "ipc", "network", "cgroup"),
+          die_with_parent=True):
+    """The runtime description for one sandbox.  `upper` is a host directory for the overlay's
+    writable layer (kept after exit); None puts it in the sandbox's private tmpfs."""
+    if not argv:
+        raise UsageError("no command given", hint="sbx run [OPTIONS] --rootfs DIR CMD [ARG...]")
+    argv = [os.fsdecode(a) for a in argv]
+    if rootfs is None:
+        raise UsageError("no root filesystem given", hint="use --rootfs DIR (--rootfs / for the host's files)")
+    rootfs = os.fsdecode(rootfs)
+    if not os.path.isdir(rootfs):
+        raise UsageError(f"root filesystem {rootfs!r} is not a directory",
+                         hint="give --rootfs a directory holding a root filesystem")
+    rootfs = os.path.realpath(rootfs)
+    if network not in NETWORKS:
+        raise UsageError(f"network mode {network!r} is not supported yet",
+                         hint="use --network none or --network host")
+    host_root = rootfs == "/"
+    read_only = bool(read_only) or host_root
+
+    uid, gid, home, uname = resolve_user(rootfs, user)
+    mode, urange, grange, newuidmap, newgidmap = idmap.choose(userns)
+    if mode == "helper" and (uid >= idmap.SUBID_SIZE + 1 or gid >= idmap.SUBID_SIZE + 1):
+        raise UsageError(f"user {uid}:{gid} is outside the mapped range 0-{idmap.SUBID_SIZE}")
+    if mode == "single" and group_add:
+        raise UsageError("--group-add needs a subordinate id range",
+                         hint="add the user to /etc/subuid and /etc/subgid (usermod --add-subuids/--add-subgids) "
+                              "and install newuidmap/newgidmap (package uidmap)")
+    uid_maps, gid_maps = idmap.mappings(mode, urange, grange, uid, gid)
+    groups = supplementary_groups(rootfs, uname, gid, group_add) if mode == "helper" else [gid]
+
+    cid = container_id
+    if hostname is None:
+        hostname = cid[:12]
+    envd = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": home}
+    if terminal:
+        envd["TERM"] = "xterm"
+    if env:
+        for k, v in (env.items() if isinstance(env, dict) else env):
+            if not k or "=" in k or "\0" in k:
+                raise UsageError(f"invalid environment variable name {k!r}")
+            envd[k] = str(v)
+
+    caps = capabilities(cap_add, cap_drop)
+    ns = set(namespaces)
+    mounts = []
+
+    def m(dest, typ, src, *opts):
+        mounts.append({"destination": dest, "type": typ, "source": src, "options": list(opts)})
+
+    if "pid" in ns:
+        m("/proc", "proc", "proc", "nosuid", "noexec", "nodev")
+    else:
+        m("/proc", "bind", "/proc", "rbind")
+    m("/dev", "tmpfs", "tmpfs", "nosuid", "noexec", "strictatime", "mode=755", "size=65536k")
+    for d in DEVICES:
+        m(f"/dev/{d}", "bind", f"/dev/{d}", "bind", "nosuid", "noexec", "sbx-create-file")
+    pts = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+    if mode == "helper":
+        pts.append("gid=5")
+    m("/dev/pts", "devpts", "devpts", *pts)
+    m("/dev/shm", "tmpfs", "shm", "nosuid", "noexec", "nodev", "mode=1777", "size=65536k")
+    if "ipc" in ns:
+        m("/dev/mqueue", "mqueue", "mqueue", "nosuid", "noexec", "nodev")
+    if "network" in ns:
+        m("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro")
+    else:
+        m("/sys", "bind", "/sys", "rbind", "ro", "nosuid", "noexec", "nodev")
+    if read_only and host_root:
+        # The host's own tree: private scratch space where programs expect it, and the host's
+        # /run (sockets of system services) out of sight.
+        m("/tmp", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=1777")
+        m("/var/tmp", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=1777", "sbx-optional")
+        m("/run", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=755", "sbx-optional")
+    for name in ("hostname", "hosts", "resolv.conf"):
+        m(f"/etc/{name}", "bind", f"sbx-file:{name}", "bind", "sbx-create-file", "sbx-optional")
+    for v in volumes or ():
+        host, ctr, ro = parse_volume(v)
+        opts = ["rbind"] + (["ro"] if ro else [])
+        if not os.path.isdir(host):
+            opts.append("sbx-create-file")
+        m(ctr, "bind", host, *opts)
+    for t in tmpfs or ():
+        path, _, topts = str(t).partition(":")
+        if not path.startswith("/"):
+            raise UsageError(f"invalid --tmpfs {t!r}: path must be absolute")
+        extra = [o for o in topts.split(",") if o] if topts else ["mode=1777"]
+        m(os.path.normpath(path), "tmpfs", "tmpfs", "nosuid", "nodev", *extra)
+
+    hosts = f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    rlimits = [parse_ulimit(u) for u in ulimits or ()]
+    if cwd is not None and not str(cwd).startswith("/"):
+        raise UsageError(f"working directory {cwd!r} is not absolute")
+
+    return {
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": bool(terminal),
+            "user": {"uid": uid, "gid": gid, "additionalGids": groups[1:]},
+            "args": argv,
+            "env": [f"{k}={v}" for k, v in envd.items()],
+            "cwd": str(cwd) if cwd else "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": rlimits,
+            "noNewPrivileges": bool(no_new_privileges),
+        },
+        "root": {"path": rootfs, "readonly": read_only},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": t} for t in namespaces],
+            "uidMappings": uid_maps,
+            "gidMappings": gid_maps,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+        # What the OCI spec has no words for; runtimes keep such things in annotations.
+        "sbx": {
+            "id": cid,
+            "userns": mode,
+            "newuidmap": newuidmap,
+            "newgidmap": newgidmap,
+            "upper": upper,
+            "init": bool(init),
+            "mkdir_cwd": cwd is not None,
+            "die_with_parent": die_with_parent,
+            "files": {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": _resolv_conf(network)},
+        },
+    }
