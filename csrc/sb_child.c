@@ -28,8 +28,10 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 #include <linux/capability.h>
@@ -113,10 +115,53 @@ create_and_write (const char *path, const char *data, size_t len, unsigned mode)
  * mount_setattr(AT_RECURSIVE) does it in one call and also covers submounts, which a
  * MS_REMOUNT|MS_RDONLY of the top mount would leave writable (bind mounts of / have many). */
 static int
-set_attr (const char *path, unsigned int attrs)
+set_attr (const char *path, unsigned int attrs, int recursive)
 {
   struct sb_mount_attr attr = { .attr_set = attrs };
-  return sb_mount_setattr (AT_FDCWD, path, AT_RECURSIVE | AT_NO_AUTOMOUNT, &attr, sizeof attr);
+  return sb_mount_setattr (AT_FDCWD, path, (recursive ? AT_RECURSIVE : 0) | AT_NO_AUTOMOUNT,
+                           &attr, sizeof attr);
+}
+
+/* Run a helper to completion.  A raw clone(SIGCHLD) is fork without libc's atfork handlers
+ * (they belong to the Python parent); the helper gets an empty environment.  It runs chrooted
+ * in `dst` (a recursive bind of /): pivot_root moves the root of every process whose root is
+ * the old root, and a fuse daemon whose root became its own mount would deadlock. */
+static int
+run_program (const struct sb_op *op)
+{
+  char *argv[SB_RUN_MAX_ARGS + 1];
+  char *const envp[] = { NULL };
+  size_t n = 0;
+  for (size_t i = 0; i < op->data_len && n < SB_RUN_MAX_ARGS; n++)
+    {
+      argv[n] = (char *) op->data + i;
+      i += sb_strlen (op->data + i) + 1;
+    }
+  argv[n] = NULL;
+
+  long pid = syscall (SYS_clone, SIGCHLD, 0, 0, 0, 0);
+  if (pid < 0)
+    return -1;
+  if (pid == 0)
+    {
+      sigset_t none;
+      sigemptyset (&none);
+      sigprocmask (SIG_SETMASK, &none, NULL);
+      if (op->dst && (chroot (op->dst) < 0 || chdir ("/") < 0))
+        _exit (126);
+      execve (op->src, argv, envp);
+      _exit (127);
+    }
+  int st;
+  while (waitpid ((pid_t) pid, &st, 0) < 0)
+    if (errno != EINTR)
+      return -1;
+  if (!WIFEXITED (st) || WEXITSTATUS (st) != 0)
+    {
+      errno = WIFEXITED (st) && WEXITSTATUS (st) == 127 ? ENOENT : EIO;
+      return -1;
+    }
+  return 0;
 }
 
 static int
@@ -133,7 +178,7 @@ run_op (const struct sb_op *op)
         if (mount (op->src, op->dst, NULL, fl, NULL) < 0)
           return -1;
         if (op->mode)
-          return set_attr (op->dst, op->mode);
+          return set_attr (op->dst, op->mode, 1);
         return 0;
       }
 
@@ -165,10 +210,13 @@ run_op (const struct sb_op *op)
       return 0;
 
     case SB_OP_SETATTR:
-      return set_attr (op->dst, op->mode);
+      return set_attr (op->dst, op->mode, !(op->flags & SB_OPF_NONREC));
 
     case SB_OP_CHMOD:
       return chmod (op->dst, op->mode);
+
+    case SB_OP_RUN:
+      return run_program (op);
 
     default:
       errno = EINVAL;
@@ -200,6 +248,50 @@ err:
     errno = saved;
     return -1;
   }
+}
+
+/* Allocate a pty in the sandbox's own devpts (so ttyname() and /dev/pts agree inside), hand
+ * the master to the parent over a unix socket (SCM_RIGHTS, as crun's --console-socket) and
+ * return the slave, opened with TIOCGPTPEER: no path lookup, no race. */
+static int
+open_console (const struct sb_config *cfg)
+{
+  int master = open ("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0)
+    return -1;
+  int unlock = 0;
+  if (ioctl (master, TIOCSPTLCK, &unlock) < 0)
+    return -1;
+  struct winsize ws = { cfg->console_rows, cfg->console_cols, 0, 0 };
+  int slave = ioctl (master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0)
+    return -1;
+  if (ws.ws_row && ioctl (slave, TIOCSWINSZ, &ws) < 0)
+    return -1;
+
+  char dummy = 'p';
+  struct iovec iov = { &dummy, 1 };
+  union
+  {
+    char buf[CMSG_SPACE (sizeof (int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr msg;
+  memset (&msg, 0, sizeof msg);
+  memset (&u, 0, sizeof u);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = u.buf;
+  msg.msg_controllen = sizeof u.buf;
+  struct cmsghdr *cm = CMSG_FIRSTHDR (&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN (sizeof (int));
+  memcpy (CMSG_DATA (cm), &master, sizeof (int));
+  if (sendmsg (cfg->console_socket, &msg, MSG_NOSIGNAL) < 0)
+    return -1;
+  close (master);
+  return slave;
 }
 
 /* mkdir -p for the working directory, on a stack copy of the path. */
@@ -466,10 +558,20 @@ sb_child_main (void *arg)
   if (cfg->no_new_privs)
     CHECK (prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), SB_STAGE_NO_NEW_PRIVS);
 
-  /* 8. stdio.  The parent guarantees every source fd is >= 3 or already in place. */
-  for (int i = 0; i < 3; i++)
-    if (cfg->stdio[i] >= 0 && cfg->stdio[i] != i)
-      CHECK (dup2 (cfg->stdio[i], i), SB_STAGE_STDIO);
+  /* 8. stdio.  The parent guarantees every source fd is >= 3 or already in place.  Without a
+   * pty of its own the sandbox gets a new session, so it cannot push input into a terminal
+   * it inherited (TIOCSTI needs the tty to be the caller's controlling terminal). */
+  if (cfg->console_socket >= 0)
+    {
+      int slave = open_console (cfg);
+      CHECK (slave, SB_STAGE_CONSOLE);
+      for (int i = 0; i < 3; i++)
+        CHECK (dup2 (slave, i), SB_STAGE_STDIO);
+    }
+  else
+    for (int i = 0; i < 3; i++)
+      if (cfg->stdio[i] >= 0 && cfg->stdio[i] != i)
+        CHECK (dup2 (cfg->stdio[i], i), SB_STAGE_STDIO);
 
   if (cfg->setsid)
     CHECK (setsid (), SB_STAGE_SETSID);

@@ -47,6 +47,7 @@ enum sb_stage {
   SB_STAGE_INIT,           /* open/exec of the sbx init binary */
   SB_STAGE_EXEC,
   SB_STAGE_SETNS,          /* joining an existing sandbox's namespaces */
+  SB_STAGE_CONSOLE,        /* allocating the pty in the sandbox's devpts */
   SB_STAGE_PARENT,         /* parent-side plumbing (pipe, mmap, read) */
 };
 
@@ -60,10 +61,14 @@ enum sb_op_kind {
   SB_OP_SYMLINK,      /* symlink(src, dst); existing is fine */
   SB_OP_SETATTR,      /* mount_setattr(dst, AT_RECURSIVE, attr_set = `mode`): MOUNT_ATTR_RDONLY... */
   SB_OP_CHMOD,        /* chmod(dst, mode) */
+  SB_OP_RUN,          /* run program `src` chrooted in `dst`, argv = the NUL-separated strings
+                       * in `data`, and wait for it to exit 0 (fuse-overlayfs mounting the root) */
 };
 
+#define SB_RUN_MAX_ARGS 32
+
 #define SB_OPF_OPTIONAL  0x1u  /* ENOENT/EROFS/ENOTDIR: skip this op instead of failing */
-#define SB_OPF_NONREC    0x4u  /* for BIND: not recursive */
+#define SB_OPF_NONREC    0x4u  /* for BIND and SETATTR: not recursive */
 
 struct sb_op {
   int kind;
@@ -133,6 +138,9 @@ struct sb_config {
   int stdio[3];                     /* fd to put on 0/1/2; -1 keeps what is there */
   int setsid;                       /* new session */
   int ctty;                         /* make fd 0 the controlling terminal (needs setsid) */
+  int console_socket;               /* >= 0: open a pty in the new /dev/pts, send its master
+                                     * over this unix socket, use the peer as stdio + ctty */
+  unsigned short console_rows, console_cols;
   const int *keep_fds;              /* sorted, >= 3: survive exec (pass_fds) */
   size_t n_keep_fds;
 

@@ -159,6 +159,8 @@ cdef class _CPlan:
         c.stdio[0], c.stdio[1], c.stdio[2] = plan.stdio
         c.setsid = plan.setsid
         c.ctty = plan.ctty
+        c.console_socket = plan.console_socket
+        c.console_rows, c.console_cols = plan.console_size
         c.init_path = _cstr(plan.init_path, keep)
         return 0
 

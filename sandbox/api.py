@@ -11,7 +11,7 @@ when it ends, however it ends.  A signalled sandbox gives returncode -N, as in s
 import os
 import subprocess
 
-from .runtime import launch, plan as _plan, spec as _spec
+from .runtime import launch, spec as _spec
 
 PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
 TimeoutExpired = subprocess.TimeoutExpired
@@ -45,7 +45,7 @@ class Popen(subprocess.Popen):
     def __init__(self, args, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(),
                  network="none", hostname=None, init=False, read_only=False, userns=None,
                  cap_add=(), cap_drop=(), no_new_privileges=False, ulimits=(), group_add=(),
-                 pass_fds=(), **popen_kwargs):
+                 pass_fds=(), name=None, **popen_kwargs):
         for bad in ("shell", "preexec_fn", "executable", "user", "group", "extra_groups", "umask",
                     "start_new_session", "process_group", "close_fds"):
             if bad in popen_kwargs:
@@ -61,7 +61,20 @@ class Popen(subprocess.Popen):
             ulimits=ulimits, group_add=group_add, container_id=self.container_id)
         self._sbx_pass_fds = tuple(pass_fds)
         self.pidfd = -1
-        super().__init__(args, **popen_kwargs)
+        self._sbx_claim = None
+        if name is not None:
+            from .runtime import names
+            self._sbx_claim = names.claim(name, self.container_id)
+        try:
+            super().__init__(args, **popen_kwargs)
+        except BaseException:
+            self._release_name()
+            raise
+
+    def _release_name(self):
+        if self._sbx_claim is not None:
+            self._sbx_claim.release()
+            self._sbx_claim = None
 
     @property
     def spec(self):
@@ -78,19 +91,18 @@ class Popen(subprocess.Popen):
                 stdio.append(_high_fd(fd, tmp))
             if c2pwrite != -1 and errwrite == c2pwrite:  # stderr=STDOUT
                 stdio[2] = stdio[1]
-            p = _plan.compile(self._sbx_spec, stdio=stdio, keep_fds=self._sbx_pass_fds)
-            self.pid, self.pidfd = launch.spawn(p)
+            self.pid, self.pidfd = launch.start(self._sbx_spec, stdio=stdio, keep_fds=self._sbx_pass_fds)
             self._child_created = True
         finally:
             for fd in tmp:
                 os.close(fd)
-            # The child's ends of the pipes, as subprocess does after fork.
-            for fd in (p2cread, c2pwrite, errwrite):
-                if fd != -1 and fd not in (p2cwrite, c2pread, errread) and fd > 2:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+            # The child's ends of the pipes subprocess made (never the caller's own files).
+            if p2cread != -1 and p2cwrite != -1 and p2cread != getattr(self, "_devnull", None):
+                os.close(p2cread)
+            if c2pwrite != -1 and c2pread != -1 and c2pwrite != getattr(self, "_devnull", None):
+                os.close(c2pwrite)
+            if errwrite != -1 and errread != -1 and errwrite != getattr(self, "_devnull", None):
+                os.close(errwrite)
             devnull = getattr(self, "_devnull", None)
             if devnull is not None:
                 os.close(devnull)
@@ -99,6 +111,7 @@ class Popen(subprocess.Popen):
 
     def _handle_exitstatus(self, sts, *args, **kwargs):
         super()._handle_exitstatus(sts, *args, **kwargs)
+        self._release_name()
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1

@@ -4,7 +4,7 @@ import os
 import sys
 
 from ..errors import UsageError
-from ..runtime import launch, plan as _plan, spec as _spec
+from ..runtime import launch, spec as _spec
 from . import runopts
 
 FORWARD = (1, 2, 3, 10, 12, 15)  # SIGHUP SIGINT SIGQUIT SIGUSR1 SIGUSR2 SIGTERM
@@ -29,7 +29,7 @@ def main(argv):
         raise UsageError("no image or --rootfs given",
                          hint="sbx run --rootfs DIR CMD (use --rootfs / for a sandbox of the host's own files)")
     tty = bool(opts["tty"])
-    if tty and not os.isatty(0):
+    if tty and opts["interactive"] and not os.isatty(0):
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     spec = _spec.build(
         cmd, rootfs=opts["rootfs"], env=runopts.parse_env(opts, os.environ), cwd=opts["workdir"],
@@ -38,16 +38,31 @@ def main(argv):
         init=opts["init"], userns=opts["userns"], cap_add=opts["cap_add"], cap_drop=opts["cap_drop"],
         no_new_privileges=runopts.no_new_privileges(opts), ulimits=opts["ulimit"],
         group_add=opts["group_add"], terminal=tty, container_id=os.urandom(32).hex())
+    claim = None
+    if opts["name"] is not None:
+        from ..runtime import names
+        claim = names.claim(opts["name"], spec["sbx"]["id"])
+    try:
+        return _run(spec, opts, tty)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _run(spec, opts, tty):
     if tty:
         from . import tty as _tty
         return _tty.run_with_pty(spec, interactive=bool(opts["interactive"]))
 
+    # Hold the forwarded signals from here on: one arriving between launch and wait would
+    # otherwise kill sbx instead of reaching the sandbox.  wait_forward takes them.
+    import _signal
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARD)
     devnull = -1
     if not opts["interactive"]:
         devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-    plan = _plan.compile(spec, stdio=(devnull, -1, -1))
     try:
-        pid, pidfd = launch.spawn(plan)
+        pid, pidfd = launch.start(spec, stdio=(devnull, -1, -1))
     finally:
         if devnull >= 0:
             os.close(devnull)

@@ -10,6 +10,7 @@ from ..errors import UsageError
 OPTIONS = (
     (("--rootfs",), "rootfs", "value", "DIR", "root filesystem directory ('/' = the host's files, read-only)"),
     (("--rm",), "rm", "flag", None, "remove the container when it exits"),
+    (("--name",), "name", "value", "NAME", "a name for the container (unique among running ones)"),
     (("-e", "--env"), "env", "list", "K=V", "set an environment variable (K alone: take it from the host)"),
     (("--env-file",), "env_file", "list", "FILE", "read environment variables from a file"),
     (("-w", "--workdir"), "workdir", "value", "DIR", "working directory inside the container (created if missing)"),

@@ -1,16 +1,18 @@
-"""`sbx run -t`: the command on a new pseudo-terminal, our terminal in raw mode, bytes copied
-both ways, the window size followed (SIGWINCH), other signals forwarded, until the sandbox
-exits (its pidfd turns readable)."""
+"""`sbx run -t`: the command on a pseudo-terminal allocated in the sandbox's own devpts (the
+launcher sends us its master over a socketpair), our terminal in raw mode, bytes copied both
+ways, the window size followed (SIGWINCH), other signals forwarded, until the sandbox exits
+(its pidfd turns readable)."""
 import errno
 import fcntl
 import os
 import select
 import signal
+import socket
 import struct
 import termios
 import tty
 
-from ..runtime import launch, plan as _plan
+from ..runtime import launch
 from .run import FORWARD, exit_code
 
 
@@ -31,13 +33,17 @@ def _write_all(fd, data):
         data = data[n:]
 
 
+def _winsize(fd):
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+        return rows, cols
+    except OSError:
+        return 24, 80
+
+
 def run_with_pty(spec, interactive):
-    master, slave = os.openpty()
-    os.set_blocking(master, True)
-    _copy_winsize(0, master)
-    slave_hi = fcntl.fcntl(slave, fcntl.F_DUPFD_CLOEXEC, 3)
-    os.close(slave)
-    plan = _plan.compile(spec, stdio=(slave_hi, slave_hi, slave_hi), setsid=True, ctty=True)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    master = -1
     wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     pending = []
 
@@ -48,9 +54,12 @@ def run_with_pty(spec, interactive):
     old_wakeup = signal.set_wakeup_fd(wake_w)
     saved_tc = None
     try:
-        pid, pidfd = launch.spawn(plan)
-        os.close(slave_hi)
-        slave_hi = -1
+        pid, pidfd = launch.start(spec, console_socket=theirs.fileno(), console_size=_winsize(0))
+        theirs.close()
+        _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        if not fds:
+            raise OSError("no pty from the sandbox")
+        master = fds[0]
         if os.isatty(0):
             saved_tc = termios.tcgetattr(0)
             tty.setraw(0)
@@ -114,6 +123,8 @@ def run_with_pty(spec, interactive):
         signal.set_wakeup_fd(old_wakeup)
         for s, h in old_handlers.items():
             signal.signal(s, h)
-        for fd in (master, wake_r, wake_w, slave_hi):
+        ours.close()
+        theirs.close()
+        for fd in (master, wake_r, wake_w):
             if fd >= 0:
                 os.close(fd)

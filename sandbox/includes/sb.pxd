@@ -61,6 +61,9 @@ cdef extern from "sb_launch.h" nogil:
         int stdio[3]
         int setsid
         int ctty
+        int console_socket
+        unsigned short console_rows
+        unsigned short console_cols
         const int *keep_fds
         size_t n_keep_fds
         const char *init_path

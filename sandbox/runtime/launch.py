@@ -31,8 +31,11 @@ def _hint(stage, err, what, plan):
         return ("check your ranges in /etc/subuid and /etc/subgid (usermod --add-subuids/--add-subgids), "
                 "or use --userns=single")
     if stage == "mount" and what.startswith("overlay"):
-        return ("the kernel refused overlayfs in a user namespace (needs Linux >= 5.11); "
-                "use --read-only, or upgrade the kernel")
+        return ("the kernel refused overlayfs in a user namespace (needs Linux >= 5.11): install "
+                "fuse-overlayfs (and make /dev/fuse usable), use --read-only, or upgrade the kernel")
+    if stage == "mount" and what.startswith("fuse-overlayfs"):
+        return ("fuse-overlayfs could not mount the root: check that /dev/fuse is readable and writable "
+                "by you (mode 0666) and that fuse-overlayfs is installed; or use --read-only")
     if stage == "mount" and what.startswith("bind mount") and err == E.ENOENT:
         return "the mount point is missing in a read-only root filesystem: create it there, or drop --read-only"
     if stage == "mount" and err == E.EPERM and ("proc" in what or "sysfs" in what):
@@ -44,6 +47,22 @@ def _hint(stage, err, what, plan):
     if stage == "start init":
         return "reinstall sbx: the sbx-init binary next to the package is missing"
     return None
+
+
+def start(spec, **plan_options):
+    """Compile `spec` and launch it; returns (pid, pidfd).  When the kernel refuses the overlay
+    and fuse-overlayfs is installed, switch to it (and remember that) and try once more."""
+    from . import overlay, plan as _plan
+    drv = overlay.driver() if spec["root"]["path"] != "/" else "kernel"
+    p = _plan.compile(spec, overlay_driver=drv, **plan_options)
+    try:
+        return spawn(p)
+    except LaunchError as e:
+        if not (drv == "kernel" and e.stage == "mount" and str(e).startswith("mount overlay")
+                and e.errno in (E.EINVAL, E.EPERM, E.ENODEV, E.EOPNOTSUPP) and overlay.fuse_overlayfs()):
+            raise
+    overlay.remember_kernel_refused()
+    return spawn(_plan.compile(spec, overlay_driver="fuse", **plan_options))
 
 
 def spawn(plan):
@@ -66,7 +85,10 @@ def spawn(plan):
             what = plan.op_names[e.op]
         elif stage == "chdir to working directory":
             what = os.fsdecode(plan.cwd)
-        msg = f"{stage}{' ' + what if what else ''}: {e.detail or os.strerror(err)}"
-        if e.detail and stage in ("newuidmap", "newgidmap"):
+        if stage in ("newuidmap", "newgidmap") and e.detail:
             msg = f"{stage} failed: {e.detail}"
+        elif stage == "clone":
+            msg = f"cannot create the sandbox's namespaces: {os.strerror(err)}"
+        else:
+            msg = f"{stage}{' ' + what if what else ''}: {os.strerror(err)}"
         raise LaunchError(msg, hint=_hint(stage, err, what, plan), stage=stage, errno=err) from None

@@ -15,7 +15,7 @@ import stat
 from . import paths
 
 # csrc/sb_launch.h enum sb_op_kind and SB_OPF_*
-OP_MOUNT, OP_BIND, OP_MKDIR, OP_MKFILE, OP_WRITE, OP_SYMLINK, OP_SETATTR, OP_CHMOD = range(1, 9)
+OP_MOUNT, OP_BIND, OP_MKDIR, OP_MKFILE, OP_WRITE, OP_SYMLINK, OP_SETATTR, OP_CHMOD, OP_RUN = range(1, 10)
 OPF_OPTIONAL, OPF_NONREC = 0x1, 0x4
 USERNS_NONE, USERNS_SELF, USERNS_HELPER = 0, 1, 2
 
@@ -39,7 +39,8 @@ class Plan:
     __slots__ = ("clone_flags", "userns_mode", "uid_map", "gid_map", "newuidmap", "newgidmap",
                  "setns", "ops", "op_names", "newroot", "hostname", "loopback", "argv", "envp",
                  "path", "cwd", "mkdir_cwd", "ids", "caps", "cap_last", "no_new_privs",
-                 "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "keep_fds", "init_path")
+                 "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "console_socket", "console_size",
+                 "keep_fds", "init_path")
 
     def __init__(self):
         self.clone_flags = 0
@@ -60,6 +61,8 @@ class Plan:
         self.rlimits = []
         self.stdio = (-1, -1, -1)
         self.setsid = self.ctty = False
+        self.console_socket = -1
+        self.console_size = (0, 0)
         self.keep_fds = []
         self.init_path = None
 
@@ -126,7 +129,8 @@ def _mkdirs(plan, root, dest):
         plan.op(OP_MKDIR, cur, mode=0o755, flags=OPF_OPTIONAL)
 
 
-def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), setsid=False, ctty=False):
+def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console_size=(0, 0),
+            overlay_driver="kernel"):
     """spec (an OCI-shaped dict from spec.build) -> Plan."""
     x = spec["sbx"]
     proc = spec["process"]
@@ -149,12 +153,18 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), setsid=False, ctty=False):
 
     # The root.
     base = paths.mount_base()
-    root = f"{base}/root"
     rootfs = spec["root"]["path"]
+    # The host's own tree is bound read-only (an overlay of / would hide its submounts); any
+    # other root is an overlay, made read-only at the end with --read-only, so mount points
+    # missing in the image can still be created in its private upper layer (as Docker does).
+    bind_root = rootfs == "/"
+    fuse = overlay_driver == "fuse" and not bind_root
+    # fuse-overlayfs runs chrooted in a bind of / at M/host and mounts where it sees M/root.
+    root = f"{base}/host{base}/root" if fuse else f"{base}/root"
     p.op(OP_MOUNT, base, src="sbx", fstype="tmpfs", data="mode=0755", mflags=MS_FLAGS["nosuid"],
          what="private tmpfs")
-    p.op(OP_MKDIR, root, mode=0o755)
-    if spec["root"]["readonly"]:
+    p.op(OP_MKDIR, f"{base}/root", mode=0o755)
+    if bind_root:
         p.op(OP_BIND, root, src=rootfs, mode=MOUNT_ATTR["ro"], what=f"root filesystem {rootfs}")
     else:
         upper = x["upper"]
@@ -169,9 +179,17 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), setsid=False, ctty=False):
         else:
             work = os.path.join(os.path.dirname(upper), "work")
         data = (f"lowerdir={_overlay_escape(rootfs)},upperdir={_overlay_escape(upper)},"
-                f"workdir={_overlay_escape(work)},userxattr")
-        p.op(OP_MOUNT, root, src="overlay", fstype="overlay", data=data,
-             what=f"overlay of {rootfs}")
+                f"workdir={_overlay_escape(work)}")
+        if fuse:
+            from .overlay import fuse_overlayfs
+            prog = fuse_overlayfs() or "/usr/bin/fuse-overlayfs"
+            p.op(OP_MKDIR, f"{base}/host", mode=0o755)
+            p.op(OP_BIND, f"{base}/host", src="/", what="host view for fuse-overlayfs")
+            argv = b"\0".join(_enc(a) for a in ("fuse-overlayfs", "-o", data, f"{base}/root")) + b"\0"
+            p.op(OP_RUN, f"{base}/host", src=prog, data=argv, what=f"fuse-overlayfs of {rootfs}")
+        else:
+            p.op(OP_MOUNT, root, src="overlay", fstype="overlay", data=data + ",userxattr",
+                 what=f"overlay of {rootfs}")
 
     for name, content in x["files"].items():
         p.op(OP_WRITE, f"{base}/{name}", data=content.encode(), mode=0o644, what=f"/etc/{name}")
@@ -216,6 +234,8 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), setsid=False, ctty=False):
             p.op(OP_BIND, root + path, src=root + path, mode=MOUNT_ATTR["ro"], flags=OPF_OPTIONAL,
                  what=f"read-only {path}")
 
+    if spec["root"]["readonly"] and not bind_root:
+        p.op(OP_SETATTR, root, mode=MOUNT_ATTR["ro"], flags=OPF_NONREC, what="read-only root")
     p.newroot = _enc(root)
     if "uts" in ns:
         p.hostname = spec["hostname"].encode()
@@ -244,7 +264,12 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), setsid=False, ctty=False):
                   RLIM_INFINITY if r["hard"] == -1 else r["hard"]) for r in proc["rlimits"]]
     p.stdio = tuple(stdio)
     p.keep_fds = sorted(keep_fds)
-    p.setsid, p.ctty = setsid, ctty
+    # Always a new session: with a console it is the sandbox's controlling terminal; without,
+    # the sandbox cannot reach a terminal it inherited (bwrap's --new-session).
+    p.setsid = True
+    p.ctty = console_socket >= 0
+    p.console_socket = console_socket
+    p.console_size = tuple(console_size)
     if x["init"]:
         p.init_path = _enc(INIT_PATH)
     return p

@@ -178,6 +178,16 @@ def parse_ulimit(u):
 _host_resolv = None
 
 
+def _hosts_file(network, hostname):
+    if network == "host":
+        try:
+            with open("/etc/hosts") as f:
+                return f.read()
+        except OSError:
+            pass
+    return f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
 def _resolv_conf(network):
     global _host_resolv
     if network == "none":
@@ -213,6 +223,7 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
                          hint="use --network none or --network host")
     host_root = rootfs == "/"
     read_only = bool(read_only) or host_root
+    ns = [n for n in namespaces if not (n == "network" and network == "host")]
 
     uid, gid, home, uname = resolve_user(rootfs, user)
     mode, urange, grange, newuidmap, newgidmap = idmap.choose(userns)
@@ -227,7 +238,8 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
 
     cid = container_id
     if hostname is None:
-        hostname = cid[:12]
+        # Docker: the short id, or the host's name when sharing the host's network.
+        hostname = os.uname().nodename if network == "host" else cid[:12]
     envd = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": home}
     if terminal:
         envd["TERM"] = "xterm"
@@ -238,7 +250,6 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
             envd[k] = str(v)
 
     caps = capabilities(cap_add, cap_drop)
-    ns = set(namespaces)
     mounts = []
 
     def m(dest, typ, src, *opts):
@@ -283,7 +294,7 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
         extra = [o for o in topts.split(",") if o] if topts else ["mode=1777"]
         m(os.path.normpath(path), "tmpfs", "tmpfs", "nosuid", "nodev", *extra)
 
-    hosts = f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    hosts = _hosts_file(network, hostname)
     rlimits = [parse_ulimit(u) for u in ulimits or ()]
     if cwd is not None and not str(cwd).startswith("/"):
         raise UsageError(f"working directory {cwd!r} is not absolute")
@@ -304,7 +315,7 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
-            "namespaces": [{"type": t} for t in namespaces],
+            "namespaces": [{"type": t} for t in ns],
             "uidMappings": uid_maps,
             "gidMappings": gid_maps,
             "maskedPaths": list(MASKED_PATHS),
