@@ -1,0 +1,74 @@
+"""Shared fixtures for sbx's black-box tests.
+
+Every test starts real sandboxes, through the CLI (``python -m sandbox`` / the ``sbx`` script) or the
+Python API, and checks what a process inside sees. Run the whole suite as the unprivileged test users
+with ``sudo scripts/test.sh``; running ``pytest tests`` as yourself works too (tests that need a
+subuid range, no range, or root skip themselves).
+
+Markers:
+  root      only when running as root (euid 0)
+  subuid    only when the user has /etc/subuid and /etc/subgid ranges of >= 65536 ids and
+            newuidmap/newgidmap exist (sbx's default id mapping then uses the range)
+  nosubuid  only when the user has no usable range (sbx's default id mapping is then a single id)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+
+import sbxtest  # noqa: E402
+from sbxtest import user_name, build_busybox_rootfs, compile_probe, has_subid_range, subid_range  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "root: runs only as root (euid 0)")
+    config.addinivalue_line(
+        "markers", "subuid: needs a /etc/subuid+/etc/subgid range of >= 65536 ids and newuidmap/newgidmap")
+    config.addinivalue_line("markers", "nosubuid: needs a user without a subordinate id range")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("root") and os.geteuid() != 0:
+        pytest.skip("needs root")
+    if item.get_closest_marker("subuid") and not has_subid_range():
+        pytest.skip("needs a subordinate uid/gid range for this user and newuidmap/newgidmap")
+    if item.get_closest_marker("nosubuid") and has_subid_range():
+        pytest.skip("needs a user without a subordinate uid/gid range")
+
+
+def pytest_report_header(config):
+    return (f"sbx tests as {user_name()} (uid {os.getuid()}, gid {os.getgid()}), "
+            f"subuid range: {subid_range('/etc/subuid')}, subgid range: {subid_range('/etc/subgid')}, "
+            f"XDG_RUNTIME_DIR={os.environ.get('XDG_RUNTIME_DIR')!r}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def neutral_cwd(tmp_path_factory) -> Path:
+    """The working directory of sbx subprocesses: `python -m` puts the cwd on sys.path, and a cwd
+    holding the source tree would import the uninstalled package instead of the installed one."""
+    sbxtest.NEUTRAL_CWD = tmp_path_factory.mktemp("cwd")
+    return sbxtest.NEUTRAL_CWD
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory) -> Path:
+    """A busybox root filesystem plus /bin/probe (tests/helpers/probe.c built with gcc -static).
+
+    Shared by the session: tests must not modify it on the host (sbx never does, see test_rootfs)."""
+    root = build_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+    compile_probe(root / "bin/probe")
+    return root
+
+
+@pytest.fixture()
+def fresh_rootfs(tmp_path) -> Path:
+    """A busybox root filesystem of this test's own."""
+    return build_busybox_rootfs(tmp_path / "rootfs")
+
+
