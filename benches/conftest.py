@@ -1,0 +1,118 @@
+"""Benchmark fixtures: one busybox rootfs shared by sbx and its peers, a crun bundle of it,
+and a summary of sbx/peer ratios at the end (ratios within one run: the machines are noisy).
+
+Run:  pytest benches/ --benchmark-columns=median,iqr,rounds   (as an unprivileged user)
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sandbox.testing import make_busybox_rootfs
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory):
+    return make_busybox_rootfs(str(tmp_path_factory.mktemp("bench") / "rootfs"))
+
+
+@pytest.fixture(scope="session")
+def sbx_cmd():
+    exe = os.path.join(os.path.dirname(sys.executable), "sbx")
+    if not os.access(exe, os.X_OK):
+        pytest.skip("the sbx script is not installed next to this python")
+    return [exe]
+
+
+class CrunDriver:
+    """crun 1.8 refuses hybrid cgroup hosts unless /sys/fs/cgroup/unified/cgroup.controllers
+    reads empty, so a driver process runs in a private user+mount namespace where an empty
+    file is bound over it, and starts `crun run` on each request.  A request costs a pipe
+    round trip (tens of microseconds) on top of crun itself."""
+
+    def __init__(self, bundle, empty, state):
+        script = (
+            "import subprocess, sys\n"
+            f"cmd = ['crun', '--root', {state!r}, 'run', '-b', {bundle!r}]\n"
+            "n = 0\n"
+            "for line in sys.stdin:\n"
+            "    n += 1\n"
+            "    r = subprocess.run(cmd + [f'b{n}'])\n"
+            "    sys.stdout.write(f'{r.returncode}\\n'); sys.stdout.flush()\n")
+        self.p = subprocess.Popen(
+            ["unshare", "-Urm", "sh", "-c",
+             f"mount --bind {empty} /sys/fs/cgroup/unified/cgroup.controllers && exec /usr/bin/python3 -c \"$0\"",
+             script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def run(self):
+        self.p.stdin.write("go\n")
+        rc = self.p.stdout.readline().strip()
+        if rc != "0":
+            raise RuntimeError(f"crun run failed: {rc!r}")
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def crun(rootfs, tmp_path_factory):
+    if not shutil.which("crun") or not shutil.which("unshare"):
+        pytest.skip("crun not installed")
+    d = tmp_path_factory.mktemp("crun")
+    bundle = d / "bundle"
+    bundle.mkdir()
+    os.symlink(rootfs, bundle / "rootfs")
+    subprocess.run(["crun", "spec", "--rootless"], cwd=bundle, check=True)
+    import json
+    cfg = json.loads((bundle / "config.json").read_text())
+    cfg["process"]["args"] = ["/bin/true"]
+    cfg["process"]["terminal"] = False
+    cfg["root"]["readonly"] = True
+    # The same namespaces as `bwrap --unshare-all` and sbx: `crun spec --rootless` has no netns.
+    ns = cfg["linux"]["namespaces"]
+    if not any(n["type"] == "network" for n in ns):
+        ns.append({"type": "network"})
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    (d / "empty").write_text("")
+    drv = CrunDriver(str(bundle), str(d / "empty"), str(d / "state"))
+    try:
+        drv.run()
+    except Exception as e:
+        drv.close()
+        pytest.skip(f"crun does not run here: {e}")
+    yield drv
+    drv.close()
+
+
+PAIRS = (
+    ("test_api_true", "test_bwrap_true", 0.6),
+    ("test_api_true", "test_crun_true", 0.25),
+    ("test_cli_true", "test_crun_true", 2.0),
+    ("test_cli_true", "test_bwrap_true", None),
+    ("test_cli_true", "test_unshare_true", None),
+)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is None or not getattr(bs, "benchmarks", None):
+        return
+    med = {}
+    for b in bs.benchmarks:
+        if getattr(b, "stats", None) is not None:
+            med[b.name] = b.stats.median
+    if not med:
+        return
+    tr = terminalreporter
+    tr.section("sbx / peer (medians, this run)")
+    for name, m in sorted(med.items()):
+        tr.write_line(f"{name:<34} {m * 1000:9.3f} ms")
+    for a, b, target in PAIRS:
+        if a in med and b in med:
+            t = f"   target <= {target}x" if target else ""
+            tr.write_line(f"{a} / {b}: {med[a] / med[b]:.2f}x{t}")
