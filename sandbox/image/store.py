@@ -1,0 +1,801 @@
+"""The local image store: blobs, image records, references and unpacked layers under one root.
+
+Layout (``root`` is ``$SBX_ROOT``, else ``$XDG_DATA_HOME/sbx``, else ``~/.local/share/sbx``)::
+
+    blobs/sha256/<hex>        manifests, configs and layer blobs, content-addressed (see cas.py)
+    images/<hex>.json         one record per image; the image id is the config digest (like Docker)
+    repositories.json         references: "host/repo:tag" and "host/repo@sha256:..." -> image id + manifest
+    layers/<hex>/             one unpacked layer (hex of its diff_id): root/ in overlay form + meta.json
+    tmp/                      temp files and directories; anything here is a crash leftover when no
+                              command is running
+    lock                      flock: held exclusively while repositories.json or images/ change
+    gc.lock                   flock: held shared by every command that adds content (pull, load,
+                              unpack), exclusively by those that delete content (gc, prune, repair) and
+                              by the start-up cleanup of tmp/
+
+Crash safety: every file is written to a temp name, fsynced and renamed; every directory is built in
+tmp/ and renamed into place; deletions of layer directories rename them into tmp/ first. So kill -9 at any
+point leaves either the old or the new state plus temp files, which the next command removes.
+An image record is written before the references that point to it; a record without references is a
+dangling image (listed as <none>, removed by ``sbx image prune``), not corruption.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.image import reference as refs
+from sandbox.image.cas import BlobStore
+from sandbox.image.errors import ImageError, ImageNotFound, StoreError
+from sandbox.image.fsutil import TMP_PREFIX, FileLock, atomic_write, fsync_dir, rmtree_writable, tmp_name
+
+REPOSITORIES = "repositories.json"
+
+
+def default_root() -> str:
+    """``$SBX_ROOT``, else ``$XDG_DATA_HOME/sbx``, else ``~/.local/share/sbx``."""
+    root = os.environ.get("SBX_ROOT")
+    if root:
+        return os.path.abspath(root)
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "sbx")
+
+
+def _hex(digest: str) -> str:
+    return refs.check_digest(digest)[7:]
+
+
+@dataclass
+class Image:
+    """A local image. ``manifest_digest`` is the manifest this view was resolved through."""
+
+    id: str
+    manifest_digest: str
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    record: dict[str, Any]
+    repo_tags: list[str] = field(default_factory=list)
+    repo_digests: list[str] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[7:19]
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return list(self.manifest.get("layers", []))
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config.get("rootfs", {}).get("diff_ids", []))
+
+    @property
+    def created(self) -> str | None:
+        return self.config.get("created")
+
+    @property
+    def size(self) -> int:
+        return int(self.record.get("size") or sum(int(d.get("size", 0)) for d in self.layers))
+
+    @property
+    def platform(self) -> str:
+        s = f"{self.config.get('os', 'linux')}/{self.config.get('architecture', 'unknown')}"
+        return f"{s}/{self.config['variant']}" if self.config.get("variant") else s
+
+
+@dataclass
+class Problem:
+    """One finding of :meth:`Store.check`."""
+
+    kind: str
+    subject: str
+    detail: str
+    repaired: bool = False
+
+    def __str__(self) -> str:
+        s = f"{self.kind}: {self.subject}: {self.detail}"
+        return s + (" (repaired)" if self.repaired else "")
+
+
+def validate_manifest(doc: Any, what: str) -> None:
+    """Check the shape of an image manifest (config + layers descriptors with sha256 digests)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("layers"), list):
+        raise ImageError(f"{what} is not an image manifest")
+    for d in [doc["config"], *doc["layers"]]:
+        if not isinstance(d, dict) or not isinstance(d.get("digest"), str) or not isinstance(d.get("size", 0), int):
+            raise ImageError(f"{what} has an invalid descriptor")
+        refs.check_digest(d["digest"], f"digest in {what}")
+
+
+class Store:
+    """An image store rooted at ``root``. Cheap to construct; directories are created on first write."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = os.path.abspath(root or default_root())
+        self.blobs = BlobStore(self.root)
+        self.images_dir = os.path.join(self.root, "images")
+        self.layers_dir = os.path.join(self.root, "layers")
+        self.tmp_dir = self.blobs.tmp_dir
+        self._whiteout_format: str | None = None
+
+    # --- setup, locks, cleanup ---------------------------------------------------------------------
+
+    def init(self) -> None:
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            self.blobs.init()
+            os.makedirs(self.images_dir, exist_ok=True)
+            os.makedirs(self.layers_dir, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the image store at {self.root}: {e.strerror}",
+                             hint="set SBX_ROOT (or --root) to a writable directory") from e
+
+    def _lock_path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def meta_lock(self) -> FileLock:
+        self.init()
+        return FileLock(self._lock_path("lock"))
+
+    @contextmanager
+    def adding(self) -> Iterator[None]:
+        """Hold the shared content lock: GC cannot delete anything while we add content."""
+        self.init()
+        lock = FileLock(self._lock_path("gc.lock"), shared=True)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextmanager
+    def deleting(self, timeout: float | None = None) -> Iterator[bool]:
+        """Hold the exclusive content lock; yields False (without the lock) if ``timeout`` ran out."""
+        self.init()
+        lock = FileLock(self._lock_path("gc.lock"))
+        ok = lock.acquire(timeout)
+        try:
+            yield ok
+        finally:
+            lock.release()
+
+    def cleanup(self) -> int:
+        """Remove crash leftovers (temp files/dirs) if no other command is adding or deleting content.
+        Cheap; every CLI command calls it. Returns how many entries were removed."""
+        if not os.path.isdir(self.tmp_dir):
+            return 0
+        try:
+            if not os.listdir(self.tmp_dir) and not self._stray_tmp():
+                return 0
+        except OSError:
+            return 0
+        with self.deleting(timeout=0) as ok:
+            if not ok:
+                return 0
+            # Metadata writers (tag, rmi) hold only the meta lock while their temp file exists.
+            meta = self.meta_lock()
+            if not meta.acquire(0):
+                return 0
+            try:
+                n = self.blobs.clean_tmp()
+                for p in self._stray_tmp():
+                    rmtree_writable(p)
+                    n += 1
+                return n
+            finally:
+                meta.release()
+
+    def _stray_tmp(self) -> list[str]:
+        out = []
+        for d in (self.images_dir, self.layers_dir, self.root):
+            try:
+                out += [os.path.join(d, n) for n in os.listdir(d) if n.startswith(TMP_PREFIX)]
+            except OSError:
+                pass
+        return out
+
+    # --- references and records --------------------------------------------------------------------
+
+    def _read_json(self, path: str, default: Any) -> Any:
+        try:
+            with open(path, "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return default
+        except (ValueError, OSError) as e:
+            raise StoreError(f"corrupt store metadata {path}: {e}", hint="run `sbx system check --repair`") from e
+
+    def references(self) -> dict[str, dict[str, str]]:
+        """``{"host/repo:tag" or "host/repo@digest": {"id": image id, "manifest": manifest digest}}``."""
+        doc = self._read_json(os.path.join(self.root, REPOSITORIES), {})
+        r = doc.get("references", {}) if isinstance(doc, dict) else {}
+        return r if isinstance(r, dict) else {}
+
+    def _write_references(self, r: dict[str, dict[str, str]]) -> None:
+        data = json.dumps({"references": dict(sorted(r.items()))}, indent=1).encode() + b"\n"
+        atomic_write(os.path.join(self.root, REPOSITORIES), data)
+
+    def _record_path(self, image_id: str) -> str:
+        return os.path.join(self.images_dir, _hex(image_id) + ".json")
+
+    def record(self, image_id: str) -> dict[str, Any] | None:
+        rec = self._read_json(self._record_path(image_id), None)
+        return rec if isinstance(rec, dict) else None
+
+    def _write_record(self, rec: dict[str, Any]) -> None:
+        atomic_write(self._record_path(rec["id"]), json.dumps(rec, indent=1, sort_keys=True).encode() + b"\n")
+
+    def image_ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.images_dir)
+        except FileNotFoundError:
+            return []
+        return sorted("sha256:" + n[:-5] for n in names
+                      if n.endswith(".json") and not n.startswith(TMP_PREFIX) and refs.is_digest("sha256:" + n[:-5]))
+
+    def _load(self, image_id: str, manifest_digest: str | None, all_refs: dict[str, dict[str, str]]) -> Image:
+        rec = self.record(image_id)
+        if rec is None:
+            raise ImageNotFound(f"image {image_id} has no record in the store", hint="run `sbx system check --repair`")
+        manifests = rec.get("manifests") or []
+        md = manifest_digest or (manifests[0] if manifests else None)
+        if not md:
+            raise StoreError(f"image {image_id} has no manifest", hint="run `sbx system check --repair`")
+        manifest = json.loads(self.blobs.read_bytes(md))
+        config = json.loads(self.blobs.read_bytes(image_id))
+        tags = sorted(k for k, v in all_refs.items() if v.get("id") == image_id and "@" not in k)
+        digests = sorted(k for k, v in all_refs.items() if v.get("id") == image_id and "@" in k)
+        return Image(image_id, md, manifest, config, rec, tags, digests)
+
+    def images(self) -> list[Image]:
+        """Every image, newest first."""
+        all_refs = self.references()
+        out = []
+        for iid in self.image_ids():
+            try:
+                out.append(self._load(iid, None, all_refs))
+            except ImageError:
+                continue
+        out.sort(key=lambda i: (i.created or "", i.id), reverse=True)
+        return out
+
+    def resolve(self, name: str) -> Image:
+        """Find a local image by reference (``busybox``, ``host/repo:tag``, ``repo@sha256:..``) or by
+        (a unique prefix of) its id. Raises :class:`ImageNotFound`."""
+        all_refs = self.references()
+        ref = None
+        parse_error: ImageError | None = None
+        try:
+            ref = refs.parse(name)
+        except ImageError as e:
+            parse_error = e
+        if ref is not None:
+            keys = [k for k in (ref.digested, ref.tagged) if k]
+            for k in keys:
+                if k in all_refs:
+                    ent = all_refs[k]
+                    return self._load(ent["id"], ent.get("manifest"), all_refs)
+            if ref.digest:
+                # repo@digest where digest is a manifest we hold for that repository under another name
+                for k, ent in all_refs.items():
+                    if ent.get("manifest") == ref.digest and k.startswith(ref.name + ":"):
+                        return self._load(ent["id"], ent["manifest"], all_refs)
+        if refs.looks_like_image_id(name):
+            h = name[7:] if name.startswith("sha256:") else name
+            matches = [i for i in self.image_ids() if i[7:].startswith(h)]
+            if len(matches) == 1:
+                return self._load(matches[0], None, all_refs)
+            if len(matches) > 1:
+                raise ImageError(f"image id prefix {name!r} is ambiguous ({len(matches)} images match)",
+                                 hint="give more digits of the id")
+        if parse_error is not None:
+            raise parse_error
+        assert ref is not None
+        raise ImageNotFound(f"no such image: {ref.familiar()}",
+                            hint=f"pull it with `sbx pull {ref.familiar()}`; `sbx images` lists local images")
+
+    def get(self, image_id: str, manifest_digest: str | None = None) -> Image:
+        """The image with exactly this id (and manifest, if given)."""
+        return self._load(image_id, manifest_digest, self.references())
+
+    # --- adding images -----------------------------------------------------------------------------
+
+    def add_image(self, manifest_digest: str, *, names: Iterable[str] = (), sources: Iterable[str] = (),
+                  sizes: dict[str, int] | None = None) -> Image:
+        """Record the image whose manifest blob is ``manifest_digest`` and point ``names`` (full references,
+        ``host/repo:tag`` or ``host/repo@digest``) at it. Every blob the manifest names must be in the
+        store already. Idempotent. Call it while holding :meth:`adding`."""
+        manifest_bytes = self.blobs.read_bytes(manifest_digest)
+        manifest = json.loads(manifest_bytes)
+        validate_manifest(manifest, f"manifest {manifest_digest}")
+        image_id = manifest["config"]["digest"]
+        for d in [manifest["config"], *manifest["layers"]]:
+            if not self.blobs.has(d["digest"]):
+                raise StoreError(f"image {image_id}: blob {d['digest']} is not in the store")
+        config = json.loads(self.blobs.read_bytes(image_id))
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if len(diff_ids) != len(manifest["layers"]):
+            raise ImageError(f"image {image_id}: the config lists {len(diff_ids)} layers, the manifest "
+                             f"{len(manifest['layers'])}")
+        with self.meta_lock():
+            rec = self.record(image_id) or {"id": image_id, "manifests": [], "sources": [], "added": time.time()}
+            if manifest_digest not in rec["manifests"]:
+                rec["manifests"].append(manifest_digest)
+            for s in sources:
+                if s not in rec["sources"]:
+                    rec["sources"].append(s)
+            rec["diff_ids"] = diff_ids
+            if sizes:
+                rec["size"] = sum(sizes.get(d, 0) for d in diff_ids)
+            elif "size" not in rec:
+                rec["size"] = sum(int(d.get("size", 0)) for d in manifest["layers"])
+            self._write_record(rec)
+            all_refs = self.references()
+            changed = False
+            for n in names:
+                ent = {"id": image_id, "manifest": manifest_digest}
+                if all_refs.get(n) != ent:
+                    all_refs[n] = ent
+                    changed = True
+            if changed:
+                self._write_references(all_refs)
+            return self._load(image_id, manifest_digest, all_refs)
+
+    def preview(self, manifest_digest: str) -> Image:
+        """An :class:`Image` for a stored manifest that is not recorded (yet): to unpack before
+        :meth:`add_image`, so that a failure leaves no reference to a half-usable image."""
+        manifest = json.loads(self.blobs.read_bytes(manifest_digest))
+        validate_manifest(manifest, f"manifest {manifest_digest}")
+        config = json.loads(self.blobs.read_bytes(manifest["config"]["digest"]))
+        if not isinstance(config, dict):
+            raise ImageError(f"config of manifest {manifest_digest} is not a JSON object")
+        return Image(manifest["config"]["digest"], manifest_digest, manifest, config, {})
+
+    def put_manifest(self, data: bytes) -> str:
+        return self.blobs.put_bytes(data)
+
+    def tag(self, source: str, target: str) -> str:
+        """Point reference ``target`` at the image ``source`` resolves to. Returns the full reference."""
+        img = self.resolve(source)
+        ref = refs.parse(target)
+        if ref.digest:
+            raise ImageError(f"cannot tag with a digest reference: {target!r}", hint="give a name with a tag")
+        assert ref.tagged
+        with self.meta_lock():
+            all_refs = self.references()
+            all_refs[ref.tagged] = {"id": img.id, "manifest": img.manifest_digest}
+            self._write_references(all_refs)
+        return ref.tagged
+
+    def add_source(self, image_id: str, source: str) -> None:
+        with self.meta_lock():
+            rec = self.record(image_id)
+            if rec is not None and source not in rec.setdefault("sources", []):
+                rec["sources"].append(source)
+                self._write_record(rec)
+
+    # --- removing images ---------------------------------------------------------------------------
+
+    def remove(self, name: str, *, force: bool = False, in_use: Any = None) -> tuple[list[str], list[str]]:
+        """``sbx rmi``: untag ``name``; delete the image once nothing refers to it.
+
+        Removing by reference only drops that reference (Docker semantics) unless it was the last one.
+        Removing by id deletes the image; with several references that needs ``force``. ``in_use(image_id)``
+        (from the launcher) returning true refuses unless ``force``. Returns (untagged, deleted ids).
+        Blobs and layers are collected by :meth:`gc` afterwards."""
+        img = self.resolve(name)
+        if in_use is not None and not force and in_use(img.id):
+            raise ImageError(f"image {name} ({img.short_id}) is used by a container",
+                             hint="remove the container first, or use `sbx rmi -f`")
+        untagged: list[str] = []
+        deleted: list[str] = []
+        with self.meta_lock():
+            all_refs = self.references()
+            mine = [k for k, v in all_refs.items() if v.get("id") == img.id]
+            by_ref = None
+            try:
+                r = refs.parse(name)
+                by_ref = next((k for k in (r.digested, r.tagged) if k and k in all_refs), None)
+            except ImageError:
+                pass
+            if by_ref is not None and len([k for k in mine if "@" not in k]) > 1 and not force:
+                drop = [by_ref]
+            elif by_ref is None and len([k for k in mine if "@" not in k]) > 1 and not force:
+                raise ImageError(
+                    f"image {img.short_id} is referenced by several tags: "
+                    + ", ".join(refs.parse(k).familiar() for k in mine if "@" not in k),
+                    hint="remove them by name, or use `sbx rmi -f`")
+            else:
+                drop = mine
+            for k in drop:
+                all_refs.pop(k, None)
+                untagged.append(k)
+            if not any(v.get("id") == img.id and "@" not in k for k, v in all_refs.items()):
+                for k in [k for k, v in all_refs.items() if v.get("id") == img.id]:
+                    all_refs.pop(k)
+                    untagged.append(k)
+                try:
+                    os.unlink(self._record_path(img.id))
+                    fsync_dir(self.images_dir)
+                except FileNotFoundError:
+                    pass
+                deleted.append(img.id)
+            self._write_references(all_refs)
+        return untagged, deleted
+
+    def prune(self, *, all_images: bool = False, in_use: Any = None) -> list[str]:
+        """Delete dangling images (no tag), or with ``all_images`` every image no container uses."""
+        removed = []
+        with self.meta_lock():
+            all_refs = self.references()
+            for iid in self.image_ids():
+                tagged = any(v.get("id") == iid and "@" not in k for k, v in all_refs.items())
+                if (tagged and not all_images) or (in_use is not None and in_use(iid)):
+                    continue
+                for k in [k for k, v in all_refs.items() if v.get("id") == iid]:
+                    all_refs.pop(k)
+                try:
+                    os.unlink(self._record_path(iid))
+                except FileNotFoundError:
+                    pass
+                removed.append(iid)
+            if removed:
+                self._write_references(all_refs)
+        return removed
+
+    def referenced(self) -> tuple[set[str], set[str]]:
+        """(blob digests, layer diff_ids) that some image record needs."""
+        blobs: set[str] = set()
+        layers: set[str] = set()
+        for iid in self.image_ids():
+            rec = self.record(iid)
+            if rec is None:
+                continue
+            blobs.add(iid)
+            layers.update(rec.get("diff_ids") or [])
+            for md in rec.get("manifests") or []:
+                blobs.add(md)
+                try:
+                    m = json.loads(self.blobs.read_bytes(md, verify=False))
+                    blobs.update(d["digest"] for d in m.get("layers", []))
+                except (ImageError, ValueError, KeyError, TypeError):
+                    continue
+        return blobs, layers
+
+    def gc(self, *, timeout: float | None = 0) -> tuple[int, int] | None:
+        """Delete blobs and layer directories no image needs. Returns (items removed, bytes freed), or
+        None if another command holds the content lock (then the garbage waits for the next gc)."""
+        with self.deleting(timeout=timeout) as ok:
+            if not ok:
+                return None
+            blobs, layers = self.referenced()
+            n = freed = 0
+            for d in list(self.blobs):
+                if d not in blobs:
+                    try:
+                        freed += os.lstat(self.blobs.path(d)).st_size
+                    except OSError:
+                        pass
+                    self.blobs.delete(d)
+                    n += 1
+            for name, diff_id, path in self._layer_entries():
+                if diff_id not in layers:
+                    freed += _du(path)
+                    self._delete_dir(path)
+                    n += 1
+            return n, freed
+
+    def _delete_dir(self, path: str) -> None:
+        """Rename into tmp/ first so that a crash never leaves a half-deleted layer in place. A layer
+        unpacked with mapped ownership holds files of subordinate ids that only its user namespace may
+        delete: what cannot be removed stays in tmp/ (reported by `check`) for the launcher to remove."""
+        tmp = tmp_name(self.tmp_dir, "del-")
+        os.rename(path, tmp)
+        try:
+            rmtree_writable(tmp)
+        except OSError as e:
+            import logging
+
+            logging.getLogger("sandbox.image.store").warning("cannot remove %s: %s", tmp, e)
+
+    # --- layers ------------------------------------------------------------------------------------
+
+    def _layer_entries(self) -> list[tuple[str, str, str]]:
+        try:
+            names = os.listdir(self.layers_dir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in sorted(names):
+            if n.startswith(TMP_PREFIX):
+                continue
+            h = n.split("-", 1)[0]
+            out.append((n, "sha256:" + h, os.path.join(self.layers_dir, n)))
+        return out
+
+    def layer_path(self, diff_id: str, owner_name: str = "single") -> str:
+        h = _hex(diff_id)
+        return os.path.join(self.layers_dir, h if owner_name == "single" else f"{h}-{owner_name}")
+
+    def layer_meta(self, diff_id: str, owner_name: str = "single") -> dict[str, Any] | None:
+        meta = self._read_json(os.path.join(self.layer_path(diff_id, owner_name), "meta.json"), None)
+        return meta if isinstance(meta, dict) else None
+
+    @property
+    def whiteout_format(self) -> str:
+        if self._whiteout_format is None:
+            from sandbox.image.whiteout import probe_format
+
+            self.init()
+            self._whiteout_format = probe_format(self.tmp_dir)
+        return self._whiteout_format
+
+    def unpack_layer(self, desc: dict[str, Any], diff_id: str, lower_dirs: list[str], *, owner: Any = None,
+                     warn: Any = None, label: str = "layer") -> str:
+        """Unpack one layer blob (unless already done) and return its ``root`` directory. ``lower_dirs`` are
+        the roots of the layers below it (for hardlinks into them). Call while holding :meth:`adding`.
+        Safe to run concurrently with another command unpacking the same layer: the first rename wins."""
+        from sandbox.image.unpack import SINGLE_ID, UnpackOptions, unpack_layer
+
+        owner = owner or SINGLE_ID
+        final = self.layer_path(diff_id, owner.name)
+        if os.path.isfile(os.path.join(final, "meta.json")):
+            return os.path.join(final, "root")
+        fmt = self.whiteout_format
+        tmp = tmp_name(self.tmp_dir, "layer-")
+        os.mkdir(tmp, 0o700)
+        try:
+            os.mkdir(os.path.join(tmp, "root"), 0o755)
+            with self.blobs.open(desc["digest"]) as raw:
+                res = unpack_layer(raw, os.path.join(tmp, "root"), UnpackOptions(
+                    whiteouts=fmt, owner=owner, lower_dirs=tuple(lower_dirs), expected_diff_id=diff_id,
+                    expected_digest=desc["digest"], label=label, warn=warn))
+            meta = {"diff_id": res.diff_id, "digest": res.digest, "size": res.size,
+                    "compression": res.compression, "whiteouts": fmt, "ownership": owner.name,
+                    "entries": res.entries, "created": time.time()}
+            atomic_write(os.path.join(tmp, "meta.json"), json.dumps(meta, indent=1).encode())
+            fsync_dir(tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError as e:
+                if not os.path.isfile(os.path.join(final, "meta.json")):
+                    raise StoreError(f"cannot move layer {diff_id} into place: {e.strerror}") from e
+                rmtree_writable(tmp)  # another command unpacked it first
+            fsync_dir(self.layers_dir)
+        except BaseException:
+            rmtree_writable(tmp)
+            raise
+        return os.path.join(final, "root")
+
+    def unpack(self, image: Image, *, owner: Any = None, warn: Any = None) -> list[str]:
+        """Make sure every layer of ``image`` is unpacked; return their ``root`` directories, bottom layer
+        first (reverse it for overlay's ``lowerdir``). Each layer is unpacked once and shared by every
+        image that has it (keyed by diff_id; a hardlink to a file of a lower layer is copied in)."""
+        from sandbox.image.unpack import SINGLE_ID
+
+        owner = owner or SINGLE_ID
+        dirs: list[str] = []
+        with self.adding():
+            n = len(image.layers)
+            for i, (desc, diff_id) in enumerate(zip(image.layers, image.diff_ids)):
+                dirs.append(self.unpack_layer(desc, diff_id, dirs, owner=owner, warn=warn,
+                                              label=f"layer {i + 1}/{n} ({desc['digest'][:19]})"))
+            if image.record:
+                self._update_size(image, owner.name)
+        return dirs
+
+    def layer_sizes(self, diff_ids: list[str], owner_name: str = "single") -> dict[str, int]:
+        sizes = {}
+        for d in diff_ids:
+            meta = self.layer_meta(d, owner_name)
+            if meta:
+                sizes[d] = int(meta.get("size", 0))
+        return sizes
+
+    def _update_size(self, image: Image, owner_name: str) -> None:
+        sizes = self.layer_sizes(image.diff_ids, owner_name)
+        if len(sizes) == len(image.diff_ids):
+            size = sum(sizes.values())
+            if image.record.get("size") != size:
+                with self.meta_lock():
+                    rec = self.record(image.id)
+                    if rec is not None:
+                        rec["size"] = size
+                        self._write_record(rec)
+
+    # --- check and df ------------------------------------------------------------------------------
+
+    def check(self, *, repair: bool = False) -> list[Problem]:
+        """Verify every blob digest, image record, reference and layer directory. With ``repair``, delete
+        what is corrupt (corrupt blobs, records of images whose blobs are gone, dangling references,
+        broken layer directories, temp leftovers) so that pulling again restores a clean state."""
+        problems: list[Problem] = []
+        if not os.path.isdir(self.root):
+            return problems
+        self.init()
+        lock = FileLock(self._lock_path("gc.lock"))
+        # With the exclusive lock nobody else is writing, so temp entries are crash leftovers. Without
+        # --repair, do not wait for it: share the lock with running commands and skip that part.
+        exclusive = lock.acquire(None if repair else 0)
+        if not exclusive:
+            lock = FileLock(self._lock_path("gc.lock"), shared=True)
+            lock.acquire()
+        try:
+            return self._check_locked(repair, exclusive)
+        finally:
+            lock.release()
+
+    def _check_locked(self, repair: bool, exclusive: bool) -> list[Problem]:
+        problems: list[Problem] = []
+        with self.meta_lock():
+            self._check_leftovers(repair, exclusive, problems)
+        self._check_content(repair, problems)
+        return problems
+
+    def _check_leftovers(self, repair: bool, exclusive: bool, problems: list[Problem]) -> None:
+        leftovers = []
+        for d in (self.tmp_dir,):
+            try:
+                leftovers += [os.path.join(d, n) for n in os.listdir(d)]
+            except OSError:
+                pass
+        leftovers += self._stray_tmp()
+        leftovers += [os.path.join(self.blobs.blob_dir, n) for n in self.blobs.stray_files()
+                      if n.startswith(TMP_PREFIX)]
+        if leftovers and exclusive:
+            p = Problem("leftover", "tmp", f"{len(leftovers)} temp entries from interrupted commands")
+            if repair:
+                for path in leftovers:
+                    rmtree_writable(path)
+                p.repaired = True
+            problems.append(p)
+
+    def _check_content(self, repair: bool, problems: list[Problem]) -> None:
+        for n in self.blobs.stray_files():
+            if not n.startswith(TMP_PREFIX):
+                p = Problem("stray", os.path.join("blobs/sha256", n), "not a sha256 blob name")
+                if repair:
+                    rmtree_writable(os.path.join(self.blobs.blob_dir, n))
+                    p.repaired = True
+                problems.append(p)
+        corrupt = set()
+        for d in list(self.blobs):
+            if not self.blobs.verify(d):
+                corrupt.add(d)
+                p = Problem("corrupt-blob", d, "content does not match its digest")
+                if repair:
+                    self.blobs.delete(d)
+                    p.repaired = True
+                problems.append(p)
+        with self.meta_lock():
+            all_refs = self.references()
+            bad_images = set()
+            for iid in self.image_ids():
+                why = self._check_image(iid, corrupt)
+                if why:
+                    bad_images.add(iid)
+                    p = Problem("image", iid, why)
+                    if repair:
+                        try:
+                            os.unlink(self._record_path(iid))
+                        except FileNotFoundError:
+                            pass
+                        p.repaired = True
+                    problems.append(p)
+            changed = False
+            for k, v in list(all_refs.items()):
+                why = None
+                try:
+                    r = refs.parse(k)
+                    if str(r) != k:
+                        why = "not a normalised reference"
+                except ImageError as e:
+                    why = str(e)
+                iid = v.get("id") if isinstance(v, dict) else None
+                if why is None and (not iid or not refs.is_digest(iid) or iid in bad_images
+                                    or self.record(iid) is None):
+                    why = f"points to missing or broken image {iid}"
+                elif why is None and v.get("manifest") not in (self.record(iid) or {}).get("manifests", []):
+                    why = f"points to manifest {v.get('manifest')} that image {iid[:19]} does not have"
+                if why:
+                    p = Problem("reference", k, why)
+                    if repair:
+                        all_refs.pop(k)
+                        changed = True
+                        p.repaired = True
+                    problems.append(p)
+            if changed:
+                self._write_references(all_refs)
+        for name, diff_id, path in self._layer_entries():
+            why = None
+            if not refs.is_digest(diff_id):
+                why = "not a layer directory name"
+            else:
+                meta = self._read_json(os.path.join(path, "meta.json"), None) if os.path.isdir(path) else None
+                if not isinstance(meta, dict) or meta.get("diff_id") != diff_id:
+                    why = "missing or wrong meta.json (interrupted unpack?)"
+                elif not os.path.isdir(os.path.join(path, "root")):
+                    why = "missing root directory"
+            if why:
+                p = Problem("layer", name, why)
+                if repair:
+                    self._delete_dir(path)
+                    p.repaired = True
+                problems.append(p)
+
+    def _check_image(self, iid: str, corrupt: set[str]) -> str | None:
+        try:
+            rec = self.record(iid)
+        except StoreError as e:
+            return str(e)
+        if rec is None or rec.get("id") != iid:
+            return "unreadable image record"
+        if iid in corrupt or not self.blobs.has(iid):
+            return "config blob missing or corrupt"
+        for md in rec.get("manifests") or []:
+            if md in corrupt or not self.blobs.has(md):
+                return f"manifest {md} missing or corrupt"
+            try:
+                m = json.loads(self.blobs.read_bytes(md))
+                validate_manifest(m, f"manifest {md}")
+            except (ImageError, ValueError) as e:
+                return str(e)
+            if m["config"]["digest"] != iid:
+                return f"manifest {md} describes another config"
+            for d in m["layers"]:
+                if d["digest"] in corrupt or not self.blobs.has(d["digest"]):
+                    return f"layer blob {d['digest']} missing or corrupt"
+        if not rec.get("manifests"):
+            return "no manifest"
+        return None
+
+    def df(self) -> dict[str, Any]:
+        """Space used: images (count, size), blobs, unpacked layers, and what gc/prune would reclaim."""
+        blobs_needed, layers_needed = self.referenced()
+        all_refs = self.references()
+        blob_total = blob_free = 0
+        for d in self.blobs:
+            try:
+                s = os.lstat(self.blobs.path(d)).st_size
+            except OSError:
+                continue
+            blob_total += s
+            if d not in blobs_needed:
+                blob_free += s
+        layer_total = layer_free = nlayers = 0
+        for _name, diff_id, path in self._layer_entries():
+            s = _du(path)
+            nlayers += 1
+            layer_total += s
+            if diff_id not in layers_needed:
+                layer_free += s
+        ids = self.image_ids()
+        dangling = [i for i in ids if not any(v.get("id") == i and "@" not in k for k, v in all_refs.items())]
+        return {"root": self.root, "images": len(ids), "dangling_images": len(dangling),
+                "blobs": {"count": len(list(self.blobs)), "size": blob_total, "reclaimable": blob_free},
+                "layers": {"count": nlayers, "size": layer_total, "reclaimable": layer_free}}
+
+
+def _du(path: str) -> int:
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            try:
+                st = os.lstat(os.path.join(root, n))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+__all__ = ["Image", "Problem", "Store", "default_root", "validate_manifest"]

@@ -1,0 +1,180 @@
+"""Root filesystem tarballs: ``sbx import`` (tar -> single-layer image) and ``export`` (an image's layers,
+flattened, as one tar).
+
+Flattening reads the unpacked layer directories, top layer first, the way overlayfs would merge them:
+the topmost layer that has a name wins; a whiteout (char 0/0, or a ``.wh.NAME`` file in the fallback
+form) hides the name in every layer below; an opaque directory hides the lower layers' contents of that
+directory. Symlinks are never followed. Owners of single-id layers are written as 0:0 (the ids were
+collapsed to the user when unpacking; root is what the image had for almost every file).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import stat
+import tarfile
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from sandbox.image import mediatypes as mt
+from sandbox.image import platform as plat
+from sandbox.image import reference as refs
+from sandbox.image import whiteout as wh
+from sandbox.image.cas import CHUNK
+from sandbox.image.compress import open_decompressed
+from sandbox.image.errors import ArchiveError
+from sandbox.image.store import Image, Store
+
+
+# --- export -----------------------------------------------------------------------------------------
+
+def _is_deleted(layer: str, rel_dir: str, name: str) -> bool | None:
+    """True if ``layer`` deletes ``name`` in ``rel_dir``, False if it has it, None if it says nothing."""
+    p = os.path.join(layer, rel_dir, name)
+    try:
+        st = os.lstat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        return True if os.path.lexists(os.path.join(layer, rel_dir, wh.WH_PREFIX + name)) else None
+    return True if wh.is_whiteout_stat(st) else False
+
+
+def _opaque(layer: str, rel_dir: str) -> bool:
+    d = os.path.join(layer, rel_dir)
+    return wh.is_opaque(d) or os.path.lexists(os.path.join(d, wh.WH_OPAQUE))
+
+
+def merged_entries(layers_top_first: list[str], rel: str = "") -> Iterator[tuple[str, str]]:
+    """Yield ``(relative path, layer root that provides it)`` for the merged view, parents first.
+    ``layers_top_first`` are the layers in which ``rel`` is a directory that shows through."""
+    names: set[str] = set()
+    for layer in layers_top_first:
+        try:
+            names.update(n for n in os.listdir(os.path.join(layer, rel)) if not n.startswith(wh.WH_PREFIX))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    for name in sorted(names):
+        path = os.path.join(rel, name) if rel else name
+        provider = None
+        below: list[str] = []  # layers whose directory `path` is merged into the provider's
+        for layer in layers_top_first:
+            state = _is_deleted(layer, rel, name)
+            if state is None:
+                continue  # this layer says nothing about `name`
+            if state:
+                break  # whited out here: hidden in this layer and every layer below
+            if not stat.S_ISDIR(os.lstat(os.path.join(layer, path)).st_mode):
+                if provider is None:
+                    provider = layer
+                break  # a non-directory hides everything below it
+            provider = provider or layer
+            below.append(layer)
+            if _opaque(layer, path):
+                break
+        if provider is None:
+            continue
+        yield path, provider
+        if below:
+            yield from merged_entries(below, path)
+
+
+def export_image(store: Store, image: Image, out: BinaryIO) -> None:
+    """Write ``image``'s flattened root filesystem to ``out`` as an uncompressed tar."""
+    dirs = store.unpack(image)
+    single = True
+    meta = store.layer_meta(image.diff_ids[0]) if image.diff_ids else None
+    if meta and meta.get("ownership") not in (None, "single"):
+        single = False
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for rel, layer in merged_entries(list(reversed(dirs))):
+            p = os.path.join(layer, rel)
+            ti = tf.gettarinfo(p, arcname=rel)
+            ti.uname = ti.gname = ""
+            if single:
+                ti.uid = ti.gid = 0
+            if ti.isreg():
+                with open(p, "rb") as f:
+                    tf.addfile(ti, f)
+            else:
+                tf.addfile(ti)
+
+
+# --- import -----------------------------------------------------------------------------------------
+
+class _Tee:
+    def __init__(self, src: BinaryIO) -> None:
+        self.src = src
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int) -> bytes:
+        data = self.src.read(n)
+        self.hash.update(data)
+        return data
+
+
+def import_rootfs(store: Store, path: str, name: str | None = None, *, config: dict[str, Any] | None = None,
+                  warn: Any = None) -> Image:
+    """Make a single-layer image from a root filesystem tar (plain, gzip or zstd; ``-`` is stdin). The
+    layer is stored gzip-compressed; ``config`` entries (Cmd, Env, ...) go into the image config."""
+    import sys
+
+    ref = refs.parse(name) if name else None
+    store.init()
+    src: BinaryIO
+    if path == "-":
+        src = sys.stdin.buffer
+    else:
+        try:
+            src = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise ArchiveError(f"{path}: {e.strerror}") from e
+    ok = False
+    try:
+        with store.adding():
+            stream, _kind = open_decompressed(src, path)
+            tee = _Tee(stream)
+            with store.blobs.writer() as w:
+                gz = gzip.GzipFile(fileobj=w, mode="wb", mtime=0, compresslevel=6)  # type: ignore[arg-type]
+                size = 0
+                while True:
+                    chunk = tee.read(CHUNK)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    gz.write(chunk)
+                gz.close()
+                layer_digest = w.commit()
+            if size == 0:
+                raise ArchiveError(f"{path}: empty input")
+            diff_id = "sha256:" + tee.hash.hexdigest()
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            host = plat.host()
+            cfg: dict[str, Any] = {
+                "created": now, "architecture": host.architecture, "os": host.os,
+                "config": config or {},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                "history": [{"created": now, "created_by": f"sbx import {os.path.basename(path)}"}],
+            }
+            if host.variant:
+                cfg["variant"] = host.variant
+            cfg_bytes = json.dumps(cfg, sort_keys=True).encode()
+            cfg_digest = store.blobs.put_bytes(cfg_bytes)
+            manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                        "config": {"mediaType": mt.OCI_CONFIG, "digest": cfg_digest, "size": len(cfg_bytes)},
+                        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": layer_digest,
+                                    "size": store.blobs.size(layer_digest)}]}
+            mdigest = store.put_manifest(json.dumps(manifest, sort_keys=True).encode())
+            img = store.preview(mdigest)
+            store.unpack(img, warn=warn)  # validates the tar (hostile entries are refused here)
+            image = store.add_image(mdigest, names=[ref.tagged] if ref and ref.tagged else [],
+                                    sizes=store.layer_sizes(img.diff_ids))
+            ok = True
+            return image
+    finally:
+        if src is not sys.stdin.buffer:
+            src.close()
+        if not ok:
+            store.gc(timeout=0)
