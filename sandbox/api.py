@@ -42,10 +42,10 @@ def _high_fd(fd, tmp):
 class Popen(subprocess.Popen):
     """subprocess.Popen, sandboxed.  Sandbox options are keyword-only; see sandbox.run."""
 
-    def __init__(self, args, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(),
+    def __init__(self, args, *, rootfs=None, image=None, entrypoint=None, pull="missing", platform=None, env=None, cwd=None, user=None, volumes=(), tmpfs=(),
                  network="none", hostname=None, init=False, read_only=False, userns=None,
                  cap_add=(), cap_drop=(), no_new_privileges=False, ulimits=(), group_add=(),
-                 pass_fds=(), name=None, **popen_kwargs):
+                 pass_fds=(), name=None, namespaces=None, **popen_kwargs):
         for bad in ("shell", "preexec_fn", "executable", "user", "group", "extra_groups", "umask",
                     "start_new_session", "process_group", "close_fds"):
             if bad in popen_kwargs:
@@ -53,12 +53,19 @@ class Popen(subprocess.Popen):
         if isinstance(args, (str, bytes)):
             args = [args]
         self.container_id = os.urandom(32).hex()
+        root = None
+        if image is not None:
+            if rootfs is not None:
+                raise TypeError("give rootfs= or image=, not both")
+            from .runtime import image_root
+            root = image_root.prepare(image, pull=pull, platform=platform, userns=userns)
         # Validate and compile everything before any pipe exists: bad input raises here.
         self._sbx_spec = _spec.build(
-            list(args), rootfs=rootfs, env=env, cwd=cwd, user=user, volumes=volumes, tmpfs=tmpfs,
+            list(args), rootfs=rootfs, image=root, entrypoint=entrypoint, env=env, cwd=cwd, user=user, volumes=volumes, tmpfs=tmpfs,
             network=network, hostname=hostname, read_only=read_only, init=init, userns=userns,
             cap_add=cap_add, cap_drop=cap_drop, no_new_privileges=no_new_privileges,
-            ulimits=ulimits, group_add=group_add, container_id=self.container_id)
+            ulimits=ulimits, group_add=group_add, container_id=self.container_id,
+            **({"namespaces": tuple(namespaces)} if namespaces is not None else {}))
         self._sbx_pass_fds = tuple(pass_fds)
         self.pidfd = -1
         self._sbx_claim = None

@@ -25,14 +25,18 @@ def main(argv):
         return 0
     if not cmd:
         raise UsageError("'sbx run' requires at least 1 argument", hint=runopts.USAGE)
+    image = None
     if opts["rootfs"] is None:
-        raise UsageError("no image or --rootfs given",
-                         hint="sbx run --rootfs DIR CMD (use --rootfs / for a sandbox of the host's own files)")
+        from ..runtime import image_root
+        ref, cmd = cmd[0], cmd[1:]
+        image = image_root.prepare(ref, pull=opts["pull"] or "missing", platform=opts["platform"],
+                                   userns=opts["userns"], progress=_pull_progress(), warn=_warn)
     tty = bool(opts["tty"])
     if tty and opts["interactive"] and not os.isatty(0):
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     spec = _spec.build(
-        cmd, rootfs=opts["rootfs"], env=runopts.parse_env(opts, os.environ), cwd=opts["workdir"],
+        cmd, rootfs=opts["rootfs"], image=image, entrypoint=opts["entrypoint"],
+        env=runopts.parse_env(opts, os.environ), cwd=opts["workdir"],
         user=opts["user"], volumes=opts["volume"], tmpfs=opts["tmpfs"],
         network=opts["network"] or "none", hostname=opts["hostname"], read_only=opts["read_only"],
         init=opts["init"], userns=opts["userns"], cap_add=opts["cap_add"], cap_drop=opts["cap_drop"],
@@ -47,6 +51,22 @@ def main(argv):
     finally:
         if claim is not None:
             claim.release()
+
+
+def _warn(msg):
+    sys.stderr.write(f"sbx: warning: {msg}\n")
+
+
+def _pull_progress():
+    """A missing image is pulled first, reported on stderr (stdout is the command's)."""
+    def progress(event, digest, amount=0, total=None):
+        if event == "resolved":
+            sys.stderr.write("Image not found locally, pulling it\n")
+        elif event in ("downloaded", "exists"):
+            sys.stderr.write(f"{digest[7:19]}: {'Pull complete' if event == 'downloaded' else 'Already exists'}\n")
+        elif event == "done":
+            sys.stderr.write(f"Digest: {digest}\n")
+    return progress
 
 
 def _run(spec, opts, tty):

@@ -8,7 +8,10 @@ from ..errors import UsageError
 
 # (names, key, kind, metavar, help); kind: flag | value | list
 OPTIONS = (
-    (("--rootfs",), "rootfs", "value", "DIR", "root filesystem directory ('/' = the host's files, read-only)"),
+    (("--rootfs",), "rootfs", "value", "DIR", "root filesystem directory instead of an IMAGE ('/' = the host's files)"),
+    (("--pull",), "pull", "value", "POLICY", "pull the image: missing (default), always or never"),
+    (("--platform",), "platform", "value", "OS/ARCH", "platform to pull from a multi-platform image"),
+    (("--entrypoint",), "entrypoint", "value", "CMD", "override the image's entrypoint ('' for none)"),
     (("--rm",), "rm", "flag", None, "remove the container when it exits"),
     (("--name",), "name", "value", "NAME", "a name for the container (unique among running ones)"),
     (("-e", "--env"), "env", "list", "K=V", "set an environment variable (K alone: take it from the host)"),
@@ -33,7 +36,7 @@ OPTIONS = (
 )
 _BY_NAME = {n: o for o in OPTIONS for n in o[0]}
 
-USAGE = "Usage: sbx run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]"
+USAGE = "Usage: sbx run [OPTIONS] (IMAGE | --rootfs DIR) [--] [COMMAND] [ARG...]"
 
 
 def help_text():

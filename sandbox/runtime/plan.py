@@ -129,28 +129,10 @@ def _mkdirs(plan, root, dest):
         plan.op(OP_MKDIR, cur, mode=0o755, flags=OPF_OPTIONAL)
 
 
-def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console_size=(0, 0),
-            overlay_driver="kernel"):
-    """spec (an OCI-shaped dict from spec.build) -> Plan."""
+def _mount_table(p, spec, overlay_driver):
+    """The root and every mount, as steps on `p`; returns the new root's host path."""
     x = spec["sbx"]
-    proc = spec["process"]
     linux = spec["linux"]
-    p = Plan()
-    ns = {n["type"] for n in linux["namespaces"]}
-    for n in ns:
-        p.clone_flags |= CLONE_FLAGS[n]
-
-    if "user" in ns:
-        from .idmap import helper_argv, map_text
-        if x["userns"] == "helper":
-            p.userns_mode = USERNS_HELPER
-            p.newuidmap = [_enc(a) for a in helper_argv(x["newuidmap"], linux["uidMappings"])]
-            p.newgidmap = [_enc(a) for a in helper_argv(x["newgidmap"], linux["gidMappings"])]
-        else:
-            p.userns_mode = USERNS_SELF
-            p.uid_map = map_text(linux["uidMappings"]).encode()
-            p.gid_map = map_text(linux["gidMappings"]).encode()
-
     # The root.
     base = paths.mount_base()
     rootfs = spec["root"]["path"]
@@ -171,14 +153,15 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
         if upper is None:
             upper, work = f"{base}/upper", f"{base}/work"
             try:
-                rmode = stat.S_IMODE(os.stat(rootfs).st_mode)
+                rmode = stat.S_IMODE(os.stat(x["lowers"][0]).st_mode)
             except OSError:
                 rmode = 0o755
             p.op(OP_MKDIR, upper, mode=rmode)
             p.op(OP_MKDIR, work, mode=0o700)
         else:
             work = os.path.join(os.path.dirname(upper), "work")
-        data = (f"lowerdir={_overlay_escape(rootfs)},upperdir={_overlay_escape(upper)},"
+        lowerdir = ":".join(_overlay_escape(d) for d in x["lowers"])
+        data = (f"lowerdir={lowerdir},upperdir={_overlay_escape(upper)},"
                 f"workdir={_overlay_escape(work)}")
         if fuse:
             from .overlay import fuse_overlayfs
@@ -236,7 +219,33 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
 
     if spec["root"]["readonly"] and not bind_root:
         p.op(OP_SETATTR, root, mode=MOUNT_ATTR["ro"], flags=OPF_NONREC, what="read-only root")
-    p.newroot = _enc(root)
+    return root
+
+
+def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console_size=(0, 0),
+            overlay_driver="kernel"):
+    """spec (an OCI-shaped dict from spec.build) -> Plan."""
+    x = spec["sbx"]
+    proc = spec["process"]
+    linux = spec["linux"]
+    p = Plan()
+    ns = {n["type"] for n in linux["namespaces"]}
+    for n in ns:
+        p.clone_flags |= CLONE_FLAGS[n]
+
+    if "user" in ns:
+        from .idmap import helper_argv, map_text
+        if x["userns"] == "helper":
+            p.userns_mode = USERNS_HELPER
+            p.newuidmap = [_enc(a) for a in helper_argv(x["newuidmap"], linux["uidMappings"])]
+            p.newgidmap = [_enc(a) for a in helper_argv(x["newgidmap"], linux["gidMappings"])]
+        else:
+            p.userns_mode = USERNS_SELF
+            p.uid_map = map_text(linux["uidMappings"]).encode()
+            p.gid_map = map_text(linux["gidMappings"]).encode()
+
+    if "mount" in ns:
+        p.newroot = _enc(_mount_table(p, spec, overlay_driver))
     if "uts" in ns:
         p.hostname = spec["hostname"].encode()
     p.loopback = "network" in ns

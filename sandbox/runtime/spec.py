@@ -4,6 +4,7 @@ This module holds the policy (Docker's defaults: capabilities, /dev, masked /pro
 environment, users); plan.py holds the mechanism.  Every way of starting a process (CLI run,
 Python API, later build RUN steps and exec) comes through build()."""
 import os
+import stat
 
 from ..errors import UsageError
 from . import idmap
@@ -67,18 +68,36 @@ def parse_volume(v):
     return os.path.realpath(host), os.path.normpath(ctr), "ro" in opts
 
 
-def _read_db(rootfs, name):
-    try:
-        with open(os.path.join(rootfs, "etc", name), "rb") as f:
-            data = f.read().decode("utf-8", "replace")
-    except OSError:
+def read_root_file(dirs, rel):
+    """A file of the root as the sandbox will see it: the first of `dirs` (a rootfs, or an
+    image's layers top first) that has it; an overlay whiteout (0/0 device) hides it."""
+    for d in dirs:
+        p = os.path.join(d, rel)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            with open(p, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+    return None
+
+
+def _read_db(dirs, name):
+    data = read_root_file(dirs, f"etc/{name}")
+    if data is None:
         return []
-    return [line.split(":") for line in data.splitlines() if line and not line.startswith("#")]
+    text = data.decode("utf-8", "replace")
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
-def resolve_user(rootfs, user):
-    """Docker's -u: UID[:GID] or NAME[:GROUP] -> (uid, gid, home, name) from the rootfs's
-    /etc/passwd and /etc/group."""
+def resolve_user(dirs, user):
+    """Docker's -u: UID[:GID] or NAME[:GROUP] -> (uid, gid, home, name) from the root's
+    /etc/passwd and /etc/group (`dirs`: see read_root_file)."""
     if user is None or user == "":
         user = "0"
     user = str(user)
@@ -88,7 +107,7 @@ def resolve_user(rootfs, user):
     home, name = "/", None
     if uname.isdigit():
         uid = int(uname)
-    for ent in _read_db(rootfs, "passwd"):
+    for ent in _read_db(dirs, "passwd"):
         if len(ent) < 7:
             continue
         if (uid is not None and ent[2] == str(uid)) or (uid is None and ent[0] == uname):
@@ -108,7 +127,7 @@ def resolve_user(rootfs, user):
         if gname.isdigit():
             gid = int(gname)
         else:
-            for ent in _read_db(rootfs, "group"):
+            for ent in _read_db(dirs, "group"):
                 if len(ent) >= 3 and ent[0] == gname:
                     gid = int(ent[2])
                     break
@@ -117,10 +136,10 @@ def resolve_user(rootfs, user):
     return uid, gid, home, name
 
 
-def supplementary_groups(rootfs, name, gid, extra):
+def supplementary_groups(dirs, name, gid, extra):
     groups = [gid]
     if name:
-        for ent in _read_db(rootfs, "group"):
+        for ent in _read_db(dirs, "group"):
             if len(ent) >= 4 and name in ent[3].split(",") and ent[2].isdigit():
                 g = int(ent[2])
                 if g not in groups:
@@ -128,7 +147,7 @@ def supplementary_groups(rootfs, name, gid, extra):
     for g in extra:
         g = str(g)
         if not g.isdigit():
-            for ent in _read_db(rootfs, "group"):
+            for ent in _read_db(dirs, "group"):
                 if len(ent) >= 3 and ent[0] == g:
                     g = ent[2]
                     break
@@ -201,23 +220,50 @@ def _resolv_conf(network):
     return _host_resolv
 
 
-def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), network="none",
+def image_argv(config, cmd, entrypoint=None):
+    """Docker's rules: --entrypoint replaces the image's Entrypoint and drops its Cmd; command
+    words replace Cmd; the process is Entrypoint + Cmd."""
+    if entrypoint is not None:
+        ep = [entrypoint] if entrypoint else []
+        default_cmd = []
+    else:
+        ep = list(config.get("Entrypoint") or [])
+        default_cmd = list(config.get("Cmd") or [])
+    return ep + (list(cmd) if cmd else default_cmd)
+
+
+def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None, user=None, volumes=(), tmpfs=(), network="none",
           hostname=None, read_only=False, init=False, userns=None, cap_add=(), cap_drop=(),
           no_new_privileges=False, ulimits=(), group_add=(), terminal=False, container_id,
           upper=None, namespaces=("user", "mount", "pid", "uts", "ipc", "network", "cgroup"),
           die_with_parent=True):
-    """The runtime description for one sandbox.  `upper` is a host directory for the overlay's
-    writable layer (kept after exit); None puts it in the sandbox's private tmpfs."""
+    """The runtime description for one sandbox, from a root filesystem directory (`rootfs`) or
+    an image (`image`: a runtime.image_root.ImageRoot).  `upper` is a host directory for the
+    overlay's writable layer (kept after exit); None puts it in the sandbox's private tmpfs."""
+    iconf = {}
+    if image is not None:
+        iconf = image.config
+        argv = image_argv(iconf, argv, entrypoint)
+        lowers = image.lowers
+        rootfs = lowers[0]
+        if user is None:
+            user = iconf.get("User") or None
+        if cwd is None and iconf.get("WorkingDir"):
+            cwd = iconf["WorkingDir"]
     if not argv:
-        raise UsageError("no command given", hint="sbx run [OPTIONS] --rootfs DIR CMD [ARG...]")
+        raise UsageError("no command given" if image is None else f"no command specified for image {image.ref}",
+                         hint="sbx run [OPTIONS] (--rootfs DIR | IMAGE) CMD [ARG...]")
     argv = [os.fsdecode(a) for a in argv]
-    if rootfs is None:
-        raise UsageError("no root filesystem given", hint="use --rootfs DIR (--rootfs / for the host's files)")
-    rootfs = os.fsdecode(rootfs)
-    if not os.path.isdir(rootfs):
-        raise UsageError(f"root filesystem {rootfs!r} is not a directory",
-                         hint="give --rootfs a directory holding a root filesystem")
-    rootfs = os.path.realpath(rootfs)
+    if image is None:
+        if rootfs is None:
+            raise UsageError("no image or root filesystem given",
+                             hint="give an IMAGE, or --rootfs DIR (--rootfs / for the host's files)")
+        rootfs = os.fsdecode(rootfs)
+        if not os.path.isdir(rootfs):
+            raise UsageError(f"root filesystem {rootfs!r} is not a directory",
+                             hint="give --rootfs a directory holding a root filesystem")
+        rootfs = os.path.realpath(rootfs)
+        lowers = [rootfs]
     if network not in NETWORKS:
         raise UsageError(f"network mode {network!r} is not supported yet",
                          hint="use --network none or --network host")
@@ -225,7 +271,7 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
     read_only = bool(read_only) or host_root
     ns = [n for n in namespaces if not (n == "network" and network == "host")]
 
-    uid, gid, home, uname = resolve_user(rootfs, user)
+    uid, gid, home, uname = resolve_user(lowers, user)
     mode, urange, grange, newuidmap, newgidmap = idmap.choose(userns)
     if mode == "helper" and (uid >= idmap.SUBID_SIZE + 1 or gid >= idmap.SUBID_SIZE + 1):
         raise UsageError(f"user {uid}:{gid} is outside the mapped range 0-{idmap.SUBID_SIZE}")
@@ -234,7 +280,7 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
                          hint="add the user to /etc/subuid and /etc/subgid (usermod --add-subuids/--add-subgids) "
                               "and install newuidmap/newgidmap (package uidmap)")
     uid_maps, gid_maps = idmap.mappings(mode, urange, grange, uid, gid)
-    groups = supplementary_groups(rootfs, uname, gid, group_add) if mode == "helper" else [gid]
+    groups = supplementary_groups(lowers, uname, gid, group_add) if mode == "helper" else [gid]
 
     cid = container_id
     if hostname is None:
@@ -243,6 +289,10 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
     envd = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": home}
     if terminal:
         envd["TERM"] = "xterm"
+    for item in iconf.get("Env") or ():
+        k, eq, v = item.partition("=")
+        if k and eq:
+            envd[k] = v
     if env:
         for k, v in (env.items() if isinstance(env, dict) else env):
             if not k or "=" in k or "\0" in k:
@@ -324,6 +374,8 @@ def build(argv, *, rootfs, env=None, cwd=None, user=None, volumes=(), tmpfs=(), 
         # What the OCI spec has no words for; runtimes keep such things in annotations.
         "sbx": {
             "id": cid,
+            "lowers": lowers,
+            "image": None if image is None else {"ref": image.ref, "id": image.image_id},
             "userns": mode,
             "newuidmap": newuidmap,
             "newgidmap": newgidmap,

@@ -149,7 +149,8 @@ class BuiltImage:
 
 
 def build_image(layers: list[bytes], *, comp: str = "gzip", arch: str | None = None, os_: str = "linux",
-                cmd: list[str] | None = None, created: str = "2024-01-02T03:04:05Z", env: list[str] | None = None) -> BuiltImage:
+                cmd: list[str] | None = None, created: str = "2024-01-02T03:04:05Z", env: list[str] | None = None,
+                config: dict[str, Any] | None = None) -> BuiltImage:
     """An OCI image (manifest, config, blobs) from uncompressed layer tars."""
     import platform
 
@@ -162,7 +163,7 @@ def build_image(layers: list[bytes], *, comp: str = "gzip", arch: str | None = N
         descs.append({"mediaType": LAYER_TYPES[comp], "digest": sha(c), "size": len(c)})
     config = json.dumps({
         "created": created, "architecture": arch, "os": os_,
-        "config": {"Cmd": cmd or ["/bin/sh"], "Env": env or ["PATH=/bin"], "WorkingDir": "/"},
+        "config": {"Cmd": cmd or ["/bin/sh"], "Env": env or ["PATH=/bin"], "WorkingDir": "/", **(config or {})},
         "rootfs": {"type": "layers", "diff_ids": [sha(t) for t in layers]},
         "history": [{"created": created, "created_by": "sbx tests"} for _ in layers],
     }, sort_keys=True).encode()

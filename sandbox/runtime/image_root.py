@@ -1,0 +1,154 @@
+"""An image as a sandbox's root: its layer directories (overlay lowers, top first) and config.
+
+Layers are unpacked once each and shared.  The ownership they are unpacked with follows the
+id mapping the sandbox will use: single-id layers belong to the user; with a subuid range the
+layers keep the image's owners, so they are unpacked inside a user namespace with that range
+(started through the same launcher as every other process)."""
+import os
+import sys
+
+from ..errors import UsageError
+from . import idmap
+
+PULL_POLICIES = ("missing", "always", "never")
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class ImageRoot:
+    __slots__ = ("ref", "image_id", "lowers", "config")
+
+    def __init__(self, ref, image_id, lowers, config):
+        self.ref, self.image_id, self.lowers, self.config = ref, image_id, lowers, config
+
+
+def _ready_layers(store, image, owner_name):
+    """The layer roots (bottom first) if every layer is already unpacked, else None.  Only
+    stat calls: this is the path every run of an image takes after the first."""
+    dirs = []
+    for diff_id in image.diff_ids:
+        d = store.layer_path(diff_id, owner_name)
+        if not os.path.isfile(os.path.join(d, "meta.json")):
+            return None
+        dirs.append(os.path.join(d, "root"))
+    return dirs
+
+
+def _unpack_mapped(store, image):
+    """Unpack with the image's owners inside a user namespace mapped to the subuid range."""
+    from ..api import run
+    # Only a user namespace: the worker sees the host's files as they are (the venv may be
+    # under /tmp) and writes the store in place, as root of the namespace.
+    r = run([sys.executable, "-m", "sandbox.image.mapped_unpack", store.root, image.id],
+            rootfs="/", network="host", userns="auto", namespaces=("user",),
+            env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": _PKG_PARENT}, capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = (r.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise UsageError(f"cannot unpack {image.short_id} in the user namespace: {msg.removeprefix('sbx: ')}")
+
+
+# --- the run cache --------------------------------------------------------------------------
+# Resolving through the store costs ~25 ms of imports (json, re, dataclasses...) on every run.
+# After the first run of a reference, what the launcher needs (layer dirs and the config's
+# Entrypoint/Cmd/Env/WorkingDir/User) is kept in a marshal file, valid while the store's
+# references file is unchanged (any pull, tag, rmi or load rewrites it).
+
+def _store_root():
+    root = os.environ.get("SBX_ROOT")
+    if root:
+        return os.path.abspath(root)
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "sbx")
+
+
+def _cache_path(root, ref, owner_name):
+    key = ref.replace("%", "%25").replace("/", "%2F")
+    return os.path.join(root, "runcache", f"{key}@{owner_name}")
+
+
+def _refs_stamp(root):
+    try:
+        st = os.stat(os.path.join(root, "repositories.json"))
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _cache_lookup(root, ref, owner_name):
+    import marshal
+    try:
+        with open(_cache_path(root, ref, owner_name), "rb") as f:
+            stamp, image_id, lowers, config = marshal.load(f)
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if tuple(stamp) != _refs_stamp(root) or not os.path.isdir(lowers[-1]):
+        return None
+    return ImageRoot(ref, image_id, list(lowers), config)
+
+
+def _cache_store(root, ref, owner_name, img_root, stamp):
+    import marshal
+    keep = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User")
+    config = {k: img_root.config[k] for k in keep if k in img_root.config}
+    path = _cache_path(root, ref, owner_name)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            marshal.dump((stamp, img_root.image_id, tuple(img_root.lowers), config), f)
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        pass  # only a cache
+
+
+def prepare(ref, *, pull="missing", platform=None, userns=None, progress=None, warn=None):
+    """Resolve `ref` in the local store (pulling it per the policy) and make sure its layers
+    are unpacked for the id mapping in use.  Returns an ImageRoot."""
+    if pull not in PULL_POLICIES:
+        raise UsageError(f"invalid --pull value {pull!r}", hint="use missing, always or never")
+    owner_name = "mapped" if idmap.choose(userns)[0] == "helper" else "single"
+    root = _store_root()
+    if pull != "always":
+        hit = _cache_lookup(root, ref, owner_name)
+        if hit is not None:
+            return hit
+    stamp = _refs_stamp(root)
+    result = _prepare(ref, pull, platform, userns, owner_name, progress, warn)
+    # Cache only what was resolved against an unchanged references file (a pull, or another
+    # command, changed it meanwhile: the next run caches).
+    if stamp is not None and stamp == _refs_stamp(root):
+        _cache_store(root, ref, owner_name, result, stamp)
+    return result
+
+
+def _prepare(ref, pull, platform, userns, owner_name, progress, warn):
+    from ..image.errors import ImageNotFound
+    from ..image.store import Store
+    store = Store()
+    image = None
+    if pull != "always":
+        try:
+            image = store.resolve(ref)
+        except ImageNotFound:
+            if pull == "never":
+                raise
+    if image is None:
+        from ..image import platform as plat
+        from ..registry.pull import PullOptions, pull as do_pull
+        opts = PullOptions(platform=plat.parse(platform) if platform else None, unpack=False)
+        image = do_pull(store, ref, opts, progress=progress, warn=warn)
+
+    dirs = _ready_layers(store, image, owner_name)
+    if dirs is None:
+        if store.whiteout_format != "overlay":
+            raise UsageError(f"the image store at {store.root} cannot hold overlay whiteouts",
+                             hint="point SBX_ROOT (--root) at a local filesystem such as ext4, xfs or btrfs")
+        if owner_name == "mapped":
+            _unpack_mapped(store, image)
+            dirs = _ready_layers(store, image, owner_name)
+            if dirs is None:
+                raise UsageError(f"unpacking {image.short_id} left layers missing")
+        else:
+            dirs = store.unpack(image, warn=warn)
+    if not dirs:
+        raise UsageError(f"image {ref} has no layers", hint="an image built FROM scratch needs at least one layer")
+    return ImageRoot(ref, image.id, list(reversed(dirs)), image.config.get("config") or {})
