@@ -53,6 +53,7 @@ class Popen(subprocess.Popen):
         if isinstance(args, (str, bytes)):
             args = [args]
         self.container_id = os.urandom(32).hex()
+        self._sbx_hold = -1
         root = None
         if image is not None:
             if rootfs is not None:
@@ -69,16 +70,23 @@ class Popen(subprocess.Popen):
         self._sbx_pass_fds = tuple(pass_fds)
         self.pidfd = -1
         self._sbx_claim = None
-        if name is not None:
-            from .runtime import names
-            self._sbx_claim = names.claim(name, self.container_id)
         try:
+            if root is not None:
+                from .runtime import image_root
+                self._sbx_hold = image_root.hold(root.image_id)  # rmi refuses it while we run
+            if name is not None:
+                from .runtime import names
+                self._sbx_claim = names.claim(name, self.container_id)
             super().__init__(args, **popen_kwargs)
         except BaseException:
-            self._release_name()
+            self._release()
             raise
 
-    def _release_name(self):
+    def _release(self):
+        """Give back what this sandbox held while running: its name, its image."""
+        if self._sbx_hold >= 0:
+            os.close(self._sbx_hold)
+            self._sbx_hold = -1
         if self._sbx_claim is not None:
             self._sbx_claim.release()
             self._sbx_claim = None
@@ -118,7 +126,7 @@ class Popen(subprocess.Popen):
 
     def _handle_exitstatus(self, sts, *args, **kwargs):
         super()._handle_exitstatus(sts, *args, **kwargs)
-        self._release_name()
+        self._release()
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1

@@ -207,11 +207,8 @@ def _warn(msg: str) -> None:
 
 
 def _in_use_hook() -> Any:
-    """The launcher's "is this image used by a container?" check, once it exists."""
-    try:
-        from sandbox.runtime.container import image_in_use  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+    """Is this image used by a running sandbox?  (They hold a shared lock on it.)"""
+    from sandbox.runtime.image_root import image_in_use
     return image_in_use
 
 

@@ -31,6 +31,7 @@ def main(argv):
         ref, cmd = cmd[0], cmd[1:]
         image = image_root.prepare(ref, pull=opts["pull"] or "missing", platform=opts["platform"],
                                    userns=opts["userns"], progress=_pull_progress(), warn=_warn)
+        image_root.hold(image.image_id)  # until sbx exits: rmi refuses a running image
     tty = bool(opts["tty"])
     if tty and opts["interactive"] and not os.isatty(0):
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")

@@ -46,6 +46,40 @@ def _unpack_mapped(store, image):
         raise UsageError(f"cannot unpack {image.short_id} in the user namespace: {msg.removeprefix('sbx: ')}")
 
 
+# --- images in use ------------------------------------------------------------------------
+# A sandbox running an image holds a shared flock on <store>/inuse/<id> for its whole life
+# (the kernel drops it if sbx dies); rmi and prune refuse an image whose lock they cannot
+# take exclusively.
+
+def _inuse_path(root, image_id):
+    return os.path.join(root, "inuse", image_id.removeprefix("sha256:"))
+
+
+def hold(image_id):
+    """Mark `image_id` in use until the returned fd is closed."""
+    import fcntl
+    path = _inuse_path(_store_root(), image_id)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def image_in_use(image_id):
+    import fcntl
+    try:
+        fd = os.open(_inuse_path(_store_root(), image_id), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 # --- the run cache --------------------------------------------------------------------------
 # Resolving through the store costs ~25 ms of imports (json, re, dataclasses...) on every run.
 # After the first run of a reference, what the launcher needs (layer dirs and the config's

@@ -132,3 +132,18 @@ def test_retag_is_seen_by_the_next_run(run_cli, config_registry, sbx):
     assert sbx("rmi", "mine:1").returncode == 0
     r = run_cli("--rm", "--pull", "never", "mine:1")
     assert r.returncode == 125 and "no such image" in r.stderr
+
+
+def test_rmi_refuses_an_image_a_sandbox_is_running(plain_registry, sbx):
+    import sandbox
+    ref = f"{plain_registry.host}/test/busybox"
+    assert sbx("pull", ref).returncode == 0
+    with sandbox.Popen(["sh", "-c", "echo up; read x; exit 0"], image=ref, stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE) as p:
+        assert p.stdout.readline() == b"up\n"
+        r = sbx("rmi", ref)
+        assert r.returncode == 125 and "Traceback" not in r.stderr, r
+        assert sbx("images", "-q").stdout.strip()        # still there
+        p.stdin.close()
+        assert p.wait(timeout=30) == 0
+    assert sbx("rmi", ref).returncode == 0               # free again once it exited
