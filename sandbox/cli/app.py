@@ -21,15 +21,13 @@ def version():
     typer.echo(f"sbx {__version__}")
 
 
-def _register_optional():
-    try:
-        from . import images
-    except ImportError:
-        return
+def _register():
+    from . import containers, images
+    containers.register(app)
     images.register(app)
 
 
-_register_optional()
+_register()
 
 
 def main(argv):

@@ -718,7 +718,7 @@ def register(app: typer.Typer) -> None:
     """Add the image commands, and the ``image`` and ``system`` sub-apps, to ``app``."""
     for name, fn in (("pull", pull), ("push", push), ("images", images), ("rmi", rmi), ("tag", tag),
                      ("inspect", inspect), ("login", login), ("logout", logout), ("save", save), ("load", load),
-                     ("import", import_)):
+                     ("import", import_), ("export", export)):
         app.command(name)(fn)
     image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
     image_app.command("prune")(prune)

@@ -48,10 +48,29 @@ def main(argv):
         from ..runtime import names
         claim = names.claim(opts["name"], spec["sbx"]["id"])
     try:
-        return _run(spec, opts, tty)
+        if opts["rm"]:
+            return _run(spec, opts, tty)
+        # Without --rm the container is kept: its changes go to a persistent upper directory.
+        from ..runtime import containers
+        store = containers.Store()
+        c = store.create(spec, opts["name"], image.ref if image else None, cmd)
+        return run_container(store, c, opts, tty)
     finally:
         if claim is not None:
             claim.release()
+
+
+def run_container(store, c, opts, tty):
+    """Run a stored container in the foreground, recording its state."""
+    held = []
+    code = 125
+    try:
+        code = _run(c.spec, opts, tty, on_start=lambda pid: held.append(store.mark_running(c, pid)))
+        return code
+    finally:
+        if held:
+            store.mark_exited(c, code)
+            os.close(held[0])
 
 
 def _warn(msg):
@@ -70,10 +89,10 @@ def _pull_progress():
     return progress
 
 
-def _run(spec, opts, tty):
+def _run(spec, opts, tty, on_start=None):
     if tty:
         from . import tty as _tty
-        return _tty.run_with_pty(spec, interactive=bool(opts["interactive"]))
+        return _tty.run_with_pty(spec, interactive=bool(opts["interactive"]), on_start=on_start)
 
     # Hold the forwarded signals from here on: one arriving between launch and wait would
     # otherwise kill sbx instead of reaching the sandbox.  wait_forward takes them.
@@ -87,6 +106,8 @@ def _run(spec, opts, tty):
     finally:
         if devnull >= 0:
             os.close(devnull)
+    if on_start is not None:
+        on_start(pid)
     from .. import _native
     status = _native.wait_forward(pid, FORWARD)
     if pidfd >= 0:

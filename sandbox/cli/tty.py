@@ -41,7 +41,7 @@ def _winsize(fd):
         return 24, 80
 
 
-def run_with_pty(spec, interactive):
+def run_with_pty(spec, interactive, on_start=None):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     master = -1
     wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -56,6 +56,8 @@ def run_with_pty(spec, interactive):
     try:
         pid, pidfd = launch.start(spec, console_socket=theirs.fileno(), console_size=_winsize(0))
         theirs.close()
+        if on_start is not None:
+            on_start(pid)
         _, fds, _, _ = socket.recv_fds(ours, 1, 1)
         if not fds:
             raise OSError("no pty from the sandbox")

@@ -66,7 +66,13 @@ def hold(image_id):
 
 
 def image_in_use(image_id):
+    """True while a sandbox runs the image, or a kept container (running or not) was made
+    from it, as Docker refuses to remove an image a container uses."""
     import fcntl
+    from .containers import Store
+    for c in Store().list():
+        if (c.spec["sbx"].get("image") or {}).get("id") == image_id:
+            return True
     try:
         fd = os.open(_inuse_path(_store_root(), image_id), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

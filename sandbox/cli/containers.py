@@ -1,0 +1,70 @@
+"""Container verbs: ps, rm, start (containers kept by `sbx run` without --rm)."""
+import json
+import time
+from typing import List, Optional
+
+import typer
+
+
+def _store():
+    from ..runtime.containers import Store
+    return Store()
+
+
+def ps(all_: bool = typer.Option(False, "-a", "--all", help="Show all containers (default: running ones)."),
+       quiet: bool = typer.Option(False, "-q", "--quiet", help="Only print container ids."),
+       fmt: Optional[str] = typer.Option(None, "--format", help="'json' for one JSON object per line.")):
+    """List containers."""
+    now = time.time()
+    rows = []
+    for c in _store().list():
+        if not all_ and not c.running():
+            continue
+        cmd = " ".join(c.doc.get("Command") or c.spec["process"]["args"])
+        rows.append({"ID": c.id, "Image": c.doc.get("Image", ""), "Command": cmd,
+                     "CreatedAt": c.doc.get("Created"), "Status": c.status(now), "Names": c.name})
+    if quiet:
+        for r in rows:
+            typer.echo(r["ID"][:12])
+        return
+    if fmt == "json":
+        for r in rows:
+            typer.echo(json.dumps(r))
+        return
+    from ..runtime.containers import _ago
+    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    for r in rows:
+        cmd = r["Command"] if len(r["Command"]) <= 20 else r["Command"][:19] + "…"
+        table.append((r["ID"][:12], r["Image"], f'"{cmd}"', f"{_ago(now - r['CreatedAt'])} ago", r["Status"], r["Names"]))
+    widths = [max(len(row[i]) for row in table) for i in range(6)]
+    for row in table:
+        typer.echo("   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def rm(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
+       force: bool = typer.Option(False, "-f", "--force", help="Kill a running container first.")):
+    """Remove containers and their changes."""
+    st = _store()
+    for ref in containers:
+        c = st.get(ref)
+        st.remove(c, force=force)
+        typer.echo(ref)
+
+
+def start(container: str = typer.Argument(..., help="Container name or id."),
+          attach: bool = typer.Option(False, "-a", "--attach", help="Attach to its output (runs in the foreground)."),
+          interactive: bool = typer.Option(False, "-i", "--interactive", help="Attach stdin.")):
+    """Run a stopped container again, with the changes it made before."""
+    if not attach:
+        raise typer.BadParameter("only 'sbx start -a' (foreground) is supported yet", param_hint="-a")
+    from .run import run_container
+    st = _store()
+    c = st.get(container)
+    tty = bool(c.spec["process"].get("terminal"))
+    raise typer.Exit(run_container(st, c, {"interactive": interactive or tty}, tty))
+
+
+def register(app):
+    app.command("ps")(ps)
+    app.command("rm")(rm)
+    app.command("start")(start)

@@ -1,0 +1,185 @@
+"""Containers that outlive their process (`sbx run` without --rm): a directory each under
+<data>/containers/<id> holding config.json (the runtime spec plus Docker-like metadata) and
+the overlay's upper/ and work/ directories, which keep the container's changes.
+
+While a container runs, the sbx process that runs it holds an exclusive flock on its
+running.lock: `ps` asks the kernel, so a killed sbx never leaves a container "running".
+Creation, renaming and removal hold <data>/containers/.lock."""
+import fcntl
+import json
+import os
+import time
+
+from ..errors import SandboxError, UsageError
+from . import paths
+
+_ADJ = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nimble", "quiet", "sharp",
+        "tender", "vivid", "witty", "zen", "bold", "clever", "gentle", "jolly", "proud", "sunny")
+_NOUN = ("turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "knuth", "dijkstra",
+         "liskov", "hamilton", "shannon", "babbage", "curie", "noether", "euler", "gauss",
+         "kepler", "darwin", "tesla", "pike")
+
+
+class Container:
+    def __init__(self, root, doc):
+        self.dir = root
+        self.doc = doc
+
+    id = property(lambda self: self.doc["Id"])
+    name = property(lambda self: self.doc["Name"])
+    spec = property(lambda self: self.doc["Spec"])
+    upper = property(lambda self: os.path.join(self.dir, "upper"))
+
+    def running(self):
+        try:
+            fd = os.open(os.path.join(self.dir, "running.lock"), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def status(self, now=None):
+        now = now or time.time()
+        st = self.doc.get("State", {})
+        if self.running():
+            return f"Up {_ago(now - st.get('StartedAt', now))}"
+        if st.get("FinishedAt"):
+            return f"Exited ({st.get('ExitCode', 0)}) {_ago(now - st['FinishedAt'])} ago"
+        if st.get("StartedAt"):
+            return "Exited (unknown)"  # its sbx was killed
+        return "Created"
+
+
+def _ago(sec):
+    sec = max(0, int(sec))
+    for unit, n in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if sec >= n:
+            v = sec // n
+            return f"{v} {unit[:-1] if v == 1 else unit}"
+    return "Less than a second" if sec < 1 else f"{sec} seconds"
+
+
+class Store:
+    def __init__(self):
+        self.root = os.path.join(paths.data_dir(), "containers")
+
+    def _lock(self):
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _load(self, cid):
+        try:
+            with open(os.path.join(self.root, cid, "config.json")) as f:
+                return Container(os.path.join(self.root, cid), json.load(f))
+        except (OSError, ValueError):
+            return None
+
+    def list(self):
+        try:
+            ids = [d for d in os.listdir(self.root) if len(d) == 64]
+        except FileNotFoundError:
+            return []
+        cs = [c for c in map(self._load, ids) if c is not None]
+        return sorted(cs, key=lambda c: c.doc.get("Created", 0), reverse=True)
+
+    def get(self, ref):
+        """By name, full id or unique id prefix (Docker's rules)."""
+        cs = self.list()
+        for c in cs:
+            if c.name == ref or c.id == ref:
+                return c
+        matches = [c for c in cs if len(ref) >= 3 and c.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(f"container id prefix {ref!r} is ambiguous")
+        raise UsageError(f"no such container: {ref}", hint="'sbx ps -a' lists containers")
+
+    def create(self, spec, name, image, command):
+        """Register a container for `spec` (whose id it takes) and return it; its upper/work
+        directories are created empty."""
+        fd = self._lock()
+        try:
+            taken = {c.name for c in self.list()}
+            if name is None:
+                for i in range(400):
+                    name = f"{_ADJ[i % 20]}_{_NOUN[(i * 7 + int(spec['sbx']['id'][:4], 16)) % 20]}"
+                    if name not in taken:
+                        break
+            elif name in taken:
+                raise UsageError(f'the container name "{name}" is already in use',
+                                 hint=f"remove that container ('sbx rm {name}') or choose another name")
+            cid = spec["sbx"]["id"]
+            d = os.path.join(self.root, cid)
+            os.mkdir(d, 0o700)
+            os.mkdir(os.path.join(d, "upper"), 0o755)
+            os.mkdir(os.path.join(d, "work"), 0o700)
+            spec["sbx"]["upper"] = os.path.join(d, "upper")
+            doc = {"Id": cid, "Name": name, "Created": time.time(), "Image": image or spec["root"]["path"],
+                   "Command": command, "State": {}, "Spec": spec}
+            c = Container(d, doc)
+            self.save(c)
+            return c
+        finally:
+            os.close(fd)
+
+    def save(self, c):
+        tmp = os.path.join(c.dir, f"config.json.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(c.doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(c.dir, "config.json"))
+
+    def mark_running(self, c, pid):
+        """Hold the running lock (until the returned fd is closed) and record the start."""
+        fd = os.open(os.path.join(c.dir, "running.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"container {c.name} is already running") from None
+        c.doc["State"] = {"StartedAt": time.time(), "Pid": pid}
+        self.save(c)
+        return fd
+
+    def mark_exited(self, c, code):
+        c.doc["State"].update({"FinishedAt": time.time(), "ExitCode": code})
+        self.save(c)
+
+    def remove(self, c, force=False):
+        if c.running():
+            if not force:
+                raise UsageError(f"container {c.name} is running", hint=f"stop it first, or use 'sbx rm -f {c.name}'")
+            pid = c.doc.get("State", {}).get("Pid")
+            if pid:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        fd = self._lock()
+        try:
+            _remove_tree(c.dir, c.spec)
+        finally:
+            os.close(fd)
+
+
+def _remove_tree(d, spec):
+    """Files a container made as other users belong to subordinate ids the caller cannot
+    delete directly: remove the tree from inside a user namespace with the same mapping."""
+    from ..image.fsutil import rmtree_writable
+    if spec["sbx"].get("userns") == "helper":
+        from ..api import run
+        run(["rm", "-rf", d], rootfs="/", network="host", userns="auto", namespaces=("user",),
+            stdout=-3, stderr=-3)
+    if os.path.exists(d):
+        rmtree_writable(d)
+    if os.path.exists(d):
+        raise SandboxError(f"cannot remove {d} completely", hint="remove it by hand")
