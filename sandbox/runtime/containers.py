@@ -11,7 +11,7 @@ import os
 import time
 
 from ..errors import SandboxError, UsageError
-from . import paths
+from . import flocks, paths
 
 _ADJ = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nimble", "quiet", "sharp",
         "tender", "vivid", "witty", "zen", "bold", "clever", "gentle", "jolly", "proud", "sunny")
@@ -31,17 +31,7 @@ class Container:
     upper = property(lambda self: os.path.join(self.dir, "upper"))
 
     def running(self):
-        try:
-            fd = os.open(os.path.join(self.dir, "running.lock"), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return flocks.held(os.path.join(self.dir, "running.lock"))
 
     def status(self, now=None):
         now = now or time.time()
@@ -140,11 +130,9 @@ class Store:
 
     def mark_running(self, c, pid):
         """Hold the running lock (until the returned fd is closed) and record the start."""
-        fd = os.open(os.path.join(c.dir, "running.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = flocks.hold(os.path.join(c.dir, "running.lock"))
         except BlockingIOError:
-            os.close(fd)
             raise UsageError(f"container {c.name} is already running") from None
         c.doc["State"] = {"StartedAt": time.time(), "Pid": pid}
         self.save(c)

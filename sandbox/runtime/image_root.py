@@ -57,33 +57,19 @@ def _inuse_path(root, image_id):
 
 def hold(image_id):
     """Mark `image_id` in use until the returned fd is closed."""
-    import fcntl
-    path = _inuse_path(_store_root(), image_id)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd
+    from . import flocks
+    return flocks.hold(_inuse_path(_store_root(), image_id), shared=True, wait=True)
 
 
 def image_in_use(image_id):
     """True while a sandbox runs the image, or a kept container (running or not) was made
     from it, as Docker refuses to remove an image a container uses."""
-    import fcntl
+    from . import flocks
     from .containers import Store
     for c in Store().list():
         if (c.spec["sbx"].get("image") or {}).get("id") == image_id:
             return True
-    try:
-        fd = os.open(_inuse_path(_store_root(), image_id), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    return flocks.held(_inuse_path(_store_root(), image_id), holders_shared=True)
 
 
 # --- the run cache --------------------------------------------------------------------------
