@@ -461,9 +461,30 @@ sb_child_main (void *arg)
   if (cfg->die_with_parent)
     CHECK (prctl (PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), SB_STAGE_PDEATHSIG);
 
-  /* 2. Join existing namespaces (exec into a running sandbox). */
+  /* 2. Join existing namespaces (exec into a running sandbox), the user namespace first: it
+   * gives us the capabilities the others need.  Joining a pid namespace only applies to our
+   * children, so then fork once more; CLONE_PARENT makes the new process a child of the
+   * caller (which waits for it), and this one reports its pid and leaves. */
+  int joined_pid = 0;
   for (size_t i = 0; i < cfg->n_setns; i++)
-    CHECK (setns (cfg->setns_fds[i], cfg->setns_types[i]), SB_STAGE_SETNS);
+    {
+      CHECK (setns (cfg->setns_fds[i], cfg->setns_types[i]), SB_STAGE_SETNS);
+      joined_pid |= cfg->setns_types[i] == CLONE_NEWPID;
+    }
+  if (joined_pid)
+    {
+      long pid = syscall (SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+      CHECK (pid, SB_STAGE_SETNS);
+      if (pid > 0)
+        {
+          struct sb_report r = { SB_STAGE_FORKED, (int) pid, -1, 0 };
+          ssize_t unused = write (ctx->report_fd, &r, sizeof r);
+          (void) unused;
+          _exit (0);
+        }
+      if (cfg->die_with_parent)
+        CHECK (prctl (PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), SB_STAGE_PDEATHSIG);
+    }
 
   /* 3. Id maps.  A single-id map can be written by the child itself (the kernel allows an
    * unprivileged process to map its own euid once, after setgroups is denied for the gid map:

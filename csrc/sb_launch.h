@@ -48,6 +48,8 @@ enum sb_stage {
   SB_STAGE_EXEC,
   SB_STAGE_SETNS,          /* joining an existing sandbox's namespaces */
   SB_STAGE_CONSOLE,        /* allocating the pty in the sandbox's devpts */
+  SB_STAGE_FORKED,         /* not a failure: after joining a pid namespace the child forked;
+                            * `err` carries the pid of the process that will exec */
   SB_STAGE_PARENT,         /* parent-side plumbing (pipe, mmap, read) */
 };
 

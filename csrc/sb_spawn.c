@@ -256,9 +256,25 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
 
   struct sb_report rep;
   ssize_t n;
-  do
-    n = read (report_r, &rep, sizeof rep);
-  while (n < 0 && errno == EINTR);
+  pid_t forked = 0;
+  for (;;)
+    {
+      do
+        n = read (report_r, &rep, sizeof rep);
+      while (n < 0 && errno == EINTR);
+      if (n != (ssize_t) sizeof rep || rep.stage != SB_STAGE_FORKED)
+        break;
+      /* The child joined a pid namespace and forked: the new process is ours (CLONE_PARENT),
+       * the child has exited.  Reap it and follow the new one. */
+      forked = (pid_t) rep.err;
+      int st;
+      while (waitpid (pid, &st, __WALL) < 0 && errno == EINTR)
+        ;
+      pid = forked;
+      if (pidfd >= 0)
+        close (pidfd);
+      pidfd = (int) syscall (__NR_pidfd_open, forked, 0);
+    }
   free (init_argv);
 
   if (n == 0)

@@ -15,6 +15,10 @@ from .includes cimport sb
 import os as _os
 
 
+# Number of launch stages (csrc/sb_launch.h enum sb_stage); runtime/launch.py names them.
+STAGE_COUNT = sb.SB_STAGE_PARENT + 1
+
+
 class ChildError(OSError):
     """A launch step failed; `stage` and `op` say which (sandbox.runtime.stages maps them)."""
 

@@ -11,7 +11,9 @@ when it ends, however it ends.  A signalled sandbox gives returncode -N, as in s
 import os
 import subprocess
 
-from .runtime import launch, spec as _spec
+from . import errors as _errors
+
+from .runtime import launch, spec as _spec_mod
 
 PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
 TimeoutExpired = subprocess.TimeoutExpired
@@ -45,7 +47,7 @@ class Popen(subprocess.Popen):
     def __init__(self, args, *, rootfs=None, image=None, entrypoint=None, pull="missing", platform=None, env=None, cwd=None, user=None, volumes=(), tmpfs=(),
                  network="none", hostname=None, init=False, read_only=False, userns=None,
                  cap_add=(), cap_drop=(), no_new_privileges=False, ulimits=(), group_add=(),
-                 pass_fds=(), name=None, namespaces=None, **popen_kwargs):
+                 pass_fds=(), name=None, namespaces=None, _spec=None, **popen_kwargs):
         for bad in ("shell", "preexec_fn", "executable", "user", "group", "extra_groups", "umask",
                     "start_new_session", "process_group", "close_fds"):
             if bad in popen_kwargs:
@@ -61,7 +63,7 @@ class Popen(subprocess.Popen):
             from .runtime import image_root
             root = image_root.prepare(image, pull=pull, platform=platform, userns=userns)
         # Validate and compile everything before any pipe exists: bad input raises here.
-        self._sbx_spec = _spec.build(
+        self._sbx_spec = _spec or _spec_mod.build(
             list(args), rootfs=rootfs, image=root, entrypoint=entrypoint, env=env, cwd=cwd, user=user, volumes=volumes, tmpfs=tmpfs,
             network=network, hostname=hostname, read_only=read_only, init=init, userns=userns,
             cap_add=cap_add, cap_drop=cap_drop, no_new_privileges=no_new_privileges,
@@ -90,6 +92,14 @@ class Popen(subprocess.Popen):
         if self._sbx_claim is not None:
             self._sbx_claim.release()
             self._sbx_claim = None
+
+    def exec(self, argv, *, env=None, cwd=None, user=None, **popen_kwargs):
+        """Start another process inside this running sandbox (`docker exec`): its namespaces,
+        its environment, working directory and user unless given.  Returns a Popen for it."""
+        if self.returncode is not None or self.poll() is not None:
+            raise _errors.UsageError("the sandbox is not running")
+        spec = _spec_mod.build_exec(self._sbx_spec, self.pid, list(argv), env=env, cwd=cwd, user=user)
+        return Popen(list(argv), _spec=spec, **popen_kwargs)
 
     @property
     def spec(self):

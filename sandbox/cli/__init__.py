@@ -38,6 +38,9 @@ def main(argv=None):
         if argv and argv[0] == "run":
             from .run import main as run_main
             code = run_main(argv[1:])
+        elif argv and argv[0] == "exec":
+            from .run import exec_main
+            code = exec_main(argv[1:])
         else:
             from .app import main as app_main
             code = app_main(argv)

@@ -15,6 +15,14 @@ def run(ctx: typer.Context):
     raise typer.Exit(run_main(list(ctx.args)))
 
 
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                      "help_option_names": []})
+def exec_(ctx: typer.Context):
+    """Run a command in a running container (see 'sbx exec --help')."""
+    from .run import exec_main
+    raise typer.Exit(exec_main(list(ctx.args)))
+
+
 @app.command()
 def version():
     """Show the sbx version."""

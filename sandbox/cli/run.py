@@ -49,7 +49,8 @@ def main(argv):
         claim = names.claim(opts["name"], spec["sbx"]["id"])
     try:
         if opts["rm"]:
-            return _run(spec, opts, tty)
+            started = None if claim is None else (lambda pid: claim.started(spec, pid))
+            return _run(spec, opts, tty, on_start=started)
         # Without --rm the container is kept: its changes go to a persistent upper directory.
         from ..runtime import containers
         store = containers.Store()
@@ -71,6 +72,39 @@ def run_container(store, c, opts, tty):
         if held:
             store.mark_exited(c, code)
             os.close(held[0])
+
+
+EXEC_OPTIONS = {"env", "env_file", "workdir", "user", "interactive", "tty", "help"}
+
+
+def exec_main(argv):
+    """`sbx exec [OPTIONS] CONTAINER CMD [ARG...]`: one more process in a running sandbox."""
+    opts, rest = runopts.parse(argv)
+    if opts["help"]:
+        sys.stdout.write("Usage: sbx exec [OPTIONS] CONTAINER COMMAND [ARG...]\n\n"
+                         "Options: -e/--env, --env-file, -w/--workdir, -u/--user, -i, -t\n")
+        return 0
+    used = {k for k, v in opts.items() if v not in (None, [], False)}
+    if used - EXEC_OPTIONS:
+        raise UsageError(f"'sbx exec' does not take --{sorted(used - EXEC_OPTIONS)[0].replace('_', '-')}")
+    if len(rest) < 2:
+        raise UsageError("'sbx exec' requires at least 2 arguments", hint="sbx exec [OPTIONS] CONTAINER CMD [ARG...]")
+    pid, cspec = _find_running(rest[0])
+    tty = bool(opts["tty"])
+    spec = _spec.build_exec(cspec, pid, rest[1:], env=runopts.parse_env(opts, os.environ),
+                            cwd=opts["workdir"], user=opts["user"], terminal=tty)
+    return _run(spec, opts, tty)
+
+
+def _find_running(ref):
+    from ..runtime import containers, names
+    hit = names.running(ref)
+    if hit is not None:
+        return hit
+    c = containers.Store().get(ref)
+    if not c.running():
+        raise UsageError(f"container {c.name} is not running", hint=f"start it with 'sbx start -a {c.name}'")
+    return c.doc["State"]["Pid"], c.spec
 
 
 def _warn(msg):

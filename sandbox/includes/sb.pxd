@@ -6,6 +6,9 @@ from posix.resource cimport rlimit
 
 cdef extern from "sb_launch.h" nogil:
     cdef enum:
+        SB_STAGE_PARENT
+
+    cdef enum:
         SB_USERNS_NONE
         SB_USERNS_SELF
         SB_USERNS_HELPER

@@ -12,7 +12,8 @@ STAGES = ("none", "clone", "reset signals", "set parent-death signal", "wait for
           "make mounts private", "mount", "pivot_root", "sethostname", "bring up loopback",
           "setrlimit", "chdir to working directory", "drop bounding capabilities", "setgroups",
           "setgid", "setuid", "set capabilities", "set no_new_privs", "set up stdio", "setsid",
-          "close file descriptors", "start init", "exec", "join namespaces", "launcher")
+          "close file descriptors", "start init", "exec", "join namespaces", "allocate the pty",
+          "forked", "launcher")
 
 USERNS_HINT = ("unprivileged user namespaces look disabled: on Debian/older kernels run "
                "'sysctl -w kernel.unprivileged_userns_clone=1'; on Ubuntu 24.04+ run "
@@ -58,6 +59,8 @@ def start(spec, **plan_options):
     try:
         return spawn(p)
     except LaunchError as e:
+        if p.setns:
+            raise
         if not (drv == "kernel" and e.stage == "mount" and str(e).startswith("mount overlay")
                 and e.errno in (E.EINVAL, E.EPERM, E.ENODEV, E.EOPNOTSUPP) and overlay.fuse_overlayfs()):
             raise
@@ -68,7 +71,12 @@ def start(spec, **plan_options):
 def spawn(plan):
     """Launch; returns (pid, pidfd).  Raises LaunchError (or CommandNotFound/NotExecutable)."""
     try:
-        return _native.spawn(plan)
+        try:
+            return _native.spawn(plan)
+        finally:
+            for fd, _ in plan.setns:  # namespaces joined by exec: the child has them now
+                os.close(fd)
+            plan.setns = []
     except _native.ChildError as e:
         stage = STAGES[e.stage] if 0 <= e.stage < len(STAGES) else f"step {e.stage}"
         err = e.errno

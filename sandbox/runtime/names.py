@@ -18,14 +18,38 @@ class Claim:
     def __init__(self, path, fd):
         self.path, self.fd = path, fd
 
+    def started(self, spec, pid):
+        """Record what `sbx exec NAME` needs: the sandbox's PID 1 and its spec."""
+        import json
+        tmp = f"{self.path}.json.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"pid": pid, "spec": spec}, f)
+        os.replace(tmp, self.path + ".json")
+
     def release(self):
         if self.fd >= 0:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+            for p in (self.path + ".json", self.path):
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
             os.close(self.fd)
             self.fd = -1
+
+
+def running(name):
+    """(pid, spec) of the running sandbox called `name`, or None."""
+    import json
+    from . import flocks
+    path = os.path.join(paths.runtime_dir(), "names", name)
+    if not NAME_RE.match(name) or not flocks.held(path):
+        return None
+    try:
+        with open(path + ".json") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return doc["pid"], doc["spec"]
 
 
 def claim(name, container_id):

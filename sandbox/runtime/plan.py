@@ -229,6 +229,9 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
     proc = spec["process"]
     linux = spec["linux"]
     p = Plan()
+    joins = [n for n in linux["namespaces"] if n.get("path")]
+    if joins:
+        return _compile_exec(p, spec, joins, stdio, keep_fds, console_socket, console_size)
     ns = {n["type"] for n in linux["namespaces"]}
     for n in ns:
         p.clone_flags |= CLONE_FLAGS[n]
@@ -250,7 +253,32 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
         p.hostname = spec["hostname"].encode()
     p.loopback = "network" in ns
 
-    # The process.
+    _process(p, spec, stdio, keep_fds, console_socket, console_size)
+    return p
+
+
+def _compile_exec(p, spec, joins, stdio, keep_fds, console_socket, console_size):
+    """Join a running sandbox's namespaces (paths from spec.build_exec) instead of making new
+    ones: the files are opened here, the child setns()es them, user namespace first."""
+    fds = []
+    try:
+        for n in joins:
+            fds.append((os.open(n["path"], os.O_RDONLY | os.O_CLOEXEC), CLONE_FLAGS[n["type"]]))
+    except OSError as e:
+        for fd, _ in fds:
+            os.close(fd)
+        from ..errors import UsageError
+        raise UsageError(f"cannot join the sandbox's namespaces ({e.filename}): {e.strerror}",
+                         hint="is it still running?") from None
+    p.setns = fds
+    _process(p, spec, stdio, keep_fds, console_socket, console_size)
+    return p
+
+
+def _process(p, spec, stdio, keep_fds, console_socket, console_size):
+    """The process half of the plan: argv, env, cwd, ids, capabilities, limits, stdio."""
+    x = spec["sbx"]
+    proc = spec["process"]
     p.argv = [_enc(a) for a in proc["args"]]
     p.envp = [_enc(e) for e in proc["env"]]
     for e in proc["env"]:
@@ -281,4 +309,3 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
     p.console_size = tuple(console_size)
     if x["init"]:
         p.init_path = _enc(INIT_PATH)
-    return p

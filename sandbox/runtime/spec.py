@@ -386,3 +386,46 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
             "files": {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": _resolv_conf(network)},
         },
     }
+
+
+JOIN_ORDER = ("user", "mount", "uts", "ipc", "network", "cgroup", "pid")
+_NS_FILE = {"user": "user", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
+            "cgroup": "cgroup", "pid": "pid"}
+
+
+def build_exec(container, pid, argv, *, env=None, cwd=None, user=None, terminal=False):
+    """A spec that joins the namespaces of a running sandbox (`container`: its spec; `pid`: its
+    PID 1 as seen from here) to run one more process there, as `docker exec` does: the
+    container's environment, working directory and user unless overridden.  The namespaces
+    carry OCI's `path` to join instead of being created."""
+    if not argv:
+        raise UsageError("no command given", hint="sbx exec [OPTIONS] CONTAINER CMD [ARG...]")
+    proc = container["process"]
+    x = container["sbx"]
+    if user is None:
+        uid, gid = proc["user"]["uid"], proc["user"]["gid"]
+        extra = proc["user"].get("additionalGids", [])
+    else:
+        uid, gid, _home, uname = resolve_user(x["lowers"], user)
+        extra = supplementary_groups(x["lowers"], uname, gid, ())[1:] if x["userns"] == "helper" else []
+        if x["userns"] == "single" and (uid, gid) != (proc["user"]["uid"], proc["user"]["gid"]):
+            raise UsageError(f"cannot exec as {user}: the sandbox maps a single id",
+                             hint="run the sandbox with a subuid range (--userns auto) to switch users")
+    envd = dict(e.split("=", 1) for e in proc["env"])
+    if terminal:
+        envd.setdefault("TERM", "xterm")
+    for k, v in (env.items() if isinstance(env, dict) else env or ()):
+        envd[k] = str(v)
+    have = {n["type"] for n in container["linux"]["namespaces"]}
+    return {
+        "ociVersion": "1.2.0",
+        "process": dict(proc, args=[os.fsdecode(a) for a in argv], terminal=bool(terminal),
+                        env=[f"{k}={v}" for k, v in envd.items()], cwd=str(cwd) if cwd else proc["cwd"],
+                        user={"uid": uid, "gid": gid, "additionalGids": extra}),
+        "root": container["root"],
+        "hostname": container["hostname"],
+        "mounts": [],
+        "linux": dict(container["linux"], namespaces=[
+            {"type": t, "path": f"/proc/{pid}/ns/{_NS_FILE[t]}"} for t in JOIN_ORDER if t in have]),
+        "sbx": dict(x, init=False, mkdir_cwd=False, files={}),
+    }
