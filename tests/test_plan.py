@@ -1,0 +1,76 @@
+"""Unit tests of the spec -> plan compiler: pure data, no namespaces needed."""
+import os
+
+import pytest
+
+from sandbox import _native
+from sandbox.runtime import launch, plan as P, spec as S
+
+
+def _spec(rootfs, **kw):
+    return S.build(["/bin/true"], rootfs=str(rootfs), container_id="ab" * 32, userns="single", **kw)
+
+
+def test_stage_names_match_the_c_enum():
+    assert len(launch.STAGES) == _native.STAGE_COUNT
+
+
+def test_overlay_lowerdir_is_escaped(tmp_path):
+    odd = tmp_path / "a,b:c"
+    odd.mkdir()
+    p = P.compile(_spec(odd))
+    (data,) = [op[5] for op in p.ops if op[4] == b"overlay"]
+    assert b"lowerdir=" + os.fsencode(str(odd)).replace(b",", b"\\,").replace(b":", b"\\:") in data
+    assert data.endswith(b",userxattr")
+
+
+def test_read_only_root_is_made_read_only_last(tmp_path):
+    p = P.compile(_spec(tmp_path, read_only=True, tmpfs=["/scratch"]))
+    kinds = [op[0] for op in p.ops]
+    assert kinds[-1] == P.OP_SETATTR and p.ops[-1][7] == P.MOUNT_ATTR["ro"]
+    assert p.ops[-1][1] & P.OPF_NONREC               # the root only: /tmp, volumes keep theirs
+    assert any(op[0] == P.OP_MKDIR and op[3].endswith(b"/scratch") for op in p.ops)
+
+
+def test_host_root_is_a_recursive_read_only_bind(tmp_path):
+    p = S.build(["true"], rootfs="/", container_id="cd" * 32, userns="single")
+    pl = P.compile(p)
+    (bind,) = [op for op in pl.ops if op[0] == P.OP_BIND and op[2] == b"/"]
+    assert bind[7] == P.MOUNT_ATTR["ro"] and not bind[1] & P.OPF_NONREC
+    assert not [op for op in pl.ops if op[4] == b"overlay"]
+
+
+def test_volume_modes_and_parents(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    pl = P.compile(_spec(tmp_path, volumes=[f"{src}:/deep/er/dir:ro"]))
+    (bind,) = [op for op in pl.ops if op[0] == P.OP_BIND and op[2] == os.fsencode(str(src))]
+    assert bind[7] == P.MOUNT_ATTR["ro"] and bind[3].endswith(b"/deep/er/dir")
+    made = [op[3] for op in pl.ops if op[0] == P.OP_MKDIR]
+    assert any(m.endswith(b"/deep") for m in made) and any(m.endswith(b"/deep/er") for m in made)
+
+
+def test_network_host_keeps_the_host_netns(tmp_path):
+    pl = P.compile(_spec(tmp_path, network="host"))
+    assert not pl.clone_flags & P.CLONE_FLAGS["network"] and not pl.loopback
+    pl = P.compile(_spec(tmp_path))
+    assert pl.clone_flags & P.CLONE_FLAGS["network"] and pl.loopback
+
+
+def test_exec_plan_joins_user_namespace_first_and_makes_none(tmp_path):
+    spec = _spec(tmp_path)
+    ex = S.build_exec(spec, os.getpid(), ["ls"])
+    assert [n["type"] for n in ex["linux"]["namespaces"]][0] == "user"
+    pl = P.compile(ex)
+    try:
+        assert pl.clone_flags == 0 and pl.ops == [] and pl.newroot is None
+        assert [t for _, t in pl.setns][0] == P.CLONE_FLAGS["user"]
+    finally:
+        for fd, _ in pl.setns:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("bad", ["nocolon", "rel:/x", "/nonexistent-src:/x", "/tmp:rel", "/tmp:/x:rw,ro"])
+def test_bad_volumes(tmp_path, bad):
+    with pytest.raises(S.UsageError):
+        _spec(tmp_path, volumes=[bad])
