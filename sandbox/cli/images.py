@@ -233,7 +233,9 @@ def pull(
 
     store = _store(ctx)
     ref = refs.parse(image)
-    opts = PullOptions(platform=plat.parse(platform) if platform else None, jobs=jobs,
+    # Blobs only, verified, like skopeo: layers are unpacked on first run, for the id mapping
+    # that run uses (single-id and subuid-mapped layers differ).
+    opts = PullOptions(platform=plat.parse(platform) if platform else None, jobs=jobs, unpack=False,
                        registry=_registry_options(tls_verify, cert_dir, authfile, creds))
     if not quiet:
         typer.echo(f"Pulling {ref.familiar()}")

@@ -181,10 +181,17 @@ class Transport:
 
     # --- raw requests ----------------------------------------------------------------------------
 
-    def _urlopen(self, method: str, url: str, headers: dict[str, str], body: Any, preload: bool) -> Any:
+    def _urlopen(self, method: str, url: str, headers: dict[str, str], body: Any, preload: bool,
+                 probe: bool = False) -> Any:
         parts = urlsplit(url)
-        pool_kw = {}
-        if parts.scheme == "https":
+        pool_kw: dict[str, Any] = {}
+        if probe:
+            # Only "does it speak TLS?": no CA bundle to load (~25 ms), nothing sent but GET /v2/.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            pool_kw.update(ssl_context=ctx, cert_reqs="CERT_NONE", assert_hostname=False)
+        elif parts.scheme == "https":
             pool_kw["ssl_context"] = self.ssl_context(parts.netloc)
             if not self.options.tls_verify:
                 pool_kw["cert_reqs"] = "CERT_NONE"
@@ -268,11 +275,16 @@ class Transport:
         return f"{self._scheme}://{self.endpoint}"
 
     def _probe_scheme(self) -> None:
+        """HTTPS, unless plain HTTP is allowed (loopback, or --tls-verify=false) and the registry
+        does not speak TLS.  Certificates are verified by every real request, not by the probe."""
         import urllib3.exceptions as ue
 
+        if not self._http_allowed():
+            self._scheme = "https"
+            return
         url = f"https://{self.endpoint}/v2/"
         try:
-            raw = self._urlopen("GET", url, {"User-Agent": USER_AGENT}, None, True)
+            raw = self._urlopen("GET", url, {"User-Agent": USER_AGENT}, None, True, probe=True)
             raw.release_conn()
             self._scheme = "https"
             return

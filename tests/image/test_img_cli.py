@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from sbx_image_testlib import free_port, skopeo
+from sbx_image_testlib import SANDBOX_PATH, free_port, skopeo
 
 
 @pytest.fixture
@@ -56,6 +58,13 @@ def test_tag_rmi_inspect(sbx, pulled, multi_image) -> None:  # type: ignore[no-u
 
 
 def test_system_df_check_prune(sbx, pulled, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    info = json.loads(sbx("system", "df", "--format", "json").stdout)
+    # pull stores verified blobs only; the first run unpacks the layers (for its id mapping)
+    assert info["images"] == 1 and info["layers"]["count"] == 0 and info["blobs"]["reclaimable"] == 0
+    r = subprocess.run([sys.executable, "-m", "sandbox", "run", "--rm", "--userns", "single", pulled, "true"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=SANDBOX_PATH))
+    assert r.returncode == 0, r.stderr
     info = json.loads(sbx("system", "df", "--format", "json").stdout)
     assert info["images"] == 1 and info["layers"]["count"] == 3 and info["blobs"]["reclaimable"] == 0
     assert "Layers" in sbx("system", "df").stdout
