@@ -32,9 +32,9 @@ log() { printf '\n=== %s\n' "$*"; }
 # --- 1. Debian packages -------------------------------------------------------------------------
 # Build: python3-venv python3-dev gcc libc6-dev. Tests: busybox-static (test root filesystem), uidmap
 # (newuidmap/newgidmap), fuse-overlayfs (overlay fallback). Benchmarks: bubblewrap crun hyperfine passt.
-# Image tests: docker-registry skopeo umoci apache2-utils (htpasswd) openssl.
+# Image tests: docker-registry skopeo umoci apache2-utils (htpasswd) openssl; podman (podman load, benchmarks).
 packages=(python3-venv python3-dev gcc libc6-dev busybox-static uidmap bubblewrap crun passt
-          fuse-overlayfs docker-registry skopeo umoci apache2-utils openssl hyperfine)
+          fuse-overlayfs docker-registry skopeo umoci apache2-utils openssl hyperfine podman)
 missing=()
 for p in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
