@@ -152,6 +152,13 @@ class Store:
                     os.kill(pid, 9)
                 except ProcessLookupError:
                     pass
+            # The sbx that runs it lets go of the lock once it has reaped it; only then is
+            # its overlay gone and its directories free to remove.
+            deadline = time.monotonic() + 20
+            while c.running():
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"container {c.name} did not stop", hint="try again")
+                time.sleep(0.02)
         fd = self._lock()
         try:
             _remove_tree(c.dir, c.spec)
@@ -167,7 +174,10 @@ def _remove_tree(d, spec):
         from ..api import run
         run(["rm", "-rf", d], rootfs="/", network="host", userns="auto", namespaces=("user",),
             stdout=-3, stderr=-3)
-    if os.path.exists(d):
-        rmtree_writable(d)
+    try:
+        if os.path.exists(d):
+            rmtree_writable(d)
+    except OSError as e:
+        raise SandboxError(f"cannot remove {d}: {e.strerror}", hint="remove it by hand") from None
     if os.path.exists(d):
         raise SandboxError(f"cannot remove {d} completely", hint="remove it by hand")
