@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import stat
 import tarfile
-import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from sandbox.image import mediatypes as mt
-from sandbox.image import platform as plat
 from sandbox.image import reference as refs
 from sandbox.image import whiteout as wh
 from sandbox.image.cas import CHUNK
@@ -150,23 +146,9 @@ def import_rootfs(store: Store, path: str, name: str | None = None, *, config: d
             if size == 0:
                 raise ArchiveError(f"{path}: empty input")
             diff_id = "sha256:" + tee.hash.hexdigest()
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            host = plat.host()
-            cfg: dict[str, Any] = {
-                "created": now, "architecture": host.architecture, "os": host.os,
-                "config": config or {},
-                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                "history": [{"created": now, "created_by": f"sbx import {os.path.basename(path)}"}],
-            }
-            if host.variant:
-                cfg["variant"] = host.variant
-            cfg_bytes = json.dumps(cfg, sort_keys=True).encode()
-            cfg_digest = store.blobs.put_bytes(cfg_bytes)
-            manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                        "config": {"mediaType": mt.OCI_CONFIG, "digest": cfg_digest, "size": len(cfg_bytes)},
-                        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": layer_digest,
-                                    "size": store.blobs.size(layer_digest)}]}
-            mdigest = store.put_manifest(json.dumps(manifest, sort_keys=True).encode())
+            from sandbox.image.compose import NewLayer, compose
+            mdigest = compose(store, None, [NewLayer(layer_digest, diff_id, store.blobs.size(layer_digest))],
+                              config or {}, [{"created_by": f"sbx import {os.path.basename(path)}"}])
             img = store.preview(mdigest)
             store.unpack(img, warn=warn)  # validates the tar (hostile entries are refused here)
             image = store.add_image(mdigest, names=[ref.tagged] if ref and ref.tagged else [],

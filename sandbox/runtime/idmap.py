@@ -43,7 +43,7 @@ def detect():
     and /etc/subgid and newuidmap/newgidmap exist, else "single".  Cached per process."""
     r = _cache.get("detect")
     if r is None:
-        uid, gid = os.geteuid(), os.getegid()
+        uid = os.geteuid()
         try:
             name = pwd.getpwuid(uid).pw_name
         except KeyError:

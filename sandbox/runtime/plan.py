@@ -226,7 +226,6 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
             overlay_driver="kernel"):
     """spec (an OCI-shaped dict from spec.build) -> Plan."""
     x = spec["sbx"]
-    proc = spec["process"]
     linux = spec["linux"]
     p = Plan()
     joins = [n for n in linux["namespaces"] if n.get("path")]
