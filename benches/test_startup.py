@@ -3,7 +3,6 @@
 uses.  sbx through the Python API in a warm process and through the CLI as a whole process;
 peers bwrap, crun (rootless bundle) and unshare.  Ratios are printed at the end."""
 import os
-import resource
 import shutil
 import subprocess
 
