@@ -189,12 +189,13 @@ run_op (const struct sb_op *op)
 
     case SB_OP_MKFILE:
       {
-        int fd = open (op->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, op->mode);
+        /* O_EXCL: an existing target is fine as it is, and must not be opened for writing,
+         * which would copy it up into the overlay's upper layer. */
+        int fd = open (op->dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, op->mode);
         if (fd < 0)
           {
-            /* An existing target on a read-only root is fine: the bind goes on top. */
             struct stat st;
-            if ((errno == EROFS || errno == EACCES || errno == EISDIR) && lstat (op->dst, &st) == 0)
+            if ((errno == EEXIST || errno == EROFS || errno == EACCES) && lstat (op->dst, &st) == 0)
               return 0;
             return -1;
           }

@@ -129,6 +129,37 @@ def _mkdirs(plan, root, dest):
         plan.op(OP_MKDIR, cur, mode=0o755, flags=OPF_OPTIONAL)
 
 
+_INIT_DIRS = (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("etc", 0o755))
+_INIT_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
+
+
+def _init_layer(p, base, lowers, spec):
+    """Steps that build the init layer at M/init; returns its path, or None when the image
+    has every mount point already."""
+    def present(rel):
+        return any(os.path.lexists(f"{d}/{rel}") for d in lowers)
+    missing_dirs = [(d, m) for d, m in _INIT_DIRS if not present(d)]
+    missing_files = [f for f in _INIT_FILES if not present(f)]
+    if not missing_dirs and not missing_files:
+        return None
+    init = f"{base}/init"
+    p.op(OP_MKDIR, init, mode=0o755)
+    for d, mode in missing_dirs:
+        p.op(OP_MKDIR, f"{init}/{d}", mode=mode)
+    if missing_files and ("etc", 0o755) not in missing_dirs:
+        mode = 0o755
+        for d in lowers:
+            try:
+                mode = stat.S_IMODE(os.stat(f"{d}/etc").st_mode)
+                break
+            except OSError:
+                continue
+        p.op(OP_MKDIR, f"{init}/etc", mode=mode)
+    for f in missing_files:
+        p.op(OP_MKFILE, f"{init}/{f}", mode=0o644)
+    return init
+
+
 def _mount_table(p, spec, overlay_driver):
     """The root and every mount, as steps on `p`; returns the new root's host path."""
     x = spec["sbx"]
@@ -160,7 +191,10 @@ def _mount_table(p, spec, overlay_driver):
             p.op(OP_MKDIR, work, mode=0o700)
         else:
             work = os.path.join(os.path.dirname(upper), "work")
-        lowerdir = ":".join(_overlay_escape(d) for d in x["lowers"])
+        # Docker's "init layer": mount points the image lacks are made in a lower layer of
+        # the private tmpfs, not in the upper, so they are not part of the container's diff.
+        init = _init_layer(p, base, x["lowers"], spec)
+        lowerdir = ":".join(_overlay_escape(d) for d in ([init] if init else []) + x["lowers"])
         data = (f"lowerdir={lowerdir},upperdir={_overlay_escape(upper)},"
                 f"workdir={_overlay_escape(work)}")
         if fuse:
