@@ -20,8 +20,23 @@ def test_overlay_lowerdir_is_escaped(tmp_path):
     odd.mkdir()
     p = P.compile(_spec(odd))
     (data,) = [op[5] for op in p.ops if op[4] == b"overlay"]
-    assert b"lowerdir=" + os.fsencode(str(odd)).replace(b",", b"\\,").replace(b":", b"\\:") in data
+    escaped = os.fsencode(str(odd)).replace(b",", b"\\,").replace(b":", b"\\:")
+    lowerdir = data.split(b"lowerdir=", 1)[1].split(b",upperdir=", 1)[0]
+    assert lowerdir.endswith(b":" + escaped)       # after the init layer (the image lacks /etc/...)
     assert data.endswith(b",userxattr")
+
+
+def test_init_layer_only_for_missing_mount_points(tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    full = tmp_path / "full"
+    for d in ("proc", "sys", "dev", "etc"):
+        (full / d).mkdir(parents=True)
+    for f in ("hostname", "hosts", "resolv.conf"):
+        (full / "etc" / f).write_text("")
+    made = [op[3] for op in P.compile(_spec(bare)).ops if b"/init" in op[3]]
+    assert any(m.endswith(b"/init/etc/hostname") for m in made) and any(m.endswith(b"/init/proc") for m in made)
+    assert not [op for op in P.compile(_spec(full)).ops if b"/init" in op[3]]
 
 
 def test_read_only_root_is_made_read_only_last(tmp_path):
