@@ -17,7 +17,7 @@ WARN = [
     "-Werror=implicit-function-declaration", "-Werror=format=2", "-Werror=return-type",
     "-Werror=incompatible-pointer-types", "-Werror=int-conversion",
 ]
-C_SOURCES = ["csrc/sb_spawn.c", "csrc/sb_child.c", "csrc/sb_wait.c"]
+C_SOURCES = ["csrc/sb_spawn.c", "csrc/sb_child.c", "csrc/sb_wait.c", "csrc/sb_diff.c"]
 
 
 class BuildExt(build_ext):
@@ -39,7 +39,7 @@ ext = Extension(
     "sandbox._native",
     sources=["sandbox/_native.pyx", *C_SOURCES],
     include_dirs=["csrc"],
-    depends=["csrc/sb_launch.h", "csrc/sb_child.h", "csrc/sb_syscalls.h", "csrc/sb_wait.h",
+    depends=["csrc/sb_common.h", "csrc/sb_launch.h", "csrc/sb_child.h", "csrc/sb_syscalls.h", "csrc/sb_wait.h", "csrc/sb_diff.h",
              "sandbox/includes/sb.pxd"],
     extra_compile_args=[*OPT, *WARN, "-D_GNU_SOURCE"] + (["-DSB_DEBUG=1"] if DEBUG else []),
 )

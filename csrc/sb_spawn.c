@@ -13,6 +13,7 @@
 #ifndef _GNU_SOURCE
 # define _GNU_SOURCE
 #endif
+#include "sb_common.h"
 #include "sb_launch.h"
 #include "sb_child.h"
 #include "sb_syscalls.h"
@@ -52,18 +53,6 @@ sb_fail (struct sb_error *err, int stage, int errnum, const char *fmt, ...)
   return -1;
 }
 
-static void
-close_quietly (int *fd)
-{
-  if (*fd >= 0)
-    {
-      int saved = errno;
-      close (*fd);
-      errno = saved;
-      *fd = -1;
-    }
-}
-#define cleanup_fd __attribute__ ((cleanup (close_quietly)))
 
 /* Kill and reap a child on every error path after clone (crun's cleanup_pid). */
 static void

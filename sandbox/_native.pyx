@@ -207,3 +207,6 @@ def wait_forward(pid_t pid, signals):
     if rc < 0:
         raise OSError(errno, _os.strerror(errno))
     return status
+
+
+include "_diff.pxi"
