@@ -30,7 +30,8 @@ def version():
 
 
 def _register():
-    from . import containers, images
+    from . import build, containers, images
+    build.register(app)
     containers.register(app)
     images.register(app)
 

@@ -64,7 +64,32 @@ def start(container: str = typer.Argument(..., help="Container name or id."),
     raise typer.Exit(run_container(st, c, {"interactive": interactive or tty}, tty))
 
 
+def diff(container: str = typer.Argument(..., help="Container name or id.")):
+    """List the changes a container made: A added, C changed, D deleted."""
+    from ..image.layer import changes
+    c = _store().get(container)
+    for kind, path in changes(c.upper, c.spec["sbx"]["lowers"]):
+        typer.echo(f"{kind} {path}")
+
+
+def commit(container: str = typer.Argument(..., help="Container name or id."),
+           image: Optional[str] = typer.Argument(None, help="NAME[:TAG] for the new image."),
+           change: List[str] = typer.Option([], "-c", "--change", help="Apply a Dockerfile instruction (CMD, ENV, ...)."),
+           message: Optional[str] = typer.Option(None, "-m", "--message", help="Commit message."),
+           author: Optional[str] = typer.Option(None, "-a", "--author", help="Author.")):
+    """Make a new image from a container's changes."""
+    from ..image.commit import commit_container
+    c = _store().get(container)
+    if c.running():
+        from ..errors import UsageError
+        raise UsageError(f"container {c.name} is running", hint="commit it after it exits")
+    img = commit_container(c, image, message=message, author=author, changes=change)
+    typer.echo(img.id)
+
+
 def register(app):
+    app.command("diff")(diff)
+    app.command("commit")(commit)
     app.command("ps")(ps)
     app.command("rm")(rm)
     app.command("start")(start)

@@ -1,0 +1,545 @@
+"""`sbx build`: run a parsed Dockerfile (dockerfile.py) step by step into a new image.
+
+Each stage keeps a state: its base image, the layer directories it runs on (top first), the
+layers it added, the runtime config and history.  A filesystem-changing step leaves an
+overlay upper directory behind; the native diff (sandbox/image/layer.py) turns it into a
+layer blob, and the directory itself becomes that layer's unpacked form in the store, so
+nothing is unpacked twice.  RUN goes through the same launcher as `sbx run`.  Metadata steps
+(ENV, CMD, LABEL, ...) change only the config.
+
+The cache key of a step chains its parent's key, the step's text, the build args in scope
+and, for COPY/ADD, a hash of the source content: an unchanged rebuild runs nothing."""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import SandboxError, UsageError
+from . import dockerfile as dfmod
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# ARGs Docker defines without a declaration.
+PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+                   "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
+
+
+class BuildError(SandboxError):
+    pass
+
+
+@dataclass
+class Options:
+    context: str
+    dockerfile: str | None = None
+    tags: tuple[str, ...] = ()
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    pull: bool = False
+    network: str = "none"
+    labels: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+    userns: str | None = None
+
+
+@dataclass
+class Stage:
+    """What a stage has built so far."""
+    base: Any                      # store Image or None (scratch)
+    lowers: list[str]              # layer dirs, top first (base's + ours)
+    layers: list[Any]              # compose.NewLayer added by this stage
+    config: dict[str, Any]         # the image config's "config" section
+    history: list[dict[str, Any]]
+    args: dict[str, str]           # ARG values in scope
+    key: str                       # cache key of the last step
+    created: str = ""              # time of the last filesystem step (cached steps keep theirs)
+
+
+class Builder:
+    def __init__(self, opts: Options, out=None):
+        from ..image.store import Store
+        from ..runtime import idmap
+        self.opts = opts
+        self.out = out or (lambda s: sys.stdout.write(s + "\n"))
+        self.store = Store()
+        self.store.init()
+        self.mode = idmap.choose(opts.userns)[0]
+        self.owner = "mapped" if self.mode == "helper" else "single"
+        self.context = os.path.realpath(opts.context)
+        if not os.path.isdir(self.context):
+            raise UsageError(f"build context {opts.context!r} is not a directory")
+        self.ignore = _dockerignore(self.context)
+        self.done: dict[int, Stage] = {}
+        self.step = 0
+        self.total = 0
+
+    # --- top level ----------------------------------------------------------------------------
+
+    def build(self):
+        path = self.opts.dockerfile or os.path.join(self.context, "Dockerfile")
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except OSError as e:
+            raise UsageError(f"cannot read {path}: {e.strerror}", hint="give the Dockerfile with -f") from None
+        df = dfmod.parse(text, name=os.path.basename(path))
+        target = df.target(self.opts.target)
+        stages = df.stages[: target.index + 1]
+        self.total = sum(len(s.instructions) + 1 for s in stages)
+        self.df = df
+        for st in stages:
+            self.done[st.index] = self._stage(st)
+        final = self.done[target.index]
+        if self.opts.labels:
+            final.config.setdefault("Labels", {}).update(self.opts.labels)
+        return self._finish(final)
+
+    def _say(self, text):
+        self.step += 1
+        if not self.opts.quiet:
+            self.out(f"STEP {self.step}/{self.total}: {text}")
+
+    def _global_args(self):
+        """ARGs before the first FROM, with --build-arg values (usable in FROM lines and, once
+        redeclared, in a stage)."""
+        args = {}
+        for instr in self.df.global_args:
+            for a in instr.args:
+                name, eq, default = a.partition("=")
+                if name in self.opts.build_args:
+                    args[name] = self.opts.build_args[name]
+                elif eq:
+                    args[name] = dfmod.expand(default, args, escape=self.df.escape)
+        return args
+
+    # --- one stage ----------------------------------------------------------------------------
+
+    def _stage(self, st):
+        gargs = self._global_args()
+        base_ref = dfmod.expand(st.base, gargs, escape=self.df.escape, where=f"{self.df.name}:{st.line}")
+        self._say(f"FROM {base_ref}" + (f" AS {st.name}" if st.name else ""))
+        state = self._from(base_ref, st)
+        for trigger in state.config.pop("OnBuild", None) or []:
+            sub = dfmod.parse(f"FROM scratch\n{trigger}\n", name=f"ONBUILD in {base_ref}")
+            self._step(state, sub.stages[0].instructions[0], onbuild=True)
+        for instr in st.instructions:
+            self._step(state, instr)
+        return state
+
+    def _from(self, ref, st):
+        if ref == "scratch":
+            return Stage(None, [], [], {}, [], {}, _key("scratch"), "1970-01-01T00:00:00Z")
+        prev = self.df.stage(ref, before=st.index)
+        if prev is not None and prev.index in self.done:
+            p = self.done[prev.index]
+            return Stage(p.base, list(p.lowers), list(p.layers), json.loads(json.dumps(p.config)),
+                         list(p.history), {}, p.key, p.created)
+        from ..runtime import image_root
+        root = image_root.prepare(ref, pull="always" if self.opts.pull else "missing", userns=self.opts.userns)
+        image = self.store.get(root.image_id)
+        cfg = json.loads(json.dumps(image.config.get("config") or {}))
+        return Stage(image, list(root.lowers), [], cfg, [], {}, _key("from", image.id),
+                     image.created or "1970-01-01T00:00:00Z")
+
+    def _step(self, state, instr, onbuild=False):
+        cmd = instr.cmd
+        where = f"{self.df.name}:{instr.line}"
+        if not onbuild:
+            self._say(instr.original.strip().split("\n")[0][:200])
+        env = _env_dict(state.config.get("Env"))
+        scope = dict(state.args)
+        words_env = {**scope, **env}
+        handler = getattr(self, "_do_" + cmd.lower(), None)
+        if handler is None:
+            raise BuildError(f"{where}: {cmd} is not supported")
+        handler(state, instr, words_env, where)
+
+    # --- metadata steps -------------------------------------------------------------------------
+
+    def _meta(self, state, instr, created_by=None):
+        # Keyed by the config the step leaves (so an ARG value counts only where it is used,
+        # as in Docker).  Metadata steps take the time of the step before, so a fully cached
+        # rebuild yields the same config, hence the same image id, as Docker's does.
+        state.key = _key(state.key, instr.original, state.config if instr.cmd != "ARG" else None)
+        state.history.append({"created_by": created_by or instr.original.strip(), "empty_layer": True,
+                              "created": state.created})
+
+    def _x(self, word, env, where):
+        return dfmod.expand(word, env, escape=self.df.escape, where=where)
+
+    def _do_arg(self, state, instr, env, where):
+        for a in instr.args:
+            name, eq, default = a.partition("=")
+            if name in self.opts.build_args:
+                state.args[name] = self.opts.build_args[name]
+            elif eq:
+                state.args[name] = self._x(default, env, where)
+            elif name in self._global_args():
+                state.args[name] = self._global_args()[name]
+        self._meta(state, instr)
+
+    def _do_env(self, state, instr, env, where):
+        envd = _env_dict(state.config.get("Env"))
+        for pair in instr.args:
+            k, _, v = pair.partition("=")
+            envd[k] = self._x(v, {**env, **envd}, where)
+        state.config["Env"] = [f"{k}={v}" for k, v in envd.items()]
+        self._meta(state, instr)
+
+    def _do_label(self, state, instr, env, where):
+        labels = state.config.setdefault("Labels", {})
+        for pair in instr.args:
+            k, _, v = pair.partition("=")
+            labels[self._x(k, env, where)] = self._x(v, env, where)
+        self._meta(state, instr)
+
+    def _do_maintainer(self, state, instr, env, where):
+        state.config.setdefault("Labels", {})["maintainer"] = " ".join(instr.args)
+        self._meta(state, instr)
+
+    def _do_workdir(self, state, instr, env, where):
+        d = self._x(instr.args[0], env, where)
+        state.config["WorkingDir"] = os.path.normpath(os.path.join(state.config.get("WorkingDir") or "/", d))
+        self._meta(state, instr)
+
+    def _do_user(self, state, instr, env, where):
+        state.config["User"] = self._x(instr.args[0], env, where)
+        self._meta(state, instr)
+
+    def _do_expose(self, state, instr, env, where):
+        ports = state.config.setdefault("ExposedPorts", {})
+        for p in dfmod.expand_words(instr.args, env, escape=self.df.escape, where=where):
+            ports[p if "/" in p else f"{p}/tcp"] = {}
+        self._meta(state, instr)
+
+    def _do_volume(self, state, instr, env, where):
+        vols = state.config.setdefault("Volumes", {})
+        for v in dfmod.expand_words(instr.args, env, escape=self.df.escape, where=where):
+            vols[v] = {}
+        self._meta(state, instr)
+
+    def _command(self, state, instr):
+        if instr.json_form:
+            return list(instr.args)
+        return list(state.config.get("Shell") or DEFAULT_SHELL) + [" ".join(instr.args)]
+
+    def _do_cmd(self, state, instr, env, where):
+        state.config["Cmd"] = self._command(state, instr)
+        self._meta(state, instr)
+
+    def _do_entrypoint(self, state, instr, env, where):
+        state.config["Entrypoint"] = self._command(state, instr)
+        state.config.pop("Cmd", None) if not instr.json_form else None
+        self._meta(state, instr)
+
+    def _do_shell(self, state, instr, env, where):
+        state.config["Shell"] = list(instr.args)
+        self._meta(state, instr)
+
+    def _do_stopsignal(self, state, instr, env, where):
+        state.config["StopSignal"] = self._x(instr.args[0], env, where)
+        self._meta(state, instr)
+
+    def _do_healthcheck(self, state, instr, env, where):
+        state.config["Healthcheck"] = dfmod.healthcheck(instr)
+        self._meta(state, instr)
+
+    def _do_onbuild(self, state, instr, env, where):
+        state.config.setdefault("OnBuild", []).append(instr.args[0] if instr.args else instr.original)
+        self._meta(state, instr)
+
+    # --- filesystem steps -----------------------------------------------------------------------
+
+    def _cached(self, state, key, created_by):
+        """Apply a cached step (layer or not); True if there was one."""
+        if self.opts.no_cache:
+            return False
+        from ..image.compose import NewLayer
+        doc = self._cache_get(key)
+        if doc is None:
+            return False
+        lay = doc["layer"]
+        d = self.store.layer_path(lay["diff_id"], self.owner)
+        if not self.store.blobs.has(lay["digest"]) or not os.path.isfile(os.path.join(d, "meta.json")):
+            return False
+        state.layers.append(NewLayer(lay["digest"], lay["diff_id"], lay["size"]))
+        state.lowers.insert(0, os.path.join(d, "root"))
+        state.created = doc.get("created") or state.created
+        state.history.append({"created_by": created_by, "created": state.created})
+        state.key = key
+        if not self.opts.quiet:
+            self.out(" ---> CACHED")
+        return True
+
+    def _cache_path(self, key):
+        return os.path.join(self.store.root, "buildcache", self.owner, key)
+
+    def _cache_get(self, key):
+        try:
+            with open(self._cache_path(key)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _cache_put(self, key, layer, created):
+        from ..image.fsutil import atomic_write
+        path = self._cache_path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, json.dumps({"layer": layer, "created": created}).encode())
+
+    def _new_dirs(self):
+        from ..image.fsutil import tmp_name
+        d = tmp_name(self.store.tmp_dir, "build-")
+        os.mkdir(d, 0o700)
+        os.mkdir(os.path.join(d, "upper"), 0o755)
+        os.mkdir(os.path.join(d, "work"), 0o700)
+        return d
+
+    def _commit_upper(self, state, tmpdir, key, created_by):
+        """The step's upper directory -> a layer blob in the store, and the directory itself
+        -> that layer's unpacked form."""
+        from ..image.commit import layer_from_upper
+        lay = layer_from_upper(self.store, os.path.join(tmpdir, "upper"), state.lowers, self.owner,
+                               in_userns=self.mode == "helper", workdir=os.path.join(tmpdir, "work"))
+        from ..image.compose import now_rfc3339
+        state.created = now_rfc3339()
+        self._cache_put(key, {"diff_id": lay.diff_id, "digest": lay.digest, "size": lay.size}, state.created)
+        state.layers.append(lay)
+        state.lowers.insert(0, os.path.join(self.store.layer_path(lay.diff_id, self.owner), "root"))
+        state.history.append({"created_by": created_by, "created": state.created})
+        state.key = key
+        return lay
+
+    def _do_run(self, state, instr, env, where):
+        created_by = instr.original.strip()
+        key = _key(state.key, instr.original, sorted(state.args.items()))
+        if self._cached(state, key, created_by):
+            return
+        if instr.json_form:
+            argv = list(instr.args)
+        else:
+            script, heredoc = dfmod.shell_command(instr)
+            argv = list(state.config.get("Shell") or DEFAULT_SHELL) + [script]
+            if heredoc is not None:
+                raise BuildError(f"{where}: RUN with a '#!' heredoc script is not supported yet")
+        network = instr.flags.get("network") or self.opts.network
+        if network == "default":
+            network = self.opts.network
+        run_env = {**state.args, **_env_dict(state.config.get("Env"))}
+        tmpdir = self._new_dirs()
+        try:
+            self._run(state, argv, run_env, network, tmpdir, where)
+            self._commit_upper(state, tmpdir, key, created_by)
+        finally:
+            if os.path.exists(tmpdir):
+                _remove(tmpdir, self.mode)
+
+    def _run(self, state, argv, env, network, tmpdir, where):
+        from ..runtime import launch, spec as specmod
+        from ..runtime.image_root import ImageRoot
+        if not state.lowers:
+            raise BuildError(f"{where}: RUN needs a base image with a shell; this stage is FROM scratch")
+        root = ImageRoot("build", None, list(state.lowers), {"User": state.config.get("User") or None,
+                                                             "WorkingDir": state.config.get("WorkingDir") or None})
+        spec = specmod.build(argv, image=root, entrypoint="", env=env, network=network, userns=self.opts.userns,
+                             container_id=os.urandom(32).hex(), upper=os.path.join(tmpdir, "upper"),
+                             cwd=state.config.get("WorkingDir") or None)
+        out = -1
+        if self.opts.quiet:
+            out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pid, pidfd = launch.start(spec, stdio=(devnull, out, out))
+        finally:
+            os.close(devnull)
+            if out >= 0:
+                os.close(out)
+        _, status = os.waitpid(pid, 0)
+        if pidfd >= 0:
+            os.close(pidfd)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise BuildError(f"{where}: RUN {' '.join(argv[-1:])[:120]!r} returned a non-zero code: {code}",
+                             hint="nothing of this step was stored; fix the command and build again")
+
+    def _do_copy(self, state, instr, env, where, add=False):
+        from ..image.commit import copy_into
+        srcs = instr.sources
+        dest = self._x(instr.dest, env, where)
+        if not dest.startswith("/"):
+            dest = os.path.join(state.config.get("WorkingDir") or "/", dest)
+        from_ref = instr.flags.get("from")
+        if from_ref:
+            from_ref = self._x(from_ref, env, where)
+            roots = self._stage_lowers(from_ref, where)
+        else:
+            roots = None
+        chown = instr.flags.get("chown")
+        chown = self._x(chown, env, where) if chown else None
+        chmod = instr.flags.get("chmod")
+        tmpdir = self._new_dirs()
+        try:
+            digest = hashlib.sha256()
+            plan = []
+            for s in srcs:
+                if isinstance(s, dfmod.Heredoc):
+                    content = dfmod.expand_heredoc(s, env, where=where) if s.expand else s.content
+                    plan.append(("heredoc", s.name, content.encode()))
+                    digest.update(b"heredoc\0" + s.name.encode() + b"\0" + content.encode())
+                    continue
+                s = self._x(s, env, where)
+                digest.update(b"src\0" + s.encode() + b"\0")
+                if add and s.startswith(("http://", "https://")):
+                    plan.append(("url", s, None))
+                    digest.update(b"url\0" + s.encode())
+                    continue
+                plan.append(("path", s, None))
+            # Content hashes of local sources make the cache key.
+            for kind, s, _ in plan:
+                if kind == "path":
+                    _hash_sources(digest, roots or [self.context], s, self.ignore if roots is None else None)
+            key = _key(state.key, instr.original, dest, digest.hexdigest())
+            created_by = instr.original.strip()
+            if self._cached(state, key, created_by):
+                shutil.rmtree(tmpdir, ignore_errors=True)
+                return
+            upper = os.path.join(tmpdir, "upper")
+            copy_into(upper, state.lowers, plan, dest, context=self.context, roots=roots,
+                      ignore=self.ignore if roots is None else None, add=add,
+                      chmod=int(chmod, 8) if chmod else None, where=where)
+            if chown:
+                self._chown(upper, dest, chown, state, where)
+            self._commit_upper(state, tmpdir, key, created_by)
+        finally:
+            if os.path.exists(tmpdir):
+                _remove(tmpdir, self.mode)
+
+    def _do_add(self, state, instr, env, where):
+        self._do_copy(state, instr, env, where, add=True)
+
+    def _stage_lowers(self, ref, where):
+        st = self.df.stage(ref)
+        if st is not None:
+            if st.index not in self.done:
+                raise BuildError(f"{where}: stage {ref!r} is not built before this one")
+            return list(self.done[st.index].lowers)
+        from ..runtime import image_root
+        return image_root.prepare(ref, userns=self.opts.userns).lowers
+
+    def _chown(self, upper, dest, chown, state, where):
+        from ..runtime import spec as specmod
+        uid, gid, _, _ = specmod.resolve_user(state.lowers, chown)
+        if (uid, gid) == (0, 0):
+            return
+        if self.mode != "helper":
+            self.out(f"sbx: warning: {where}: --chown={chown} cannot be kept with a single mapped id: "
+                     "files stay owned by root (configure a subuid range to keep owners)")
+            return
+        from ..api import run
+        target = os.path.join(upper, dest.lstrip("/"))
+        r = run(["chown", "-R", f"{uid}:{gid}", target], rootfs="/", network="host", userns="auto",
+                namespaces=("user",), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BuildError(f"{where}: --chown={chown}: {r.stderr.strip()}")
+
+    # --- the image --------------------------------------------------------------------------------
+
+    def _finish(self, state):
+        from ..image import reference as refs
+        from ..image.compose import compose
+        with self.store.adding():
+            mdigest = compose(self.store, state.base, state.layers, state.config, state.history,
+                              created=state.created)
+            names = []
+            for t in self.opts.tags:
+                r = refs.parse(t)
+                names.append(r.tagged)
+            image = self.store.add_image(mdigest, names=names)
+        return image
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def _key(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _env_dict(env_list):
+    out = {}
+    for e in env_list or ():
+        k, _, v = e.partition("=")
+        out[k] = v
+    return out
+
+
+def _remove(path, mode):
+    """Remove a build directory; with a subuid range some files belong to subordinate ids."""
+    from ..image.fsutil import rmtree_writable
+    if mode == "helper":
+        from ..api import run
+        run(["rm", "-rf", path], rootfs="/", network="host", userns="auto", namespaces=("user",),
+            stdout=-3, stderr=-3)
+    if os.path.exists(path):
+        rmtree_writable(path)
+
+
+def _dockerignore(context):
+    try:
+        with open(os.path.join(context, ".dockerignore")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    pats = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        pat = os.path.normpath(line[1:] if neg else line).lstrip("/")
+        pats.append((neg, pat))
+    return pats
+
+
+def ignored(rel, patterns):
+    """.dockerignore semantics: the last matching pattern wins; a pattern also matches
+    everything below a matching directory; '**' matches any number of directories."""
+    out = False
+    for neg, pat in patterns:
+        if _match(rel, pat):
+            out = not neg
+    return out
+
+
+def _match(rel, pat):
+    parts = rel.split("/")
+    for i in range(len(parts), 0, -1):
+        prefix = "/".join(parts[:i])
+        if fnmatch.fnmatchcase(prefix, pat) or ("**" in pat and fnmatch.fnmatchcase(prefix, pat.replace("**/", "*"))):
+            return True
+    return False
+
+
+def _hash_sources(h, roots, src, ignore):
+    """Hash what a COPY source names (paths, modes, content) in the first root that has it."""
+    from ..image.commit import resolve_sources
+    for rel, abspath in resolve_sources(roots, src, ignore):
+        st = os.lstat(abspath)
+        h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode)}\0".encode())
+        if stat.S_ISREG(st.st_mode):
+            with open(abspath, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        elif stat.S_ISLNK(st.st_mode):
+            h.update(os.readlink(abspath).encode())

@@ -1,0 +1,55 @@
+"""`sbx build`: Dockerfile builds, rootless."""
+import time
+from typing import List, Optional
+
+import typer
+
+
+def build(context: str = typer.Argument(..., help="Build context directory."),
+          tag: List[str] = typer.Option([], "-t", "--tag", help="Name the image NAME[:TAG] (repeatable)."),
+          file: Optional[str] = typer.Option(None, "-f", "--file", help="Dockerfile (default: CONTEXT/Dockerfile)."),
+          build_arg: List[str] = typer.Option([], "--build-arg", help="Set a build-time variable K=V."),
+          target: Optional[str] = typer.Option(None, "--target", help="Build this stage (name or index)."),
+          no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, ignore the layer cache."),
+          pull: bool = typer.Option(False, "--pull", help="Always pull base images."),
+          network: str = typer.Option("none", "--network", help="Network for RUN steps: none or host."),
+          label: List[str] = typer.Option([], "--label", help="Add a label K=V to the image."),
+          quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image id."),
+          userns: Optional[str] = typer.Option(None, "--userns", help="auto (default) or single.")):
+    """Build an image from a Dockerfile."""
+    from ..build.builder import Builder, Options
+    from ..errors import UsageError
+
+    def pairs(items, what):
+        out = {}
+        for item in items:
+            k, eq, v = item.partition("=")
+            if not k:
+                raise UsageError(f"invalid {what} {item!r}", hint="use KEY=VALUE")
+            if not eq:
+                import os
+                if k not in os.environ:
+                    continue
+                v = os.environ[k]
+            out[k] = v
+        return out
+
+    if network not in ("none", "host"):
+        raise UsageError(f"network mode {network!r} is not supported for builds", hint="use none or host")
+    t0 = time.monotonic()
+    b = Builder(Options(context=context, dockerfile=file, tags=tuple(tag), build_args=pairs(build_arg, "--build-arg"),
+                        target=target, no_cache=no_cache, pull=pull, network=network,
+                        labels=pairs(label, "--label"), quiet=quiet, userns=userns), out=typer.echo)
+    image = b.build()
+    if quiet:
+        typer.echo(image.id)
+        return
+    typer.echo(f"COMMIT {', '.join(tag) or image.short_id}")
+    typer.echo(f"--> {image.short_id} ({time.monotonic() - t0:.2f}s)")
+    for t in tag:
+        typer.echo(f"Successfully tagged {t}")
+    typer.echo(image.id)
+
+
+def register(app):
+    app.command("build")(build)

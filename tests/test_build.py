@@ -1,0 +1,219 @@
+"""sbx build, diff and commit, checked by running what they produce."""
+import json
+import os
+import tarfile
+
+import pytest
+
+import sbxtest
+from sbxtest import sbx
+
+
+@pytest.fixture(scope="module")
+def store_env(tmp_path_factory, busybox_rootfs):
+    """A store with base:1, a busybox image imported from the test rootfs."""
+    d = tmp_path_factory.mktemp("buildstore")
+    os.environ["SBX_ROOT"] = str(d / "data")
+    tar = d / "rootfs.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(busybox_rootfs, arcname=".")
+    r = sbx("import", str(tar), "base:1")
+    assert r.returncode == 0, r.stderr
+    yield d
+    os.environ.pop("SBX_ROOT", None)
+    # Layers built with a subuid range hold files of subordinate ids: remove them from inside.
+    import sandbox
+    sandbox.run(["rm", "-rf", str(d)], rootfs="/", network="host", namespaces=("user",))
+
+
+def _ctx(tmp_path, dockerfile, files=None):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    for name, content in (files or {}).items():
+        p = ctx / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content)
+    return ctx
+
+
+def _build(ctx, *args):
+    return sbx("build", *args, str(ctx), timeout=120)
+
+
+def _run(image, *cmd):
+    return sbx("run", "--rm", image, *cmd, timeout=60)
+
+
+def _inspect(image):
+    r = sbx("inspect", image)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    return doc[0] if isinstance(doc, list) else doc
+
+
+def test_instructions_by_running_the_image(store_env, tmp_path):
+    tar_src = tmp_path / "payload"
+    tar_src.mkdir()
+    (tar_src / "inside.txt").write_text("from a tar\n")
+    files = {"app/main.sh": "echo main\n", "app/lib/x.txt": "lib\n", "app/skip.log": "no\n",
+             ".dockerignore": "app/*.log\n", "notes.md": "n1\n", "more.md": "n2\n"}
+    ctx = _ctx(tmp_path, """\
+# escape=\\
+ARG VERSION=1.0
+FROM base:1 AS build
+ARG VERSION
+ARG EXTRA=default
+ENV APP_HOME=/opt/app \\
+    MODE=${EXTRA:-none}
+WORKDIR $APP_HOME
+COPY app/ ./
+COPY *.md docs/
+COPY --chmod=0751 app/main.sh /usr/local/bin/main
+ADD payload.tar /opt/unpacked/
+RUN echo "version=$VERSION extra=$EXTRA mode=$MODE" > build.txt
+RUN <<EOT
+set -e
+mkdir -p /opt/app/data
+echo heredoc > /opt/app/data/h.txt
+EOT
+SHELL ["/bin/sh", "-c"]
+LABEL org.test.name="built by sbx" version=$VERSION
+EXPOSE 8080 53/udp
+VOLUME /opt/app/data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --retries=2 CMD true
+USER 1000:1000
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /opt/app/build.txt"]
+""", files)
+    with tarfile.open(ctx / "payload.tar", "w") as tf:
+        tf.add(tar_src / "inside.txt", arcname="inside.txt")
+    r = _build(ctx, "-t", "every:1", "--build-arg", "EXTRA=given")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _run("every:1").stdout == "version=1.0 extra=given mode=given\n"
+    r = _run("every:1", "pwd; id -u; ls /opt/app; ls /opt/app/docs; cat /opt/app/data/h.txt /opt/unpacked/inside.txt; "
+             "ls -l /usr/local/bin/main | cut -c1-10; echo $APP_HOME")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split("\n")
+    assert out[0] == "/opt/app" and out[1] == "1000"
+    assert "main.sh" in r.stdout and "lib" in r.stdout and "skip.log" not in r.stdout   # .dockerignore
+    assert "more.md" in r.stdout and "notes.md" in r.stdout                           # glob into a dir
+    assert "heredoc" in r.stdout and "from a tar" in r.stdout                          # RUN heredoc, ADD tar
+    assert "-rwxr-x--x" in r.stdout and "/opt/app" in out[-2]
+    cfg = _inspect("every:1")["Config"]
+    assert cfg["Labels"] == {"org.test.name": "built by sbx", "version": "1.0"}
+    assert set(cfg["ExposedPorts"]) == {"8080/tcp", "53/udp"}
+    assert list(cfg["Volumes"]) == ["/opt/app/data"]
+    assert cfg["StopSignal"] == "SIGINT" and cfg["Healthcheck"]["Retries"] == 2
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c"] and cfg["User"] == "1000:1000"
+
+
+def test_multi_stage_target_and_onbuild(store_env, tmp_path):
+    ctx = _ctx(tmp_path, """\
+FROM base:1 AS first
+RUN echo one > /one
+ONBUILD RUN echo triggered > /from-onbuild
+
+FROM first AS second
+RUN cat /one > /two
+
+FROM base:1
+COPY --from=second /two /final
+CMD ["cat", "/final"]
+""")
+    assert _build(ctx, "-t", "ms:1").returncode == 0
+    assert _run("ms:1").stdout == "one\n"
+    r = _build(ctx, "-t", "ms:first", "--target", "first")
+    assert r.returncode == 0
+    assert _run("ms:first", "cat", "/one").stdout == "one\n"
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "Dockerfile").write_text("FROM ms:first\nRUN cat /from-onbuild\n")
+    r = _build(child, "-t", "child:1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _run("child:1", "cat", "/from-onbuild").stdout == "triggered\n"
+    r = _build(ctx, "--target", "nope")
+    assert r.returncode == 125 and "nope" in r.stderr
+
+
+def test_cache_hit_miss_and_no_cache(store_env, tmp_path):
+    ctx = _ctx(tmp_path, "FROM base:1\nARG N=1\nCOPY f /f\nRUN cat /f > /g; echo $N >> /g\n", {"f": "v1\n"})
+    first = _build(ctx, "-q")
+    assert first.returncode == 0, first.stderr
+    again = _build(ctx)
+    assert again.stdout.count("CACHED") == 2
+    assert again.stdout.strip().splitlines()[-1] == first.stdout.strip()      # the same image id
+    (ctx / "f").write_text("v2\n")
+    changed = _build(ctx, "-t", "cache:2")
+    assert changed.stdout.count("CACHED") == 0
+    assert _run("cache:2", "cat", "/g").stdout == "v2\n1\n"
+    arg = _build(ctx, "-t", "cache:3", "--build-arg", "N=2")
+    assert arg.stdout.count("CACHED") == 1                                      # COPY hit, RUN re-run
+    assert _run("cache:3", "cat", "/g").stdout == "v2\n2\n"
+    assert _build(ctx, "--no-cache").stdout.count("CACHED") == 0
+
+
+def test_failing_run_stores_nothing(store_env, tmp_path):
+    before = sbx("images", "-q").stdout
+    ctx = _ctx(tmp_path, "FROM base:1\nRUN echo output-of-step; exit 3\n")
+    r = _build(ctx, "-t", "broken:1")
+    assert r.returncode == 125
+    assert "output-of-step" in r.stdout and "non-zero code: 3" in r.stderr and "Traceback" not in r.stderr
+    assert sbx("images", "-q").stdout == before
+    assert sbx("run", "--rm", "--pull", "never", "broken:1", "true").returncode == 125
+
+
+@pytest.mark.parametrize("text,line,word", [
+    ("FROM base:1\nFOO bar\n", 2, "unknown instruction"),
+    ("RUN true\n", 1, "FROM"),
+    ("FROM base:1\nRUN <<EOF\necho\n", 2, "heredoc"),
+])
+def test_malformed_dockerfiles_have_line_numbers(store_env, tmp_path, text, line, word):
+    r = _build(_ctx(tmp_path, text))
+    assert r.returncode == 125 and f"Dockerfile:{line}" in r.stderr and word in r.stderr
+
+
+def test_diff_and_commit_round_trip(store_env, tmp_path):
+    long = "d" * 120
+    script = (f"cd /srv && rm gone && rm -r olddir && mkdir olddir && echo fresh > olddir/new && "
+              f"mv torename renamed && ln keep hard && ln -s keep soft && chmod 4755 suid && "
+              f"mkdir emptydir && mkdir -p {long}/x && echo u > 'ünïcødé' && echo long > {long}/x/{'f' * 100}")
+    ctx = _ctx(tmp_path, """\
+FROM base:1
+RUN mkdir /srv && cd /srv && echo g > gone && mkdir olddir && echo o > olddir/old && \
+    echo r > torename && echo k > keep && echo s > suid
+""")
+    assert _build(ctx, "-t", "rt:1").returncode == 0
+    sbx("rm", "-f", "rt-c")
+    r = sbx("run", "--name", "rt-c", "rt:1", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    d = sbx("diff", "rt-c")
+    assert d.returncode == 0, d.stderr
+    lines = set(d.stdout.splitlines())
+    for want in ("D /srv/gone", "D /srv/torename", "A /srv/renamed", "A /srv/hard", "A /srv/soft",
+                 "C /srv/suid", "A /srv/emptydir", "A /srv/ünïcødé", "C /srv/olddir", "A /srv/olddir/new"):
+        assert want in lines, (want, d.stdout)
+    assert not [x for x in lines if x.endswith(("/etc/hostname", "/etc/hosts", "/etc/resolv.conf"))]
+    c = sbx("commit", "-c", "CMD [\"ls\", \"/srv\"]", "-m", "round trip", "rt-c", "rt:2")
+    assert c.returncode == 0, c.stderr
+    assert sbx("rm", "rt-c").returncode == 0
+    check = ("cd /srv && test ! -e gone && test ! -e olddir/old && cat olddir/new renamed && "
+             "test $(stat -c %i keep) = $(stat -c %i hard) && readlink soft && stat -c %a suid && "
+             f"test -d emptydir && cat 'ünïcødé' {long}/x/{'f' * 100}")
+    r = _run("rt:2", "sh", "-c", check)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["fresh", "r", "keep", "4755", "u", "long"]
+    assert _run("rt:2").stdout.split()[0] == long        # the -c CMD
+
+
+def test_commit_of_a_rootfs_container(store_env, tmp_path, busybox_rootfs):
+    sbx("rm", "-f", "fs-c")
+    r = sbx("run", "--name", "fs-c", "--rootfs", str(busybox_rootfs), "sh", "-c", "echo made > /made")
+    assert r.returncode == 0, r.stderr
+    assert sbx("commit", "fs-c", "fromfs:1").returncode == 0
+    assert _run("fromfs:1", "cat", "/made", "/etc/marker").stdout == "made\n" + sbxtest.MARKER_CONTENT
+    sbx("rm", "fs-c")
