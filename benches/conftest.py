@@ -103,9 +103,13 @@ def pytest_terminal_summary(terminalreporter, config):
     if bs is None or not getattr(bs, "benchmarks", None):
         return
     med = {}
+    extra = []
     for b in bs.benchmarks:
         if getattr(b, "stats", None) is not None:
             med[b.name] = b.stats.median
+        for k, v in (getattr(b, "extra_info", None) or {}).items():
+            if k == "peak_rss_mib":
+                extra.append(f"{b.name}: peak RSS {v} MiB   target <= 30 MiB")
     if not med:
         return
     tr = terminalreporter
@@ -116,3 +120,5 @@ def pytest_terminal_summary(terminalreporter, config):
         if a in med and b in med:
             t = f"   target <= {target}x" if target else ""
             tr.write_line(f"{a} / {b}: {med[a] / med[b]:.2f}x{t}")
+    for line in extra:
+        tr.write_line(line)
