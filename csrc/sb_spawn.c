@@ -70,9 +70,17 @@ reap_child (pid_t *pid)
 }
 #define cleanup_pid __attribute__ ((cleanup (reap_child)))
 
-/* Run newuidmap/newgidmap PID ... and wait for it; its stderr ends up in err->msg. */
+/* newuidmap/newgidmap PID ...: started together (they write different files of the same
+ * child), then waited for; a helper's stderr ends up in err->msg. */
+struct map_helper
+{
+  pid_t pid;
+  int out;        /* read end of its stdout+stderr */
+  const char *name;
+};
+
 static int
-run_map_helper (char *const *argv_in, pid_t child, int stage, struct sb_error *err)
+start_map_helper (char *const *argv_in, pid_t child, int stage, struct map_helper *h, struct sb_error *err)
 {
   char *argv[SB_HELPER_ARGS];
   char pidbuf[24];
@@ -87,47 +95,75 @@ run_map_helper (char *const *argv_in, pid_t child, int stage, struct sb_error *e
     return sb_fail (err, stage, EINVAL, "bad id-map helper command");
   snprintf (pidbuf, sizeof pidbuf, "%d", (int) child);
   argv[1] = pidbuf;
+  h->name = argv_in[0];
 
-  cleanup_fd int out_r = -1;
-  cleanup_fd int out_w = -1;
   int p[2];
   if (pipe2 (p, O_CLOEXEC) < 0)
     return sb_fail (err, SB_STAGE_PARENT, errno, "pipe");
-  out_r = p[0];
-  out_w = p[1];
+  cleanup_fd int out_w = p[1];
+  h->out = p[0];
 
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init (&fa);
   posix_spawn_file_actions_adddup2 (&fa, out_w, 2);
   posix_spawn_file_actions_adddup2 (&fa, out_w, 1);
-  pid_t hp;
-  int rc = posix_spawn (&hp, argv[0], &fa, NULL, argv, environ);
+  int rc = posix_spawn (&h->pid, argv[0], &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy (&fa);
   if (rc != 0)
-    return sb_fail (err, stage, rc, "%s", argv[0]);
-  close_quietly (&out_w);
+    {
+      close_quietly (&h->out);
+      h->pid = 0;
+      return sb_fail (err, stage, rc, "%s", argv[0]);
+    }
+  return 0;
+}
 
+static int
+finish_map_helper (struct map_helper *h, int stage, struct sb_error *err)
+{
   char msg[200];
   size_t got = 0;
   while (got < sizeof msg - 1)
     {
-      ssize_t r = read (out_r, msg + got, sizeof msg - 1 - got);
+      ssize_t r = read (h->out, msg + got, sizeof msg - 1 - got);
       if (r < 0 && errno == EINTR)
         continue;
       if (r <= 0)
         break;
       got += (size_t) r;
     }
+  close_quietly (&h->out);
   msg[got] = '\0';
   while (got > 0 && (msg[got - 1] == '\n' || msg[got - 1] == ' '))
     msg[--got] = '\0';
 
   int st;
-  while (waitpid (hp, &st, 0) < 0)
+  while (waitpid (h->pid, &st, 0) < 0)
     if (errno != EINTR)
-      return sb_fail (err, stage, errno, "waitpid %s", argv[0]);
+      return sb_fail (err, stage, errno, "waitpid %s", h->name);
   if (!WIFEXITED (st) || WEXITSTATUS (st) != 0)
-    return sb_fail (err, stage, EPERM, "%s", got ? msg : argv[0]);
+    return sb_fail (err, stage, EPERM, "%s", got ? msg : h->name);
+  return 0;
+}
+
+static int
+run_map_helpers (const struct sb_config *cfg, pid_t child, struct sb_error *err)
+{
+  struct map_helper u = { 0, -1, NULL }, g = { 0, -1, NULL };
+  struct sb_error gerr;
+  if (start_map_helper (cfg->newuidmap_argv, child, SB_STAGE_NEWUIDMAP, &u, err) < 0)
+    return -1;
+  int grc = start_map_helper (cfg->newgidmap_argv, child, SB_STAGE_NEWGIDMAP, &g, &gerr);
+  int urc = finish_map_helper (&u, SB_STAGE_NEWUIDMAP, err);
+  if (grc == 0)
+    grc = finish_map_helper (&g, SB_STAGE_NEWGIDMAP, &gerr);
+  if (urc < 0)
+    return -1;
+  if (grc < 0)
+    {
+      *err = gerr;
+      return -1;
+    }
   return 0;
 }
 
@@ -224,9 +260,7 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
 
   if (helper)
     {
-      int ok = run_map_helper (cfg->newuidmap_argv, pid, SB_STAGE_NEWUIDMAP, err) == 0
-               && run_map_helper (cfg->newgidmap_argv, pid, SB_STAGE_NEWGIDMAP, err) == 0;
-      if (!ok)
+      if (run_map_helpers (cfg, pid, err) < 0)
         {
           free (init_argv);
           if (pidfd >= 0)
