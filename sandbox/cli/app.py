@@ -7,6 +7,13 @@ app = typer.Typer(name="sbx", add_completion=False, no_args_is_help=True, pretty
                   help="Rootless containers and sandboxes: Docker's verbs, no daemon, no root.")
 
 
+@app.callback()
+def _global(root: str = typer.Option(None, "--root", help="Storage directory (images, containers); also SBX_ROOT."),
+            runroot: str = typer.Option(None, "--runroot", help="Runtime state directory; also SBX_RUNROOT.")):
+    """Rootless containers and sandboxes: Docker's verbs, no daemon, no root."""
+    # sandbox.cli.main() already applied them (before choosing the fast `run` path).
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                "help_option_names": []})
 def run(ctx: typer.Context):
