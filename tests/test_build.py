@@ -217,3 +217,36 @@ def test_commit_of_a_rootfs_container(store_env, tmp_path, busybox_rootfs):
     assert sbx("commit", "fs-c", "fromfs:1").returncode == 0
     assert _run("fromfs:1", "cat", "/made", "/etc/marker").stdout == "made\n" + sbxtest.MARKER_CONTENT
     sbx("rm", "fs-c")
+
+
+def test_add_fetches_urls(store_env, tmp_path):
+    """ADD URL downloads over HTTP (a server on loopback here) into the image, mode 0600."""
+    import http.server
+    import threading
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "data.txt").write_text("over http\n")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(served), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/data.txt"
+        ctx = _ctx(tmp_path, f"FROM base:1\nADD {url} /fetched/\nADD {url} /renamed.txt\n")
+        r = _build(ctx, "-t", "addurl:1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = _run("addurl:1", "sh", "-c", "cat /fetched/data.txt /renamed.txt; stat -c %a /renamed.txt")
+        assert r.stdout == "over http\nover http\n600\n", r.stderr
+        (tmp_path / "b").mkdir()
+        bad = _ctx(tmp_path / "b", f"FROM base:1\nADD {url}.missing /x\n")
+        r = _build(bad)
+        assert r.returncode == 125 and "404" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        srv.shutdown()
