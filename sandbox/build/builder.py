@@ -15,8 +15,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import shutil
-import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,12 +93,17 @@ class Builder:
         stages = df.stages[: target.index + 1]
         self.total = sum(len(s.instructions) + 1 for s in stages)
         self.df = df
-        for st in stages:
-            self.done[st.index] = self._stage(st)
-        final = self.done[target.index]
-        if self.opts.labels:
-            final.config.setdefault("Labels", {}).update(self.opts.labels)
-        return self._finish(final)
+        from . import worker
+        self.worker = worker.start(self.mode)
+        try:
+            for st in stages:
+                self.done[st.index] = self._stage(st)
+            final = self.done[target.index]
+            if self.opts.labels:
+                final.config.setdefault("Labels", {}).update(self.opts.labels)
+            return self._finish(final)
+        finally:
+            self.worker.close()
 
     def _say(self, text):
         self.step += 1
@@ -307,8 +310,7 @@ class Builder:
         """The step's upper directory -> a layer blob in the store, and the directory itself
         -> that layer's unpacked form."""
         from ..image.commit import layer_from_upper
-        lay = layer_from_upper(self.store, os.path.join(tmpdir, "upper"), state.lowers, self.owner,
-                               in_userns=self.mode == "helper", workdir=os.path.join(tmpdir, "work"))
+        lay = layer_from_upper(self.store, self.worker, os.path.join(tmpdir, "upper"), state.lowers, self.owner)
         from ..image.compose import now_rfc3339
         state.created = now_rfc3339()
         self._cache_put(key, {"diff_id": lay.diff_id, "digest": lay.digest, "size": lay.size}, state.created)
@@ -339,8 +341,7 @@ class Builder:
             self._run(state, argv, run_env, network, tmpdir, where)
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
-            if os.path.exists(tmpdir):
-                _remove(tmpdir, self.mode)
+            self.worker.call("remove", path=tmpdir)
 
     def _run(self, state, argv, env, network, tmpdir, where):
         from ..runtime import launch, spec as specmod
@@ -371,56 +372,41 @@ class Builder:
                              hint="nothing of this step was stored; fix the command and build again")
 
     def _do_copy(self, state, instr, env, where, add=False):
-        from ..image.commit import copy_into
-        srcs = instr.sources
         dest = self._x(instr.dest, env, where)
         if not dest.startswith("/"):
             dest = os.path.join(state.config.get("WorkingDir") or "/", dest)
         from_ref = instr.flags.get("from")
-        if from_ref:
-            from_ref = self._x(from_ref, env, where)
-            roots = self._stage_lowers(from_ref, where)
-        else:
-            roots = None
+        roots = self._stage_lowers(self._x(from_ref, env, where), where) if from_ref else None
         chown = instr.flags.get("chown")
         chown = self._x(chown, env, where) if chown else None
         chmod = instr.flags.get("chmod")
+        ignore = self.ignore if roots is None else None
+        plan, named = [], []
+        for s in instr.sources:
+            if isinstance(s, dfmod.Heredoc):
+                content = dfmod.expand_heredoc(s, env, where=where) if s.expand else s.content
+                plan.append(["heredoc", s.name, content])
+                continue
+            s = self._x(s, env, where)
+            plan.append(["url" if add and s.startswith(("http://", "https://")) else "path", s, None])
+            named.append(s)
+        # The cache key: the expanded sources and destination, and the content they name.
+        content = self.worker.call("hash", roots=roots or [self.context], sources=named, ignore=ignore)
+        key = _key(state.key, instr.original, dest, plan, content)
+        created_by = instr.original.strip()
+        if self._cached(state, key, created_by):
+            return
         tmpdir = self._new_dirs()
         try:
-            digest = hashlib.sha256()
-            plan = []
-            for s in srcs:
-                if isinstance(s, dfmod.Heredoc):
-                    content = dfmod.expand_heredoc(s, env, where=where) if s.expand else s.content
-                    plan.append(("heredoc", s.name, content.encode()))
-                    digest.update(b"heredoc\0" + s.name.encode() + b"\0" + content.encode())
-                    continue
-                s = self._x(s, env, where)
-                digest.update(b"src\0" + s.encode() + b"\0")
-                if add and s.startswith(("http://", "https://")):
-                    plan.append(("url", s, None))
-                    digest.update(b"url\0" + s.encode())
-                    continue
-                plan.append(("path", s, None))
-            # Content hashes of local sources make the cache key.
-            for kind, s, _ in plan:
-                if kind == "path":
-                    _hash_sources(digest, roots or [self.context], s, self.ignore if roots is None else None)
-            key = _key(state.key, instr.original, dest, digest.hexdigest())
-            created_by = instr.original.strip()
-            if self._cached(state, key, created_by):
-                shutil.rmtree(tmpdir, ignore_errors=True)
-                return
             upper = os.path.join(tmpdir, "upper")
-            copy_into(upper, state.lowers, plan, dest, context=self.context, roots=roots,
-                      ignore=self.ignore if roots is None else None, add=add,
-                      chmod=int(chmod, 8) if chmod else None, where=where)
+            self.worker.call("copy", upper=upper, lowers=state.lowers, plan=plan, dest=dest, context=self.context,
+                             roots=roots, ignore=ignore, add=add, chmod=int(chmod, 8) if chmod else None,
+                             where=where, keep_owners=self.worker.in_userns)
             if chown:
                 self._chown(upper, dest, chown, state, where)
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
-            if os.path.exists(tmpdir):
-                _remove(tmpdir, self.mode)
+            self.worker.call("remove", path=tmpdir)
 
     def _do_add(self, state, instr, env, where):
         self._do_copy(state, instr, env, where, add=True)
@@ -439,16 +425,11 @@ class Builder:
         uid, gid, _, _ = specmod.resolve_user(state.lowers, chown)
         if (uid, gid) == (0, 0):
             return
-        if self.mode != "helper":
+        if not self.worker.in_userns:
             self.out(f"sbx: warning: {where}: --chown={chown} cannot be kept with a single mapped id: "
                      "files stay owned by root (configure a subuid range to keep owners)")
             return
-        from ..api import run
-        target = os.path.join(upper, dest.lstrip("/"))
-        r = run(["chown", "-R", f"{uid}:{gid}", target], rootfs="/", network="host", userns="auto",
-                namespaces=("user",), capture_output=True, text=True)
-        if r.returncode != 0:
-            raise BuildError(f"{where}: --chown={chown}: {r.stderr.strip()}")
+        self.worker.call("chown", path=os.path.join(upper, dest.lstrip("/")), uid=uid, gid=gid)
 
     # --- the image --------------------------------------------------------------------------------
 
@@ -482,17 +463,6 @@ def _env_dict(env_list):
         k, _, v = e.partition("=")
         out[k] = v
     return out
-
-
-def _remove(path, mode):
-    """Remove a build directory; with a subuid range some files belong to subordinate ids."""
-    from ..image.fsutil import rmtree_writable
-    if mode == "helper":
-        from ..api import run
-        run(["rm", "-rf", path], rootfs="/", network="host", userns="auto", namespaces=("user",),
-            stdout=-3, stderr=-3)
-    if os.path.exists(path):
-        rmtree_writable(path)
 
 
 def _dockerignore(context):
@@ -529,17 +499,3 @@ def _match(rel, pat):
         if fnmatch.fnmatchcase(prefix, pat) or ("**" in pat and fnmatch.fnmatchcase(prefix, pat.replace("**/", "*"))):
             return True
     return False
-
-
-def _hash_sources(h, roots, src, ignore):
-    """Hash what a COPY source names (paths, modes, content) in the first root that has it."""
-    from ..image.commit import resolve_sources
-    for rel, abspath in resolve_sources(roots, src, ignore):
-        st = os.lstat(abspath)
-        h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode)}\0".encode())
-        if stat.S_ISREG(st.st_mode):
-            with open(abspath, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        elif stat.S_ISLNK(st.st_mode):
-            h.update(os.readlink(abspath).encode())

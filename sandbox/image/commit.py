@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import stat
-import sys
 import time
 from typing import Any
 
@@ -24,33 +23,16 @@ from sandbox.image.errors import ImageError
 from sandbox.image.fsutil import atomic_write, rmtree_writable
 from sandbox.image.store import Store
 
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _diff(store: Store, upper: str, lowers: list[str], in_userns: bool) -> tuple[NewLayer, int]:
-    """(the stored layer, its uncompressed size)."""
-    if not in_userns:
-        from sandbox.image.layer import put_layer
-        # The caller's files are root's inside (single-id map): say so in the tar.
-        info = put_layer(store.blobs, upper, lowers=lowers,
-                         uid_map=[(0, os.geteuid(), 1)], gid_map=[(0, os.getegid(), 1)])
-        return NewLayer(info.digest, info.diff_id, info.size), info.tar_size
-    from sandbox.api import run
-    r = run([sys.executable, "-m", "sandbox.image.commit", store.root, upper, *lowers],
-            rootfs="/", network="host", userns="auto", namespaces=("user",),
-            env={"PYTHONPATH": _PKG_PARENT, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True)
-    if r.returncode != 0:
-        msg = (r.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise ImageError(f"cannot write the layer: {msg.removeprefix('sbx: ')}")
-    d = json.loads(r.stdout)
+def _diff(worker, store: Store, root: str, lowers: list[str], base: str | None = None) -> tuple[NewLayer, int]:
+    """(the stored layer, its uncompressed size), diffed by `worker` (sandbox.build.worker)."""
+    d = worker.call("diff", store=store.root, root=root, lowers=list(lowers), base=base)
     return NewLayer(d["digest"], d["diff_id"], d["size"]), d["tar_size"]
 
 
-def layer_from_upper(store: Store, upper: str, lowers: list[str], owner: str, *, in_userns: bool,
-                     workdir: str | None = None) -> NewLayer:
+def layer_from_upper(store: Store, worker, upper: str, lowers: list[str], owner: str) -> NewLayer:
     """Store the layer of `upper` (lowers: the layer dirs below, top first) and keep `upper`
-    as its unpacked form.  Call while holding Store.adding() or not: blobs are idempotent."""
-    lay, tar_size = _diff(store, upper, lowers, in_userns)
+    as its unpacked form.  Blobs are idempotent."""
+    lay, tar_size = _diff(worker, store, upper, lowers)
     final = store.layer_path(lay.diff_id, owner)
     if os.path.isfile(os.path.join(final, "meta.json")):
         return lay  # the same content was built before
@@ -133,6 +115,26 @@ def resolve_sources(roots: list[str], src: str, ignore=None):
             yield rel, abspath
 
 
+def hash_sources(roots: list[str], sources: list[str], ignore=None) -> str:
+    """A digest of what COPY sources name: paths, types, modes, owners, content."""
+    import hashlib
+    h = hashlib.sha256()
+    ignore = [tuple(x) for x in ignore] if ignore else ignore
+    for src in sources:
+        if src.startswith(("http://", "https://")):
+            continue
+        for rel, abspath in resolve_sources(roots, src, ignore):
+            st = os.lstat(abspath)
+            h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
+            if stat.S_ISREG(st.st_mode):
+                with open(abspath, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            elif stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(abspath).encode())
+    return h.hexdigest()
+
+
 def _ensure_parents(upper: str, lowers: list[str], rel_dir: str) -> None:
     """Create rel_dir in upper, each new directory with the mode of the one it covers."""
     cur = ""
@@ -141,19 +143,23 @@ def _ensure_parents(upper: str, lowers: list[str], rel_dir: str) -> None:
         target = os.path.join(upper, cur)
         if os.path.isdir(target):
             continue
-        mode = 0o755
+        mode, owner = 0o755, None
         prov = _provider(lowers, cur)
         if prov is not None:
             st = os.lstat(os.path.join(prov, cur))
             if not stat.S_ISDIR(st.st_mode):
                 raise ImageError(f"cannot copy into /{cur}: it is not a directory in the image")
-            mode = stat.S_IMODE(st.st_mode)
-        os.mkdir(target, mode)
+            mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
+        os.mkdir(target, 0o700)
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            os.lchown(target, *owner)
         os.chmod(target, mode)
 
 
-def _place(abspath: str, target: str, chmod: int | None) -> None:
+def _place(abspath: str, target: str, chmod: int | None, dir_modes: list) -> None:
     st = os.lstat(abspath)
+    if stat.S_ISDIR(st.st_mode):
+        dir_modes.append((target, chmod if chmod is not None else stat.S_IMODE(st.st_mode)))
     if stat.S_ISLNK(st.st_mode):
         if os.path.lexists(target):
             os.unlink(target)
@@ -161,8 +167,7 @@ def _place(abspath: str, target: str, chmod: int | None) -> None:
         return
     if stat.S_ISDIR(st.st_mode):
         if not os.path.isdir(target):
-            os.mkdir(target)
-        os.chmod(target, chmod if chmod is not None else stat.S_IMODE(st.st_mode) | 0o700)
+            os.mkdir(target, 0o700)  # its own mode once its content is in (see copy_into)
         return
     if stat.S_ISREG(st.st_mode):
         if os.path.lexists(target) and not os.path.isfile(target):
@@ -182,11 +187,16 @@ def _is_archive(path: str) -> bool:
         return False
 
 
-def copy_into(upper: str, lowers: list[str], plan: list[tuple[str, str, Any]], dest: str, *, context: str,
-              roots: list[str] | None, ignore, add: bool, chmod: int | None, where: str) -> None:
+def copy_into(upper: str, lowers: list[str], plan: list, dest: str, *, context: str,
+              roots: list[str] | None, ignore, add: bool, chmod: int | None, where: str,
+              keep_owners: bool = False) -> None:
     """Docker's COPY/ADD rules: a directory source copies its contents; a destination ending in
-    '/' (or several sources) is a directory; ADD extracts local tar archives and fetches URLs."""
+    '/' (or several sources) is a directory; ADD extracts local tar archives (keeping their
+    owners when `keep_owners`, i.e. in a subuid-mapped namespace) and fetches URLs.
+    `plan`: [kind, source, heredoc text] with kind path | url | heredoc."""
     roots = roots or [context]
+    ignore = [tuple(x) for x in ignore] if ignore else ignore
+    dir_modes: list = []
     dest_rel = dest.strip("/")
     n_sources = sum(len(matches(roots, s, where)) if k == "path" else 1 for k, s, _ in plan)
     to_dir = dest.endswith("/") or n_sources > 1 or (
@@ -199,7 +209,7 @@ def copy_into(upper: str, lowers: list[str], plan: list[tuple[str, str, Any]], d
         if kind == "heredoc":
             target = os.path.join(upper, dest_rel, src) if to_dir else os.path.join(upper, dest_rel)
             with open(target, "wb") as f:
-                f.write(content)
+                f.write(content.encode())
             os.chmod(target, chmod if chmod is not None else 0o644)
             continue
         if kind == "url":
@@ -215,7 +225,7 @@ def copy_into(upper: str, lowers: list[str], plan: list[tuple[str, str, Any]], d
             top = _provider(roots, m)
             top_abs = os.path.join(top, m)
             if add and roots == [context] and os.path.isfile(top_abs) and _is_archive(top_abs):
-                _extract(top_abs, os.path.join(upper, dest_rel), where)
+                _extract(top_abs, os.path.join(upper, dest_rel), where, keep_owners)
                 continue
             is_dir = stat.S_ISDIR(os.lstat(top_abs).st_mode)
             for rel, abspath in _walk(roots, m):
@@ -230,7 +240,9 @@ def copy_into(upper: str, lowers: list[str], plan: list[tuple[str, str, Any]], d
                 else:
                     target = (os.path.join(upper, dest_rel, os.path.basename(m)) if to_dir
                               else os.path.join(upper, dest_rel))
-                _place(abspath, target, chmod)
+                _place(abspath, target, chmod, dir_modes)
+    for target, mode in reversed(dir_modes):  # deepest first: a 0555 dir after its content
+        os.chmod(target, mode)
 
 
 def _ignored(rel, ignore):
@@ -238,13 +250,14 @@ def _ignored(rel, ignore):
     return ignored(rel, ignore)
 
 
-def _extract(archive: str, target_dir: str, where: str) -> None:
+def _extract(archive: str, target_dir: str, where: str, keep_owners: bool) -> None:
     """ADD of a local tar: unpacked with the same defences as image layers (.., absolute
-    paths, link escapes and devices refused)."""
-    from sandbox.image.unpack import SINGLE_ID, UnpackOptions, unpack_layer
+    paths, link escapes and devices refused); owners kept where ids are mapped."""
+    from sandbox.image.unpack import SINGLE_ID, MappedOwnership, UnpackOptions, unpack_layer
     os.makedirs(target_dir, exist_ok=True)
+    owner = MappedOwnership() if keep_owners else SINGLE_ID
     with open(archive, "rb") as f:
-        unpack_layer(f, target_dir, UnpackOptions(whiteouts="overlay", owner=SINGLE_ID, label=f"{where}: ADD"))
+        unpack_layer(f, target_dir, UnpackOptions(whiteouts="overlay", owner=owner, label=f"{where}: ADD"))
 
 
 def _fetch(url: str, target: str, where: str) -> None:
@@ -271,9 +284,9 @@ def commit_container(c, name: str | None, *, message: str | None = None, author:
     from sandbox.image.compose import compose
     store = Store()
     store.init()
+    from sandbox.build import worker as workers
     spec = c.spec
     x = spec["sbx"]
-    in_userns = x.get("userns") == "helper"
     img = (x.get("image") or {}).get("id")
     base = store.get(img) if img else None
     runtime = json.loads(json.dumps(base.config.get("config") or {})) if base else {}
@@ -282,20 +295,22 @@ def commit_container(c, name: str | None, *, message: str | None = None, author:
         _apply_change(runtime, ch)
     layers = []
     history = []
-    with store.adding():
-        if base is None:
-            # A container made from a root filesystem directory: that tree is the first layer.
-            from sandbox.image.layer import put_layer
-            info = put_layer(store.blobs, spec["root"]["path"], base=_empty_dir(store),
-                             uid_map=[(0, os.geteuid(), 1)], gid_map=[(0, os.getegid(), 1)])
-            layers.append(NewLayer(info.digest, info.diff_id, info.size))
-            history.append({"created_by": f"sbx commit: root filesystem {spec['root']['path']}"})
-        lay, _ = _diff(store, c.upper, list(x["lowers"]), in_userns)
-        layers.append(lay)
-        history.append({"created_by": " ".join(spec["process"]["args"]), "comment": message or ""})
-        mdigest = compose(store, base, layers, runtime, history, author=author)
-        names = [refs.parse(name).tagged] if name else []
-        image = store.add_image(mdigest, names=names)
+    worker = workers.start(x.get("userns"))
+    try:
+        with store.adding():
+            if base is None:
+                # A container made from a root filesystem directory: that tree is the first layer.
+                lay, _ = _diff(worker, store, spec["root"]["path"], [], base=_empty_dir(store))
+                layers.append(lay)
+                history.append({"created_by": f"sbx commit: root filesystem {spec['root']['path']}"})
+            lay, _ = _diff(worker, store, c.upper, list(x["lowers"]))
+            layers.append(lay)
+            history.append({"created_by": " ".join(spec["process"]["args"]), "comment": message or ""})
+            mdigest = compose(store, base, layers, runtime, history, author=author)
+            names = [refs.parse(name).tagged] if name else []
+            image = store.add_image(mdigest, names=names)
+    finally:
+        worker.close()
     return image
 
 
@@ -334,21 +349,3 @@ def _apply_change(cfg: dict[str, Any], change: str) -> None:
     else:
         raise ImageError(f"--change {change!r}: {cmd} cannot be applied by commit",
                          hint="use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME or WORKDIR")
-
-
-def _worker(argv: list[str]) -> None:
-    """Inside the user namespace: diff `upper` into the store, print the layer as JSON."""
-    from sandbox.errors import SandboxError
-    from sandbox.image.layer import put_layer
-    store_root, upper, *lowers = argv
-    try:
-        info = put_layer(Store(store_root).blobs, upper, lowers=lowers)
-    except SandboxError as e:
-        sys.stderr.write(f"sbx: {e}\n")
-        sys.exit(125)
-    sys.stdout.write(json.dumps({"diff_id": info.diff_id, "digest": info.digest, "size": info.size,
-                                 "tar_size": info.tar_size}))
-
-
-if __name__ == "__main__":
-    _worker(sys.argv[1:])

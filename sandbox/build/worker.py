@@ -1,0 +1,123 @@
+"""File work a build (or commit) must do as root of the sandboxes' user namespace.
+
+With a subuid range, the trees a build touches hold files of subordinate ids: the caller
+can neither read a 0700 directory owned by uid 1000 there nor give a copied file its owner.
+So one worker per build runs inside a user namespace with the same mapping (started through
+the launcher, like every process) and does that work: COPY/ADD placement, layer diffs and
+removals, requested as JSON lines on its stdin.  In single-id mode the same calls run in the
+caller's process (LocalWorker), where the caller's files are root's inside.
+
+    python -m sandbox.build.worker    (inside the namespace; one request per line)
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from ..errors import SandboxError
+
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _handle(op, args):
+    """The operations, the same wherever they run."""
+    if op == "copy":
+        from ..image.commit import copy_into
+        copy_into(**args)
+        return None
+    if op == "diff":
+        from ..image.layer import put_layer
+        from ..image.store import Store
+        kw = {}
+        if args.get("map_caller_to_root"):
+            kw = {"uid_map": [(0, os.geteuid(), 1)], "gid_map": [(0, os.getegid(), 1)]}
+        if args.get("base"):
+            kw["base"] = args["base"]
+        info = put_layer(Store(args["store"]).blobs, args["root"], lowers=args.get("lowers", ()), **kw)
+        return {"diff_id": info.diff_id, "digest": info.digest, "size": info.size, "tar_size": info.tar_size}
+    if op == "hash":
+        from ..image.commit import hash_sources
+        return hash_sources(args["roots"], args["sources"], args.get("ignore"))
+    if op == "remove":
+        from ..image.fsutil import rmtree_writable
+        if os.path.lexists(args["path"]):
+            rmtree_writable(args["path"])
+        return None
+    if op == "chown":
+        for dirpath, dirnames, filenames in os.walk(args["path"]):
+            for n in [*dirnames, *filenames]:
+                os.lchown(os.path.join(dirpath, n), args["uid"], args["gid"])
+        os.lchown(args["path"], args["uid"], args["gid"])
+        return None
+    raise ValueError(f"unknown worker operation {op!r}")
+
+
+class LocalWorker:
+    """Single-id mode: the caller is root inside, so the work runs here."""
+    in_userns = False
+
+    def call(self, op, **args):
+        if op == "diff":
+            args["map_caller_to_root"] = True
+        return _handle(op, args)
+
+    def close(self):
+        pass
+
+
+class UsernsWorker:
+    """A worker process inside a user namespace mapped like the build's sandboxes."""
+    in_userns = True
+
+    def __init__(self):
+        from ..api import Popen
+        self.p = Popen([sys.executable, "-m", "sandbox.build.worker"], rootfs="/", network="host",
+                       userns="auto", namespaces=("user",),
+                       env={"PYTHONPATH": _PKG_PARENT, "PYTHONDONTWRITEBYTECODE": "1"},
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def call(self, op, **args):
+        try:
+            self.p.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+            self.p.stdin.flush()
+            line = self.p.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            raise SandboxError("the build's user-namespace worker exited",
+                               hint="check that newuidmap/newgidmap work for you (sbx run --rm --rootfs / true)")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise SandboxError(reply["error"], hint=reply.get("hint"))
+        return reply.get("result")
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+            self.p.wait(timeout=30)
+        except Exception:
+            self.p.kill()
+            self.p.wait()
+
+
+def start(mode):
+    return UsernsWorker() if mode == "helper" else LocalWorker()
+
+
+def _serve():
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            reply = {"result": _handle(req["op"], req["args"])}
+        except SandboxError as e:
+            reply = {"error": str(e), "hint": e.hint}
+        except OSError as e:
+            reply = {"error": f"{req['op']}: {e.filename or ''}: {e.strerror}".replace(": : ", ": ")}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve()
