@@ -77,25 +77,54 @@ def merged_entries(layers_top_first: list[str], rel: str = "") -> Iterator[tuple
             yield from merged_entries(below, path)
 
 
+def _norm(name: str) -> str:
+    """'./a/b/', '/a/b', 'a/b' -> 'a/b'; '.' and './' -> ''."""
+    return os.path.normpath("/" + name).lstrip("/")
+
+
+def _layer_members(store: Store, desc: dict) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    with store.blobs.open(desc["digest"]) as raw:
+        stream, _ = open_decompressed(raw, desc["digest"][:19])
+        with tarfile.open(fileobj=stream, mode="r|") as tf:
+            for m in tf:
+                yield tf, m
+
+
 def export_image(store: Store, image: Image, out: BinaryIO) -> None:
-    """Write ``image``'s flattened root filesystem to ``out`` as an uncompressed tar."""
-    dirs = store.unpack(image)
-    single = True
-    meta = store.layer_meta(image.diff_ids[0]) if image.diff_ids else None
-    if meta and meta.get("ownership") not in (None, "single"):
-        single = False
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        for rel, layer in merged_entries(list(reversed(dirs))):
-            p = os.path.join(layer, rel)
-            ti = tf.gettarinfo(p, arcname=rel)
-            ti.uname = ti.gname = ""
-            if single:
-                ti.uid = ti.gid = 0
-            if ti.isreg():
-                with open(p, "rb") as f:
-                    tf.addfile(ti, f)
-            else:
-                tf.addfile(ti)
+    """Write ``image``'s flattened root filesystem to ``out`` as an uncompressed tar, from the
+    layer blobs themselves, so owners and modes are exactly the image's (unpacked layers may
+    have collapsed them to the user in single-id mode).  Two streaming passes: the first
+    decides which layer's entry survives each path (whiteouts and opaque markers hide what
+    lower layers had), the second copies exactly those entries."""
+    survivor: dict[str, int] = {}
+    for i, desc in enumerate(image.layers):
+        for _tf, m in _layer_members(store, desc):
+            path = _norm(m.name)
+            parent, base = os.path.split(path)
+            if base == wh.WH_OPAQUE:
+                prefix = parent + "/" if parent else ""
+                for k in [k for k, li in survivor.items() if li < i and k.startswith(prefix) and k != parent]:
+                    del survivor[k]
+                continue
+            if base.startswith(wh.WH_PREFIX):
+                gone = os.path.join(parent, base[len(wh.WH_PREFIX):])
+                for k in [k for k in survivor if k == gone or k.startswith(gone + "/")]:
+                    del survivor[k]
+                continue
+            if not m.isdir():
+                for k in [k for k, li in survivor.items() if li < i and k.startswith(path + "/")]:
+                    del survivor[k]
+            survivor[path] = i
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf_out:
+        for i, desc in enumerate(image.layers):
+            for tf, m in _layer_members(store, desc):
+                path = _norm(m.name)
+                if not path or survivor.get(path) != i:
+                    continue
+                m.name = path
+                if m.islnk():
+                    m.linkname = _norm(m.linkname)
+                tf_out.addfile(m, tf.extractfile(m) if m.isreg() else None)
 
 
 # --- import -----------------------------------------------------------------------------------------

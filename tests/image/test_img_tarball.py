@@ -82,3 +82,27 @@ def test_import_export_cli(sbx, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert "bin/busybox" in members((tmp_path / "out.tar").read_bytes())
     p = sbx("import", "-c", "RUN true", str(rootfs))
     assert p.returncode == 125 and "unsupported instruction" in p.stderr
+
+
+def test_export_keeps_owners_modes_and_dot_names(store: Store, tmp_path: Path) -> None:
+    """export reads the layer blobs: owners and modes are the image's, not the (possibly
+    collapsed) unpacked copy's, and names beginning with a dot survive."""
+    from sbx_image_testlib import build_image, write_layout
+
+    img = build_image([make_tar([Entry("home", "dir", mode=0o755, uid=1000, gid=1000),
+                                 Entry("home/.bashrc", "file", b"rc\n", mode=0o444, uid=1000, gid=1000),
+                                 Entry("ro", "dir", mode=0o555)]),
+                       make_tar([Entry("home", "dir", mode=0o750, uid=1000, gid=1000),
+                                 Entry("home/.wh..bashrc", "file")])])
+    ((loaded, _),) = archive.load(store, str(write_layout(tmp_path / "lay", [(img, "latest")])), repository="t/o")
+    out = io.BytesIO()
+    export_image(store, loaded, out)
+    m = members(out.getvalue())
+    assert (m["home"].uid, m["home"].gid, m["home"].mode) == (1000, 1000, 0o750)   # the top layer's header
+    assert "home/.bashrc" not in m and m["ro"].mode == 0o555
+    img2 = build_image([make_tar([Entry(".hidden", "file", b"x", mode=0o444, uid=7, gid=8)])])
+    ((loaded2, _),) = archive.load(store, str(write_layout(tmp_path / "lay2", [(img2, "latest")])), repository="t/p")
+    out = io.BytesIO()
+    export_image(store, loaded2, out)
+    m = members(out.getvalue())
+    assert (m[".hidden"].uid, m[".hidden"].gid, m[".hidden"].mode) == (7, 8, 0o444)
