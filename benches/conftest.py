@@ -21,6 +21,14 @@ def rootfs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def full(pytestconfig) -> bool:
+    """Real sizes and rounds, or the small CI variant (--benchmark-disable: every body runs once)."""
+    if pytestconfig.getoption("benchmark_skip", False):
+        pytest.skip("Benchmarks are skipped (--benchmark-skip was used).")
+    return not pytestconfig.getoption("benchmark_disable", False)
+
+
+@pytest.fixture(scope="session")
 def sbx_cmd():
     exe = os.path.join(os.path.dirname(sys.executable), "sbx")
     if not os.access(exe, os.X_OK):

@@ -59,14 +59,6 @@ def _report(pytestconfig):
     return REPORT
 
 
-@pytest.fixture(scope="module")
-def full(pytestconfig) -> bool:
-    """Real sizes and rounds, or the small CI variant (--benchmark-disable: every body runs once)."""
-    if pytestconfig.getoption("benchmark_skip", False):
-        pytest.skip("Benchmarks are skipped (--benchmark-skip was used).")
-    return not pytestconfig.getoption("benchmark_disable", False)
-
-
 def _rounds(full: bool, n: int) -> dict[str, int]:
     return {"rounds": n if full else 1, "warmup_rounds": 1 if full else 0}
 

@@ -53,14 +53,6 @@ def _report(pytestconfig):
 
 
 @pytest.fixture(scope="module")
-def full(pytestconfig) -> bool:
-    """Real sizes and rounds, or the small CI variant (--benchmark-disable: every body runs once)."""
-    if pytestconfig.getoption("benchmark_skip", False):
-        pytest.skip("Benchmarks are skipped (--benchmark-skip was used).")
-    return not pytestconfig.getoption("benchmark_disable", False)
-
-
-@pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("images-bench")
 
