@@ -133,7 +133,7 @@ _INIT_DIRS = (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("etc", 0o755))
 _INIT_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 
 
-def _init_layer(p, base, lowers, spec):
+def _init_layer(p, base, lowers):
     """Steps that build the init layer at M/init; returns its path, or None when the image
     has every mount point already."""
     def present(rel):
@@ -193,7 +193,7 @@ def _mount_table(p, spec, overlay_driver):
             work = os.path.join(os.path.dirname(upper), "work")
         # Docker's "init layer": mount points the image lacks are made in a lower layer of
         # the private tmpfs, not in the upper, so they are not part of the container's diff.
-        init = _init_layer(p, base, x["lowers"], spec)
+        init = _init_layer(p, base, x["lowers"])
         lowerdir = ":".join(_overlay_escape(d) for d in ([init] if init else []) + x["lowers"])
         data = (f"lowerdir={lowerdir},upperdir={_overlay_escape(upper)},"
                 f"workdir={_overlay_escape(work)}")
