@@ -56,6 +56,23 @@ def neutral_cwd(tmp_path_factory) -> Path:
     return sbxtest.NEUTRAL_CWD
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_store(tmp_path_factory):
+    """The session's own storage directory (kept containers, images), so the test user's real
+    ~/.local/share/sbx is left alone.  Removed at the end from inside a user namespace: with a
+    subuid range it holds files of subordinate ids."""
+    d = tmp_path_factory.mktemp("store")
+    old = os.environ.get("SBX_ROOT")
+    os.environ["SBX_ROOT"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("SBX_ROOT", None)
+    else:
+        os.environ["SBX_ROOT"] = old
+    import sandbox
+    sandbox.run(["rm", "-rf", str(d)], rootfs="/", network="host", namespaces=("user",))
+
+
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory) -> Path:
     """A busybox root filesystem plus /bin/probe (tests/helpers/probe.c built with gcc -static).

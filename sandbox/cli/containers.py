@@ -87,7 +87,100 @@ def commit(container: str = typer.Argument(..., help="Container name or id."),
     typer.echo(img.id)
 
 
+def logs(container: str = typer.Argument(..., help="Container name or id."),
+         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing output while it runs.")):
+    """Print a detached container's output (stdout and stderr)."""
+    import os
+    import sys
+    from .detach import log_paths
+    c = _store().get(container)
+    paths = log_paths(c)
+    if not any(os.path.exists(p) for p in paths):
+        from ..errors import UsageError
+        raise UsageError(f"container {c.name} has no logs", hint="only containers started with 'sbx run -d' have them")
+    files = [open(p, "rb") if os.path.exists(p) else None for p in paths]
+    outs = (sys.stdout.buffer, sys.stderr.buffer)
+    try:
+        while True:
+            for f, out in zip(files, outs):
+                if f is not None:
+                    data = f.read()
+                    if data:
+                        out.write(data)
+                        out.flush()
+            if not follow or not c.running():
+                if follow:  # what it wrote while stopping
+                    for f, out in zip(files, outs):
+                        if f is not None:
+                            out.write(f.read())
+                break
+            time.sleep(0.1)
+    finally:
+        for f in files:
+            if f is not None:
+                f.close()
+
+
+def stop(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
+         timeout: int = typer.Option(10, "-t", "--time", help="Seconds to wait before killing.")):
+    """Stop running containers: SIGTERM (or the image's STOPSIGNAL), then SIGKILL after -t seconds."""
+    import os
+    import signal
+    st = _store()
+    for ref in containers:
+        c = st.get(ref)
+        if c.running():
+            sig = _signal_number(((c.doc.get("Spec") or {}).get("sbx") or {}).get("stop_signal") or "SIGTERM")
+            pid = c.doc["State"]["Pid"]
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while c.running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if c.running():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                while c.running():
+                    time.sleep(0.05)
+        typer.echo(ref)
+
+
+def kill(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
+         sig: str = typer.Option("KILL", "-s", "--signal", help="Signal to send (name or number).")):
+    """Send a signal to running containers' main process."""
+    import os
+    from ..errors import UsageError
+    st = _store()
+    n = _signal_number(sig)
+    for ref in containers:
+        c = st.get(ref)
+        if not c.running():
+            raise UsageError(f"container {c.name} is not running")
+        os.kill(c.doc["State"]["Pid"], n)
+        typer.echo(ref)
+
+
+def _signal_number(sig):
+    import signal
+    from ..errors import UsageError
+    s = str(sig).upper()
+    if s.isdigit():
+        return int(s)
+    s = s if s.startswith("SIG") else "SIG" + s
+    try:
+        return int(getattr(signal, s))
+    except AttributeError:
+        raise UsageError(f"invalid signal {sig!r}") from None
+
+
 def register(app):
+    app.command("logs")(logs)
+    app.command("stop")(stop)
+    app.command("kill")(kill)
     app.command("diff")(diff)
     app.command("commit")(commit)
     app.command("ps")(ps)

@@ -33,6 +33,8 @@ def main(argv):
                                    userns=opts["userns"], progress=_pull_progress(), warn=_warn)
         image_root.hold(image.image_id)  # until sbx exits: rmi refuses a running image
     tty = bool(opts["tty"])
+    if opts["detach"] and (tty or opts["interactive"]):
+        raise UsageError("-d with -i or -t is not supported yet", hint="drop -i/-t; use 'sbx logs' to read the output")
     if tty and opts["interactive"] and not os.isatty(0):
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     spec = _spec.build(
@@ -48,13 +50,20 @@ def main(argv):
         from ..runtime import names
         claim = names.claim(opts["name"], spec["sbx"]["id"])
     try:
-        if opts["rm"]:
+        if opts["rm"] and not opts["detach"]:
             started = None if claim is None else (lambda pid: claim.started(spec, pid))
             return _run(spec, opts, tty, on_start=started)
         # Without --rm the container is kept: its changes go to a persistent upper directory.
+        # A detached one is kept while it runs (logs, stop, exec find it), removed after if --rm.
         from ..runtime import containers
         store = containers.Store()
+        if claim is not None and opts["detach"]:
+            claim.release()  # the container's record holds the name from here
+            claim = None
         c = store.create(spec, opts["name"], image.ref if image else None, cmd)
+        if opts["detach"]:
+            from . import detach
+            return detach.start(store, c, remove=bool(opts["rm"]))
         return run_container(store, c, opts, tty)
     finally:
         if claim is not None:

@@ -14,6 +14,7 @@ OPTIONS = (
     (("--entrypoint",), "entrypoint", "value", "CMD", "override the image's entrypoint ('' for none)"),
     (("--rm",), "rm", "flag", None, "remove the container when it exits"),
     (("--name",), "name", "value", "NAME", "a name for the container (unique among running ones)"),
+    (("-d", "--detach"), "detach", "flag", None, "run in the background and print the container id"),
     (("-e", "--env"), "env", "list", "K=V", "set an environment variable (K alone: take it from the host)"),
     (("--env-file",), "env_file", "list", "FILE", "read environment variables from a file"),
     (("-w", "--workdir"), "workdir", "value", "DIR", "working directory inside the container (created if missing)"),

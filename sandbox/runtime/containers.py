@@ -106,6 +106,11 @@ class Store:
             elif name in taken:
                 raise UsageError(f'the container name "{name}" is already in use',
                                  hint=f"remove that container ('sbx rm {name}') or choose another name")
+            else:
+                from . import names
+                if names.running(name) is not None:
+                    raise UsageError(f'the container name "{name}" is already in use by a running sandbox',
+                                     hint="choose another name, or stop that sandbox first")
             cid = spec["sbx"]["id"]
             d = os.path.join(self.root, cid)
             os.mkdir(d, 0o700)

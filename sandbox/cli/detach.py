@@ -1,0 +1,75 @@
+"""`sbx run -d`: a monitor process runs the container in the background.
+
+The sbx process forks a monitor (new session, double fork, so it is nobody's child in the
+caller's shell); the monitor launches the container with its stdout and stderr going to
+log files beside the container, holds the container's running lock, waits for it, records
+its exit status and removes it afterwards with --rm.  The foreground process prints the
+container id once the monitor reports a successful launch (or the launch error) and exits.
+`sbx logs`, `sbx stop`, `sbx kill`, `sbx exec` and `sbx ps` work from the records."""
+import os
+import sys
+
+from ..errors import SandboxError
+
+
+def log_paths(c):
+    return os.path.join(c.dir, "stdout.log"), os.path.join(c.dir, "stderr.log")
+
+
+def start(store, c, remove=False):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the intermediate: new session, fork the monitor, leave
+        os.close(r)
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                _monitor(store, c, w, remove)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        reply = f.read()
+    if not reply.startswith("ok"):
+        msg, _, hint = reply.partition("\n")
+        store.remove(c)
+        err = SandboxError(msg or "the background monitor failed", hint=hint or None)
+        raise err
+    sys.stdout.write(c.id + "\n")
+    return 0
+
+
+def _monitor(store, c, report_fd, remove):
+    from .. import _native
+    from ..runtime import launch
+    code = 125
+    try:
+        out_path, err_path = log_paths(c)
+        out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        try:
+            pid, pidfd = launch.start(c.spec, stdio=(null, out, err))
+        except SandboxError as e:
+            os.write(report_fd, f"{e}\n{e.hint or ''}".encode())
+            os._exit(1)
+        held = store.mark_running(c, pid)
+        os.write(report_fd, b"ok")
+        os.close(report_fd)
+        for fd in (out, err, null):
+            os.close(fd)
+        status = _native.wait_forward(pid, ())
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        store.mark_exited(c, code)
+        os.close(held)
+        if pidfd >= 0:
+            os.close(pidfd)
+        if remove:
+            store.remove(c)
+    except BaseException:
+        pass
+    os._exit(0)
