@@ -78,3 +78,16 @@ def test_detached_launch_errors_are_reported_and_nothing_is_kept(busybox_rootfs)
     assert _state("bad") is None
     r = sbx("run", "-d", "-t", "--rootfs", str(busybox_rootfs), "true")
     assert r.returncode == 125 and "not supported" in r.stderr
+
+
+def test_start_runs_a_kept_container_in_the_background(busybox_rootfs):
+    r = sbx("run", "--name", "again", "--rootfs", str(busybox_rootfs), "sh", "-c",
+            "echo run >> /count; wc -l < /count; sleep 2")
+    assert r.returncode == 0 and r.stdout.strip() == "1"
+    r = sbx("start", "again")
+    assert r.returncode == 0 and r.stdout.strip() == "again", r.stderr
+    assert _state("again").startswith("Up")
+    r = sbx("start", "again")
+    assert r.returncode == 125 and "already running" in r.stderr
+    assert _wait_for(lambda: _state("again").startswith("Exited (0)"))
+    assert sbx("logs", "again").stdout.strip() == "2"     # its earlier change was kept

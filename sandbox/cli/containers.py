@@ -54,13 +54,22 @@ def rm(containers: List[str] = typer.Argument(..., help="Containers (names or id
 def start(container: str = typer.Argument(..., help="Container name or id."),
           attach: bool = typer.Option(False, "-a", "--attach", help="Attach to its output (runs in the foreground)."),
           interactive: bool = typer.Option(False, "-i", "--interactive", help="Attach stdin.")):
-    """Run a stopped container again, with the changes it made before."""
-    if not attach:
-        raise typer.BadParameter("only 'sbx start -a' (foreground) is supported yet", param_hint="-a")
-    from .run import run_container
+    """Run a stopped container again, with the changes it made before (in the background
+    unless -a, as docker start)."""
     st = _store()
     c = st.get(container)
+    if c.running():
+        from ..errors import UsageError
+        raise UsageError(f"container {c.name} is already running")
     tty = bool(c.spec["process"].get("terminal"))
+    if not attach:
+        if tty or interactive:
+            from ..errors import UsageError
+            raise UsageError("starting a terminal container in the background is not supported yet",
+                             hint=f"use 'sbx start -a {c.name}'")
+        from .detach import start as start_detached
+        raise typer.Exit(start_detached(st, c, remove=False, quiet=True) or 0)
+    from .run import run_container
     raise typer.Exit(run_container(st, c, {"interactive": interactive or tty}, tty))
 
 
