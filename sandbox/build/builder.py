@@ -93,8 +93,8 @@ class Builder:
         stages = df.stages[: target.index + 1]
         self.total = sum(len(s.instructions) + 1 for s in stages)
         self.df = df
-        from . import worker
-        self.worker = worker.start(self.mode)
+        from ..runtime import nsworker
+        self.worker = nsworker.start(self.mode)
         try:
             for st in stages:
                 self.done[st.index] = self._stage(st)

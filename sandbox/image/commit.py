@@ -24,7 +24,7 @@ from sandbox.image.fsutil import atomic_write, rmtree_writable
 from sandbox.image.store import Store
 
 def _diff(worker, store: Store, root: str, lowers: list[str], base: str | None = None) -> tuple[NewLayer, int]:
-    """(the stored layer, its uncompressed size), diffed by `worker` (sandbox.build.worker)."""
+    """(the stored layer, its uncompressed size), diffed by `worker` (sandbox.runtime.nsworker)."""
     d = worker.call("diff", store=store.root, root=root, lowers=list(lowers), base=base)
     return NewLayer(d["digest"], d["diff_id"], d["size"]), d["tar_size"]
 
@@ -284,7 +284,7 @@ def commit_container(c, name: str | None, *, message: str | None = None, author:
     from sandbox.image.compose import compose
     store = Store()
     store.init()
-    from sandbox.build import worker as workers
+    from sandbox.runtime import nsworker
     spec = c.spec
     x = spec["sbx"]
     img = (x.get("image") or {}).get("id")
@@ -295,7 +295,7 @@ def commit_container(c, name: str | None, *, message: str | None = None, author:
         _apply_change(runtime, ch)
     layers = []
     history = []
-    worker = workers.start(x.get("userns"))
+    worker = nsworker.start(x.get("userns"))
     try:
         with store.adding():
             if base is None:

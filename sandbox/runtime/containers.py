@@ -173,16 +173,15 @@ class Store:
 
 def _remove_tree(d, spec):
     """Files a container made as other users belong to subordinate ids the caller cannot
-    delete directly: remove the tree from inside a user namespace with the same mapping."""
-    from ..image.fsutil import rmtree_writable
-    if spec["sbx"].get("userns") == "helper":
-        from ..api import run
-        run(["rm", "-rf", d], rootfs="/", network="host", userns="auto", namespaces=("user",),
-            stdout=-3, stderr=-3)
+    delete directly: the tree is removed by a worker in a user namespace with the same
+    mapping (in-process in single-id mode)."""
+    from . import nsworker
+    w = nsworker.start(spec["sbx"].get("userns"))
     try:
-        if os.path.exists(d):
-            rmtree_writable(d)
+        w.call("remove", path=d)
     except OSError as e:
         raise SandboxError(f"cannot remove {d}: {e.strerror}", hint="remove it by hand") from None
+    finally:
+        w.close()
     if os.path.exists(d):
         raise SandboxError(f"cannot remove {d} completely", hint="remove it by hand")

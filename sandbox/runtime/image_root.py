@@ -5,13 +5,11 @@ id mapping the sandbox will use: single-id layers belong to the user; with a sub
 layers keep the image's owners, so they are unpacked inside a user namespace with that range
 (started through the same launcher as every other process)."""
 import os
-import sys
 
 from ..errors import UsageError
 from . import idmap
 
 PULL_POLICIES = ("missing", "always", "never")
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ImageRoot:
@@ -35,15 +33,12 @@ def _ready_layers(store, image, owner_name):
 
 def _unpack_mapped(store, image):
     """Unpack with the image's owners inside a user namespace mapped to the subuid range."""
-    from ..api import run
-    # Only a user namespace: the worker sees the host's files as they are (the venv may be
-    # under /tmp) and writes the store in place, as root of the namespace.
-    r = run([sys.executable, "-m", "sandbox.image.mapped_unpack", store.root, image.id],
-            rootfs="/", network="host", userns="auto", namespaces=("user",),
-            env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": _PKG_PARENT}, capture_output=True, text=True)
-    if r.returncode != 0:
-        msg = (r.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise UsageError(f"cannot unpack {image.short_id} in the user namespace: {msg.removeprefix('sbx: ')}")
+    from . import nsworker
+    w = nsworker.start("helper")
+    try:
+        w.call("unpack", store=store.root, image=image.id)
+    finally:
+        w.close()
 
 
 # --- images in use ------------------------------------------------------------------------

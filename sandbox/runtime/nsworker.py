@@ -7,7 +7,10 @@ the launcher, like every process) and does that work: COPY/ADD placement, layer 
 removals, requested as JSON lines on its stdin.  In single-id mode the same calls run in the
 caller's process (LocalWorker), where the caller's files are root's inside.
 
-    python -m sandbox.build.worker    (inside the namespace; one request per line)
+    python -m sandbox.runtime.nsworker    (inside the namespace; one request per line)
+
+Used by builds (COPY/ADD, diffs), commit, image unpacking (owners kept) and container
+removal.
 """
 from __future__ import annotations
 
@@ -40,6 +43,13 @@ def _handle(op, args):
     if op == "hash":
         from ..image.commit import hash_sources
         return hash_sources(args["roots"], args["sources"], args.get("ignore"))
+    if op == "unpack":
+        from ..image.store import Store
+        from ..image.unpack import MappedOwnership
+        store = Store(args["store"])
+        store.unpack(store.get(args["image"]), owner=MappedOwnership(),
+                     warn=lambda m: sys.stderr.write(f"sbx: warning: {m}\n"))
+        return None
     if op == "remove":
         from ..image.fsutil import rmtree_writable
         if os.path.lexists(args["path"]):
@@ -73,7 +83,7 @@ class UsernsWorker:
 
     def __init__(self):
         from ..api import Popen
-        self.p = Popen([sys.executable, "-m", "sandbox.build.worker"], rootfs="/", network="host",
+        self.p = Popen([sys.executable, "-m", "sandbox.runtime.nsworker"], rootfs="/", network="host",
                        userns="auto", namespaces=("user",),
                        env={"PYTHONPATH": _PKG_PARENT, "PYTHONDONTWRITEBYTECODE": "1"},
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -86,7 +96,7 @@ class UsernsWorker:
         except (BrokenPipeError, OSError):
             line = ""
         if not line:
-            raise SandboxError("the build's user-namespace worker exited",
+            raise SandboxError("the user-namespace worker exited",
                                hint="check that newuidmap/newgidmap work for you (sbx run --rm --rootfs / true)")
         reply = json.loads(line)
         if "error" in reply:
