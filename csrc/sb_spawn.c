@@ -277,19 +277,40 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
       close_quietly (&sync_w);
     }
 
-  struct sb_report rep;
-  ssize_t n;
+  /* Read every report until EOF, which comes once the child (and the process it forked, if
+   * it joined a pid namespace) has exec'd or exited.  After a fork two processes write here
+   * and the new one's failure can arrive before the "forked" message: both must be known, or
+   * a failed process would stay an unreaped zombie inside the sandbox's pid namespace, where
+   * it keeps PID 1 from ever finishing its exit. */
+  struct sb_report rep, failure = { 0, 0, -1, 0 };
+  int failed = 0, short_read = 0;
   pid_t forked = 0;
   for (;;)
     {
+      ssize_t n;
       do
         n = read (report_r, &rep, sizeof rep);
       while (n < 0 && errno == EINTR);
-      if (n != (ssize_t) sizeof rep || rep.stage != SB_STAGE_FORKED)
+      if (n == 0)
         break;
-      /* The child joined a pid namespace and forked: the new process is ours (CLONE_PARENT),
-       * the child has exited.  Reap it and follow the new one. */
-      forked = (pid_t) rep.err;
+      if (n != (ssize_t) sizeof rep)
+        {
+          short_read = n < 0 ? errno : EIO;
+          break;
+        }
+      if (rep.stage == SB_STAGE_FORKED)
+        forked = (pid_t) rep.err;
+      else if (!failed)
+        {
+          failure = rep;
+          failed = 1;
+        }
+    }
+  free (init_argv);
+
+  if (forked > 0)
+    {
+      /* The process that execs is ours (CLONE_PARENT); the child that forked it has exited. */
       int st;
       while (waitpid (pid, &st, __WALL) < 0 && errno == EINTR)
         ;
@@ -298,9 +319,8 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
         close (pidfd);
       pidfd = (int) syscall (__NR_pidfd_open, forked, 0);
     }
-  free (init_argv);
 
-  if (n == 0)
+  if (!failed && !short_read)
     {
       res->pid = pid;
       res->pidfd = pidfd;
@@ -310,11 +330,11 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
 
   if (pidfd >= 0)
     close (pidfd);
-  if (n != (ssize_t) sizeof rep)
-    return sb_fail (err, SB_STAGE_PARENT, n < 0 ? errno : EIO, "short report from child");
-  err->stage = rep.stage;
-  err->err = rep.err;
-  err->op = rep.op;
+  if (short_read)
+    return sb_fail (err, SB_STAGE_PARENT, short_read, "short report from child");
+  err->stage = failure.stage;
+  err->err = failure.err;
+  err->op = failure.op;
   err->msg[0] = '\0';
   return -1;  /* cleanup_pid reaps the child, which has exited with 127 */
 }

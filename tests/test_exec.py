@@ -72,3 +72,18 @@ def test_cli_exec_into_named_and_kept_containers(busybox_rootfs, tmp_path, monke
     assert r.returncode == 125 and "not running" in r.stderr
     r = sbx("exec", "nothing-called-this", "true")
     assert r.returncode == 125 and "no such container" in r.stderr
+
+
+def test_failed_exec_never_leaves_a_zombie_in_the_sandbox(busybox_rootfs):
+    """After joining the pid namespace, the launcher's child forks; the new process's failure
+    report can reach the parent before the 'forked' message.  It once went unreaped then,
+    a zombie in the sandbox's pid namespace that kept PID 1 from finishing its exit (seen as
+    a hang in CI under load).  Every round must end promptly."""
+    for _ in range(30):
+        with sandbox.Popen(["sh", "-c", "echo up; exec sleep 60"], rootfs=busybox_rootfs,
+                           stdout=subprocess.PIPE) as p:
+            _started(p)
+            with pytest.raises(FileNotFoundError):
+                p.exec(["no-such-command"])
+            p.kill()
+            assert p.wait(timeout=20) == -9
