@@ -80,7 +80,8 @@ chmod -R a+rX "$work/src"
 log "building and installing sbx into $work/venv"
 "$python" -m venv "$work/venv"
 venv=$work/venv
-"$venv/bin/pip" install -q --disable-pip-version-check --no-input "$work/src" pytest pytest-benchmark
+# pytest-timeout: a hung test fails after 300 s with a stack dump instead of stalling the run.
+"$venv/bin/pip" install -q --disable-pip-version-check --no-input "$work/src" pytest pytest-benchmark pytest-timeout
 chmod -R a+rX "$venv"
 "$venv/bin/python" -c 'import sandbox' || { echo "scripts/test.sh: 'import sandbox' fails after install" >&2; exit 1; }
 
@@ -167,7 +168,7 @@ run_as() {  # name user target [pytest args...]
     local cmd=(env -i "HOME=$home" "USER=$user" "LOGNAME=$user" "PATH=$venv/bin:/usr/bin:/bin:/usr/sbin:/sbin"
                "LANG=C.UTF-8" "CI=${CI:-}"
                timeout --kill-after=30 "$per_run_timeout"
-               "$venv/bin/python" -m pytest -p no:cacheprovider --basetemp "$rundir/tmp"
+               "$venv/bin/python" -m pytest -p no:cacheprovider --timeout 300 --basetemp "$rundir/tmp"
                -rfEs "$@" "${extra_args[@]}" "$work/src/$target")
     set +e
     if [ "$user" = root ]; then
