@@ -40,11 +40,8 @@ REPOSITORIES = "repositories.json"
 
 def default_root() -> str:
     """``$SBX_ROOT``, else ``$XDG_DATA_HOME/sbx``, else ``~/.local/share/sbx``."""
-    root = os.environ.get("SBX_ROOT")
-    if root:
-        return os.path.abspath(root)
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data, "sbx")
+    from sandbox.runtime.paths import data_root
+    return data_root()
 
 
 def _hex(digest: str) -> str:

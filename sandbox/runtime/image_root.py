@@ -7,7 +7,7 @@ layers keep the image's owners, so they are unpacked inside a user namespace wit
 import os
 
 from ..errors import UsageError
-from . import idmap
+from . import idmap, paths
 
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -53,7 +53,7 @@ def _inuse_path(root, image_id):
 def hold(image_id):
     """Mark `image_id` in use until the returned fd is closed."""
     from . import flocks
-    return flocks.hold(_inuse_path(_store_root(), image_id), shared=True, wait=True)
+    return flocks.hold(_inuse_path(paths.data_root(), image_id), shared=True, wait=True)
 
 
 def image_in_use(image_id):
@@ -64,7 +64,7 @@ def image_in_use(image_id):
     for c in Store().list():
         if (c.spec["sbx"].get("image") or {}).get("id") == image_id:
             return True
-    return flocks.held(_inuse_path(_store_root(), image_id), holders_shared=True)
+    return flocks.held(_inuse_path(paths.data_root(), image_id), holders_shared=True)
 
 
 # --- the run cache --------------------------------------------------------------------------
@@ -72,14 +72,6 @@ def image_in_use(image_id):
 # After the first run of a reference, what the launcher needs (layer dirs and the config's
 # Entrypoint/Cmd/Env/WorkingDir/User) is kept in a marshal file, valid while the store's
 # references file is unchanged (any pull, tag, rmi or load rewrites it).
-
-def _store_root():
-    root = os.environ.get("SBX_ROOT")
-    if root:
-        return os.path.abspath(root)
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data, "sbx")
-
 
 def _cache_path(root, ref, owner_name):
     key = ref.replace("%", "%25").replace("/", "%2F")
@@ -127,7 +119,7 @@ def prepare(ref, *, pull="missing", platform=None, userns=None, progress=None, w
     if pull not in PULL_POLICIES:
         raise UsageError(f"invalid --pull value {pull!r}", hint="use missing, always or never")
     owner_name = "mapped" if idmap.choose(userns)[0] == "helper" else "single"
-    root = _store_root()
+    root = paths.data_root()
     if pull != "always":
         hit = _cache_lookup(root, ref, owner_name)
         if hit is not None:

@@ -48,15 +48,22 @@ def mount_base():
     return d
 
 
+def data_root():
+    """Where persistent data goes: $SBX_ROOT, else $XDG_DATA_HOME/sbx, else ~/.local/share/sbx.
+    Only the rule: nothing is created (the image store and the run cache use it as it is)."""
+    root = os.environ.get("SBX_ROOT")
+    if root:
+        return os.path.abspath(root)
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(xdg, "sbx")
+
+
 def data_dir():
-    d = _cache.get("data")
-    if d is None:
-        base = os.environ.get("SBX_ROOT")
-        if not base:
-            xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-            base = os.path.join(xdg, "sbx")
-        d = _cache["data"] = _ensure_private_dir(base, "storage directory", "SBX_ROOT or --root")
-    return d
+    """data_root(), created and checked (once per path)."""
+    root = data_root()
+    if _cache.get("data") != root:
+        _cache["data"] = _ensure_private_dir(root, "storage directory", "SBX_ROOT or --root")
+    return root
 
 
 def reset():
