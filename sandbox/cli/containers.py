@@ -68,7 +68,7 @@ def start(container: str = typer.Argument(..., help="Container name or id."),
             raise UsageError("starting a terminal container in the background is not supported yet",
                              hint=f"use 'sbx start -a {c.name}'")
         from .detach import start as start_detached
-        raise typer.Exit(start_detached(st, c, remove=False, quiet=True) or 0)
+        raise typer.Exit(start_detached(st, c, restart=True) or 0)
     from .run import run_container
     raise typer.Exit(run_container(st, c, {"interactive": interactive or tty}, tty))
 

@@ -16,9 +16,9 @@ def log_paths(c):
     return os.path.join(c.dir, "stdout.log"), os.path.join(c.dir, "stderr.log")
 
 
-def start(store, c, remove=False, quiet=False):
-    """Run container `c` in the background; prints its id (its name with `quiet`, as docker
-    start does) once it is up."""
+def start(store, c, remove=False, restart=False):
+    """Run container `c` in the background; prints its id once it is up.  A `restart` (docker
+    start) prints its name instead, and a failed launch keeps it: it existed before."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the intermediate: new session, fork the monitor, leave
@@ -35,10 +35,10 @@ def start(store, c, remove=False, quiet=False):
         reply = f.read()
     if not reply.startswith("ok"):
         msg, _, hint = reply.partition("\n")
-        if not quiet:
-            store.remove(c)  # a new container that never ran; a restarted one stays
+        if not restart:
+            store.remove(c)  # a new container that never ran
         raise SandboxError(msg or "the background monitor failed", hint=hint or None)
-    sys.stdout.write((c.name if quiet else c.id) + "\n")
+    sys.stdout.write((c.name if restart else c.id) + "\n")
     return 0
 
 
