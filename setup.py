@@ -17,7 +17,8 @@ WARN = [
     "-Werror=implicit-function-declaration", "-Werror=format=2", "-Werror=return-type",
     "-Werror=incompatible-pointer-types", "-Werror=int-conversion",
 ]
-C_SOURCES = ["csrc/sb_spawn.c", "csrc/sb_child.c", "csrc/sb_wait.c", "csrc/sb_diff.c"]
+C_SOURCES = ["csrc/sb_spawn.c", "csrc/sb_child.c", "csrc/sb_wait.c", "csrc/sb_diff.c", "csrc/sb_inroot.c",
+             "csrc/sb_seccomp.c"]
 
 
 class BuildExt(build_ext):
@@ -40,7 +41,11 @@ ext = Extension(
     sources=["sandbox/_native.pyx", *C_SOURCES],
     include_dirs=["csrc"],
     depends=["csrc/sb_common.h", "csrc/sb_launch.h", "csrc/sb_child.h", "csrc/sb_syscalls.h", "csrc/sb_wait.h", "csrc/sb_diff.h",
+             "csrc/sb_inroot.h", "csrc/sb_seccomp.h",
              "sandbox/includes/sb.pxd"],
+    # libseccomp (Debian: libseccomp-dev) compiles seccomp profiles to BPF in the parent, as runc,
+    # crun and podman do; the child only installs the compiled program.
+    libraries=["seccomp"],
     extra_compile_args=[*OPT, *WARN, "-D_GNU_SOURCE"] + (["-DSB_DEBUG=1"] if DEBUG else []),
 )
 

@@ -210,3 +210,5 @@ def wait_forward(pid_t pid, signals):
 
 
 include "_diff.pxi"
+
+include "_seccomp.pxi"

@@ -30,11 +30,11 @@ python=/usr/bin/python3   # not a pyenv/other python under /root: unprivileged u
 log() { printf '\n=== %s\n' "$*"; }
 
 # --- 1. Debian packages -------------------------------------------------------------------------
-# Build: python3-venv python3-dev gcc libc6-dev. Tests: busybox-static (test root filesystem), uidmap
+# Build: python3-venv python3-dev gcc libc6-dev libseccomp-dev. Tests: busybox-static (test root filesystem), uidmap
 # (newuidmap/newgidmap), fuse-overlayfs (overlay fallback). Benchmarks: bubblewrap crun hyperfine passt.
 # Image tests: docker-registry skopeo umoci apache2-utils (htpasswd) openssl; podman (podman load, benchmarks);
 # buildah (build comparison and benchmarks).
-packages=(python3-venv python3-dev gcc libc6-dev busybox-static uidmap bubblewrap crun passt
+packages=(python3-venv python3-dev gcc libc6-dev libseccomp-dev busybox-static uidmap bubblewrap crun passt
           fuse-overlayfs docker-registry skopeo umoci apache2-utils openssl hyperfine podman buildah)
 missing=()
 for p in "${packages[@]}"; do

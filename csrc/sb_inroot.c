@@ -1,0 +1,1 @@
+#include "sb_inroot.h"

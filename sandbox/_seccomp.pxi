@@ -1,0 +1,1 @@
+# Seccomp: the Cython side of csrc/sb_seccomp.c, included at the end of _native.pyx.
