@@ -16,7 +16,24 @@ class ImageRoot:
     __slots__ = ("ref", "image_id", "lowers", "config")
 
     def __init__(self, ref, image_id, lowers, config):
-        self.ref, self.image_id, self.lowers, self.config = ref, image_id, lowers, config
+        self.ref, self.image_id, self.config = ref, image_id, config
+        self.lowers = distinct_lowers(lowers)
+
+
+def distinct_lowers(lowers):
+    """`lowers` (top first) with each directory once, at its topmost place.  An image may list
+    one layer several times (two RUN steps that change nothing give the same empty layer;
+    registry images repeat empty layers), but overlayfs refuses a lower directory that is
+    given twice (ELOOP).  Dropping the lower occurrences changes nothing in the merged view:
+    every name, whiteout and opaque marker of the layer is already met, with the same result,
+    at its topmost occurrence."""
+    seen = set()
+    out = []
+    for d in lowers:
+        if d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
 
 
 def _ready_layers(store, image, owner_name):
