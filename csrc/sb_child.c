@@ -37,6 +37,10 @@
 #include <linux/capability.h>
 
 #include "sb_child.h"
+#include "sb_inroot.h"
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 /* Report a failure and exit.  write() to a pipe is async-signal-safe; a short write cannot
  * happen for 16 bytes (< PIPE_BUF). */
@@ -164,9 +168,157 @@ run_program (const struct sb_op *op)
   return 0;
 }
 
-static int
-run_op (const struct sb_op *op)
+/* "/proc/self/fd/N" in a caller's buffer, for mount(2) onto an fd (runc's way of mounting on
+ * a target that was resolved safely: the string is never looked up through the root). */
+static const char *
+fd_path (char *buf, int fd)
 {
+  static const char prefix[] = "/proc/self/fd/";
+  char digits[12];
+  int n = 0;
+  memcpy (buf, prefix, sizeof prefix - 1);
+  do
+    {
+      digits[n++] = (char) ('0' + fd % 10);
+      fd /= 10;
+    }
+  while (fd > 0);
+  char *p = buf + sizeof prefix - 1;
+  while (n > 0)
+    *p++ = digits[--n];
+  *p = '\0';
+  return buf;
+}
+
+/* The new root as an O_PATH fd, opened on first use (after the root itself is mounted). */
+static int
+root_fd (const struct sb_config *cfg, int *rootfd)
+{
+  if (*rootfd < 0)
+    *rootfd = open (cfg->newroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  return *rootfd;
+}
+
+static int
+close_ret (int fd, int rc)
+{
+  int saved = errno;
+  if (fd >= 0)
+    close (fd);
+  errno = saved;
+  return rc;
+}
+
+/* Bind `src` (a host path, or with SB_OPF_SRC_INROOT a path in the root) onto the resolved
+ * target: the new mount API clones the tree detached, sets its attributes while nothing can
+ * see it, and attaches it to the fd, so no path string is resolved twice. */
+static int
+bind_in_root (const struct sb_op *op, int root, int target)
+{
+  unsigned int rec = (op->flags & SB_OPF_NONREC) ? 0 : AT_RECURSIVE;
+  int tree;
+  if (op->flags & SB_OPF_SRC_INROOT)
+    {
+      int sfd = sb_open_in_root (root, op->src, O_PATH, 0);
+      if (sfd < 0)
+        return -1;
+      tree = sb_open_tree (sfd, "", SB_OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH | rec);
+      close_ret (sfd, 0);
+    }
+  else
+    tree = sb_open_tree (AT_FDCWD, op->src, SB_OPEN_TREE_CLONE | O_CLOEXEC | rec);
+  if (tree < 0)
+    return -1;
+  if (op->mode)
+    {
+      struct sb_mount_attr attr = { .attr_set = op->mode };
+      if (sb_mount_setattr (tree, "", AT_EMPTY_PATH | rec, &attr, sizeof attr) < 0)
+        return close_ret (tree, -1);
+    }
+  int rc = sb_move_mount (tree, "", target, "", SB_MOVE_MOUNT_F_EMPTY_PATH | SB_MOVE_MOUNT_T_EMPTY_PATH);
+  return close_ret (tree, rc);
+}
+
+/* An op whose dst lies in the new root: every path is resolved inside it (sb_inroot.c). */
+static int
+run_op_in_root (const struct sb_config *cfg, const struct sb_op *op, int *rootfd)
+{
+  char name[NAME_MAX + 1], procfd[32];
+  int root = root_fd (cfg, rootfd);
+  if (root < 0)
+    return -1;
+  switch (op->kind)
+    {
+    case SB_OP_MKDIR:
+      {
+        int fd = sb_mkdirs_in_root (root, op->dst, op->mode);
+        return fd < 0 ? -1 : close_ret (fd, 0);
+      }
+
+    case SB_OP_MKFILE:
+      {
+        int dir = sb_parent_in_root (root, op->dst, 1, 0755, name, sizeof name);
+        if (dir < 0)
+          return -1;
+        /* O_EXCL: an existing target is fine as it is (a symlink is followed inside the root
+         * when the mount resolves it), and must not be opened for writing, which would copy it
+         * up into the overlay's upper layer. */
+        int fd = openat (dir, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, op->mode);
+        if (fd < 0)
+          {
+            struct stat st;
+            if ((errno == EEXIST || errno == EROFS || errno == EACCES)
+                && fstatat (dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+              return close_ret (dir, 0);
+            return close_ret (dir, -1);
+          }
+        close (fd);
+        return close_ret (dir, 0);
+      }
+
+    case SB_OP_SYMLINK:
+      {
+        int dir = sb_parent_in_root (root, op->dst, 0, 0, name, sizeof name);
+        if (dir < 0)
+          return -1;
+        if (symlinkat (op->src, dir, name) < 0 && errno != EEXIST)
+          return close_ret (dir, -1);
+        return close_ret (dir, 0);
+      }
+
+    case SB_OP_BIND:
+    case SB_OP_MOUNT:
+    case SB_OP_SETATTR:
+      {
+        int target = sb_open_in_root (root, op->dst, O_PATH, 0);
+        if (target < 0)
+          return -1;
+        int rc;
+        if (op->kind == SB_OP_BIND)
+          rc = bind_in_root (op, root, target);
+        else if (op->kind == SB_OP_MOUNT)
+          rc = mount (op->src, fd_path (procfd, target), op->fstype, op->mflags, op->data);
+        else
+          {
+            struct sb_mount_attr attr = { .attr_set = op->mode };
+            rc = sb_mount_setattr (target, "", AT_EMPTY_PATH | ((op->flags & SB_OPF_NONREC) ? 0 : AT_RECURSIVE),
+                                   &attr, sizeof attr);
+          }
+        return close_ret (target, rc);
+      }
+
+    default:
+      errno = EINVAL;
+      return -1;
+    }
+}
+
+static int
+run_op (const struct sb_config *cfg, const struct sb_op *op, int *rootfd)
+{
+  if (op->flags & SB_OPF_INROOT)
+    return run_op_in_root (cfg, op, rootfd);
+
   switch (op->kind)
     {
     case SB_OP_MOUNT:
@@ -436,6 +588,98 @@ cloexec_fds (const struct sb_config *cfg)
   return sb_close_range (lo, ~0U, CLOSE_RANGE_CLOEXEC);
 }
 
+/* Parse an unsigned decimal at *p, advancing it. */
+static unsigned long
+parse_ulong (const char **p)
+{
+  unsigned long v = 0;
+  while (**p >= '0' && **p <= '9')
+    v = v * 10 + (unsigned long) (*(*p)++ - '0');
+  return v;
+}
+
+/* Wipe the command line and environment this process inherited from its caller (an exec
+ * joining a sandbox is a fork of the caller: `sbx exec -e TOKEN=...` is in its argv, the
+ * caller's environment in its environ).  /proc/N/cmdline is readable by anyone who can see the
+ * process, so once it is in the sandbox's pid namespace its inherited memory must hold nothing.
+ * Only this process's own copy is written: it does not share memory with the caller. */
+static void
+scrub_inherited_args (void)
+{
+  char buf[1024];
+  int fd = open ("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  ssize_t n = read (fd, buf, sizeof buf - 1);
+  close (fd);
+  if (n <= 0)
+    return;
+  buf[n] = '\0';
+  const char *p = buf + n;
+  while (p > buf && *p != ')')
+    p--;
+  if (*p != ')')
+    return;
+  p++;
+  /* after "comm)" comes field 3; arg_start..env_end are fields 48..51 (proc(5)) */
+  unsigned long v[4];
+  int field = 2;
+  while (*p && field < 48)
+    if (*p++ == ' ')
+      field++;
+  for (int i = 0; i < 4; i++)
+    {
+      if (*p < '0' || *p > '9')
+        return;
+      v[i] = parse_ulong (&p);
+      if (*p == ' ')
+        p++;
+    }
+  if (v[0] && v[1] > v[0])
+    memset ((void *) v[0], 0, v[1] - v[0]);
+  if (v[2] && v[3] > v[2])
+    memset ((void *) v[2], 0, v[3] - v[2]);
+}
+
+/* Close every fd >= 3 but the ones the exec needs, before it enters the sandbox's pid
+ * namespace (CVE-2024-21626's class: a leaked fd of the host is a way out). */
+static int
+close_all_but (const int *keep, size_t n)
+{
+  int sorted[64];
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++)
+    {
+      int fd = keep[i];
+      if (fd < 3 || m == sizeof sorted / sizeof sorted[0])
+        continue;
+      size_t j = m++;
+      while (j > 0 && sorted[j - 1] > fd)
+        {
+          sorted[j] = sorted[j - 1];
+          j--;
+        }
+      sorted[j] = fd;
+    }
+  unsigned int lo = 3;
+  for (size_t i = 0; i < m; i++)
+    {
+      unsigned int k = (unsigned int) sorted[i];
+      if (k > lo && sb_close_range (lo, k - 1, 0) < 0)
+        return -1;
+      if (k + 1 > lo)
+        lo = k + 1;
+    }
+  return sb_close_range (lo, ~0U, 0);
+}
+
+static int
+install_seccomp (const struct sb_config *cfg)
+{
+  struct sock_fprog prog = { cfg->seccomp_len, (struct sock_filter *) cfg->seccomp_filter };
+  return (int) syscall (SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
 int
 sb_child_main (void *arg)
 {
@@ -467,6 +711,14 @@ sb_child_main (void *arg)
    * children, so then fork once more; CLONE_PARENT makes the new process a child of the
    * caller (which waits for it), and this one reports its pid and leaves. */
   int joined_pid = 0;
+  if (cfg->n_setns)
+    {
+      /* Before anything of the sandbox can see us: non-dumpable, so its processes cannot open
+       * our /proc/N/{environ,exe,fd,cwd,mem} or ptrace us (runc's setns process does the same;
+       * execve makes the command dumpable again), and nothing of the caller's argv/env. */
+      CHECK (prctl (PR_SET_DUMPABLE, 0, 0, 0, 0), SB_STAGE_DUMPABLE);
+      scrub_inherited_args ();
+    }
   for (size_t i = 0; i < cfg->n_setns; i++)
     {
       CHECK (setns (cfg->setns_fds[i], cfg->setns_types[i]), SB_STAGE_SETNS);
@@ -474,15 +726,31 @@ sb_child_main (void *arg)
     }
   if (joined_pid)
     {
+      int keep[70];
+      size_t nk = 0;
+      keep[nk++] = ctx->report_fd;
+      keep[nk++] = ctx->pid_fd;
+      keep[nk++] = cfg->console_socket;
+      for (int i = 0; i < 3; i++)
+        keep[nk++] = cfg->stdio[i];
+      for (size_t i = 0; i < cfg->n_keep_fds && nk < sizeof keep / sizeof keep[0]; i++)
+        keep[nk++] = cfg->keep_fds[i];
+      if (cfg->n_keep_fds + 6 > sizeof keep / sizeof keep[0])
+        fail (ctx, SB_STAGE_CLOSE_FDS, EMFILE, -1);
+      CHECK (close_all_but (keep, nk), SB_STAGE_CLOSE_FDS);
+
+      /* The pid comes from clone's return value and goes on a pipe that the new process
+       * closes first thing: nothing inside the sandbox can forge it. */
       long pid = syscall (SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
       CHECK (pid, SB_STAGE_SETNS);
       if (pid > 0)
         {
-          struct sb_report r = { SB_STAGE_FORKED, (int) pid, -1, 0 };
-          ssize_t unused = write (ctx->report_fd, &r, sizeof r);
+          pid_t p = (pid_t) pid;
+          ssize_t unused = write (ctx->pid_fd, &p, sizeof p);
           (void) unused;
           _exit (0);
         }
+      close (ctx->pid_fd);
       if (cfg->die_with_parent)
         CHECK (prctl (PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), SB_STAGE_PDEATHSIG);
     }
@@ -507,27 +775,29 @@ sb_child_main (void *arg)
         _exit (127);  /* the parent failed and reports why itself */
     }
 
+  /* A session keyring of its own: the caller's keys (kerberos tickets, ecryptfs, ...) are out
+   * of reach, as runc does.  A kernel without keyrings has nothing to hide. */
+  if (cfg->new_keyring && syscall (SYS_keyctl, SB_KEYCTL_JOIN_SESSION_KEYRING, NULL, 0, 0, 0) < 0
+      && errno != ENOSYS)
+    fail (ctx, SB_STAGE_KEYRING, errno, -1);
+
   /* 4. The mount table.  Nothing we mount may propagate back to the host. */
   if (cfg->clone_flags & CLONE_NEWNS)
     CHECK (mount (NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), SB_STAGE_MOUNT_PRIVATE);
 
+  int rootfd = -1;
   for (size_t i = 0; i < cfg->n_ops; i++)
     {
       const struct sb_op *op = &cfg->ops[i];
-      if (run_op (op) == 0)
+      if (run_op (cfg, op, &rootfd) == 0)
         continue;
       if ((op->flags & SB_OPF_OPTIONAL) && (errno == ENOENT || errno == EROFS || errno == ENOTDIR))
         continue;
       fail (ctx, SB_STAGE_OP, errno, (int) i);
     }
 
-  /* 5. The init binary lives outside the new root: open it before we leave. */
-  int init_fd = -1;
-  if (cfg->init_path)
-    {
-      init_fd = open (cfg->init_path, O_RDONLY | O_CLOEXEC);
-      CHECK (init_fd, SB_STAGE_INIT);
-    }
+  if (rootfd >= 0)
+    close (rootfd);
 
   /* 6. pivot_root(".", "."): stack the old root under the new one and detach it, so no path
    * leads back to the host (the method runc and LXC use; no put_old directory needed). */
@@ -558,6 +828,12 @@ sb_child_main (void *arg)
           CHECK (chdir (cfg->cwd), SB_STAGE_CWD);
         }
     }
+
+  /* Seccomp, as late as it can be: loading a filter needs no_new_privs or CAP_SYS_ADMIN, so
+   * without no_new_privs it goes in while we still hold every capability (runc's order); the
+   * steps below are then filtered too, and Docker's profile allows them. */
+  if (cfg->seccomp_len && !cfg->no_new_privs)
+    CHECK (install_seccomp (cfg), SB_STAGE_SECCOMP);
 
   /* 7. Privileges: bounding set first (needs CAP_SETPCAP), then ids (raw syscalls: the libc
    * wrappers broadcast to all threads of a process we share memory with), then caps. */
@@ -602,16 +878,19 @@ sb_child_main (void *arg)
 
   CHECK (cloexec_fds (cfg), SB_STAGE_CLOSE_FDS);
 
+  if (cfg->seccomp_len && cfg->no_new_privs)
+    CHECK (install_seccomp (cfg), SB_STAGE_SECCOMP);
+
   /* 9. Exec.  With an init, resolve the command first so "not found" is reported precisely,
    * then exec the init with the resolved path in argv[1] (`sbx-init PATH ARGV0 ARGS...`). */
   CHECK (sigprocmask (SIG_SETMASK, &ctx->child_sigmask, NULL), SB_STAGE_SIGNALS);
 
-  if (init_fd >= 0)
+  if (cfg->init_fd >= 0)
     {
       if (exec_search (cfg, resolved, 1) < 0)
         fail (ctx, SB_STAGE_EXEC, errno, -1);
       ctx->init_argv[1] = resolved;
-      sb_execveat (init_fd, "", ctx->init_argv, cfg->envp, AT_EMPTY_PATH);
+      sb_execveat (cfg->init_fd, "", ctx->init_argv, cfg->envp, AT_EMPTY_PATH);
       fail (ctx, SB_STAGE_INIT, errno, -1);
     }
 

@@ -48,8 +48,10 @@ enum sb_stage {
   SB_STAGE_EXEC,
   SB_STAGE_SETNS,          /* joining an existing sandbox's namespaces */
   SB_STAGE_CONSOLE,        /* allocating the pty in the sandbox's devpts */
-  SB_STAGE_FORKED,         /* not a failure: after joining a pid namespace the child forked;
-                            * `err` carries the pid of the process that will exec */
+  SB_STAGE_FORKED,         /* unused: the pid of a forked exec process comes on its own pipe */
+  SB_STAGE_DUMPABLE,       /* exec: make the joining process non-dumpable before it joins */
+  SB_STAGE_KEYRING,        /* a fresh anonymous session keyring */
+  SB_STAGE_SECCOMP,        /* installing the seccomp filter */
   SB_STAGE_PARENT,         /* parent-side plumbing (pipe, mmap, read) */
 };
 
@@ -71,6 +73,9 @@ enum sb_op_kind {
 
 #define SB_OPF_OPTIONAL  0x1u  /* ENOENT/EROFS/ENOTDIR: skip this op instead of failing */
 #define SB_OPF_NONREC    0x4u  /* for BIND and SETATTR: not recursive */
+#define SB_OPF_INROOT    0x8u  /* dst is a path inside the new root, resolved there (sb_inroot.h)
+                                * and never through the host; mounts go onto the resolved fd */
+#define SB_OPF_SRC_INROOT 0x10u /* for BIND: src is inside the new root too */
 
 struct sb_op {
   int kind;
@@ -146,7 +151,12 @@ struct sb_config {
   const int *keep_fds;              /* sorted, >= 3: survive exec (pass_fds) */
   size_t n_keep_fds;
 
-  const char *init_path;            /* non-NULL: exec this init binary, which runs the command */
+  int init_fd;                      /* >= 0: exec this init binary (a sealed memfd copy of sbx-init,
+                                     * so nothing inside can rewrite the installed file), which runs
+                                     * the command */
+  int new_keyring;                  /* join a fresh anonymous session keyring */
+  const void *seccomp_filter;       /* struct sock_filter[seccomp_len], compiled by the parent */
+  unsigned short seccomp_len;       /* 0: no filter */
 };
 
 /* What the child writes to the parent on failure (fixed size: no malloc on either side). */

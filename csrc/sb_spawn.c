@@ -174,6 +174,8 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
   cleanup_fd int report_w = -1;
   cleanup_fd int sync_r = -1;
   cleanup_fd int sync_w = -1;
+  cleanup_fd int pid_r = -1;
+  cleanup_fd int pid_w = -1;
   cleanup_pid pid_t pid = 0;
   int pidfd = -1;
   int p[2];
@@ -197,8 +199,16 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
       sync_w = p[1];
     }
 
+  if (cfg->n_setns)
+    {
+      if (pipe2 (p, O_CLOEXEC) < 0)
+        return sb_fail (err, SB_STAGE_PARENT, errno, "pipe");
+      pid_r = p[0];
+      pid_w = p[1];
+    }
+
   char **init_argv = NULL;
-  if (cfg->init_path)
+  if (cfg->init_fd >= 0)
     {
       size_t n = 0;
       while (cfg->argv[n])
@@ -222,6 +232,7 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
   ctx.cfg = cfg;
   ctx.report_fd = report_w;
   ctx.sync_fd = sync_r;
+  ctx.pid_fd = pid_w;
   ctx.init_argv = init_argv;
   sigemptyset (&ctx.child_sigmask);
 
@@ -231,8 +242,10 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
   sigfillset (&all);
   pthread_sigmask (SIG_SETMASK, &all, &old);
 
+  /* An exec joining a sandbox wipes its inherited argv/environment and turns non-dumpable
+   * before it joins: that must happen in memory of its own, never in the caller's. */
   int flags = cfg->clone_flags | SIGCHLD | CLONE_PIDFD;
-  if (!helper)
+  if (!helper && !cfg->n_setns)
     flags |= CLONE_VM | CLONE_VFORK;
   pid = clone (sb_child_main, (char *) stack + SB_STACK_SIZE, flags, &ctx, &pidfd);
   if (pid < 0 && errno == EINVAL)
@@ -257,6 +270,7 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
   munmap (stack, SB_STACK_SIZE);
   close_quietly (&report_w);
   close_quietly (&sync_r);
+  close_quietly (&pid_w);
 
   if (helper)
     {
@@ -298,15 +312,26 @@ sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *e
           short_read = n < 0 ? errno : EIO;
           break;
         }
-      if (rep.stage == SB_STAGE_FORKED)
-        forked = (pid_t) rep.err;
-      else if (!failed)
+      if (!failed)
         {
           failure = rep;
           failed = 1;
         }
     }
   free (init_argv);
+
+  /* The pid of the process forked into a joined pid namespace: written by the child from
+   * clone's return value before it exits, so it is there once the report pipe is at EOF. */
+  if (pid_r >= 0)
+    {
+      pid_t got;
+      ssize_t n;
+      do
+        n = read (pid_r, &got, sizeof got);
+      while (n < 0 && errno == EINTR);
+      if (n == (ssize_t) sizeof got && got > 0)
+        forked = got;
+    }
 
   if (forked > 0)
     {

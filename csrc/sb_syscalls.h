@@ -39,6 +39,31 @@
 # define __NR_pidfd_open 434
 #endif
 
+#ifndef __NR_open_tree
+# define __NR_open_tree 428
+#endif
+#ifndef __NR_move_mount
+# define __NR_move_mount 429
+#endif
+#ifndef __NR_openat2
+# define __NR_openat2 437
+#endif
+#define SB_OPEN_TREE_CLONE 1
+#define SB_MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#define SB_MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#define SB_RESOLVE_NO_MAGICLINKS 0x02
+#define SB_RESOLVE_IN_ROOT 0x10
+#define SB_KEYCTL_JOIN_SESSION_KEYRING 1
+#ifndef __O_TMPFILE
+# define __O_TMPFILE 020000000
+#endif
+
+struct sb_open_how {
+  uint64_t flags;
+  uint64_t mode;
+  uint64_t resolve;
+};
+
 struct sb_mount_attr {
   uint64_t attr_set;
   uint64_t attr_clr;
@@ -68,6 +93,24 @@ static inline int
 sb_execveat (int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
 {
   return (int) syscall (SYS_execveat, dirfd, path, argv, envp, flags);
+}
+
+static inline int
+sb_openat2 (int dirfd, const char *path, struct sb_open_how *how, size_t size)
+{
+  return (int) syscall (__NR_openat2, dirfd, path, how, size);
+}
+
+static inline int
+sb_open_tree (int dirfd, const char *path, unsigned int flags)
+{
+  return (int) syscall (__NR_open_tree, dirfd, path, flags);
+}
+
+static inline int
+sb_move_mount (int from_dfd, const char *from, int to_dfd, const char *to, unsigned int flags)
+{
+  return (int) syscall (__NR_move_mount, from_dfd, from, to_dfd, to, flags);
 }
 
 #endif

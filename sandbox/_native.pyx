@@ -165,7 +165,15 @@ cdef class _CPlan:
         c.ctty = plan.ctty
         c.console_socket = plan.console_socket
         c.console_rows, c.console_cols = plan.console_size
-        c.init_path = _cstr(plan.init_path, keep)
+        c.init_fd = plan.init_fd
+        c.new_keyring = plan.new_keyring
+        filt = plan.seccomp
+        if filt:
+            if len(filt) % 8 or len(filt) // 8 > 4096:
+                raise ValueError("a seccomp program is 1 to 4096 instructions of 8 bytes")
+            keep.append(filt)
+            c.seccomp_filter = <const void *>(<const char *>(<bytes>filt))
+            c.seccomp_len = len(filt) // 8
         return 0
 
 
@@ -207,6 +215,36 @@ def wait_forward(pid_t pid, signals):
     if rc < 0:
         raise OSError(errno, _os.strerror(errno))
     return status
+
+
+def open_in_root(int rootfd, path, int flags=_os.O_PATH, unsigned int mode=0o644):
+    """Open `path` inside the tree at `rootfd`: symlinks and ".." resolve inside it
+    (csrc/sb_inroot.c: openat2 RESOLVE_IN_ROOT, or a safe walk).  Returns a new fd."""
+    cdef bytes b = _os.fsencode(path)
+    cdef const char *c = b
+    cdef int fd
+    with nogil:
+        fd = sb.sb_open_in_root(rootfd, c, flags, mode)
+    if fd < 0:
+        raise OSError(errno, _os.strerror(errno), _os.fsdecode(path))
+    return fd
+
+
+def mkdirs_in_root(int rootfd, path, unsigned int mode=0o755):
+    """mkdir -p of `path` inside the tree at `rootfd`; returns an O_PATH fd of the directory."""
+    cdef bytes b = _os.fsencode(path)
+    cdef const char *c = b
+    cdef int fd
+    with nogil:
+        fd = sb.sb_mkdirs_in_root(rootfd, c, mode)
+    if fd < 0:
+        raise OSError(errno, _os.strerror(errno), _os.fsdecode(path))
+    return fd
+
+
+def inroot_force_walk(bint on):
+    """Tests: resolve with the user-space walk even where the kernel has openat2."""
+    sb.sb_inroot_force_walk(on)
 
 
 include "_diff.pxi"

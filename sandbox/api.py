@@ -47,7 +47,7 @@ class Popen(subprocess.Popen):
     def __init__(self, args, *, rootfs=None, image=None, entrypoint=None, pull="missing", platform=None, env=None, cwd=None, user=None, volumes=(), tmpfs=(),
                  network="none", hostname=None, init=False, read_only=False, userns=None,
                  cap_add=(), cap_drop=(), no_new_privileges=False, ulimits=(), group_add=(),
-                 pass_fds=(), name=None, namespaces=None, _spec=None, **popen_kwargs):
+                 pass_fds=(), name=None, namespaces=None, seccomp=None, _spec=None, **popen_kwargs):
         for bad in ("shell", "preexec_fn", "executable", "user", "group", "extra_groups", "umask",
                     "start_new_session", "process_group", "close_fds"):
             if bad in popen_kwargs:
@@ -67,7 +67,7 @@ class Popen(subprocess.Popen):
             list(args), rootfs=rootfs, image=root, entrypoint=entrypoint, env=env, cwd=cwd, user=user, volumes=volumes, tmpfs=tmpfs,
             network=network, hostname=hostname, read_only=read_only, init=init, userns=userns,
             cap_add=cap_add, cap_drop=cap_drop, no_new_privileges=no_new_privileges,
-            ulimits=ulimits, group_add=group_add, container_id=self.container_id,
+            ulimits=ulimits, group_add=group_add, container_id=self.container_id, seccomp=seccomp,
             **({"namespaces": tuple(namespaces)} if namespaces is not None else {}))
         self._sbx_pass_fds = tuple(pass_fds)
         self.pidfd = -1

@@ -44,7 +44,7 @@ def test_read_only_root_is_made_read_only_last(tmp_path):
     kinds = [op[0] for op in p.ops]
     assert kinds[-1] == P.OP_SETATTR and p.ops[-1][7] == P.MOUNT_ATTR["ro"]
     assert p.ops[-1][1] & P.OPF_NONREC               # the root only: /tmp, volumes keep theirs
-    assert any(op[0] == P.OP_MKDIR and op[3].endswith(b"/scratch") for op in p.ops)
+    assert any(op[0] == P.OP_MKDIR and op[3] == b"scratch" and op[1] & P.OPF_INROOT for op in p.ops)
 
 
 def test_host_root_is_a_recursive_read_only_bind(tmp_path):
@@ -60,9 +60,11 @@ def test_volume_modes_and_parents(tmp_path):
     src.mkdir()
     pl = P.compile(_spec(tmp_path, volumes=[f"{src}:/deep/er/dir:ro"]))
     (bind,) = [op for op in pl.ops if op[0] == P.OP_BIND and op[2] == os.fsencode(str(src))]
-    assert bind[7] == P.MOUNT_ATTR["ro"] and bind[3].endswith(b"/deep/er/dir")
-    made = [op[3] for op in pl.ops if op[0] == P.OP_MKDIR]
-    assert any(m.endswith(b"/deep") for m in made) and any(m.endswith(b"/deep/er") for m in made)
+    # The target is a path inside the root, resolved there by the child (never a host path),
+    # and created with its parents there (mkdir -p inside the root).
+    assert bind[7] == P.MOUNT_ATTR["ro"] and bind[3] == b"deep/er/dir" and bind[1] & P.OPF_INROOT
+    (made,) = [op for op in pl.ops if op[0] == P.OP_MKDIR and op[3] == b"deep/er/dir"]
+    assert made[1] & P.OPF_INROOT
 
 
 def test_network_host_keeps_the_host_netns(tmp_path):

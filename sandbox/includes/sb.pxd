@@ -69,7 +69,10 @@ cdef extern from "sb_launch.h" nogil:
         unsigned short console_cols
         const int *keep_fds
         size_t n_keep_fds
-        const char *init_path
+        int init_fd
+        int new_keyring
+        const void *seccomp_filter
+        unsigned short seccomp_len
 
     ctypedef struct sb_result "struct sb_result":
         pid_t pid
@@ -86,3 +89,9 @@ cdef extern from "sb_launch.h" nogil:
 
 cdef extern from "sb_wait.h" nogil:
     int sb_wait_forward(pid_t pid, const int *sigs, size_t nsigs, int *status)
+
+
+cdef extern from "sb_inroot.h" nogil:
+    int sb_open_in_root(int rootfd, const char *path, int flags, unsigned int mode)
+    int sb_mkdirs_in_root(int rootfd, const char *path, unsigned int mode)
+    void sb_inroot_force_walk(int on)

@@ -13,7 +13,8 @@ STAGES = ("none", "clone", "reset signals", "set parent-death signal", "wait for
           "setrlimit", "chdir to working directory", "drop bounding capabilities", "setgroups",
           "setgid", "setuid", "set capabilities", "set no_new_privs", "set up stdio", "setsid",
           "close file descriptors", "start init", "exec", "join namespaces", "allocate the pty",
-          "forked", "launcher")
+          "forked", "make the exec process non-dumpable", "join a new session keyring",
+          "install the seccomp filter", "launcher")
 
 USERNS_HINT = ("unprivileged user namespaces look disabled: on Debian/older kernels run "
                "'sysctl -w kernel.unprivileged_userns_clone=1'; on Ubuntu 24.04+ run "
@@ -37,14 +38,27 @@ def _hint(stage, err, what, plan):
     if stage == "mount" and what.startswith("fuse-overlayfs"):
         return ("fuse-overlayfs could not mount the root: check that /dev/fuse is readable and writable "
                 "by you (mode 0666) and that fuse-overlayfs is installed; or use --read-only")
-    if stage == "mount" and what.startswith("bind mount") and err == E.ENOENT:
-        return "the mount point is missing in a read-only root filesystem: create it there, or drop --read-only"
+    if stage == "mount" and what.startswith(("bind mount", "mount point")) and err in (E.ENOENT, E.EROFS):
+        if "read-only root" in plan.op_names:
+            return "the mount point is missing in a read-only root filesystem: create it there, or drop --read-only"
+        return ("the mount point cannot be created: paths resolve inside the container's root, and a "
+                "symlink on the way may point to a directory that does not exist there")
     if stage == "mount" and err == E.EPERM and ("proc" in what or "sysfs" in what):
         return "the host hides parts of /proc or /sys (running inside another container?)"
     if stage == "chdir to working directory":
         return "create the directory in the image, or pass -w with an existing path"
     if stage in ("setgroups", "setgid", "setuid"):
         return "the user or group is outside the mapped id range"
+    if stage == "join a new session keyring" and err in (E.EDQUOT, E.ENOMEM):
+        return ("your key quota is used up (every sandbox holds a session keyring): raise "
+                "kernel.keys.maxkeys and kernel.keys.maxbytes, or end other sandboxes")
+    if stage == "install the seccomp filter":
+        return ("the kernel refused the seccomp program: check the profile given with "
+                "--security-opt seccomp=..., or run with --security-opt seccomp=unconfined")
+    if plan.seccomp and err == E.EPERM and stage in ("setgroups", "setgid", "setuid", "set capabilities",
+                                                      "set no_new_privs", "set up stdio", "setsid",
+                                                      "close file descriptors", "allocate the pty"):
+        return "the seccomp profile blocks a call the launcher needs after it is installed: allow it in the profile"
     if stage == "start init":
         return "reinstall sbx: the sbx-init binary next to the package is missing"
     return None

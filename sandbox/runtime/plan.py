@@ -16,7 +16,7 @@ from . import paths
 
 # csrc/sb_launch.h enum sb_op_kind and SB_OPF_*
 OP_MOUNT, OP_BIND, OP_MKDIR, OP_MKFILE, OP_WRITE, OP_SYMLINK, OP_SETATTR, OP_CHMOD, OP_RUN = range(1, 10)
-OPF_OPTIONAL, OPF_NONREC = 0x1, 0x4
+OPF_OPTIONAL, OPF_NONREC, OPF_INROOT, OPF_SRC_INROOT = 0x1, 0x4, 0x8, 0x10
 USERNS_NONE, USERNS_SELF, USERNS_HELPER = 0, 1, 2
 
 CLONE_FLAGS = {"user": 0x10000000, "mount": 0x00020000, "pid": 0x20000000, "uts": 0x04000000,
@@ -30,7 +30,6 @@ RLIMIT_NUM = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STAC
               "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
               "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15}
 
-INIT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sbx-init")
 _enc = os.fsencode
 
 
@@ -40,7 +39,7 @@ class Plan:
                  "setns", "ops", "op_names", "newroot", "hostname", "loopback", "argv", "envp",
                  "path", "cwd", "mkdir_cwd", "ids", "caps", "cap_last", "no_new_privs",
                  "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "console_socket", "console_size",
-                 "keep_fds", "init_path")
+                 "keep_fds", "init_fd", "new_keyring", "seccomp")
 
     def __init__(self):
         self.clone_flags = 0
@@ -64,7 +63,9 @@ class Plan:
         self.console_socket = -1
         self.console_size = (0, 0)
         self.keep_fds = []
-        self.init_path = None
+        self.init_fd = -1
+        self.new_keyring = True
+        self.seccomp = None
 
     def op(self, kind, dst, src=None, fstype=None, data=None, mflags=0, mode=0, flags=0, what=None):
         self.ops.append((kind, flags, None if src is None else _enc(src), _enc(dst),
@@ -117,16 +118,6 @@ def _split_options(opts):
         else:
             data.append(o)
     return mflags, attrs, ",".join(data) or None, sbx
-
-
-def _mkdirs(plan, root, dest):
-    """Create the parents of a mount point inside the new root (an existing one is fine, a
-    read-only root leaves them to exist already)."""
-    parts = [p for p in dest.split("/") if p]
-    cur = root
-    for p in parts[:-1]:
-        cur = f"{cur}/{p}"
-        plan.op(OP_MKDIR, cur, mode=0o755, flags=OPF_OPTIONAL)
 
 
 _INIT_DIRS = (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("etc", 0o755))
@@ -211,44 +202,47 @@ def _mount_table(p, spec, overlay_driver):
     for name, content in x["files"].items():
         p.op(OP_WRITE, f"{base}/{name}", data=content.encode(), mode=0o644, what=f"/etc/{name}")
 
-    # The mount table.
+    # The mount table.  Every target is a path inside the new root, resolved there by the child
+    # (OPF_INROOT: openat2 RESOLVE_IN_ROOT), so the image's symlinks (`/data -> /home/you`)
+    # lead to the image's own files, never to the host's; missing parents are created there.
     for mnt in spec["mounts"]:
         dest = mnt["destination"]
-        target = root + dest
+        target = dest.lstrip("/")
         mflags, attrs, data, sbx = _split_options(mnt["options"])
         optional = OPF_OPTIONAL if "sbx-optional" in sbx else 0
         typ = mnt["type"]
-        if dest.count("/") > 1 and not dest.startswith("/dev/"):
-            _mkdirs(p, root, dest)
         if "sbx-create-file" in sbx:
-            p.op(OP_MKFILE, target, mode=0o644, flags=optional)
+            p.op(OP_MKFILE, target, mode=0o644, flags=optional | OPF_INROOT, what=f"mount point {dest}")
         else:
-            p.op(OP_MKDIR, target, mode=0o755, flags=OPF_OPTIONAL)
+            p.op(OP_MKDIR, target, mode=0o755, flags=OPF_OPTIONAL | OPF_INROOT, what=f"mount point {dest}")
         if typ == "bind":
             src = mnt["source"]
             if src.startswith("sbx-file:"):
                 src = f"{base}/{src[9:]}"
-            p.op(OP_BIND, target, src=src, mode=attrs, flags=optional | (0 if "rbind" in sbx else OPF_NONREC),
+            p.op(OP_BIND, target, src=src, mode=attrs,
+                 flags=optional | OPF_INROOT | (0 if "rbind" in sbx else OPF_NONREC),
                  what=f"bind mount {mnt['source']} on {dest}")
         else:
-            p.op(OP_MOUNT, target, src=mnt["source"], fstype=typ, data=data, mflags=mflags, flags=optional,
-                 what=f"{typ} on {dest}")
+            p.op(OP_MOUNT, target, src=mnt["source"], fstype=typ, data=data, mflags=mflags,
+                 flags=optional | OPF_INROOT, what=f"{typ} on {dest}")
         if dest == "/dev":
             for name, to in (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
                              ("core", "/proc/kcore")):
-                p.op(OP_SYMLINK, f"{target}/{name}", src=to)
+                p.op(OP_SYMLINK, f"{target}/{name}", src=to, flags=OPF_INROOT)
 
     for path in linux["maskedPaths"]:
         kind = _host_kind(path)
+        rel = path.lstrip("/")
         if kind == "dir":
-            p.op(OP_MOUNT, root + path, src="tmpfs", fstype="tmpfs", mflags=MS_FLAGS["ro"],
-                 flags=OPF_OPTIONAL, what=f"mask {path}")
+            p.op(OP_MOUNT, rel, src="tmpfs", fstype="tmpfs", mflags=MS_FLAGS["ro"],
+                 flags=OPF_OPTIONAL | OPF_INROOT, what=f"mask {path}")
         elif kind == "file":
-            p.op(OP_BIND, root + path, src="/dev/null", flags=OPF_OPTIONAL | OPF_NONREC, what=f"mask {path}")
+            p.op(OP_BIND, rel, src="/dev/null", flags=OPF_OPTIONAL | OPF_NONREC | OPF_INROOT, what=f"mask {path}")
     for path in linux["readonlyPaths"]:
         if _host_kind(path):
-            p.op(OP_BIND, root + path, src=root + path, mode=MOUNT_ATTR["ro"], flags=OPF_OPTIONAL,
+            rel = path.lstrip("/")
+            p.op(OP_BIND, rel, src=rel, mode=MOUNT_ATTR["ro"], flags=OPF_OPTIONAL | OPF_INROOT | OPF_SRC_INROOT,
                  what=f"read-only {path}")
 
     if spec["root"]["readonly"] and not bind_root:
@@ -341,4 +335,24 @@ def _process(p, spec, stdio, keep_fds, console_socket, console_size):
     p.console_socket = console_socket
     p.console_size = tuple(console_size)
     if x["init"]:
-        p.init_path = _enc(INIT_PATH)
+        from .sealed import init_fd
+        p.init_fd = init_fd()
+    profile = spec["linux"].get("seccomp")
+    if profile is not None:
+        p.seccomp = _seccomp_program(profile, proc["capabilities"]["bounding"])
+
+
+_programs = {}
+
+
+def _seccomp_program(profile, caps):
+    """The compiled filter; the default profile's programs are remembered per capability set
+    (a pure function of both), so a process pays for them once."""
+    from . import seccomp
+    if profile != "default":
+        return seccomp.program(profile, caps)
+    key = tuple(caps)
+    prog = _programs.get(key)
+    if prog is None:
+        prog = _programs[key] = seccomp.program(seccomp.default_profile(), caps)
+    return prog
