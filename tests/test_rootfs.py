@@ -255,3 +255,20 @@ def test_host_rootfs_private_tmp_proc_and_hostname():
     assert lines[3] == "0", out        # no host block devices
     assert not os.path.exists(f"/tmp/{marker}")
 
+
+
+def test_host_rootfs_gets_missing_top_level_mount_points(tmp_path):
+    """`--rootfs / -v "$PWD:/src:ro" -w /src` (the README's example): /src does not exist on the
+    host, so the root becomes a read-only skeleton of the host's top level with /src made in it."""
+    (tmp_path / "Makefile").write_text("test:\n\t@echo made\n")
+    assert not os.path.exists("/sbx-test-src")
+    out = ok(sbx("run", "--rm", "--rootfs", "/", "-v", f"{tmp_path}:/sbx-test-src:ro", "-w", "/sbx-test-src",
+                 "/bin/busybox", "sh", "-c",
+                 "pwd; cat Makefile | head -1; cat /etc/os-release | head -1; "
+                 "touch /sbx-new 2>/dev/null && echo ROOT-WRITABLE; touch x 2>/dev/null && echo VOL-WRITABLE; echo end"))
+    lines = out.splitlines()
+    assert lines[0] == "/sbx-test-src" and lines[1] == "test:"
+    with open("/etc/os-release") as f:
+        assert lines[2] == f.readline().rstrip("\n")
+    assert "ROOT-WRITABLE" not in out and "VOL-WRITABLE" not in out and lines[-1] == "end"
+    assert not os.path.exists("/sbx-test-src") and not os.path.exists("/sbx-new")

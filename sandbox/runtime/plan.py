@@ -151,6 +151,39 @@ def _init_layer(p, base, lowers):
     return init
 
 
+def _host_root_lacks_mount_points(mounts):
+    """Whether a mount goes on a top-level directory the host's / does not have (`-v X:/src`
+    with --rootfs /): the read-only bind of / could not get it."""
+    for m in mounts:
+        top = m["destination"].lstrip("/").split("/", 1)[0]
+        if top and not os.path.lexists("/" + top):
+            return True
+    return False
+
+
+def _host_skeleton(p, root):
+    """The host's / as a tmpfs holding a read-only bind of each top-level directory and file and
+    a copy of each top-level symlink (bubblewrap's way of building a root): missing mount points
+    can then be made in the tmpfs, which is made read-only at the end."""
+    p.op(OP_MOUNT, root, src="sbx-root", fstype="tmpfs", data="mode=0755", mflags=MS_FLAGS["nosuid"],
+         what="root filesystem / (skeleton)")
+    for name in sorted(os.listdir("/")):
+        host, dst = "/" + name, f"{root}/{name}"
+        try:
+            st = os.lstat(host)
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            p.op(OP_SYMLINK, dst, src=os.readlink(host))
+        elif stat.S_ISDIR(st.st_mode):
+            p.op(OP_MKDIR, dst, mode=stat.S_IMODE(st.st_mode))
+            if name not in ("proc", "sys", "dev"):  # the sandbox gets its own
+                p.op(OP_BIND, dst, src=host, mode=MOUNT_ATTR["ro"], what=f"root filesystem {host}")
+        elif stat.S_ISREG(st.st_mode):
+            p.op(OP_MKFILE, dst, mode=0o644)
+            p.op(OP_BIND, dst, src=host, mode=MOUNT_ATTR["ro"], flags=OPF_NONREC, what=f"root filesystem {host}")
+
+
 def _mount_table(p, spec, overlay_driver):
     """The root and every mount, as steps on `p`; returns the new root's host path."""
     x = spec["sbx"]
@@ -168,7 +201,10 @@ def _mount_table(p, spec, overlay_driver):
     p.op(OP_MOUNT, base, src="sbx", fstype="tmpfs", data="mode=0755", mflags=MS_FLAGS["nosuid"],
          what="private tmpfs")
     p.op(OP_MKDIR, f"{base}/root", mode=0o755)
-    if bind_root:
+    skeleton = bind_root and _host_root_lacks_mount_points(spec["mounts"])
+    if skeleton:
+        _host_skeleton(p, root)
+    elif bind_root:
         p.op(OP_BIND, root, src=rootfs, mode=MOUNT_ATTR["ro"], what=f"root filesystem {rootfs}")
     else:
         upper = x["upper"]
@@ -245,7 +281,7 @@ def _mount_table(p, spec, overlay_driver):
             p.op(OP_BIND, rel, src=rel, mode=MOUNT_ATTR["ro"], flags=OPF_OPTIONAL | OPF_INROOT | OPF_SRC_INROOT,
                  what=f"read-only {path}")
 
-    if spec["root"]["readonly"] and not bind_root:
+    if spec["root"]["readonly"] and (skeleton or not bind_root):
         p.op(OP_SETATTR, root, mode=MOUNT_ATTR["ro"], flags=OPF_NONREC, what="read-only root")
     return root
 
