@@ -70,20 +70,26 @@ def parse_volume(v):
 
 def read_root_file(dirs, rel):
     """A file of the root as the sandbox will see it: the first of `dirs` (a rootfs, or an
-    image's layers top first) that has it; an overlay whiteout (0/0 device) hides it."""
+    image's layers top first) that has it; an overlay whiteout (0/0 device) hides it.  The path
+    is resolved inside each directory (an image's `etc -> /home/you` is not followed out)."""
+    from .._native import open_in_root
     for d in dirs:
-        p = os.path.join(d, rel)
         try:
-            st = os.lstat(p)
+            rootfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             continue
-        if not stat.S_ISREG(st.st_mode):
-            return None
         try:
-            with open(p, "rb") as f:
-                return f.read()
+            fd = open_in_root(rootfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        except FileNotFoundError:
+            continue
         except OSError:
-            return None
+            return None  # a whiteout, a symlink, a fifo: not a file the sandbox can read as such
+        finally:
+            os.close(rootfd)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            return f.read(1 << 24)
     return None
 
 
@@ -231,7 +237,7 @@ def seccomp_option(value):
         return "unconfined", None
     from . import seccomp
     if isinstance(value, dict):
-        seccomp.check(value, "the seccomp profile")
+        seccomp.validate(value, "the seccomp profile")
         return "inline", value
     path = os.path.abspath(os.fsdecode(value))
     return path, seccomp.load(path)

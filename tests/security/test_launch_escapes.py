@@ -297,3 +297,15 @@ def test_files_made_inside_belong_to_the_users_ids(attack_rootfs, tmp_path):
     assert st.st_uid in allowed
     if os.getuid() != 0:
         assert st.st_uid != 0
+
+
+def test_user_lookup_reads_the_roots_passwd_not_the_hosts(attack_rootfs, tmp_path, home):
+    """`-u NAME` reads /etc/passwd of the root: an image whose /etc is a link to a host
+    directory must not make sbx read a passwd file of the host's."""
+    (home / "passwd").write_text("hostonly:x:4242:4242::/:/bin/sh\n")
+    root = tmp_path / "evil"
+    shutil.copytree(attack_rootfs, root, symlinks=True)
+    shutil.rmtree(root / "etc")
+    os.symlink(str(home), root / "etc")
+    cp = sbx("run", "--rm", "-u", "hostonly", "--rootfs", root, "id", "-u")
+    assert cp.returncode == 125 and "hostonly" in cp.stderr and "Traceback" not in cp.stderr, cp.stderr
