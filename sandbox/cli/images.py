@@ -207,9 +207,10 @@ def _warn(msg: str) -> None:
 
 
 def _in_use_hook() -> Any:
-    """Is this image used by a running sandbox?  (They hold a shared lock on it.)"""
-    from sandbox.runtime.image_root import image_in_use
-    return image_in_use
+    """Who uses an image: kept containers made from it, and running sandboxes (which hold a
+    shared lock on it): ``image_id -> [(container id or None, running)]``."""
+    from sandbox.runtime.image_root import image_users
+    return image_users
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -330,10 +331,23 @@ def images(
     digests: bool = typer.Option(False, "--digests", help="Show digests."),
 ) -> None:
     """List local images."""
+    store = _store(ctx)
+    errors: list[Any] = []
+    imgs = store.images(errors)
+    _list_images(imgs, repository, quiet, fmt, no_trunc, digests)
+    if errors:  # the readable images are listed; a broken one is an error, not silence
+        from sandbox.image.errors import StoreError
+
+        e = errors[0]
+        if len(errors) > 1:
+            e = StoreError(f"{len(errors)} images cannot be read; the first: {e}", hint=e.hint)
+        raise e
+
+
+def _list_images(imgs: list[Image], repository: str | None, quiet: bool, fmt: str | None, no_trunc: bool,
+                 digests: bool) -> None:
     from sandbox.image import reference as refs
 
-    store = _store(ctx)
-    imgs = store.images()
     rows = _rows(imgs)
     if repository:
         want = refs.parse(repository, default_tag=False)

@@ -28,7 +28,7 @@ from sandbox.image.cas import CHUNK, sha256_digest
 from sandbox.image.compress import GZIP, NONE, ZSTD, detect, open_decompressed
 from sandbox.image.errors import ArchiveError, DigestMismatch, ImageError
 from sandbox.image.fsutil import atomic_write, fsync_dir, tmp_name
-from sandbox.image.store import Image, Store, validate_manifest
+from sandbox.image.store import Image, Store, check_layer_count, parse_json, validate_config, validate_manifest
 
 FORMATS = ("docker-archive", "oci-archive", "oci-dir")
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -194,8 +194,17 @@ def _write_oci_dir(store: Store, entries: list[_Entry], path: str) -> None:
         if os.listdir(path):
             if not os.path.exists(os.path.join(path, "oci-layout")):
                 raise ArchiveError(f"{path} is not empty and not an OCI layout")
-            with open(os.path.join(path, "index.json"), "rb") as f:
-                existing = json.load(f)
+            try:
+                with open(os.path.join(path, "index.json"), "rb") as f:
+                    data = f.read(16 << 20)
+            except OSError as e:
+                raise ArchiveError(f"{path}/index.json: {e.strerror}") from None
+            existing = parse_json(data, f"{path}/index.json", error=ArchiveError,
+                                  hint="write to an empty directory or a valid OCI layout")
+            if not isinstance(existing, dict) or not isinstance(existing.get("manifests"), list) or not all(
+                    isinstance(m, dict) for m in existing["manifests"]):
+                raise ArchiveError(f"{path}/index.json is not an OCI image index",
+                                   hint="write to an empty directory or a valid OCI layout")
     blob_dir = os.path.join(path, "blobs", "sha256")
     os.makedirs(blob_dir, exist_ok=True)
     atomic_write(os.path.join(path, "oci-layout"),
@@ -301,10 +310,7 @@ class _Source:
     def read_json(self, name: str) -> Any:
         with self.open(name) as f:
             data = f.read(16 << 20)
-        try:
-            return json.loads(data)
-        except ValueError as e:
-            raise ArchiveError(f"{self.path}: {name} is not valid JSON") from e
+        return parse_json(data, f"{self.path}: {name}", error=ArchiveError, hint=CORRUPT)
 
     def close(self) -> None:
         if self.tf is not None:
@@ -366,12 +372,16 @@ def _load_docker(store: Store, src: _Source) -> list[tuple[str, list[str]]]:
         raise ArchiveError(f"{src.path}: manifest.json lists no image")
     out = []
     for ent in doc:
-        if not isinstance(ent, dict) or not isinstance(ent.get("Config"), str) or not isinstance(ent.get("Layers"), list):
+        if (not isinstance(ent, dict) or not isinstance(ent.get("Config"), str) or not isinstance(ent.get("Layers"), list)
+                or not all(isinstance(x, str) for x in ent["Layers"])
+                or not all(isinstance(x, str) for x in ent.get("RepoTags") or [])):
             raise ArchiveError(f"{src.path}: malformed manifest.json entry")
         with src.open(ent["Config"]) as f:
             cfg_bytes = f.read(16 << 20)
+        what = f"{src.path}: image config {ent['Config']} ({sha256_digest(cfg_bytes)})"
+        config = parse_json(cfg_bytes, what, error=ArchiveError, hint=CORRUPT)
+        validate_config(config, what, error=ArchiveError, hint=CORRUPT)
         cfg_digest = store.blobs.put_bytes(cfg_bytes)
-        config = json.loads(cfg_bytes)
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if len(diff_ids) != len(ent["Layers"]):
             raise ArchiveError(f"{src.path}: {ent['Config']} lists {len(diff_ids)} layers, manifest.json {len(ent['Layers'])}")
@@ -414,25 +424,35 @@ def _load_oci(store: Store, src: _Source, repository: str | None,
         raise ArchiveError(f"{src.path}: index.json has no manifests")
     out: list[tuple[str, list[str]]] = []
     for desc in idx["manifests"]:
+        if not isinstance(desc, dict):
+            raise ArchiveError(f"{src.path}: index.json has an invalid descriptor", hint=CORRUPT)
         digest = refs.check_digest(desc.get("digest", ""), f"digest in {src.path}/index.json")
         mdesc = desc
         data = _read_blob(store, src, digest, desc.get("size"))
-        doc = json.loads(data)
+        doc = _manifest_doc(src, data, digest)
         mtype = mt.manifest_media_type(doc, desc.get("mediaType"))
         if mtype in mt.INDEX_TYPES:
             want = platform or plat.host()
-            chosen = plat.choose(doc.get("manifests") or [], want)
+            if not isinstance(doc.get("manifests"), list) or not all(isinstance(m, dict) for m in doc["manifests"]):
+                raise ArchiveError(f"{src.path}: index blob {digest} has no valid manifests list", hint=CORRUPT)
+            chosen = plat.choose(doc["manifests"], want)
             if chosen is None:
                 raise ArchiveError(f"{src.path}: no image for platform {want}",
                                    hint=f"available: {plat.describe(doc.get('manifests') or [])}")
             mdesc = chosen
-            digest = refs.check_digest(chosen["digest"])
+            digest = refs.check_digest(chosen.get("digest", ""), f"digest in index blob {digest}")
             data = _read_blob(store, src, digest, chosen.get("size"))
-            doc = json.loads(data)
+            doc = _manifest_doc(src, data, digest)
             mtype = mt.manifest_media_type(doc, chosen.get("mediaType"))
         if mtype not in mt.MANIFEST_TYPES:
             raise ArchiveError(f"{src.path}: manifest {digest} has unsupported media type {mtype!r}")
-        validate_manifest(doc, f"manifest {digest}")
+        what = f"{src.path}: manifest blob {digest}"
+        validate_manifest(doc, what, error=ArchiveError, hint=CORRUPT)
+        cfg = doc["config"]["digest"]
+        cfg_data = _read_blob(store, src, cfg, doc["config"].get("size"))
+        config = parse_json(cfg_data, f"{src.path}: image config blob {cfg}", error=ArchiveError, hint=CORRUPT)
+        validate_config(config, f"{src.path}: image config blob {cfg}", error=ArchiveError, hint=CORRUPT)
+        check_layer_count(doc, config, what, error=ArchiveError, hint=CORRUPT)
         for d in [doc["config"], *doc["layers"]]:
             _import_blob(store, src, f"blobs/sha256/{d['digest'][7:]}", d["digest"], d.get("size"))
         store.blobs.put_bytes(data, digest)
@@ -440,6 +460,16 @@ def _load_oci(store: Store, src: _Source, repository: str | None,
         del mdesc
         out.append((digest, names))
     return out
+
+
+CORRUPT = "the archive is corrupt or was not written by an image tool"
+
+
+def _manifest_doc(src: _Source, data: bytes, digest: str) -> dict[str, Any]:
+    doc = parse_json(data, f"{src.path}: manifest blob {digest}", error=ArchiveError, hint=CORRUPT)
+    if not isinstance(doc, dict):
+        raise ArchiveError(f"{src.path}: manifest blob {digest} is not a JSON object", hint=CORRUPT)
+    return doc
 
 
 def _read_blob(store: Store, src: _Source, digest: str, size: int | None) -> bytes:

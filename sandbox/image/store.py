@@ -100,14 +100,78 @@ class Problem:
         return s + (" (repaired)" if self.repaired else "")
 
 
-def validate_manifest(doc: Any, what: str) -> None:
+REPAIR_HINT = "run `sbx system check --repair`, then pull or load the image again"
+
+
+def parse_json(data: bytes, what: str, *, error: type[ImageError] = StoreError, hint: str | None = REPAIR_HINT) -> Any:
+    """``data`` (a manifest, index or config blob) as JSON, or ``error`` naming ``what`` (which names
+    the blob digest). Image JSON is UTF-8 (OCI image spec)."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{what} is not UTF-8 text", hint=hint) from None
+    except (ValueError, RecursionError):
+        raise error(f"{what} is not valid JSON", hint=hint) from None
+
+
+def validate_manifest(doc: Any, what: str, *, error: type[ImageError] = ImageError, hint: str | None = None) -> None:
     """Check the shape of an image manifest (config + layers descriptors with sha256 digests)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("layers"), list):
-        raise ImageError(f"{what} is not an image manifest")
+        raise error(f"{what} is not an image manifest", hint=hint)
+    if not isinstance(doc.get("mediaType", ""), str):
+        raise error(f"{what} has an invalid mediaType", hint=hint)
     for d in [doc["config"], *doc["layers"]]:
-        if not isinstance(d, dict) or not isinstance(d.get("digest"), str) or not isinstance(d.get("size", 0), int):
-            raise ImageError(f"{what} has an invalid descriptor")
-        refs.check_digest(d["digest"], f"digest in {what}")
+        if (not isinstance(d, dict) or not isinstance(d.get("digest"), str) or type(d.get("size", 0)) is not int
+                or not isinstance(d.get("mediaType", ""), str)):
+            raise error(f"{what} has an invalid descriptor", hint=hint)
+        if not refs.is_digest(d["digest"]):
+            raise error(f"{what} has an invalid digest {d['digest'][:80]!r}", hint=hint)
+
+
+_RUNTIME_FIELDS: dict[str, tuple[type, ...]] = {
+    "Entrypoint": (list,), "Cmd": (list,), "Env": (list,), "WorkingDir": (str,), "User": (str,),
+    "Labels": (dict,), "ExposedPorts": (dict,), "Volumes": (dict,), "StopSignal": (str,), "OnBuild": (list,),
+    "Shell": (list,), "Healthcheck": (dict,)}
+
+
+def validate_config(doc: Any, what: str, *, error: type[ImageError] = ImageError, hint: str | None = None) -> None:
+    """Check the fields of an image config that sbx reads (OCI image spec types): a JSON object whose
+    ``rootfs.diff_ids`` are sha256 digests and whose runtime ``config`` has well-typed fields."""
+    def bad(field: str) -> ImageError:
+        return error(f"{what} has an invalid {field}", hint=hint)
+
+    if not isinstance(doc, dict):
+        raise error(f"{what} is not an image config (not a JSON object)", hint=hint)
+    for k in ("created", "author", "architecture", "os", "variant"):
+        if doc.get(k) is not None and not isinstance(doc[k], str):
+            raise bad(k)
+    rootfs = doc.get("rootfs", {})
+    if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids", []), list):
+        raise bad("rootfs")
+    for d in rootfs.get("diff_ids", []):
+        if not isinstance(d, str) or not refs.is_digest(d):
+            raise bad("diff_id")
+    history = doc.get("history")
+    if history is not None and (not isinstance(history, list) or not all(isinstance(h, dict) for h in history)):
+        raise bad("history")
+    rc = doc.get("config")
+    if rc is None:
+        return
+    if not isinstance(rc, dict):
+        raise bad("config")
+    for k, types in _RUNTIME_FIELDS.items():
+        v = rc.get(k)
+        if v is not None and not isinstance(v, types):
+            raise bad(f"config.{k}")
+        if isinstance(v, list) and not all(isinstance(x, str) for x in v):
+            raise bad(f"config.{k}")
+
+
+def check_layer_count(manifest: dict[str, Any], config: dict[str, Any], what: str, *,
+                      error: type[ImageError] = ImageError, hint: str | None = None) -> None:
+    n = len((config.get("rootfs") or {}).get("diff_ids") or [])
+    if n != len(manifest["layers"]):
+        raise error(f"{what}: the config lists {n} layers, the manifest {len(manifest['layers'])}", hint=hint)
 
 
 class Store:
@@ -236,28 +300,56 @@ class Store:
         return sorted("sha256:" + n[:-5] for n in names
                       if n.endswith(".json") and not n.startswith(TMP_PREFIX) and refs.is_digest("sha256:" + n[:-5]))
 
+    def read_manifest(self, digest: str, *, error: type[ImageError] = StoreError,
+                      hint: str | None = REPAIR_HINT) -> dict[str, Any]:
+        """The stored image manifest ``digest``, checked (or ``error`` naming the blob)."""
+        what = f"manifest blob {digest}"
+        doc = parse_json(self.blobs.read_bytes(digest), what, error=error, hint=hint)
+        validate_manifest(doc, what, error=error, hint=hint)
+        return doc
+
+    def read_config(self, digest: str, *, error: type[ImageError] = StoreError,
+                    hint: str | None = REPAIR_HINT) -> dict[str, Any]:
+        """The stored image config ``digest``, checked (or ``error`` naming the blob)."""
+        what = f"image config blob {digest}"
+        doc = parse_json(self.blobs.read_bytes(digest), what, error=error, hint=hint)
+        validate_config(doc, what, error=error, hint=hint)
+        return doc
+
+    def _read_image(self, manifest_digest: str, *, error: type[ImageError] = StoreError,
+                    hint: str | None = REPAIR_HINT) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(manifest, config) of a stored manifest, both checked, and consistent with each other."""
+        manifest = self.read_manifest(manifest_digest, error=error, hint=hint)
+        config = self.read_config(manifest["config"]["digest"], error=error, hint=hint)
+        check_layer_count(manifest, config, f"manifest blob {manifest_digest}", error=error, hint=hint)
+        return manifest, config
+
     def _load(self, image_id: str, manifest_digest: str | None, all_refs: dict[str, dict[str, str]]) -> Image:
         rec = self.record(image_id)
         if rec is None:
             raise ImageNotFound(f"image {image_id} has no record in the store", hint="run `sbx system check --repair`")
         manifests = rec.get("manifests") or []
         md = manifest_digest or (manifests[0] if manifests else None)
-        if not md:
+        if not md or not isinstance(md, str) or not refs.is_digest(md):
             raise StoreError(f"image {image_id} has no manifest", hint="run `sbx system check --repair`")
-        manifest = json.loads(self.blobs.read_bytes(md))
-        config = json.loads(self.blobs.read_bytes(image_id))
+        manifest, config = self._read_image(md)
+        if manifest["config"]["digest"] != image_id:
+            raise StoreError(f"manifest blob {md} does not describe image {image_id}", hint=REPAIR_HINT)
         tags = sorted(k for k, v in all_refs.items() if v.get("id") == image_id and "@" not in k)
         digests = sorted(k for k, v in all_refs.items() if v.get("id") == image_id and "@" in k)
         return Image(image_id, md, manifest, config, rec, tags, digests)
 
-    def images(self) -> list[Image]:
-        """Every image, newest first."""
+    def images(self, errors: list[ImageError] | None = None) -> list[Image]:
+        """Every image, newest first. Images that cannot be read are left out; their errors are
+        appended to ``errors`` when it is given."""
         all_refs = self.references()
         out = []
         for iid in self.image_ids():
             try:
                 out.append(self._load(iid, None, all_refs))
-            except ImageError:
+            except ImageError as e:
+                if errors is not None:
+                    errors.append(e)
                 continue
         out.sort(key=lambda i: (i.created or "", i.id), reverse=True)
         return out
@@ -266,6 +358,17 @@ class Store:
         """Find a local image by reference (``busybox``, ``host/repo:tag``, ``repo@sha256:..``) or by
         (a unique prefix of) its id. Raises :class:`ImageNotFound`."""
         all_refs = self.references()
+        image_id, manifest_digest = self.find(name, all_refs)
+        return self._load(image_id, manifest_digest, all_refs)
+
+    def find(self, name: str, all_refs: dict[str, dict[str, str]] | None = None) -> tuple[str, str | None]:
+        """(image id, manifest digest or None) that ``name`` refers to, reading no blob: what
+        removing an image needs, even when its blobs are unreadable. Raises :class:`ImageNotFound`."""
+        image_id, manifest, _key = self._find(name, self.references() if all_refs is None else all_refs)
+        return image_id, manifest
+
+    def _find(self, name: str, all_refs: dict[str, dict[str, str]]) -> tuple[str, str | None, str | None]:
+        """Like :meth:`find`, plus the references key ``name`` matched (None: found by id)."""
         ref = None
         parse_error: ImageError | None = None
         try:
@@ -275,19 +378,19 @@ class Store:
         if ref is not None:
             keys = [k for k in (ref.digested, ref.tagged) if k]
             for k in keys:
-                if k in all_refs:
-                    ent = all_refs[k]
-                    return self._load(ent["id"], ent.get("manifest"), all_refs)
+                ent = all_refs.get(k)
+                if isinstance(ent, dict) and isinstance(ent.get("id"), str) and refs.is_digest(ent["id"]):
+                    return ent["id"], ent.get("manifest"), k
             if ref.digest:
                 # repo@digest where digest is a manifest we hold for that repository under another name
                 for k, ent in all_refs.items():
                     if ent.get("manifest") == ref.digest and k.startswith(ref.name + ":"):
-                        return self._load(ent["id"], ent["manifest"], all_refs)
+                        return ent["id"], ent["manifest"], None
         if refs.looks_like_image_id(name):
             h = name[7:] if name.startswith("sha256:") else name
             matches = [i for i in self.image_ids() if i[7:].startswith(h)]
             if len(matches) == 1:
-                return self._load(matches[0], None, all_refs)
+                return matches[0], None, None
             if len(matches) > 1:
                 raise ImageError(f"image id prefix {name!r} is ambiguous ({len(matches)} images match)",
                                  hint="give more digits of the id")
@@ -308,18 +411,12 @@ class Store:
         """Record the image whose manifest blob is ``manifest_digest`` and point ``names`` (full references,
         ``host/repo:tag`` or ``host/repo@digest``) at it. Every blob the manifest names must be in the
         store already. Idempotent. Call it while holding :meth:`adding`."""
-        manifest_bytes = self.blobs.read_bytes(manifest_digest)
-        manifest = json.loads(manifest_bytes)
-        validate_manifest(manifest, f"manifest {manifest_digest}")
+        manifest, config = self._read_image(manifest_digest, error=ImageError, hint=None)
         image_id = manifest["config"]["digest"]
         for d in [manifest["config"], *manifest["layers"]]:
             if not self.blobs.has(d["digest"]):
                 raise StoreError(f"image {image_id}: blob {d['digest']} is not in the store")
-        config = json.loads(self.blobs.read_bytes(image_id))
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-        if len(diff_ids) != len(manifest["layers"]):
-            raise ImageError(f"image {image_id}: the config lists {len(diff_ids)} layers, the manifest "
-                             f"{len(manifest['layers'])}")
         with self.meta_lock():
             rec = self.record(image_id) or {"id": image_id, "manifests": [], "sources": [], "added": time.time()}
             if manifest_digest not in rec["manifests"]:
@@ -347,11 +444,7 @@ class Store:
     def preview(self, manifest_digest: str) -> Image:
         """An :class:`Image` for a stored manifest that is not recorded (yet): to unpack before
         :meth:`add_image`, so that a failure leaves no reference to a half-usable image."""
-        manifest = json.loads(self.blobs.read_bytes(manifest_digest))
-        validate_manifest(manifest, f"manifest {manifest_digest}")
-        config = json.loads(self.blobs.read_bytes(manifest["config"]["digest"]))
-        if not isinstance(config, dict):
-            raise ImageError(f"config of manifest {manifest_digest} is not a JSON object")
+        manifest, config = self._read_image(manifest_digest, error=ImageError, hint=None)
         return Image(manifest["config"]["digest"], manifest_digest, manifest, config, {})
 
     def put_manifest(self, data: bytes) -> str:
@@ -380,51 +473,87 @@ class Store:
     # --- removing images ---------------------------------------------------------------------------
 
     def remove(self, name: str, *, force: bool = False, in_use: Any = None) -> tuple[list[str], list[str]]:
-        """``sbx rmi``: untag ``name``; delete the image once nothing refers to it.
+        """``sbx rmi``, with Docker's rules (moby's ImageService.ImageDelete).
 
-        Removing by reference only drops that reference (Docker semantics) unless it was the last one.
-        Removing by id deletes the image; with several references that needs ``force``. ``in_use(image_id)``
-        (from the launcher) returning true refuses unless ``force``. Returns (untagged, deleted ids).
-        Blobs and layers are collected by :meth:`gc` afterwards."""
-        img = self.resolve(name)
-        if in_use is not None and not force and in_use(img.id):
-            raise ImageError(f"image {name} ({img.short_id}) is used by a container",
-                             hint="remove the container first, or use `sbx rmi -f`")
+        By reference: drop that reference; a tag's same-repository digest references go with the
+        repository's last tag; the image is deleted when no reference is left. By id: delete the
+        image and every reference to it; with tags of several repositories that needs ``force``.
+        ``in_use(image_id)`` lists the image's users, ``[(container id or None, running)]``: a
+        running one always refuses deletion; a stopped one refuses unless ``force``, and with it
+        the image is kept (untagged) for that container, whose layers it holds. The image's own
+        blobs need not be readable. Returns (untagged references, deleted ids); blobs and layers
+        are collected by :meth:`gc` afterwards."""
         untagged: list[str] = []
         deleted: list[str] = []
         with self.meta_lock():
             all_refs = self.references()
-            mine = [k for k, v in all_refs.items() if v.get("id") == img.id]
-            by_ref = None
-            try:
-                r = refs.parse(name)
-                by_ref = next((k for k in (r.digested, r.tagged) if k and k in all_refs), None)
-            except ImageError:
-                pass
-            if by_ref is not None and len([k for k in mine if "@" not in k]) > 1 and not force:
-                drop = [by_ref]
-            elif by_ref is None and len([k for k in mine if "@" not in k]) > 1 and not force:
-                raise ImageError(
-                    f"image {img.short_id} is referenced by several tags: "
-                    + ", ".join(refs.parse(k).familiar() for k in mine if "@" not in k),
-                    hint="remove them by name, or use `sbx rmi -f`")
-            else:
-                drop = mine
-            for k in drop:
+            image_id, _manifest, key = self._find(name, all_refs)
+            short = image_id[7:19]
+
+            def mine() -> list[str]:
+                return sorted(k for k, v in all_refs.items() if v.get("id") == image_id)
+
+            cached: list[list[tuple[str | None, bool]]] = []
+
+            def users() -> list[tuple[str | None, bool]]:
+                if not cached:
+                    u = in_use(image_id) if in_use is not None else []
+                    cached.append([(None, True)] if u is True else list(u or []))
+                return cached[0]
+
+            def drop(k: str) -> None:
                 all_refs.pop(k, None)
                 untagged.append(k)
-            if not any(v.get("id") == img.id and "@" not in k for k, v in all_refs.items()):
-                for k in [k for k, v in all_refs.items() if v.get("id") == img.id]:
-                    all_refs.pop(k)
-                    untagged.append(k)
-                try:
-                    os.unlink(self._record_path(img.id))
-                    fsync_dir(self.images_dir)
-                except FileNotFoundError:
-                    pass
-                deleted.append(img.id)
+
+            if key is not None:
+                if not force and _single_reference(mine()) and users():
+                    raise ImageError(
+                        f'conflict: unable to remove repository reference "{refs.parse(key).familiar()}" '
+                        f"(must force) - {_container_words(users(), 'is using its referenced image')} {short}",
+                        hint=_remove_hint(users()))
+                drop(key)
+                repo = refs.parse(key).name
+                if "@" not in key and not any("@" not in k and refs.parse(k).name == repo for k in mine()):
+                    for k in [k for k in mine() if "@" in k and refs.parse(k).name == repo]:
+                        drop(k)
+            else:
+                if _single_reference(mine()):
+                    self._delete_conflict(short, users(), force, referenced=False)
+                    for k in mine():
+                        drop(k)
+                self._delete_conflict(short, users(), force, referenced=bool(mine()))
+                for k in mine():
+                    drop(k)
+            if mine() or users():
+                # Other references remain; or (forced, or by reference as in Docker) a container
+                # uses the image: it stays, untagged, with the layers that container needs.
+                self._write_references(all_refs)
+                return untagged, deleted
+            try:
+                os.unlink(self._record_path(image_id))
+                fsync_dir(self.images_dir)
+            except FileNotFoundError:
+                pass
+            deleted.append(image_id)
             self._write_references(all_refs)
         return untagged, deleted
+
+    @staticmethod
+    def _delete_conflict(short: str, users: list[tuple[str | None, bool]], force: bool, referenced: bool) -> None:
+        """Docker's checkImageDeleteConflict: running users cannot be forced; several references and
+        stopped containers must be."""
+        running = [u for u in users if u[1]]
+        if running:
+            raise ImageError(f"conflict: unable to delete {short} (cannot be forced) - image is being used by "
+                             + _container_words(running), hint=_remove_hint(running))
+        if force:
+            return
+        if referenced:
+            raise ImageError(f"conflict: unable to delete {short} (must be forced) - image is referenced in "
+                             "multiple repositories", hint="remove it by name, or use `sbx rmi -f`")
+        if users:
+            raise ImageError(f"conflict: unable to delete {short} (must be forced) - image is being used by "
+                             + _container_words(users), hint=_remove_hint(users))
 
     def prune(self, *, all_images: bool = False, in_use: Any = None) -> list[str]:
         """Delete dangling images (no tag), or with ``all_images`` every image no container uses."""
@@ -455,14 +584,16 @@ class Store:
             if rec is None:
                 continue
             blobs.add(iid)
-            layers.update(rec.get("diff_ids") or [])
-            for md in rec.get("manifests") or []:
+            layers.update(d for d in _str_list(rec.get("diff_ids")) if refs.is_digest(d))
+            for md in _str_list(rec.get("manifests")):
+                if not refs.is_digest(md):
+                    continue
                 blobs.add(md)
                 try:
-                    m = json.loads(self.blobs.read_bytes(md, verify=False))
-                    blobs.update(d["digest"] for d in m.get("layers", []))
-                except (ImageError, ValueError, KeyError, TypeError):
+                    m = self.read_manifest(md)
+                except ImageError:
                     continue
+                blobs.update(d["digest"] for d in m["layers"])
         return blobs, layers
 
     def gc(self, *, timeout: float | None = 0) -> tuple[int, int] | None:
@@ -735,13 +866,15 @@ class Store:
             return "unreadable image record"
         if iid in corrupt or not self.blobs.has(iid):
             return "config blob missing or corrupt"
-        for md in rec.get("manifests") or []:
+        manifests = rec.get("manifests")
+        if not isinstance(manifests, list) or not all(isinstance(m, str) and refs.is_digest(m) for m in manifests):
+            return "unreadable image record"
+        for md in manifests:
             if md in corrupt or not self.blobs.has(md):
                 return f"manifest {md} missing or corrupt"
             try:
-                m = json.loads(self.blobs.read_bytes(md))
-                validate_manifest(m, f"manifest {md}")
-            except (ImageError, ValueError) as e:
+                m, _config = self._read_image(md)
+            except ImageError as e:
                 return str(e)
             if m["config"]["digest"] != iid:
                 return f"manifest {md} describes another config"
@@ -777,6 +910,42 @@ class Store:
         return {"root": self.root, "images": len(ids), "dangling_images": len(dangling),
                 "blobs": {"count": len(list(self.blobs)), "size": blob_total, "reclaimable": blob_free},
                 "layers": {"count": nlayers, "size": layer_total, "reclaimable": layer_free}}
+
+
+def _single_reference(keys: list[str]) -> bool:
+    """moby's isSingleReference: one tag, plus digest references of that repository only."""
+    if not keys:
+        return False
+    tags = [k for k in keys if "@" not in k]
+    digest_repos = {refs.parse(k).name for k in keys if "@" in k}
+    if len(tags) > 1:
+        return False
+    if not tags:
+        return len(digest_repos) == 1
+    return digest_repos <= {refs.parse(tags[0]).name}
+
+
+def _container_words(users: list[tuple[str | None, bool]], tail: str = "") -> str:
+    """'running container 0123456789ab, stopped container ...' (Docker names the first; we name all)."""
+    words = []
+    for cid, running in users:
+        state = "running" if running else "stopped"
+        words.append(f"{state} container {cid[:12]}" if cid else f"{state} sandbox (sbx run --rm)")
+    if tail:  # "container X is using its referenced image"
+        words = [w.split(" ", 1)[1] for w in words]
+        return ", ".join(words) + (" are " if len(words) > 1 else " is ") + tail.split(" ", 1)[1]
+    return ", ".join(words)
+
+
+def _remove_hint(users: list[tuple[str | None, bool]]) -> str:
+    ids = [cid[:12] for cid, _ in users if cid]
+    if not ids:
+        return "wait for the sandbox that runs it to exit"
+    return f"remove the container first (`sbx rm -f {' '.join(ids)}`), or use `sbx rmi -f` to keep it only for them"
+
+
+def _str_list(v: Any) -> list[str]:
+    return [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
 
 
 def _du(path: str) -> int:

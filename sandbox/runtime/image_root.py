@@ -73,15 +73,23 @@ def hold(image_id):
     return flocks.hold(_inuse_path(paths.data_root(), image_id), shared=True, wait=True)
 
 
-def image_in_use(image_id):
-    """True while a sandbox runs the image, or a kept container (running or not) was made
-    from it, as Docker refuses to remove an image a container uses."""
+def image_users(image_id):
+    """Who uses the image: [(container id or None, running)], running ones first.  A kept
+    container (running or not) made from it, or a sandbox running it (None: a --rm sandbox,
+    which has no container id), as Docker refuses to remove an image a container uses."""
     from . import flocks
     from .containers import Store
-    for c in Store().list():
-        if (c.spec["sbx"].get("image") or {}).get("id") == image_id:
-            return True
-    return flocks.held(_inuse_path(paths.data_root(), image_id), holders_shared=True)
+    users = [(c.id, c.running()) for c in Store().list()
+             if (c.spec["sbx"].get("image") or {}).get("id") == image_id]
+    if not any(running for _cid, running in users) and flocks.held(
+            _inuse_path(paths.data_root(), image_id), holders_shared=True):
+        users.append((None, True))
+    return sorted(users, key=lambda u: not u[1])
+
+
+def image_in_use(image_id):
+    """True while a sandbox runs the image, or a kept container was made from it."""
+    return bool(image_users(image_id))
 
 
 # --- the run cache --------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_tag_rmi_inspect(sbx, pulled, multi_image) -> None:  # type: ignore[no-u
     assert sbx("inspect", "-f", "{{.Id}} {{json .Config.Cmd}}", "mine/multi:v1").stdout.strip() == \
         f'{multi_image.id} ["/bin/cat", "/etc/hello"]'
     p = sbx("rmi", multi_image.id[7:19])
-    assert p.returncode == 125 and "several tags" in p.stderr and "sbx: hint:" in p.stderr
+    assert p.returncode == 125 and "referenced in multiple repositories" in p.stderr and "sbx: hint:" in p.stderr
     p = sbx("rmi", "mine/multi:v1")
     assert p.stdout.strip() == "Untagged: mine/multi:v1"
     p = sbx("rmi", pulled)

@@ -102,3 +102,184 @@ def test_repeated_non_empty_layers_merge_as_listed(tmp_path: Path) -> None:
         lay = write_layout(tmp_path / name.replace(":", "-"), [(img, name)])
         ok(sbx("load", "-i", str(lay)))
         assert ok(sbx("run", "--rm", name, "sh", "-c", "cat /x 2>/dev/null || echo gone")) == want, name
+
+
+# --- issue 7, class 7: malformed store input ------------------------------------------------------
+
+def _sha(data: bytes) -> str:
+    import hashlib
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _put_blob(root: Path, data: bytes) -> str:
+    d = _sha(data)
+    path = root / "blobs/sha256" / d[7:]
+    if not path.exists():
+        path.write_bytes(data)
+    return d
+
+
+def _plant(root: Path, name: str, manifest: bytes | None = None, config: bytes | None = None) -> tuple[str, str]:
+    """Put an image into the store whose config or manifest blob is malformed (though it matches its
+    digest), next to the good base:1: what a hostile archive or registry, or an older sbx, could leave.
+    Returns (image id, manifest digest)."""
+    good = json.loads((root / "repositories.json").read_text())["references"]["docker.io/library/base:1"]
+    base_manifest = json.loads((root / "blobs/sha256" / good["manifest"][7:]).read_bytes())
+    if config is None:  # a good config of its own (another image id than base:1)
+        config = json.dumps({**json.loads((root / "blobs/sha256" / good["id"][7:]).read_bytes()),
+                             "author": "planted"}).encode()
+    cid = _put_blob(root, config)
+    if manifest is None:
+        manifest = json.dumps({**base_manifest, "config": {**base_manifest["config"], "digest": cid,
+                                                           "size": len(config)}}).encode()
+    mid = _put_blob(root, manifest)
+    (root / "images" / f"{cid[7:]}.json").write_text(json.dumps(
+        {"id": cid, "manifests": [mid], "sources": [], "added": 1.0, "diff_ids": []}))
+    doc = json.loads((root / "repositories.json").read_text())
+    doc["references"][f"docker.io/library/{name}"] = {"id": cid, "manifest": mid}
+    (root / "repositories.json").write_text(json.dumps(doc))
+    return cid, mid
+
+
+MALFORMED = [
+    ("config-not-utf8", "config", b'{"rootfs": \xff\xfe}'),
+    ("config-not-json", "config", b"this is not json"),
+    ("config-not-object", "config", b"[1, 2]"),
+    ("config-bad-fields", "config", b'{"rootfs": {"diff_ids": [42]}, "config": {"Env": "A=1"}}'),
+    ("manifest-not-utf8", "manifest", b"\x80\x81\x82"),
+    ("manifest-not-json", "manifest", b"{oops"),
+    ("manifest-no-layers", "manifest", b'{"schemaVersion": 2, "config": {"digest": "sha256:'
+     + b"0" * 64 + b'", "size": 2}}'),
+]
+
+
+@pytest.mark.parametrize("case,which,data", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_stored_blobs_are_refused_naming_the_blob(tmp_path: Path, base: str, plain_registry,  # type: ignore[no-untyped-def]
+                                                            case: str, which: str, data: bytes) -> None:
+    root = Path(os.environ["SBX_ROOT"])
+    cid, mid = _plant(root, "broken:1", **{which: data})
+    bad = cid if which == "config" else mid
+    out = tmp_path / "out.tar"
+    for args in (("run", "--rm", "broken:1", "true"), ("inspect", "broken:1"), ("save", "-o", str(out), "broken:1"),
+                 ("push", "broken:1", f"{plain_registry.host}/test/broken:1"), ("export", "-o", str(out), "broken:1"),
+                 ("image", "history", "broken:1"), ("history", "broken:1")):
+        r = sbx(*args)
+        if "history" in args and "No such command" in r.stderr:
+            continue  # no history verb (yet)
+        assert_sbx_error(r, 125, bad)
+    # images lists the readable image, then reports the broken one
+    r = sbx("images")
+    assert "base" in r.stdout
+    assert_sbx_error(r, 125, bad)
+    # check finds it; repair removes it; then everything is clean again
+    r = sbx("system", "check")
+    assert r.returncode == 1 and bad in r.stdout and "Traceback" not in r.stderr, r
+    ok(sbx("system", "check", "--repair"))
+    assert "broken" not in ok(sbx("images"))
+    ok(sbx("run", "--rm", "base:1", "true"))
+
+
+def test_malformed_stored_image_can_be_removed(base: str) -> None:
+    root = Path(os.environ["SBX_ROOT"])
+    cid, _ = _plant(root, "broken:1", config=b"\xff not json")
+    r = sbx("rmi", "broken:1")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r
+    assert r.stdout.splitlines() == ["Untagged: broken:1", f"Deleted: {cid}"]
+    assert ok(sbx("images", "-q")).split() != []
+
+
+@pytest.mark.parametrize("case,which,data", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_load_refuses_archives_with_malformed_blobs(tmp_path: Path, case: str, which: str, data: bytes) -> None:
+    img = build_image([make_tar(busybox_entries())])
+    config = data if which == "config" else img.config
+    cid = _sha(config)
+    manifest = (json.dumps({**json.loads(img.manifest), "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cid, "size": len(config)}}).encode()
+        if which == "config" else data)
+    # an OCI layout
+    lay = tmp_path / "layout"
+    (lay / "blobs/sha256").mkdir(parents=True)
+    for blob in [*img.blobs.values(), config, manifest]:
+        (lay / "blobs/sha256" / _sha(blob)[7:]).write_bytes(blob)
+    (lay / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (lay / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _sha(manifest), "size": len(manifest),
+        "annotations": {"org.opencontainers.image.ref.name": "bad:1"}}]}))
+    bad = cid if which == "config" else _sha(manifest)
+    assert_sbx_error(sbx("load", "-i", str(lay)), 125, bad)
+    # as an oci-archive (a tar of the layout)
+    arch = tmp_path / "oci.tar"
+    with tarfile.open(arch, "w") as tf:
+        tf.add(lay, arcname=".")
+    assert_sbx_error(sbx("load", "-i", str(arch)), 125, bad)
+    if which == "config":  # a docker-archive has no manifest blob, only its config
+        d = tmp_path / "docker"
+        d.mkdir()
+        (d / "cfg.json").write_bytes(config)
+        layer = make_tar(busybox_entries())
+        (d / "layer.tar").write_bytes(layer)
+        (d / "manifest.json").write_text(json.dumps([{"Config": "cfg.json", "Layers": ["layer.tar"],
+                                                      "RepoTags": ["bad:1"]}]))
+        darch = tmp_path / "docker.tar"
+        with tarfile.open(darch, "w") as tf:
+            tf.add(d, arcname=".")
+        assert_sbx_error(sbx("load", "-i", str(darch)), 125, cid)
+    assert ok(sbx("images", "-q")) == ""
+    r = sbx("system", "check")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r
+
+
+# --- 14.3: rmi removes what it is asked to, as Docker does ---------------------------------------
+
+def test_rmi_of_a_tag_removes_only_that_tag(base: str) -> None:
+    iid = inspect(base)["Id"]
+    ok(sbx("tag", base, "base:2"))
+    ok(sbx("tag", base, "other/name:x"))
+    assert ok(sbx("rmi", "-f", "base:2")) == "Untagged: base:2\n"
+    assert ok(sbx("rmi", "base:1")) == "Untagged: base:1\n"
+    assert inspect("other/name:x")["RepoTags"] == ["other/name:x"]
+    ok(sbx("tag", "other/name:x", "base:1"))
+    # by id, with tags in two repositories: must be forced, then every tag goes with the image
+    r = sbx("rmi", iid[7:19])
+    assert_sbx_error(r, 125, f"conflict: unable to delete {iid[7:19]} (must be forced) - image is referenced in "
+                             "multiple repositories")
+    assert ok(sbx("images", "-q", "--no-trunc")).split() == [iid]
+    r = sbx("rmi", "-f", iid[7:19])
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == sorted(["Untagged: base:1", "Untagged: other/name:x", f"Deleted: {iid}"])
+    assert ok(sbx("images", "-q")) == ""
+
+
+def test_rmi_names_the_containers_that_use_the_image(base: str) -> None:
+    iid = inspect(base)["Id"]
+    short = iid[7:19]
+    ok(sbx("run", "--name", "keep", base, "sh", "-c", "echo kept > /state"))
+    cid = ok(sbx("ps", "-a", "-q")).strip()
+    assert len(cid) == 12
+    r = sbx("rmi", base)
+    assert_sbx_error(r, 125, f'conflict: unable to remove repository reference "{base}" (must force) - container '
+                             f"{cid} is using its referenced image {short}")
+    r = sbx("rmi", short)
+    assert_sbx_error(r, 125, f"conflict: unable to delete {short} (must be forced) - image is being used by stopped "
+                             f"container {cid}")
+    # a running container: cannot be forced
+    run = sbxtest.sbx_popen("run", "--name", "up", "-i", base, "sh", "-c", "echo up; read x", stdin=subprocess.PIPE)
+    try:
+        assert run.stdout.readline() == "up\n"
+        up = ok(sbx("ps", "-q")).strip()
+        r = sbx("rmi", "-f", short)
+        assert_sbx_error(r, 125, f"conflict: unable to delete {short} (cannot be forced) - image is being used by "
+                                 f"running container {up}")
+    finally:
+        run.kill()
+        run.wait(30)
+    ok(sbx("rm", "-f", "up"))
+    # forced by name: untagged, and kept for the stopped container, which still starts
+    assert ok(sbx("rmi", "-f", base)) == f"Untagged: {base}\n"
+    assert ok(sbx("images", "-q", "--no-trunc")).split() == [iid]
+    r = sbx("start", "-a", "keep")
+    assert r.returncode == 0, r.stderr
+    assert "A /state" in ok(sbx("diff", "keep"))
+    ok(sbx("rm", "keep"))
+    assert ok(sbx("rmi", short)) == f"Deleted: {iid}\n"
+    assert ok(sbx("images", "-q")) == ""

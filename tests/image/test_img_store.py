@@ -79,7 +79,7 @@ def test_tag_rmi_and_gc_keep_shared_layers(store: Store, tmp_path: Path) -> None
     assert store.tag("test/a", "other/name:v1") == "docker.io/other/name:v1"
     assert store.resolve("other/name:v1").id == ia.id
     # by id with two tags: refused without force
-    with pytest.raises(ImageError, match="several tags"):
+    with pytest.raises(ImageError, match="must be forced.*referenced in multiple repositories"):
         store.remove(ia.id[7:19])
     untagged, deleted = store.remove("other/name:v1")
     assert untagged == ["docker.io/other/name:v1"] and deleted == []
@@ -99,9 +99,14 @@ def test_tag_rmi_and_gc_keep_shared_layers(store: Store, tmp_path: Path) -> None
 
 def test_in_use_hook_and_prune(store: Store, tmp_path: Path) -> None:
     img = load_image(store, tmp_path, build_image([make_tar([Entry("f", "file", b"1")])]), "test/used")
-    with pytest.raises(ImageError, match="used by a container"):
-        store.remove("test/used", in_use=lambda i: i == img.id)
-    store.remove("test/used", force=True, in_use=lambda i: True)
+    with pytest.raises(ImageError, match="container 0123456789ab is using its referenced image"):
+        store.remove("test/used", in_use=lambda i: [("0123456789ab" * 5, False)] if i == img.id else [])
+    with pytest.raises(ImageError, match="cannot be forced.*running container 0123456789ab"):
+        store.remove(img.id, force=True, in_use=lambda i: [("0123456789ab" * 5, True)])
+    # forced: untagged, but kept for the (stopped) container that uses it
+    assert store.remove("test/used", force=True, in_use=lambda i: [("0123456789ab" * 5, False)]) == (
+        ["docker.io/test/used:latest"], [])
+    assert store.remove(img.id, in_use=lambda i: []) == ([], [img.id])
     # dangling images: loaded without a name
     lay = write_layout(tmp_path / "dangling", [(build_image([make_tar([Entry("g", "file", b"2")])]), "latest")])
     ((dangling, names),) = archive.load(store, str(lay))
