@@ -14,7 +14,6 @@ blob we decided not to download because it was present.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -25,7 +24,7 @@ from sandbox.image import mediatypes as mt
 from sandbox.image import platform as plat
 from sandbox.image import reference as refs
 from sandbox.image.errors import ImageError, RegistryError
-from sandbox.image.store import Image, Store, validate_manifest
+from sandbox.image.store import Image, Store, parse_json, validate_config, validate_manifest
 from sandbox.registry.client import RegistryClient
 from sandbox.registry.transport import RegistryOptions
 
@@ -46,6 +45,9 @@ class _Cancelled(Exception):
     """Stops the other downloads once one layer failed."""
 
 
+BROKEN = "the registry serves a malformed image; ask its publisher to push it again"
+
+
 def _noop(event: str, digest: str, amount: int = 0, total: int | None = None) -> None:
     return None
 
@@ -56,8 +58,10 @@ def resolve_manifest(client: RegistryClient, ref: refs.Reference, want: plat.Pla
     data, media_type, digest = client.get_manifest(ref.path, ref.digest or ref.tag or "latest")
     top = digest
     if media_type in mt.INDEX_TYPES:
-        idx = json.loads(data)
-        entries = idx.get("manifests") or []
+        idx = parse_json(data, f"{ref.familiar()}: index {digest}", error=RegistryError, hint=BROKEN)
+        entries = idx.get("manifests") if isinstance(idx, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise RegistryError(f"{ref.familiar()}: index {digest} has no valid manifests list", hint=BROKEN)
         target = want or plat.host()
         chosen = plat.choose(entries, target)
         if chosen is None:
@@ -99,14 +103,14 @@ def _pull_locked(store: Store, client: RegistryClient, ref: refs.Reference, opti
                  progress: Progress, warn: Callable[[str], None]) -> Image:
     data, digest, top = resolve_manifest(client, ref, options.platform, warn)
     progress("resolved", digest, 0, None)
-    manifest = json.loads(data)
+    manifest = parse_json(data, f"{ref.familiar()}: manifest {digest}", error=RegistryError, hint=BROKEN)
     validate_manifest(manifest, f"manifest {digest} of {ref.familiar()}")
     cfg = manifest["config"]
     if not store.blobs.has(cfg["digest"]):
         client.fetch_blob(ref.path, cfg["digest"], store.blobs, size=cfg.get("size"))
-    config = json.loads(store.blobs.read_bytes(cfg["digest"]))
-    if not isinstance(config, dict):
-        raise ImageError(f"{ref.familiar()}: image config is not a JSON object")
+    what = f"{ref.familiar()}: image config {cfg['digest']}"
+    config = parse_json(store.blobs.read_bytes(cfg["digest"]), what, error=RegistryError, hint=BROKEN)
+    validate_config(config, what, error=RegistryError, hint=BROKEN)
     _check_platform(ref, config, options.platform, top != digest, warn)
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     layers = manifest["layers"]
