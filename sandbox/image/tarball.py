@@ -10,11 +10,14 @@ collapsed to the user when unpacking; root is what the image had for almost ever
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import os
+import shutil
 import stat
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -95,8 +98,16 @@ def export_image(store: Store, image: Image, out: BinaryIO) -> None:
     layer blobs themselves, so owners and modes are exactly the image's (unpacked layers may
     have collapsed them to the user in single-id mode).  Two streaming passes: the first
     decides which layer's entry survives each path (whiteouts and opaque markers hide what
-    lower layers had), the second copies exactly those entries."""
+    lower layers had) and which file each hardlink shares its data with, the second copies
+    exactly those entries.
+
+    Hardlinks follow the merged view: when a later layer replaces or deletes the name a
+    surviving hardlink points to (a chmod in a later layer copies up one name of a linked
+    pair), the link's data are written as a regular file under the first surviving name, and
+    its other surviving names link to that one."""
     survivor: dict[str, int] = {}
+    current: dict[str, tuple[int, str]] = {}   # path -> (layer, path) of the file holding its data now
+    link_origin: dict[tuple[int, str], tuple[int, str]] = {}
     for i, desc in enumerate(image.layers):
         for _tf, m in _layer_members(store, desc):
             path = _norm(m.name)
@@ -105,26 +116,61 @@ def export_image(store: Store, image: Image, out: BinaryIO) -> None:
                 prefix = parent + "/" if parent else ""
                 for k in [k for k, li in survivor.items() if li < i and k.startswith(prefix) and k != parent]:
                     del survivor[k]
+                    current.pop(k, None)
                 continue
             if base.startswith(wh.WH_PREFIX):
                 gone = os.path.join(parent, base[len(wh.WH_PREFIX):])
                 for k in [k for k in survivor if k == gone or k.startswith(gone + "/")]:
                     del survivor[k]
+                    current.pop(k, None)
                 continue
             if not m.isdir():
                 for k in [k for k, li in survivor.items() if li < i and k.startswith(path + "/")]:
                     del survivor[k]
+                    current.pop(k, None)
             survivor[path] = i
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf_out:
-        for i, desc in enumerate(image.layers):
-            for tf, m in _layer_members(store, desc):
-                path = _norm(m.name)
-                if not path or survivor.get(path) != i:
-                    continue
-                m.name = path
-                if m.islnk():
-                    m.linkname = _norm(m.linkname)
-                tf_out.addfile(m, tf.extractfile(m) if m.isreg() else None)
+            if m.isreg():
+                current[path] = (i, path)
+            elif m.islnk() and _norm(m.linkname) in current:
+                current[path] = link_origin[(i, path)] = current[_norm(m.linkname)]
+            else:
+                current.pop(path, None)
+    # the data of files that surviving hardlinks need but that do not survive under their own name
+    needed = {o for (i, path), o in link_origin.items() if survivor.get(path) == i and survivor.get(o[1]) != o[0]}
+    spooled: dict[tuple[int, str], tuple[tarfile.TarInfo, Any]] = {}
+    written: dict[tuple[int, str], str] = {}   # origin -> output name that holds its data
+    tmp_dir = store.tmp_dir if os.path.isdir(store.tmp_dir) else None
+    try:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf_out:
+            for i, desc in enumerate(image.layers):
+                for tf, m in _layer_members(store, desc):
+                    path = _norm(m.name)
+                    if (i, path) in needed and m.isreg():
+                        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=tmp_dir)
+                        shutil.copyfileobj(tf.extractfile(m), spool, CHUNK)  # type: ignore[misc]
+                        spooled[(i, path)] = (copy.copy(m), spool)
+                    if not path or survivor.get(path) != i:
+                        continue
+                    m.name = path
+                    origin = link_origin.get((i, path))
+                    if origin is not None and origin not in written and origin in spooled:
+                        info, spool = spooled[origin]
+                        info = copy.copy(info)
+                        info.name = path
+                        spool.seek(0)
+                        tf_out.addfile(info, spool)
+                        written[origin] = path
+                        continue
+                    if origin is not None and origin in written:
+                        m.linkname = written[origin]
+                    elif m.islnk():
+                        m.linkname = _norm(m.linkname)
+                    if m.isreg():
+                        written[(i, path)] = path
+                    tf_out.addfile(m, tf.extractfile(m) if m.isreg() else None)
+    finally:
+        for _info, spool in spooled.values():
+            spool.close()
 
 
 # --- import -----------------------------------------------------------------------------------------

@@ -283,3 +283,39 @@ def test_rmi_names_the_containers_that_use_the_image(base: str) -> None:
     ok(sbx("rm", "keep"))
     assert ok(sbx("rmi", short)) == f"Deleted: {iid}\n"
     assert ok(sbx("images", "-q")) == ""
+
+
+# --- 14.4: export follows the merged view of hardlinks a later layer split ---------------------
+
+def _extract(tmp_path: Path, image: str, name: str) -> Path:
+    out = tmp_path / f"{name}.tar"
+    ok(sbx("export", "-o", str(out), image))
+    dest = tmp_path / name
+    dest.mkdir()
+    r = subprocess.run(["tar", "-xf", str(out), "-C", str(dest), "--no-same-owner"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return dest
+
+
+def test_export_of_hardlinks_split_by_a_later_layer(tmp_path: Path, base: str) -> None:
+    ok(build(tmp_path, "split:1", f"FROM {base}\n"
+                                  "RUN echo data > /a && chmod 644 /a && ln /a /b && ln /a /c\n"
+                                  "RUN chmod 600 /a\n"))
+    d = _extract(tmp_path, "split:1", "split1")
+    st = {n: os.lstat(d / n) for n in "abc"}
+    assert {n: oct(s.st_mode & 0o777) for n, s in st.items()} == {"a": "0o600", "b": "0o644", "c": "0o644"}
+    assert all((d / n).read_text() == "data\n" for n in "abc")
+    assert st["b"].st_ino == st["c"].st_ino != st["a"].st_ino       # b and c are still one file
+    # the name the others linked to is deleted later: the others keep the data, still linked
+    ok(build(tmp_path, "split:2", "FROM split:1\nRUN rm /a\nRUN echo more >> /c\n"))
+    ok(build(tmp_path, "split:3", f"FROM {base}\n"
+                                  "RUN echo data > /a && ln /a /b && ln /a /c\nRUN rm /a\n"))
+    d = _extract(tmp_path, "split:3", "split3")
+    assert not (d / "a").exists()
+    assert (d / "b").read_text() == (d / "c").read_text() == "data\n"
+    assert os.lstat(d / "b").st_ino == os.lstat(d / "c").st_ino
+    d = _extract(tmp_path, "split:2", "split2")
+    assert not (d / "a").exists() and (d / "c").read_text() == "data\nmore\n"
+    # what the image's own sandbox sees, for the same image
+    r = sbx("run", "--rm", "split:2", "sh", "-c", "cat /b /c")
+    assert r.stdout == (d / "b").read_text() + (d / "c").read_text(), r.stderr
