@@ -302,6 +302,8 @@ def _cache_file(key):
     """$XDG_CACHE_HOME/sbx/seccomp/KEY.bpf, or None when there is no private directory for it
     (another user's or a group-writable directory would let someone else choose our filter)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):  # no HOME and no passwd entry: no cache rather than one in the cwd
+        return None
     d = os.path.join(base, "sbx", "seccomp")
     try:
         st = os.lstat(d)
@@ -358,9 +360,9 @@ def _names(entry):
 def _copy(o):
     """A deep copy of JSON data (the caller may change its profile after compiling it)."""
     if type(o) is dict:
-        return {k: _copy(v) for k, v in o.items()}
+        return {k: v if type(v) is str or type(v) is int else _copy(v) for k, v in o.items()}
     if type(o) is list:
-        return [_copy(x) for x in o]
+        return [x if type(x) is str else _copy(x) for x in o]
     if type(o) is tuple:
         return tuple(_copy(x) for x in o)
     return o

@@ -25,7 +25,9 @@ DOCKER_ROOT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_R
 NR = {"open": 2, "getpid": 39, "uname": 63, "mkdir": 83, "getpriority": 140, "personality": 135,
       "prctl": 157, "prlimit64": 302, "add_key": 248, "request_key": 249, "keyctl": 250, "mkdirat": 258, "unshare": 272,
       "perf_event_open": 298, "kcmp": 312, "seccomp": 317, "userfaultfd": 323, "io_uring_setup": 425,
-      "clone3": 435, "close_range": 436, "faccessat2": 439, "socket": 41, "setsid": 112, "dup3": 292}
+      "clone3": 435, "close_range": 436, "faccessat2": 439, "socket": 41, "setsid": 112, "dup3": 292,
+      "move_pages": 279, "setns": 308, "io_uring_enter": 426, "io_uring_register": 427, "pidfd_getfd": 438,
+      "process_vm_readv": 310}
 EPERM, EACCES, ENOSYS = 1, 13, 38
 AF_UNIX, AF_VSOCK, SOCK_STREAM = 1, 40, 1
 CLONE_NEWUSER = 0x10000000
@@ -284,6 +286,21 @@ def _in_child(prog, probe, exec_after=False):
     return res, os.waitstatus_to_exitcode(status)
 
 
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def _process_vm_readv_self():
+    src = ctypes.create_string_buffer(b"sbx-probe", 9)
+    dst = ctypes.create_string_buffer(9)
+    local = _Iovec(ctypes.cast(dst, ctypes.c_void_p), 9)
+    remote = _Iovec(ctypes.cast(src, ctypes.c_void_p), 9)
+    r = _sys("process_vm_readv", os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    if r[0] == 9 and dst.raw != b"sbx-probe":
+        r = [-1, 0]
+    return r
+
+
 def _probe_default():
     uts = ctypes.create_string_buffer(6 * 65)
     pid = os.getpid()
@@ -300,6 +317,12 @@ def _probe_default():
         "perf_event_open": _sys("perf_event_open", 0, 0, (1 << 64) - 1, (1 << 64) - 1, 0),
         "socket_vsock": _sys("socket", AF_VSOCK, SOCK_STREAM, 0),
         "clone3": _sys("clone3", 0, 0),
+        "move_pages": _sys("move_pages", 0, 0, 0, 0, 0, 0),
+        "setns": _sys("setns", (1 << 64) - 1, 0),
+        "io_uring_enter": _sys("io_uring_enter", (1 << 64) - 1, 0, 0, 0, 0, 0),
+        "io_uring_register": _sys("io_uring_register", (1 << 64) - 1, 0, 0, 0),
+        "pidfd_getfd": _sys("pidfd_getfd", (1 << 64) - 1, 0, 0),
+        "process_vm_readv": _process_vm_readv_self(),
         "getpid": _sys("getpid"),
         "uname": _sys("uname", uts),
         "open": _sys("open", ctypes.c_char_p(b"/dev/null"), 0),
@@ -324,9 +347,11 @@ def _probe_default():
 
 
 BLOCKED_EPERM = ("keyctl", "add_key", "request_key", "userfaultfd", "personality_0x1234", "unshare_newuser",
-                 "unshare_0", "io_uring_setup", "kcmp", "perf_event_open", "socket_vsock")
+                 "unshare_0", "io_uring_setup", "io_uring_enter", "io_uring_register", "kcmp", "perf_event_open",
+                 "socket_vsock", "move_pages", "setns", "pidfd_getfd")
+# process_vm_readv: Docker allows it (with ptrace) on kernels >= 4.8, and so does sbx.
 WORKING = ("getpid", "uname", "open", "personality_query", "socket_unix", "faccessat2", "close_range", "dup3",
-           "setsid")
+           "setsid", "process_vm_readv")
 
 
 @x86_64_only
@@ -346,8 +371,10 @@ def test_default_profile_enforced():
 def test_without_filter_the_probes_differ():
     """Control: the same calls in a child without the filter are not refused with EPERM/ENOSYS."""
     res, _ = _in_child(None, _probe_default)
-    for name in ("keyctl", "personality_0x1234", "kcmp", "unshare_0"):
+    for name in ("keyctl", "personality_0x1234", "kcmp", "unshare_0", "process_vm_readv"):
         assert res[name][0] >= 0, (name, res[name])
+    for name in ("setns", "io_uring_enter", "io_uring_register", "pidfd_getfd"):
+        assert res[name][1] != EPERM, (name, res[name])   # EBADF: the kernel looked at the fd
     assert res["add_key"][1] != EPERM and res["clone3"][1] != ENOSYS
 
 
