@@ -78,6 +78,11 @@ class Image:
 
     @property
     def size(self) -> int:
+        """Docker's image size: the sum of its layers' uncompressed (tar) sizes, each layer counted
+        as often as the image lists it. The same before and after a run, whatever is unpacked."""
+        sizes = self.record.get("layer_sizes")
+        if isinstance(sizes, list) and all(type(n) is int for n in sizes):
+            return sum(sizes)
         return int(self.record.get("size") or sum(int(d.get("size", 0)) for d in self.layers))
 
     @property
@@ -335,9 +340,72 @@ class Store:
         manifest, config = self._read_image(md)
         if manifest["config"]["digest"] != image_id:
             raise StoreError(f"manifest blob {md} does not describe image {image_id}", hint=REPAIR_HINT)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if not _sizes_ok(rec.get("layer_sizes"), diff_ids):  # a record of an older sbx
+            rec = self._add_sizes(image_id, manifest, diff_ids) or rec
         tags = sorted(k for k, v in all_refs.items() if v.get("id") == image_id and "@" not in k)
         digests = sorted(k for k, v in all_refs.items() if v.get("id") == image_id and "@" in k)
         return Image(image_id, md, manifest, config, rec, tags, digests)
+
+    def _add_sizes(self, image_id: str, manifest: dict[str, Any], diff_ids: list[str]) -> dict[str, Any] | None:
+        """Record the layer sizes of an image recorded without them; None if that cannot be done now."""
+        try:
+            sizes = self._tar_sizes(manifest["layers"], diff_ids, {})
+            lock = self.meta_lock()
+            if not lock.acquire(5):
+                return None
+            try:
+                rec = self.record(image_id)
+                if rec is None:
+                    return None
+                rec["layer_sizes"], rec["size"] = sizes, sum(sizes)
+                self._write_record(rec)
+                return rec
+            finally:
+                lock.release()
+        except (ImageError, OSError):
+            return None
+
+    def _tar_sizes(self, layers: list[dict[str, Any]], diff_ids: list[str], known: dict[str, int]) -> list[int]:
+        """The uncompressed tar size of each layer: given, from an unpacked copy's meta.json, from
+        another image's record, or counted by decompressing the blob once."""
+        known = dict(known)
+        missing = [d for d in diff_ids if d not in known]
+        for d in missing:
+            for owner in ("single", "mapped"):
+                meta = self.layer_meta(d, owner)
+                if meta and type(meta.get("size")) is int:
+                    known[d] = meta["size"]
+                    break
+        if any(d not in known for d in diff_ids):
+            for iid in self.image_ids():
+                rec = self.record(iid) or {}
+                if _sizes_ok(rec.get("layer_sizes"), rec.get("diff_ids")):
+                    for d, n in zip(rec["diff_ids"], rec["layer_sizes"]):
+                        known.setdefault(d, n)
+        for desc, d in zip(layers, diff_ids):
+            if d not in known:
+                known[d] = self._count_tar(desc["digest"])
+        return [known[d] for d in diff_ids]
+
+    def _count_tar(self, digest: str) -> int:
+        from sandbox.image.compress import open_decompressed
+
+        n = 0
+        try:
+            with self.blobs.open(digest) as raw:
+                stream, _kind = open_decompressed(raw, f"layer blob {digest}")
+                while True:
+                    chunk = stream.read(1 << 20)
+                    if not chunk:
+                        break
+                    n += len(chunk)
+        except (OSError, EOFError, ValueError) as e:
+            from sandbox.image.errors import LayerError
+
+            raise LayerError(f"layer blob {digest} cannot be decompressed: {e}",
+                             hint="the image is corrupt; pull or load it again") from None
+        return n
 
     def images(self, errors: list[ImageError] | None = None) -> list[Image]:
         """Every image, newest first. Images that cannot be read are left out; their errors are
@@ -425,10 +493,9 @@ class Store:
                 if s not in rec["sources"]:
                     rec["sources"].append(s)
             rec["diff_ids"] = diff_ids
-            if sizes:
-                rec["size"] = sum(sizes.get(d, 0) for d in diff_ids)
-            elif "size" not in rec:
-                rec["size"] = sum(int(d.get("size", 0)) for d in manifest["layers"])
+            if not _sizes_ok(rec.get("layer_sizes"), diff_ids):
+                rec["layer_sizes"] = self._tar_sizes(manifest["layers"], diff_ids, sizes or {})
+            rec["size"] = sum(rec["layer_sizes"])
             self._write_record(rec)
             all_refs = self.references()
             changed = False
@@ -714,8 +781,6 @@ class Store:
             for i, (desc, diff_id) in enumerate(zip(image.layers, image.diff_ids)):
                 dirs.append(self.unpack_layer(desc, diff_id, dirs, owner=owner, warn=warn,
                                               label=f"layer {i + 1}/{n} ({desc['digest'][:19]})"))
-            if image.record:
-                self._update_size(image, owner.name)
         return dirs
 
     def layer_sizes(self, diff_ids: list[str], owner_name: str = "single") -> dict[str, int]:
@@ -725,17 +790,6 @@ class Store:
             if meta:
                 sizes[d] = int(meta.get("size", 0))
         return sizes
-
-    def _update_size(self, image: Image, owner_name: str) -> None:
-        sizes = self.layer_sizes(image.diff_ids, owner_name)
-        if len(sizes) == len(image.diff_ids):
-            size = sum(sizes.values())
-            if image.record.get("size") != size:
-                with self.meta_lock():
-                    rec = self.record(image.id)
-                    if rec is not None:
-                        rec["size"] = size
-                        self._write_record(rec)
 
     # --- check and df ------------------------------------------------------------------------------
 
@@ -942,6 +996,11 @@ def _remove_hint(users: list[tuple[str | None, bool]]) -> str:
     if not ids:
         return "wait for the sandbox that runs it to exit"
     return f"remove the container first (`sbx rm -f {' '.join(ids)}`), or use `sbx rmi -f` to keep it only for them"
+
+
+def _sizes_ok(sizes: Any, diff_ids: Any) -> bool:
+    return (isinstance(sizes, list) and isinstance(diff_ids, list) and len(sizes) == len(diff_ids)
+            and all(type(n) is int for n in sizes))
 
 
 def _str_list(v: Any) -> list[str]:

@@ -319,3 +319,43 @@ def test_export_of_hardlinks_split_by_a_later_layer(tmp_path: Path, base: str) -
     # what the image's own sandbox sees, for the same image
     r = sbx("run", "--rm", "split:2", "sh", "-c", "cat /b /c")
     assert r.stdout == (d / "b").read_text() + (d / "c").read_text(), r.stderr
+
+
+# --- 14.5: one definition of an image's size -----------------------------------------------------
+
+def _sizes(*images: str, env: dict[str, str] | None = None) -> list[tuple[int, str]]:
+    """(inspect Size, the SIZE column of `sbx images`) of each image."""
+    out = []
+    rows = [json.loads(line) for line in ok(sbx("images", "--format", "json", env=env)).splitlines()]
+    for image in images:
+        docs = json.loads(ok(sbx("inspect", image, env=env)))
+        repo, _, tag = image.rpartition(":")
+        col = [r["Size"] for r in rows if r["Repository"] == repo and r["Tag"] == tag]
+        assert len(col) == 1, (image, rows)
+        out.append((docs[0]["Size"], col[0]))
+    return out
+
+
+def test_image_size_is_the_sum_of_its_layers_tar_sizes(tmp_path: Path, base: str, rootfs_tar: Path,  # type: ignore[no-untyped-def]
+                                                       plain_registry) -> None:
+    ((base_size, _),) = _sizes(base)
+    assert base_size == rootfs_tar.stat().st_size        # the one layer's uncompressed tar
+    ok(build(tmp_path, "big:1", f"FROM {base}\nRUN head -c 300000 /dev/zero > /zeros\nRUN true\nRUN true\n"))
+    before = _sizes(base, "big:1")
+    ok(sbx("run", "--rm", "big:1", "true"))                 # unpacks the layers
+    assert _sizes(base, "big:1") == before
+    (_, _), (big, _) = before
+    # a derived image is its base plus its own layers (the empty one counted each time it is listed)
+    assert big > base_size + 300000
+    layers = inspect("big:1")["RootFS"]["Layers"]
+    assert layers[-1] == layers[-2]
+    # pulled into a fresh store: the same size, before and after the first run
+    dest = f"{plain_registry.host}/test/big:1"
+    ok(sbx("push", "big:1", dest))
+    fresh = {"SBX_ROOT": str(tmp_path / "fresh")}
+    ok(sbx("pull", dest, env=fresh))
+    ref = dest.split("/", 1)[0] + "/test/big:1"
+    pulled = _sizes(ref, env=fresh)
+    assert pulled[0] == before[1]
+    ok(sbx("run", "--rm", dest, "true", env=fresh))
+    assert _sizes(ref, env=fresh) == pulled
