@@ -730,12 +730,93 @@ def df(
         typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def unshare(ctx: typer.Context) -> None:
+    """Run a shell (or CMD) as root of your mapped user namespace, e.g. to remove files of
+    subordinate ids by hand (podman's `unshare`)."""
+    import sandbox
+    from sandbox.runtime.paths import data_root
+
+    cmd = list(ctx.args) or [os.environ.get("SHELL") or "/bin/sh"]
+    env = dict(os.environ, SBX_ROOT=data_root())
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = "/"
+    p = sandbox.run(cmd, rootfs="/", network="host", namespaces=("user",), userns="auto", env=env, cwd=cwd)
+    raise typer.Exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)
+
+
+# What sbx keeps in its data directory (`system reset` removes these, and temp entries).
+DATA_ENTRIES = ("blobs", "images", "layers", "tmp", "containers", "buildcache", "inuse", "runcache",
+                "repositories.json", "lock", "gc.lock")
+
+
+def reset(
+    ctx: typer.Context,
+    force: bool = typer.Option(False, "-f", "--force", help="Do not ask for confirmation."),
+) -> None:
+    """Remove all of your sbx data: containers, images, layers and caches."""
+    from sandbox.errors import UsageError
+    from sandbox.image.fsutil import TMP_PREFIX
+    from sandbox.runtime import flocks, paths
+    from sandbox.runtime.containers import Store as Containers
+
+    store = _store(ctx)
+    root = store.root
+    running = [c.name for c in Containers().list() if c.running()] if os.path.isdir(root) else []
+    if running:
+        raise UsageError(f"containers are running: {', '.join(running)}",
+                         hint=f"stop them first (`sbx stop {' '.join(running)}`)")
+    try:
+        busy = [n for n in os.listdir(os.path.join(root, "inuse"))
+                if flocks.held(os.path.join(root, "inuse", n), holders_shared=True)]
+    except OSError:
+        busy = []
+    if busy:
+        raise UsageError(f"sandboxes are running image {', '.join('sha256:' + b[:12] for b in busy)}",
+                         hint="wait for them to exit")
+    xdg_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = os.path.join(xdg_cache, "sbx")
+    if not force:
+        if not sys.stdin.isatty():
+            raise UsageError("system reset removes all containers, images and caches; refusing without a "
+                             "confirmation", hint="run it on a terminal, or pass -f")
+        typer.echo(f"WARNING! This will remove all of sbx's data:\n - containers, images, layers, build cache "
+                   f"in {root}\n - the cache in {cache}")
+        if not typer.confirm("Are you sure you want to continue?", default=False):
+            raise typer.Exit(1)
+    everything = not os.environ.get("SBX_ROOT")  # the default directory holds only sbx's data
+    doomed = [cache] if os.path.isdir(cache) else []
+    if os.path.isdir(root):
+        with store.deleting(timeout=0) as ok:
+            if not ok:
+                raise UsageError("another sbx command is using the store", hint="try again when it is done")
+            doomed += [os.path.join(root, n) for n in sorted(os.listdir(root))
+                       if everything or n in DATA_ENTRIES or n.startswith(TMP_PREFIX)]
+            left = store.remove_trees(doomed)
+    else:
+        left = store.remove_trees(doomed)
+    if left:
+        from sandbox.image.errors import StoreError
+
+        raise StoreError(f"cannot remove {left[0]}" + (f" and {len(left) - 1} more" if len(left) > 1 else ""),
+                         hint=f"remove it with `sbx unshare rm -rf {left[0]}`")
+    try:
+        os.rmdir(root)  # only if nothing else is in it
+    except OSError:
+        pass
+    paths.reset()
+    typer.echo(f"Removed all sbx data in {root}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the image commands, and the ``image`` and ``system`` sub-apps, to ``app``."""
     for name, fn in (("pull", pull), ("push", push), ("images", images), ("rmi", rmi), ("tag", tag),
                      ("inspect", inspect), ("login", login), ("logout", logout), ("save", save), ("load", load),
                      ("import", import_), ("export", export)):
         app.command(name)(fn)
+    app.command("unshare", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                             "help_option_names": []})(unshare)
     image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
     image_app.command("prune")(prune)
     for name, fn in (("ls", images), ("pull", pull), ("push", push), ("rm", rmi), ("tag", tag),
@@ -745,6 +826,7 @@ def register(app: typer.Typer) -> None:
     system_app = typer.Typer(help="Store maintenance.", no_args_is_help=True)
     system_app.command("check")(check)
     system_app.command("df")(df)
+    system_app.command("reset")(reset)
     app.add_typer(system_app, name="system")
 
 

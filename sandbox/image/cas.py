@@ -10,7 +10,7 @@ Contracts (modelled on umoci's ``oci/cas`` engine):
 * Readers (:meth:`open`) verify: the digest is checked when the content has been read to the end
   (:meth:`VerifiedReader.finish` reads what is left and checks), so a blob corrupted on disk is
   noticed by whoever consumes it.
-* Temp files left by a crash are removed by :meth:`clean_tmp`; the caller must make sure no writer is
+* Temp files left by a crash are removed by :meth:`Store.cleanup`; the caller must make sure no writer is
   active (the image store does that with its ``gc.lock``).
 """
 
@@ -280,22 +280,3 @@ class BlobStore:
         except FileNotFoundError:
             return []
         return sorted(n for n in names if not is_digest("sha256:" + n))
-
-    def clean_tmp(self) -> int:
-        """Remove temp files (crash leftovers). Only call when no writer can be active."""
-        from sandbox.image.fsutil import rmtree_writable
-
-        n = 0
-        for d in (self.tmp_dir, self.blob_dir):
-            try:
-                names = os.listdir(d)
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if d == self.tmp_dir or name.startswith(TMP_PREFIX):
-                    try:
-                        rmtree_writable(os.path.join(d, name))
-                        n += 1
-                    except OSError:
-                        pass
-        return n

@@ -138,6 +138,15 @@ def locked(path: str, *, shared: bool = False) -> Iterator[FileLock]:
         lock.release()
 
 
+def in_user_namespace() -> bool:
+    """True inside a user namespace other than the initial one (its uid_map is not the identity)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
 def rmtree_writable(path: str) -> None:
     """Remove a tree even where directories lack write/search permission for us (layers unpacked from
     images keep modes like 0555; in single-id mode we own every file, so chmod is allowed)."""

@@ -249,13 +249,50 @@ class Store:
             if not meta.acquire(0):
                 return 0
             try:
-                n = self.blobs.clean_tmp()
-                for p in self._stray_tmp():
-                    rmtree_writable(p)
-                    n += 1
-                return n
+                entries = self._leftovers()
+                return len(entries) - len(self.remove_trees(entries))
             finally:
                 meta.release()
+
+    def _leftovers(self) -> list[str]:
+        """Temp entries: everything in tmp/, and .tmp-* names elsewhere in the store."""
+        try:
+            out = [os.path.join(self.tmp_dir, n) for n in os.listdir(self.tmp_dir)]
+        except OSError:
+            out = []
+        out += self._stray_tmp()
+        out += [os.path.join(self.blobs.blob_dir, n) for n in self.blobs.stray_files() if n.startswith(TMP_PREFIX)]
+        return out
+
+    def remove_trees(self, paths: list[str]) -> list[str]:
+        """Remove these trees; return those that could not be removed. Layers unpacked with the
+        image's owners, and containers' changes, hold files of subordinate ids that only root of
+        a user namespace mapped to the user's range may delete: what the caller cannot remove
+        itself is removed there, by the same worker builds use (`sbx unshare` is the manual way)."""
+        left = []
+        for p in paths:
+            try:
+                rmtree_writable(p)
+            except OSError:
+                left.append(p)
+        if left and _can_map_ids():
+            from sandbox.image.errors import SandboxError
+            from sandbox.runtime import nsworker
+
+            try:
+                w = nsworker.start("helper")
+                try:
+                    for p in left:
+                        try:
+                            w.call("remove", path=p)
+                        except SandboxError:
+                            continue
+                finally:
+                    w.close()
+            except (SandboxError, OSError):
+                pass
+            left = [p for p in left if os.path.lexists(p)]
+        return left
 
     def _stray_tmp(self) -> list[str]:
         out = []
@@ -679,25 +716,30 @@ class Store:
                         pass
                     self.blobs.delete(d)
                     n += 1
+            doomed = []
             for name, diff_id, path in self._layer_entries():
                 if diff_id not in layers:
                     freed += _du(path)
-                    self._delete_dir(path)
+                    doomed.append(path)
                     n += 1
+            self._delete_dirs(doomed)
             return n, freed
 
-    def _delete_dir(self, path: str) -> None:
-        """Rename into tmp/ first so that a crash never leaves a half-deleted layer in place. A layer
-        unpacked with mapped ownership holds files of subordinate ids that only its user namespace may
-        delete: what cannot be removed stays in tmp/ (reported by `check`) for the launcher to remove."""
-        tmp = tmp_name(self.tmp_dir, "del-")
-        os.rename(path, tmp)
-        try:
-            rmtree_writable(tmp)
-        except OSError as e:
+    def _delete_dirs(self, paths: list[str]) -> list[str]:
+        """Rename into tmp/ first so that a crash never leaves a half-deleted layer in place, then
+        remove (see :meth:`remove_trees`). What cannot be removed stays in tmp/, where `check`
+        reports it; returns those paths."""
+        moved = []
+        for path in paths:
+            tmp = tmp_name(self.tmp_dir, "del-")
+            os.rename(path, tmp)
+            moved.append(tmp)
+        left = self.remove_trees(moved)
+        if left:
             import logging
 
-            logging.getLogger("sandbox.image.store").warning("cannot remove %s: %s", tmp, e)
+            logging.getLogger("sandbox.image.store").warning("cannot remove %s", ", ".join(left))
+        return left
 
     # --- layers ------------------------------------------------------------------------------------
 
@@ -821,21 +863,15 @@ class Store:
         return problems
 
     def _check_leftovers(self, repair: bool, exclusive: bool, problems: list[Problem]) -> None:
-        leftovers = []
-        for d in (self.tmp_dir,):
-            try:
-                leftovers += [os.path.join(d, n) for n in os.listdir(d)]
-            except OSError:
-                pass
-        leftovers += self._stray_tmp()
-        leftovers += [os.path.join(self.blobs.blob_dir, n) for n in self.blobs.stray_files()
-                      if n.startswith(TMP_PREFIX)]
+        leftovers = self._leftovers()
         if leftovers and exclusive:
             p = Problem("leftover", "tmp", f"{len(leftovers)} temp entries from interrupted commands")
             if repair:
-                for path in leftovers:
-                    rmtree_writable(path)
-                p.repaired = True
+                left = self.remove_trees(leftovers)
+                p.repaired = not left
+                if left:
+                    p.detail += (f"; {len(left)} cannot be removed, e.g. {left[0]} (try "
+                                 f"`sbx unshare rm -rf {left[0]}`)")
             problems.append(p)
 
     def _check_content(self, repair: bool, problems: list[Problem]) -> None:
@@ -843,8 +879,7 @@ class Store:
             if not n.startswith(TMP_PREFIX):
                 p = Problem("stray", os.path.join("blobs/sha256", n), "not a sha256 blob name")
                 if repair:
-                    rmtree_writable(os.path.join(self.blobs.blob_dir, n))
-                    p.repaired = True
+                    p.repaired = not self.remove_trees([os.path.join(self.blobs.blob_dir, n)])
                 problems.append(p)
         corrupt = set()
         for d in list(self.blobs):
@@ -907,8 +942,7 @@ class Store:
             if why:
                 p = Problem("layer", name, why)
                 if repair:
-                    self._delete_dir(path)
-                    p.repaired = True
+                    p.repaired = not self._delete_dirs([path])
                 problems.append(p)
 
     def _check_image(self, iid: str, corrupt: set[str]) -> str | None:
@@ -996,6 +1030,15 @@ def _remove_hint(users: list[tuple[str | None, bool]]) -> str:
     if not ids:
         return "wait for the sandbox that runs it to exit"
     return f"remove the container first (`sbx rm -f {' '.join(ids)}`), or use `sbx rmi -f` to keep it only for them"
+
+
+def _can_map_ids() -> bool:
+    """Can this process start a user namespace mapped to the user's subordinate range?  Not from
+    inside one (the worker itself), nor without a range."""
+    from sandbox.image.fsutil import in_user_namespace
+    from sandbox.runtime import idmap
+
+    return not in_user_namespace() and idmap.detect()[0] == "helper"
 
 
 def _sizes_ok(sizes: Any, diff_ids: Any) -> bool:

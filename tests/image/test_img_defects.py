@@ -359,3 +359,80 @@ def test_image_size_is_the_sum_of_its_layers_tar_sizes(tmp_path: Path, base: str
     assert pulled[0] == before[1]
     ok(sbx("run", "--rm", dest, "true", env=fresh))
     assert _sizes(ref, env=fresh) == pulled
+
+
+# --- 14.2: files of mapped ids are removed; sbx unshare; sbx system reset -------------------------
+
+def chown(args: str) -> str:
+    """`chown ARGS`, where the id mapping has other ids (a single-id mapping has none: true)."""
+    return f"chown {args}" if has_subuid() else "true"
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_removal_of_files_owned_by_mapped_ids(tmp_path: Path, base: str) -> None:
+    root = Path(os.environ["SBX_ROOT"])
+    ok(build(tmp_path, "owned:1", f"FROM {base}\n"
+                                  f"RUN mkdir -p /d/e && echo x > /d/e/f && chmod 700 /d/e && {chown('-R 1000:1000 /d')}\n"))
+    r = sbx("run", "--rm", "owned:1", "stat", "-c", "%u", "/d/e/f")
+    assert r.stdout == ("1000\n" if has_subuid() else "0\n"), r.stderr
+    ok(sbx("run", "--name", "c", "owned:1", "sh", "-c",
+           f"mkdir -p /g/h && touch /g/h/i && chmod 700 /g/h && {chown('-R 1000:1000 /g')}"))
+    assert ok(sbx("rm", "c")) == "c\n"
+    assert not (root / "containers").exists() or _tree(root / "containers") in ([], [".lock"])
+    r = sbx("rmi", "owned:1")
+    assert r.returncode == 0 and "Deleted: sha256:" in r.stdout, r.stderr
+    assert _tree(root / "tmp") == []                        # nothing left behind
+    layers = {p.name.split("-")[0] for p in (root / "layers").iterdir()}
+    assert layers <= {d[7:] for d in inspect(base)["RootFS"]["Layers"]}
+    assert ok(sbx("system", "check")).startswith("store ")  # "store ROOT: ok"
+
+
+@pytest.mark.subuid
+def test_leftovers_of_mapped_ids_are_repaired(base: str) -> None:
+    # What an older sbx left: a tree of another mapped id in tmp/, that the user cannot remove.
+    root = Path(os.environ["SBX_ROOT"])
+    left = root / "tmp" / ".tmp-del-0123456789abcdef"
+    ok(sbx("unshare", "sh", "-c", f"mkdir -p {left}/a/b && touch {left}/a/b/c && chmod 500 {left}/a "
+                                  f"&& chown -R 1000:1000 {left}/a && id -u"))
+    r = subprocess.run(["rm", "-rf", str(left)], capture_output=True, text=True)
+    assert r.returncode != 0 and left.exists()             # the user alone cannot
+    r = sbx("system", "check", "--repair")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r
+    assert not left.exists()
+    assert ok(sbx("system", "check")).startswith("store ")
+
+
+def test_unshare_runs_as_root_of_the_mapped_namespace(tmp_path: Path) -> None:
+    assert ok(sbx("unshare", "id", "-u")) == "0\n"
+    maps = ok(sbx("unshare", "cat", "/proc/self/uid_map")).split()
+    assert maps[:3] == ["0", str(os.getuid()), "1"]
+    assert (len(maps) == 6 and maps[5] == "65536") if has_subuid() else len(maps) == 3
+    assert sbx("unshare", "sh", "-c", "exit 7").returncode == 7
+    # no command: a shell, reading stdin
+    r = sbx("unshare", input="echo in $SBX_ROOT; id -u\n")
+    assert r.stdout == f"in {os.environ['SBX_ROOT']}\n0\n", r.stderr
+
+
+def test_system_reset_removes_everything(tmp_path: Path, base: str) -> None:
+    root = Path(os.environ["SBX_ROOT"])
+    ok(build(tmp_path, "owned:1", f"FROM {base}\nRUN mkdir /d && touch /d/f && chmod 700 /d && {chown('-R 1000 /d')}\n"))
+    ok(sbx("run", "--name", "kept", "owned:1", "sh", "-c", f"mkdir /g && chmod 700 /g && {chown('1000 /g')}"))
+    run = sbxtest.sbx_popen("run", "--name", "up", "-i", base, "sh", "-c", "echo up; read x", stdin=subprocess.PIPE)
+    try:
+        assert run.stdout.readline() == "up\n"
+        assert_sbx_error(sbx("system", "reset", "-f"), 125, "running", "up")
+    finally:
+        run.kill()
+        run.wait(30)
+    assert "kept" in ok(sbx("ps", "-a"))
+    # not on a terminal and without -f: refused, nothing removed
+    assert_sbx_error(sbx("system", "reset"), 125, "-f")
+    assert ok(sbx("images", "-q")) != ""
+    r = sbx("system", "reset", "-f")
+    assert r.returncode == 0, r.stderr
+    assert not root.exists() or _tree(root) == []
+    assert ok(sbx("images", "-q")) == "" and ok(sbx("ps", "-a", "-q")) == ""
+    assert ok(sbx("system", "check")).startswith("store ")
