@@ -98,9 +98,11 @@ def crun(rootfs, tmp_path_factory):
 
 
 PAIRS = (
-    ("test_api_true", "test_bwrap_true", 0.6),
+    ("test_api_true", "test_bwrap_true", 0.7),         # with the default seccomp filter
+    ("test_api_true_no_seccomp", "test_bwrap_true", 0.6),
     ("test_api_true", "test_crun_true", 0.25),
     ("test_cli_true", "test_crun_true", 2.0),
+    ("test_cli_true_no_seccomp", "test_crun_true", 2.0),
     ("test_cli_true", "test_bwrap_true", None),
     ("test_cli_true", "test_unshare_true", None),
 )

@@ -19,6 +19,12 @@ def test_api_true(benchmark, rootfs):
     assert r.returncode == 0
 
 
+def test_api_true_no_seccomp(benchmark, rootfs):
+    """The same without the default seccomp filter: what the filter costs at start-up."""
+    r = benchmark(sandbox.run, ["/bin/true"], rootfs=rootfs, userns="single", seccomp="unconfined")
+    assert r.returncode == 0
+
+
 def test_api_true_auto_userns(benchmark, rootfs):
     """The default mapping: a subuid range through newuidmap/newgidmap when configured."""
     r = benchmark(sandbox.run, ["/bin/true"], rootfs=rootfs)
@@ -27,6 +33,11 @@ def test_api_true_auto_userns(benchmark, rootfs):
 
 def test_cli_true(benchmark, rootfs, sbx_cmd):
     benchmark(_run, sbx_cmd + ["run", "--rm", "--userns", "single", "--rootfs", rootfs, "/bin/true"])
+
+
+def test_cli_true_no_seccomp(benchmark, rootfs, sbx_cmd):
+    benchmark(_run, sbx_cmd + ["run", "--rm", "--userns", "single", "--security-opt", "seccomp=unconfined",
+                               "--rootfs", rootfs, "/bin/true"])
 
 
 def test_bwrap_true(benchmark, rootfs):

@@ -390,5 +390,5 @@ def _seccomp_program(profile, caps):
     key = tuple(caps)
     prog = _programs.get(key)
     if prog is None:
-        prog = _programs[key] = seccomp.program(seccomp.default_profile(), caps)
+        prog = _programs[key] = seccomp.default_program(caps)
     return prog

@@ -241,6 +241,31 @@ def program(profile, caps):
     return prog
 
 
+def default_program(caps):
+    """program(default_profile(), caps), with a disk-cache key made from the default profile's
+    source file instead of its canonical JSON: a fresh process (every `sbx run`) then neither
+    builds the profile nor serialises it, and reads one small file."""
+    caps = tuple(sorted({_cap_name(c) for c in caps}))
+    from .._native import seccomp_version
+    u = os.uname()
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_default.py")
+    try:
+        with open(src, "rb") as f:
+            digest = _sha256(f.read()).hexdigest()
+    except OSError:
+        return program(default_profile(), caps)
+    key_text = "\n".join((str(_FORMAT), "default", digest, ",".join(caps), u.machine, u.release,
+                          "%d.%d.%d" % seccomp_version()))
+    key = _sha256(key_text.encode()).hexdigest()
+    path = _cache_file(key)
+    prog = _read_cached(path, key) if path else None
+    if prog is None:
+        prog = program(default_profile(), caps)
+        if path:
+            _write_cached(path, key, prog)
+    return prog
+
+
 def _compile(profile, caps, machine, release):
     from .._native import SECCOMP_ACTIONS, SECCOMP_OPS, SeccompError, seccomp_compile
     validate(profile)  # a dict may come from elsewhere than load() (an OCI bundle, the API)

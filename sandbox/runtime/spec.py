@@ -229,9 +229,7 @@ def _resolv_conf(network):
 def seccomp_option(value):
     """--security-opt seccomp=VALUE -> (source, profile): ("default", "default"),
     ("unconfined", None), (path, dict) or ("inline", dict)."""
-    if value is None:  # the default profile is switched on once its compiler is in
-        return "unconfined", None
-    if value == "default":
+    if value is None or value == "default":
         return "default", "default"
     if value == "unconfined":
         return "unconfined", None

@@ -137,7 +137,7 @@ static int cmd_watch (char **needles, int nn, int seconds)
 
 static int cmd_syscalls (void)
 {
-  char buf[64];
+  static char buf[4096];
   report ("add_key", syscall (SYS_add_key, "user", "sbx", "x", 1, KEY_SPEC_PROCESS_KEYRING));
   report ("keyctl", syscall (SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0));
   report ("kcmp", syscall (SYS_kcmp, getpid (), getpid (), 0, 0, 0));
