@@ -401,9 +401,8 @@ class Builder:
             upper = os.path.join(tmpdir, "upper")
             self.worker.call("copy", upper=upper, lowers=state.lowers, plan=plan, dest=dest, context=self.context,
                              roots=roots, ignore=ignore, add=add, chmod=int(chmod, 8) if chmod else None,
-                             where=where, keep_owners=self.worker.in_userns)
-            if chown:
-                self._chown(upper, dest, chown, state, where)
+                             where=where, keep_owners=self.worker.in_userns,
+                             owner=self._chown(chown, state, where) if chown else None)
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
             self.worker.call("remove", path=tmpdir)
@@ -420,16 +419,18 @@ class Builder:
         from ..runtime import image_root
         return image_root.prepare(ref, userns=self.opts.userns).lowers
 
-    def _chown(self, upper, dest, chown, state, where):
+    def _chown(self, chown, state, where):
+        """--chown's (uid, gid), applied by the placement itself (never by a path walk that a
+        symlink could lead out of the upper); None when nothing is to change."""
         from ..runtime import spec as specmod
         uid, gid, _, _ = specmod.resolve_user(state.lowers, chown)
         if (uid, gid) == (0, 0):
-            return
+            return None
         if not self.worker.in_userns:
             self.out(f"sbx: warning: {where}: --chown={chown} cannot be kept with a single mapped id: "
                      "files stay owned by root (configure a subuid range to keep owners)")
-            return
-        self.worker.call("chown", path=os.path.join(upper, dest.lstrip("/")), uid=uid, gid=gid)
+            return None
+        return [uid, gid]
 
     # --- the image --------------------------------------------------------------------------------
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import stat
 import time
 from typing import Any
 
-from sandbox.image import tarball
 from sandbox.image.compose import NewLayer
 from sandbox.image.errors import ImageError
 from sandbox.image.fsutil import atomic_write, rmtree_writable
@@ -53,19 +51,12 @@ def layer_from_upper(store: Store, worker, upper: str, lowers: list[str], owner:
 
 
 # --- COPY / ADD ------------------------------------------------------------------------------------
-
-def _provider(roots: list[str], rel: str) -> str | None:
-    """The root (top first) that shows `rel` in the merged view, or None."""
-    if not rel:
-        return roots[0] if roots else None
-    parent, name = os.path.split(rel)
-    for root in roots:
-        state = tarball._is_deleted(root, parent, name)
-        if state is None:
-            continue
-        return None if state else root
-    return None
-
+#
+# Sources are read and destinations resolved in merged views (sandbox.image.mergedview): every
+# symlink, whether in the context, another stage, the image's layers or placed by an earlier source
+# of the same step, is resolved inside its own tree.  Writes go to the step's upper directory
+# through directory fds (sandbox.runtime.inroot), each final name acted on with dir_fd= and
+# O_NOFOLLOW / follow_symlinks=False: nothing is ever written, chmod'ed or chown'ed through a link.
 
 def _check_rel(src: str, where: str) -> str:
     rel = os.path.normpath(src.lstrip("/"))
@@ -76,173 +67,377 @@ def _check_rel(src: str, where: str) -> str:
     return rel
 
 
-def matches(roots: list[str], src: str, where: str = "") -> list[str]:
-    """The paths (relative to the roots) a COPY source names; globs allowed in the last part."""
+def _matches(view, src: str, where: str = "") -> list[list[str]]:
+    """The canonical paths (as parts) a COPY source names in `view`; globs allowed in the last
+    part.  The parent is resolved inside the view; the last part is not followed (a symlink
+    source is copied as a symlink)."""
     rel = _check_rel(src, where)
     parent, name = os.path.split(rel)
     if not glob.has_magic(name):
-        return [rel] if _provider(roots, rel) is not None else []
-    import fnmatch
-    names = set()
-    for root in roots:
         try:
-            names.update(os.listdir(os.path.join(root, parent)))
-        except OSError:
-            continue
-    return sorted(os.path.join(parent, n) for n in names
-                  if fnmatch.fnmatchcase(n, name) and _provider(roots, os.path.join(parent, n)) is not None)
+            r = view.resolve(rel, follow=False)
+        except (NotADirectoryError, FileNotFoundError):
+            return []
+        found = [r.parts] if r.entry is not None else []
+        r.close()
+        return found
+    import fnmatch
+    from sandbox.image import mergedview
+    try:
+        r = view.resolve(parent, follow=True)
+    except (NotADirectoryError, FileNotFoundError):
+        return []
+    try:
+        if r.entry is None or not r.entry.is_dir:
+            return []
+        out = []
+        for n in mergedview.listdir(r.entry.dirs):
+            if fnmatch.fnmatchcase(n, name):
+                e = mergedview.lookup(r.entry.dirs, n)
+                if e is not None:
+                    e.close()
+                    out.append(r.parts + [n])
+        return out
+    finally:
+        r.close()
 
 
-def _walk(roots: list[str], rel: str):
-    """(relative path, absolute path) of `rel` and everything below it, parents first."""
-    top = _provider(roots, rel)
-    if top is None:
+def matches(roots: list[str], src: str, where: str = "") -> list[str]:
+    """The paths (relative to the roots' merged view) a COPY source names."""
+    from sandbox.image.mergedview import View
+    with View(roots) as view:
+        return ["/".join(p) for p in _matches(view, src, where)]
+
+
+def _walk(view, parts: list[str]):
+    """(relative path, entry) of the source at canonical `parts` and everything below it."""
+    e = view.entry(parts)
+    if e is None:
         return
-    yield rel, os.path.join(top, rel)
-    if not stat.S_ISDIR(os.lstat(os.path.join(top, rel)).st_mode):
-        return
-    below = [r for r in roots if os.path.isdir(os.path.join(r, rel))]
-    for path, provider in tarball.merged_entries(below, rel):
-        yield path, os.path.join(provider, path)
+    try:
+        yield "/".join(parts), e
+        if e.is_dir:
+            for sub, se in view.walk(parts, e):
+                yield "/".join(sub), se
+    finally:
+        e.close()
 
 
-def resolve_sources(roots: list[str], src: str, ignore=None):
-    from sandbox.build.builder import ignored
-    for m in matches(roots, src):
-        for rel, abspath in _walk(roots, m):
-            if ignore and rel and ignored(rel, ignore):
+def _sources(view, src: str, ignore=None, where: str = ""):
+    for m in _matches(view, src, where):
+        for rel, e in _walk(view, m):
+            if ignore and rel and _ignored(rel, ignore):
                 continue
-            yield rel, abspath
+            yield rel, e
 
 
 def hash_sources(roots: list[str], sources: list[str], ignore=None) -> str:
     """A digest of what COPY sources name: paths, types, modes, owners, content."""
     import hashlib
+    from sandbox.image.mergedview import View
     h = hashlib.sha256()
     ignore = [tuple(x) for x in ignore] if ignore else ignore
-    for src in sources:
-        if src.startswith(("http://", "https://")):
-            continue
-        for rel, abspath in resolve_sources(roots, src, ignore):
-            st = os.lstat(abspath)
-            h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
-            if stat.S_ISREG(st.st_mode):
-                with open(abspath, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-            elif stat.S_ISLNK(st.st_mode):
-                h.update(os.readlink(abspath).encode())
+    with View(roots) as view:
+        for src in sources:
+            if src.startswith(("http://", "https://")):
+                continue
+            for rel, e in _sources(view, src, ignore):
+                st = e.st
+                h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
+                if stat.S_ISREG(st.st_mode):
+                    with os.fdopen(e.open(), "rb") as f:
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            h.update(chunk)
+                elif stat.S_ISLNK(st.st_mode):
+                    h.update(e.readlink().encode())
     return h.hexdigest()
 
 
-def _ensure_parents(upper: str, lowers: list[str], rel_dir: str) -> None:
-    """Create rel_dir in upper, each new directory with the mode of the one it covers."""
-    cur = ""
-    for part in [p for p in rel_dir.split("/") if p]:
-        cur = os.path.join(cur, part)
-        target = os.path.join(upper, cur)
-        if os.path.isdir(target):
-            continue
-        mode, owner = 0o755, None
-        prov = _provider(lowers, cur)
-        if prov is not None:
-            st = os.lstat(os.path.join(prov, cur))
-            if not stat.S_ISDIR(st.st_mode):
-                raise ImageError(f"cannot copy into /{cur}: it is not a directory in the image")
-            mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
-        os.mkdir(target, 0o700)
-        if owner is not None and owner != (os.geteuid(), os.getegid()):
-            os.lchown(target, *owner)
-        os.chmod(target, mode)
+class _Placer:
+    """Writes into the step's upper directory (`ufd`), resolving through `view` (the upper on
+    top of the image's layers)."""
+
+    def __init__(self, upper: str, lowers: list[str], chmod: int | None, owner, where: str):
+        from sandbox.image.mergedview import View
+        self.view = View([upper, *lowers])
+        self.ufd = self.view.fds[0]
+        self.upper = upper
+        self.chmod = chmod
+        self.owner = tuple(owner) if owner else None
+        self.where = where
+        self.dir_modes: list = []  # (canonical parts, mode), applied deepest last-placed first
+
+    def close(self) -> None:
+        self.view.close()
+
+    def resolve(self, path: str) -> tuple[list[str], object]:
+        """The canonical parts of a destination (symlinks followed inside the image) and the
+        entry there, or None."""
+        try:
+            r = self.view.resolve(path, follow=True, what=path)
+        except NotADirectoryError as e:
+            raise ImageError(f"{self.where}: cannot copy into {e.filename}: it is not a directory in the image") from None
+        except OSError as e:
+            raise ImageError(f"{self.where}: destination {path!r}: {e.strerror}") from None
+        return r.parts, r.take()
+
+    def ensure_dir(self, parts: list[str]) -> int:
+        """The directory at canonical `parts` as a real directory in the upper (created with the
+        mode and owner of the directory it covers in the image, or 0755); its O_PATH fd."""
+        from sandbox.runtime.inroot import makedirs_in_root, open_in_root
+        try:
+            return open_in_root(self.ufd, "/".join(parts), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            pass
+        except NotADirectoryError:
+            raise ImageError(f"{self.where}: cannot copy into /{'/'.join(parts)}: it is not a directory") from None
+        for i in range(1, len(parts) + 1):
+            # What the image shows there now, before the upper covers it.
+            e = self.view.entry(parts[:i])
+            mode, owner = 0o755, None
+            if e is not None:
+                if e.is_dir:
+                    mode, owner = stat.S_IMODE(e.st.st_mode), (e.st.st_uid, e.st.st_gid)
+                e.close()
+
+            def copy_up(dfd, name, mode=mode, owner=owner):
+                if owner is not None and owner != (os.geteuid(), os.getegid()):
+                    os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
+                os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
+            os.close(makedirs_in_root(self.ufd, "/".join(parts[:i]), 0o700, on_create=copy_up))
+        return open_in_root(self.ufd, "/".join(parts), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+    def target_dir(self, parts: list[str], name: str) -> list[str]:
+        """Where a directory entry `name` of a source goes in the directory at canonical `parts`:
+        an existing directory (or a symlink to one, inside the image) is merged into; anything
+        else there is replaced by a new directory."""
+        e = self.view.entry(parts + [name])
+        try:
+            if e is not None and e.is_dir:
+                return parts + [name]
+            if e is not None and e.is_link:
+                try:
+                    cparts, te = self.resolve("/".join(parts + [name]))
+                except ImageError:
+                    te = None
+                if te is not None:
+                    te.close()
+                    if te.is_dir:
+                        return cparts
+        finally:
+            if e is not None:
+                e.close()
+        dfd = self.ensure_dir(parts)
+        try:
+            _remove_at(dfd, name)
+            os.mkdir(name, 0o700, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        return parts + [name]
+
+    def _finish_file(self, fd: int, mode: int, times=None) -> None:
+        os.fchmod(fd, mode)
+        if self.owner is not None:
+            os.fchown(fd, *self.owner)
+        if times is not None:
+            os.utime(fd, ns=times)
+
+    def create(self, parts: list[str], name: str) -> int:
+        """A new, empty regular file `name` in the directory at canonical `parts`, replacing
+        whatever was there (a symlink is replaced, never written through); an fd to write."""
+        dfd = self.ensure_dir(parts)
+        try:
+            _remove_at(dfd, name)
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                           dir_fd=dfd)
+        finally:
+            os.close(dfd)
+
+    def write(self, parts: list[str], name: str, chunks, mode: int, times=None) -> None:
+        fd = self.create(parts, name)
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            self._finish_file(fd, mode, times)
+        finally:
+            os.close(fd)
+
+    def symlink(self, parts: list[str], name: str, target: str) -> None:
+        dfd = self.ensure_dir(parts)
+        try:
+            _remove_at(dfd, name)
+            os.symlink(target, name, dir_fd=dfd)
+            if self.owner is not None:
+                os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
+        finally:
+            os.close(dfd)
+
+    def place(self, e, parts: list[str], name: str) -> list[str] | None:
+        """Copy source entry `e` to `name` in the directory at canonical `parts`; for a directory,
+        the canonical parts its content goes to."""
+        st = e.st
+        if stat.S_ISLNK(st.st_mode):
+            self.symlink(parts, name, e.readlink())
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            d = self.target_dir(parts, name)
+            self.dir_done(d, stat.S_IMODE(st.st_mode))
+            return d
+        if stat.S_ISREG(st.st_mode):
+            src = e.open()
+            with os.fdopen(src, "rb") as f:
+                self.write(parts, name, iter(lambda: f.read(1 << 20), b""),
+                           self.chmod if self.chmod is not None else stat.S_IMODE(st.st_mode),
+                           (st.st_atime_ns, st.st_mtime_ns))
+            return None
+        raise ImageError(f"{self.where}: cannot copy /{'/'.join(parts + [name])}: not a file, directory or symlink")
+
+    def dir_done(self, parts: list[str], mode: int | None) -> None:
+        """A directory this step copies (or the destination directory): its mode (and owner)
+        are applied once its content is in."""
+        self.dir_modes.append((parts, self.chmod if self.chmod is not None else mode))
+
+    def finish(self) -> None:
+        from sandbox.runtime.inroot import parent_in_root
+        for parts, mode in reversed(self.dir_modes):  # deepest first: a 0555 dir after its content
+            if not parts:
+                continue  # the upper's root is not part of the layer
+            dfd, name = parent_in_root(self.ufd, "/".join(parts), create=False)
+            try:
+                if self.owner is not None:
+                    os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
+                if mode is not None:
+                    os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
+            finally:
+                os.close(dfd)
 
 
-def _place(abspath: str, target: str, chmod: int | None, dir_modes: list) -> None:
-    st = os.lstat(abspath)
-    if stat.S_ISDIR(st.st_mode):
-        dir_modes.append((target, chmod if chmod is not None else stat.S_IMODE(st.st_mode)))
-    if stat.S_ISLNK(st.st_mode):
-        if os.path.lexists(target):
-            os.unlink(target)
-        os.symlink(os.readlink(abspath), target)
-        return
-    if stat.S_ISDIR(st.st_mode):
-        if not os.path.isdir(target):
-            os.mkdir(target, 0o700)  # its own mode once its content is in (see copy_into)
-        return
-    if stat.S_ISREG(st.st_mode):
-        if os.path.lexists(target) and not os.path.isfile(target):
-            rmtree_writable(target) if os.path.isdir(target) else os.unlink(target)
-        shutil.copyfile(abspath, target, follow_symlinks=False)
-        os.chmod(target, chmod if chmod is not None else stat.S_IMODE(st.st_mode))
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        return
-    raise ImageError(f"cannot copy {abspath}: not a file, directory or symlink")
-
-
-def _is_archive(path: str) -> bool:
-    import tarfile
+def _remove_at(dfd: int, name: str) -> None:
+    """Remove `name` in directory `dfd` (a tree too), following no symlink."""
     try:
-        return tarfile.is_tarfile(path)
-    except OSError:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dfd)
+        return
+    if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dfd, follow_symlinks=False)
+    sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        for n in os.listdir(sub):
+            _remove_at(sub, n)
+    finally:
+        os.close(sub)
+    os.rmdir(name, dir_fd=dfd)
+
+
+def _is_archive(e) -> bool:
+    import tarfile
+    if not stat.S_ISREG(e.st.st_mode):
+        return False
+    try:
+        with os.fdopen(e.open(), "rb") as f:
+            return tarfile.is_tarfile(f)
+    except (OSError, tarfile.TarError):
         return False
 
 
 def copy_into(upper: str, lowers: list[str], plan: list, dest: str, *, context: str,
               roots: list[str] | None, ignore, add: bool, chmod: int | None, where: str,
-              keep_owners: bool = False) -> None:
+              keep_owners: bool = False, owner=None) -> None:
     """Docker's COPY/ADD rules: a directory source copies its contents; a destination ending in
     '/' (or several sources) is a directory; ADD extracts local tar archives (keeping their
     owners when `keep_owners`, i.e. in a subuid-mapped namespace) and fetches URLs.
-    `plan`: [kind, source, heredoc text] with kind path | url | heredoc."""
-    roots = roots or [context]
+    `plan`: [kind, source, heredoc text] with kind path | url | heredoc; `owner`: --chown's
+    (uid, gid) for what is copied."""
+    from sandbox.image.mergedview import View
     ignore = [tuple(x) for x in ignore] if ignore else ignore
-    dir_modes: list = []
-    dest_rel = dest.strip("/")
-    n_sources = sum(len(matches(roots, s, where)) if k == "path" else 1 for k, s, _ in plan)
-    to_dir = dest.endswith("/") or n_sources > 1 or (
-        _provider(lowers, dest_rel) is not None and os.path.isdir(os.path.join(_provider(lowers, dest_rel), dest_rel)))
+    with View(roots or [context]) as src_view:
+        p = _Placer(upper, lowers, chmod, owner, where)
+        try:
+            _copy(p, src_view, plan, dest, from_context=not roots, ignore=ignore, add=add,
+                  where=where, keep_owners=keep_owners)
+            p.finish()
+        finally:
+            p.close()
+
+
+def _copy(p: _Placer, src_view, plan, dest, *, from_context, ignore, add, where, keep_owners):
+    found = {i: _matches(src_view, s, where) for i, (k, s, _) in enumerate(plan) if k == "path"}
+    n_sources = sum(len(found[i]) if k == "path" else 1 for i, (k, _, _) in enumerate(plan))
     if n_sources == 0:
         raise ImageError(f"{where}: no source files were specified" if not plan else
                          f"{where}: {plan[0][1]!r}: no such file or directory in the build context")
-    _ensure_parents(upper, lowers, dest_rel if to_dir else os.path.dirname(dest_rel))
-    for kind, src, content in plan:
+    # The destination is resolved inside the image, a symlink at its end followed too (Docker
+    # resolves it in the build root); names below it are placed without following links.
+    dparts, dentry = p.resolve(dest)
+    is_dir = dentry is not None and dentry.is_dir
+    if dentry is not None:
+        dentry.close()
+    to_dir = dest.endswith("/") or n_sources > 1 or is_dir
+    if to_dir:
+        if dentry is not None and not is_dir:
+            raise ImageError(f"{where}: cannot copy into /{'/'.join(dparts)}: it is not a directory in the image")
+        os.close(p.ensure_dir(dparts))
+        if p.owner is not None:
+            p.dir_modes.append((dparts, None))
+    elif not dparts:
+        raise ImageError(f"{where}: cannot copy onto /: give a directory destination")
+    else:
+        os.close(p.ensure_dir(dparts[:-1]))
+
+    def final(name):
+        """(directory parts, name) a single-file source goes to."""
+        return (dparts, name) if to_dir else (dparts[:-1], dparts[-1])
+
+    for i, (kind, src, content) in enumerate(plan):
         if kind == "heredoc":
-            target = os.path.join(upper, dest_rel, src) if to_dir else os.path.join(upper, dest_rel)
-            with open(target, "wb") as f:
-                f.write(content.encode())
-            os.chmod(target, chmod if chmod is not None else 0o644)
+            p.write(*final(src), [content.encode()], p.chmod if p.chmod is not None else 0o644)
             continue
         if kind == "url":
             name = os.path.basename(src.split("?")[0]) or "index.html"
-            target = os.path.join(upper, dest_rel, name) if to_dir else os.path.join(upper, dest_rel)
-            _fetch(src, target, where)
-            os.chmod(target, chmod if chmod is not None else 0o600)
+            _fetch(src, p, *final(name), where)
             continue
-        found = matches(roots, src, where)
-        if not found:
+        if not found[i]:
             raise ImageError(f"{where}: {src!r}: no such file or directory", hint="paths are relative to the build context")
-        for m in found:
-            top = _provider(roots, m)
-            top_abs = os.path.join(top, m)
-            if add and roots == [context] and os.path.isfile(top_abs) and _is_archive(top_abs):
-                _extract(top_abs, os.path.join(upper, dest_rel), where, keep_owners)
-                continue
-            is_dir = stat.S_ISDIR(os.lstat(top_abs).st_mode)
-            for rel, abspath in _walk(roots, m):
-                if ignore and rel and _ignored(rel, ignore):
-                    continue
-                sub = os.path.relpath(rel, m) if rel != m else ""
-                if is_dir:
-                    target = os.path.join(upper, dest_rel, sub) if sub else os.path.join(upper, dest_rel)
-                    if not sub:
-                        _ensure_parents(upper, lowers, dest_rel)
-                        continue
-                else:
-                    target = (os.path.join(upper, dest_rel, os.path.basename(m)) if to_dir
-                              else os.path.join(upper, dest_rel))
-                _place(abspath, target, chmod, dir_modes)
-    for target, mode in reversed(dir_modes):  # deepest first: a 0555 dir after its content
-        os.chmod(target, mode)
+        for m in found[i]:
+            _copy_source(p, src_view, m, dparts, final, ignore=ignore, archive=add and from_context,
+                         where=where, keep_owners=keep_owners)
+
+
+def _copy_source(p: _Placer, src_view, m: list[str], dparts: list[str], final, *, ignore, archive, where,
+                 keep_owners):
+    """One matched source (canonical parts `m` in the source view) into the destination."""
+    mrel = "/".join(m)
+    placed: dict[str, list[str]] = {}  # source directory -> the canonical directory it went to
+    for rel, e in _walk(src_view, m):
+        if rel == mrel:
+            if archive and _is_archive(e):
+                os.close(p.ensure_dir(dparts))
+                with os.fdopen(e.open(), "rb") as f:
+                    _extract(f, os.path.join(p.upper, *dparts), where, keep_owners)
+                return
+            if e.is_dir:  # a directory source copies its contents
+                os.close(p.ensure_dir(dparts))
+                placed[rel] = dparts
+            elif not (ignore and rel and _ignored(rel, ignore)):
+                p.place(e, *final(m[-1]))
+            continue
+        if ignore and _ignored(rel, ignore):
+            continue
+        parent_rel, name = os.path.split(rel)
+        parent = placed.get(parent_rel)
+        if parent is None:  # its parent was ignored: the directories on the way, as they are
+            parent = dparts
+            for comp in parent_rel.split("/")[len(m):]:
+                parent = p.target_dir(parent, comp)
+            placed[parent_rel] = parent
+        got = p.place(e, parent, name)
+        if got is not None:
+            placed[rel] = got
 
 
 def _ignored(rel, ignore):
@@ -250,17 +445,16 @@ def _ignored(rel, ignore):
     return ignored(rel, ignore)
 
 
-def _extract(archive: str, target_dir: str, where: str, keep_owners: bool) -> None:
+def _extract(archive, target_dir: str, where: str, keep_owners: bool) -> None:
     """ADD of a local tar: unpacked with the same defences as image layers (.., absolute
-    paths, link escapes and devices refused); owners kept where ids are mapped."""
+    paths, link escapes and devices refused, no symlink followed below `target_dir`, which is a
+    real directory of the upper with no symlink on its way); owners kept where ids are mapped."""
     from sandbox.image.unpack import SINGLE_ID, MappedOwnership, UnpackOptions, unpack_layer
-    os.makedirs(target_dir, exist_ok=True)
     owner = MappedOwnership() if keep_owners else SINGLE_ID
-    with open(archive, "rb") as f:
-        unpack_layer(f, target_dir, UnpackOptions(whiteouts="overlay", owner=owner, label=f"{where}: ADD"))
+    unpack_layer(archive, target_dir, UnpackOptions(whiteouts="overlay", owner=owner, label=f"{where}: ADD"))
 
 
-def _fetch(url: str, target: str, where: str) -> None:
+def _fetch(url: str, p: _Placer, parts: list[str], name: str, where: str) -> None:
     import urllib3
     try:
         r = urllib3.PoolManager().request("GET", url, preload_content=False, timeout=60)
@@ -268,9 +462,7 @@ def _fetch(url: str, target: str, where: str) -> None:
         raise ImageError(f"{where}: ADD {url}: {e}") from None
     if r.status != 200:
         raise ImageError(f"{where}: ADD {url}: HTTP {r.status}")
-    with open(target, "wb") as f:
-        for chunk in r.stream(1 << 20):
-            f.write(chunk)
+    p.write(parts, name, r.stream(1 << 20), p.chmod if p.chmod is not None else 0o600)
     r.release_conn()
 
 

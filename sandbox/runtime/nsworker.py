@@ -55,12 +55,6 @@ def _handle(op, args):
         if os.path.lexists(args["path"]):
             rmtree_writable(args["path"])
         return None
-    if op == "chown":
-        for dirpath, dirnames, filenames in os.walk(args["path"]):
-            for n in [*dirnames, *filenames]:
-                os.lchown(os.path.join(dirpath, n), args["uid"], args["gid"])
-        os.lchown(args["path"], args["uid"], args["gid"])
-        return None
     raise ValueError(f"unknown worker operation {op!r}")
 
 
