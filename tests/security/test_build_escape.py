@@ -59,12 +59,9 @@ def _snapshot(top):
 
 def _ctx(tmp_path, dockerfile, files=None):
     ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(dockerfile)
-    for name, content in (files or {}).items():
-        p = ctx / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(content)
+    for name, content in {"Dockerfile": dockerfile, **(files or {})}.items():
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / name).write_text(content)
     return ctx
 
 
