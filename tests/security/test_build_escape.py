@@ -173,3 +173,23 @@ COPY --chown=1000:1000 --chmod=0777 f /lnk
                    "readlink /dd/hostlink; readlink /dd/hostdir; ls -lnd /dd/hostlink | awk '{print $3, $4}'")
     assert out.split("\n") == [f"-rwxrwxrwx {owner}", f"-rwx------ {owner}", f"-rwxrwxrwx {owner}",
                                 f"{home}/canary", str(home), owner, ""]
+
+
+def test_symlinks_of_the_base_image_resolve_inside_it(store_env, tmp_path, home):
+    """The merged view: /app -> /opt/app and /lib -> usr/lib in an earlier layer are followed inside
+    the image (the copied-up /opt/app keeps its mode and owner), a directory deleted by a RUN is
+    made anew without its old content, and /app and /lib stay symlinks."""
+    ctx = _ctx(tmp_path, """\
+FROM base:1
+RUN mkdir -p /opt/app /usr/lib /gone && echo old > /gone/old && chmod 750 /opt/app \\
+ && (chown 1000:1000 /opt/app 2>/dev/null || true) && ln -s /opt/app /app && rm -rf /lib && ln -s usr/lib /lib
+RUN rm -rf /gone
+COPY x /app/
+COPY r/ /
+COPY x /gone/
+""", {"x": "x\n", "r/lib/libz.so": "lib\n", "r/etc/conf": "conf\n"})
+    img = _built(ctx, "esc:merged")
+    owner = "1000 1000" if has_subid_range() else "0 0"
+    out = _sh(img, "cat /opt/app/x /usr/lib/libz.so /etc/conf /gone/x; ls /gone; readlink /app; readlink /lib; "
+                   "ls -lnd /opt/app | awk '{print $1, $3, $4}'")
+    assert out == f"x\nlib\nconf\nx\nx\n/opt/app\nusr/lib\ndrwxr-x--- {owner}\n"
