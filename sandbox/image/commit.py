@@ -166,8 +166,12 @@ class _Placer:
         self.owner = tuple(owner) if owner else None
         self.where = where
         self.dir_modes: list = []  # (canonical parts, mode), applied deepest last-placed first
+        self._dirs: dict[tuple, int] = {}  # canonical parts -> O_PATH fd of that upper directory
 
     def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs = {}
         self.view.close()
 
     def resolve(self, path: str) -> tuple[list[str], object]:
@@ -183,7 +187,25 @@ class _Placer:
 
     def ensure_dir(self, parts: list[str]) -> int:
         """The directory at canonical `parts` as a real directory in the upper (created with the
-        mode and owner of the directory it covers in the image, or 0755); its O_PATH fd."""
+        mode and owner of the directory it covers in the image, or 0755); its O_PATH fd, kept
+        by the placer (not to be closed)."""
+        key = tuple(parts)
+        fd = self._dirs.get(key)
+        if fd is None:
+            fd = self._dirs[key] = self._ensure_dir(parts)
+        return fd
+
+    def _replace(self, parts: list[str], name: str) -> int:
+        """Make room for `name` in the directory at `parts`: whatever is there is removed (a
+        symlink itself, never its target).  The directory's fd."""
+        dfd = self.ensure_dir(parts)
+        if _remove_at(dfd, name):
+            gone = tuple(parts) + (name,)
+            for key in [k for k in self._dirs if k[:len(gone)] == gone]:
+                os.close(self._dirs.pop(key))
+        return dfd
+
+    def _ensure_dir(self, parts: list[str]) -> int:
         from sandbox.runtime.inroot import makedirs_in_root, open_in_root
         try:
             return open_in_root(self.ufd, "/".join(parts), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -227,12 +249,7 @@ class _Placer:
         finally:
             if e is not None:
                 e.close()
-        dfd = self.ensure_dir(parts)
-        try:
-            _remove_at(dfd, name)
-            os.mkdir(name, 0o700, dir_fd=dfd)
-        finally:
-            os.close(dfd)
+        os.mkdir(name, 0o700, dir_fd=self._replace(parts, name))
         return parts + [name]
 
     def _finish_file(self, fd: int, mode: int, times=None) -> None:
@@ -245,13 +262,8 @@ class _Placer:
     def create(self, parts: list[str], name: str) -> int:
         """A new, empty regular file `name` in the directory at canonical `parts`, replacing
         whatever was there (a symlink is replaced, never written through); an fd to write."""
-        dfd = self.ensure_dir(parts)
-        try:
-            _remove_at(dfd, name)
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                           dir_fd=dfd)
-        finally:
-            os.close(dfd)
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                       dir_fd=self._replace(parts, name))
 
     def write(self, parts: list[str], name: str, chunks, mode: int, times=None) -> None:
         fd = self.create(parts, name)
@@ -265,14 +277,10 @@ class _Placer:
             os.close(fd)
 
     def symlink(self, parts: list[str], name: str, target: str) -> None:
-        dfd = self.ensure_dir(parts)
-        try:
-            _remove_at(dfd, name)
-            os.symlink(target, name, dir_fd=dfd)
-            if self.owner is not None:
-                os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
-        finally:
-            os.close(dfd)
+        dfd = self._replace(parts, name)
+        os.symlink(target, name, dir_fd=dfd)
+        if self.owner is not None:
+            os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
 
     def place(self, e, parts: list[str], name: str) -> list[str] | None:
         """Copy source entry `e` to `name` in the directory at canonical `parts`; for a directory,
@@ -314,15 +322,16 @@ class _Placer:
                 os.close(dfd)
 
 
-def _remove_at(dfd: int, name: str) -> None:
-    """Remove `name` in directory `dfd` (a tree too), following no symlink."""
+def _remove_at(dfd: int, name: str) -> bool:
+    """Remove `name` in directory `dfd` (a tree too), following no symlink; True if it was a
+    directory."""
     try:
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
-        return
+        return False
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=dfd)
-        return
+        return False
     if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
         os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dfd, follow_symlinks=False)
     sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
@@ -332,6 +341,7 @@ def _remove_at(dfd: int, name: str) -> None:
     finally:
         os.close(sub)
     os.rmdir(name, dir_fd=dfd)
+    return True
 
 
 def _is_archive(e) -> bool:
@@ -381,13 +391,13 @@ def _copy(p: _Placer, src_view, plan, dest, *, from_context, ignore, add, where,
     if to_dir:
         if dentry is not None and not is_dir:
             raise ImageError(f"{where}: cannot copy into /{'/'.join(dparts)}: it is not a directory in the image")
-        os.close(p.ensure_dir(dparts))
+        p.ensure_dir(dparts)
         if p.owner is not None:
             p.dir_modes.append((dparts, None))
     elif not dparts:
         raise ImageError(f"{where}: cannot copy onto /: give a directory destination")
     else:
-        os.close(p.ensure_dir(dparts[:-1]))
+        p.ensure_dir(dparts[:-1])
 
     def final(name):
         """(directory parts, name) a single-file source goes to."""
@@ -416,12 +426,12 @@ def _copy_source(p: _Placer, src_view, m: list[str], dparts: list[str], final, *
     for rel, e in _walk(src_view, m):
         if rel == mrel:
             if archive and _is_archive(e):
-                os.close(p.ensure_dir(dparts))
+                p.ensure_dir(dparts)
                 with os.fdopen(e.open(), "rb") as f:
                     _extract(f, os.path.join(p.upper, *dparts), where, keep_owners)
                 return
             if e.is_dir:  # a directory source copies its contents
-                os.close(p.ensure_dir(dparts))
+                p.ensure_dir(dparts)
                 placed[rel] = dparts
             elif not (ignore and rel and _ignored(rel, ignore)):
                 p.place(e, *final(m[-1]))
