@@ -436,3 +436,38 @@ def test_system_reset_removes_everything(tmp_path: Path, base: str) -> None:
     assert not root.exists() or _tree(root) == []
     assert ok(sbx("images", "-q")) == "" and ok(sbx("ps", "-a", "-q")) == ""
     assert ok(sbx("system", "check")).startswith("store ")
+
+
+def _registry_put(host: str, repo: str, tag: str, blobs: list[bytes], manifest: bytes, media_type: str) -> None:
+    """Upload blobs and a manifest with the registry API itself (skopeo would parse the config)."""
+    import urllib.request
+
+    for data in blobs:
+        req = urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            loc = r.headers["Location"]
+        url = loc if loc.startswith("http") else f"http://{host}{loc}"
+        url += ("&" if "?" in url else "?") + "digest=" + _sha(data)
+        req = urllib.request.Request(url, method="PUT", data=data, headers={"Content-Type": "application/octet-stream"})
+        urllib.request.urlopen(req, timeout=30).close()
+    req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{tag}", method="PUT", data=manifest,
+                                 headers={"Content-Type": media_type})
+    urllib.request.urlopen(req, timeout=30).close()
+
+
+@pytest.mark.parametrize("config", [b'{"rootfs": \xff\xfe}', b"not json", b'{"rootfs": {"diff_ids": "x"}}'],
+                         ids=["not-utf8", "not-json", "bad-fields"])
+def test_pull_refuses_a_malformed_config_naming_it(plain_registry, config: bytes) -> None:  # type: ignore[no-untyped-def]
+    img = build_image([make_tar(busybox_entries())])
+    layers = [b for d, b in img.blobs.items() if d not in (img.digest, img.id)]
+    cid = _sha(config)
+    manifest = json.dumps({**json.loads(img.manifest), "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cid, "size": len(config)}}).encode()
+    _registry_put(plain_registry.host, "test/badconfig", cid[7:19], [*layers, config], manifest,
+                  "application/vnd.oci.image.manifest.v1+json")
+    ref = f"{plain_registry.host}/test/badconfig:{cid[7:19]}"
+    assert_sbx_error(sbx("pull", ref), 125, cid)
+    r = sbx("run", "--rm", ref, "true")   # says that it pulls first, then fails the same way
+    assert r.returncode == 125 and "Traceback" not in r.stderr, r
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("sbx: ") and cid in ln], r.stderr
+    assert ok(sbx("images", "-q")) == ""
