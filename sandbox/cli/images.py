@@ -688,12 +688,29 @@ def prune(
         _warn("another sbx command is busy; blobs will be collected by a later prune")
 
 
+def _check_creatable(root: str) -> None:
+    """A store that does not exist yet is fine if it can be made: its nearest existing parent is a
+    directory we may write (else `check` would call ok a store no command can use)."""
+    from sandbox.image.errors import StoreError
+
+    parent = os.path.dirname(root)
+    while parent and not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"no image store at {root}, and it cannot be created there ({parent} is not a "
+                         "writable directory)", hint="set SBX_ROOT (or --root) to a writable directory")
+
+
 def check(
     ctx: typer.Context,
     repair: bool = typer.Option(False, "--repair", help="Delete what is corrupt so that pulling again fixes it."),
 ) -> None:
     """Verify every blob digest, image record, reference and layer directory of the store."""
     store = _store(ctx)
+    if not os.path.isdir(store.root):
+        _check_creatable(store.root)
+        typer.echo(f"store {store.root}: empty (nothing stored yet)")
+        return
     problems = store.check(repair=repair)
     for p in problems:
         typer.echo(str(p))

@@ -471,3 +471,10 @@ def test_pull_refuses_a_malformed_config_naming_it(plain_registry, config: bytes
     assert r.returncode == 125 and "Traceback" not in r.stderr, r
     assert [ln for ln in r.stderr.splitlines() if ln.startswith("sbx: ") and cid in ln], r.stderr
     assert ok(sbx("images", "-q")) == ""
+
+
+def test_system_check_of_a_store_that_cannot_exist(tmp_path: Path) -> None:
+    # issue 14: `sbx --root /proc/foo system check` said ok for a store that does not exist
+    assert_sbx_error(sbx("--root", "/proc/foo", "system", "check"), 125, "/proc/foo")
+    r = sbx("--root", str(tmp_path / "not-yet"), "system", "check")
+    assert r.returncode == 0 and "empty" in r.stdout, r
