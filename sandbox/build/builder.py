@@ -391,7 +391,8 @@ class Builder:
             plan.append(["url" if add and s.startswith(("http://", "https://")) else "path", s, None])
             named.append(s)
         # The cache key: the expanded sources and destination, and the content they name.
-        content = self.worker.call("hash", roots=roots or [self.context], sources=named, ignore=ignore)
+        src_roots = roots if roots is not None else [self.context]  # [] is an empty stage, not the context
+        content = self.worker.call("hash", roots=src_roots, sources=named, ignore=ignore)
         key = _key(state.key, instr.original, dest, plan, content)
         created_by = instr.original.strip()
         if self._cached(state, key, created_by):

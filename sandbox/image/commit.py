@@ -78,6 +78,8 @@ def _matches(view, src: str, where: str = "") -> list[list[str]]:
             r = view.resolve(rel, follow=False)
         except (NotADirectoryError, FileNotFoundError):
             return []
+        except OSError as e:
+            raise ImageError(f"{where}: source {src!r}: {e.strerror}") from None
         found = [r.parts] if r.entry is not None else []
         r.close()
         return found
@@ -87,6 +89,8 @@ def _matches(view, src: str, where: str = "") -> list[list[str]]:
         r = view.resolve(parent, follow=True)
     except (NotADirectoryError, FileNotFoundError):
         return []
+    except OSError as e:
+        raise ImageError(f"{where}: source {src!r}: {e.strerror}") from None
     try:
         if r.entry is None or not r.entry.is_dir:
             return []
@@ -100,13 +104,6 @@ def _matches(view, src: str, where: str = "") -> list[list[str]]:
         return out
     finally:
         r.close()
-
-
-def matches(roots: list[str], src: str, where: str = "") -> list[str]:
-    """The paths (relative to the roots' merged view) a COPY source names."""
-    from sandbox.image.mergedview import View
-    with View(roots) as view:
-        return ["/".join(p) for p in _matches(view, src, where)]
 
 
 def _walk(view, parts: list[str]):
@@ -344,6 +341,22 @@ def _remove_at(dfd: int, name: str) -> bool:
     return True
 
 
+def _chown_tree(dfd: int, owner) -> None:
+    """--chown over what ADD unpacked into the directory `dfd`, following no symlink."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        for name in os.listdir(fd):
+            os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                sub = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    _chown_tree(sub, owner)
+                finally:
+                    os.close(sub)
+    finally:
+        os.close(fd)
+
+
 def _is_archive(e) -> bool:
     import tarfile
     if not stat.S_ISREG(e.st.st_mode):
@@ -365,10 +378,10 @@ def copy_into(upper: str, lowers: list[str], plan: list, dest: str, *, context: 
     (uid, gid) for what is copied."""
     from sandbox.image.mergedview import View
     ignore = [tuple(x) for x in ignore] if ignore else ignore
-    with View(roots or [context]) as src_view:
+    with View(roots if roots is not None else [context]) as src_view:
         p = _Placer(upper, lowers, chmod, owner, where)
         try:
-            _copy(p, src_view, plan, dest, from_context=not roots, ignore=ignore, add=add,
+            _copy(p, src_view, plan, dest, from_context=roots is None, ignore=ignore, add=add,
                   where=where, keep_owners=keep_owners)
             p.finish()
         finally:
@@ -429,6 +442,8 @@ def _copy_source(p: _Placer, src_view, m: list[str], dparts: list[str], final, *
                 p.ensure_dir(dparts)
                 with os.fdopen(e.open(), "rb") as f:
                     _extract(f, os.path.join(p.upper, *dparts), where, keep_owners)
+                if p.owner is not None:
+                    _chown_tree(p.ensure_dir(dparts), p.owner)
                 return
             if e.is_dir:  # a directory source copies its contents
                 p.ensure_dir(dparts)

@@ -193,3 +193,23 @@ COPY x /gone/
     out = _sh(img, "cat /opt/app/x /usr/lib/libz.so /etc/conf /gone/x; ls /gone; readlink /app; readlink /lib; "
                    "ls -lnd /opt/app | awk '{print $1, $3, $4}'")
     assert out == f"x\nlib\nconf\nx\nx\n/opt/app\nusr/lib\ndrwxr-x--- {owner}\n"
+
+
+def test_symlink_loops_and_files_in_the_way_are_errors(store_env, tmp_path, home):
+    ctx = _ctx(tmp_path, "FROM base:1 AS s\nRUN ln -s loop /loop\n", {"x": "x\n"})
+    _built(ctx, "esc:loop")
+    for i, line in enumerate(("COPY x /loop/y", "COPY --from=esc:loop /loop/y /y", "COPY x /etc/passwd/y",
+                              "COPY x x /etc/passwd")):
+        ctx2 = tmp_path / f"c{i}"
+        ctx2.mkdir()
+        (ctx2 / "Dockerfile").write_text(f"FROM esc:loop\n{line}\n")
+        (ctx2 / "x").write_text("x\n")
+        r = _build(ctx2, "esc:err")
+        assert r.returncode == 125 and "Dockerfile:2" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert ("symbolic links" in r.stderr) if i < 2 else ("not a directory" in r.stderr), r.stderr
+
+
+def test_copy_from_an_empty_stage_does_not_read_the_context(store_env, tmp_path, home):
+    ctx = _ctx(tmp_path, "FROM scratch AS empty\nFROM base:1\nCOPY --from=empty /x /x\n", {"x": "context\n"})
+    r = _build(ctx, "esc:empty")
+    assert r.returncode == 125 and "no such file" in r.stderr and "Traceback" not in r.stderr, r.stderr
