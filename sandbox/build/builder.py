@@ -392,7 +392,7 @@ class Builder:
             named.append(s)
         # The cache key: the expanded sources and destination, and the content they name.
         src_roots = roots if roots is not None else [self.context]  # [] is an empty stage, not the context
-        content = self.worker.call("hash", roots=src_roots, sources=named, ignore=ignore)
+        content = self.worker.call("hash", roots=src_roots, sources=named, ignore=ignore, where=where)
         key = _key(state.key, instr.original, dest, plan, content)
         created_by = instr.original.strip()
         if self._cached(state, key, created_by):

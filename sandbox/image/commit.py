@@ -128,7 +128,7 @@ def _sources(view, src: str, ignore=None, where: str = ""):
             yield rel, e
 
 
-def hash_sources(roots: list[str], sources: list[str], ignore=None) -> str:
+def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str = "") -> str:
     """A digest of what COPY sources name: paths, types, modes, owners, content."""
     import hashlib
     from sandbox.image.mergedview import View
@@ -138,7 +138,7 @@ def hash_sources(roots: list[str], sources: list[str], ignore=None) -> str:
         for src in sources:
             if src.startswith(("http://", "https://")):
                 continue
-            for rel, e in _sources(view, src, ignore):
+            for rel, e in _sources(view, src, ignore, where):
                 st = e.st
                 h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
                 if stat.S_ISREG(st.st_mode):

@@ -42,7 +42,7 @@ def _handle(op, args):
         return {"diff_id": info.diff_id, "digest": info.digest, "size": info.size, "tar_size": info.tar_size}
     if op == "hash":
         from ..image.commit import hash_sources
-        return hash_sources(args["roots"], args["sources"], args.get("ignore"))
+        return hash_sources(args["roots"], args["sources"], args.get("ignore"), args.get("where", ""))
     if op == "unpack":
         from ..image.store import Store
         from ..image.unpack import MappedOwnership
