@@ -689,16 +689,20 @@ def prune(
 
 
 def _check_creatable(root: str) -> None:
-    """A store that does not exist yet is fine if it can be made: its nearest existing parent is a
-    directory we may write (else `check` would call ok a store no command can use)."""
+    """A store that does not exist yet is fine if it can be made: a directory can be made in its
+    nearest existing parent (else `check` would call ok a store no command can use)."""
     from sandbox.image.errors import StoreError
 
     parent = os.path.dirname(root)
     while parent and not os.path.lexists(parent):
         parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise StoreError(f"no image store at {root}, and it cannot be created there ({parent} is not a "
-                         "writable directory)", hint="set SBX_ROOT (or --root) to a writable directory")
+    import tempfile
+
+    try:  # access() is not enough: root may "write" /proc, where mkdir still fails
+        os.rmdir(tempfile.mkdtemp(prefix=".sbx-probe-", dir=parent))
+    except OSError as e:
+        raise StoreError(f"no image store at {root}, and it cannot be created there ({parent}: {e.strerror})",
+                         hint="set SBX_ROOT (or --root) to a writable directory") from None
 
 
 def check(
