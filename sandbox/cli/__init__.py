@@ -1,6 +1,9 @@
 """The `sbx` command.  `main()` sends `run` straight to its own parser (startup time is
 measured: typer and click cost ~70 ms to import) and everything else to the typer app.
-SandboxError is caught once, here: one line (and a hint) on stderr, Docker's exit codes."""
+SandboxError is caught once, here: one line (and a hint) on stderr, Docker's exit codes.
+An OSError that no command turned into a SandboxError is reported the same way (exit 125):
+the user sees the path and the system's reason, never a traceback."""
+import errno
 import os
 import sys
 
@@ -31,6 +34,49 @@ def report(e):
         sys.stderr.write(f"sbx: hint: {e.hint}\n")
 
 
+_OS_HINTS = {
+    errno.ENOSPC: "free space on that filesystem, or point --root (SBX_ROOT) at another one",
+    errno.EDQUOT: "free space on that filesystem, or point --root (SBX_ROOT) at another one",
+    errno.EFBIG: "the file is over a size limit (ulimit -f, or the filesystem's); free space or raise the limit",
+    errno.EACCES: "check the permissions of that path, or choose a path you can write",
+    errno.EPERM: "check the permissions and owner of that path, or choose a path you can write",
+    errno.EROFS: "that filesystem is read-only: choose a path on a writable one",
+    errno.ENOENT: "check that the path and its parent directories exist",
+    errno.ENOTDIR: "a component of the path is a file, not a directory",
+    errno.EISDIR: "give a file name, not a directory",
+    errno.EEXIST: "choose another path, or remove what is there",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ELOOP: "the path has a symbolic link loop",
+    errno.EMFILE: "too many open files: raise 'ulimit -n'",
+    errno.ENOMEM: "the system is out of memory",
+}
+
+
+def _user_path(name):
+    """The path the user gave rather than our temporary file beside it (`.tmp-*`)."""
+    if name is None:
+        return None
+    name = os.fsdecode(name) if isinstance(name, bytes) else str(name)
+    if os.path.basename(name).startswith(".tmp-"):
+        return os.path.dirname(name) or "."
+    return name
+
+
+def os_error(e):
+    """A SandboxError for an OSError that reached the top."""
+    reason = e.strerror or os.strerror(e.errno or 0) if e.errno else str(e)
+    paths = [p for p in (_user_path(e.filename), _user_path(e.filename2)) if p]
+    if e.errno == errno.EISDIR and len(paths) == 2:
+        paths = paths[1:]  # renaming onto a directory: that is the one the user named
+    where = " -> ".join(paths)
+    hint = _OS_HINTS.get(e.errno) or "this is an error of the host system; check the path and try again"
+    if not where and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        from ..runtime import paths
+        hint = f"free space where sbx writes (the store at {paths.data_root()}, or the output), " \
+               "or point --root (SBX_ROOT) at another filesystem"
+    return SandboxError(f"{where}: {reason}" if where else reason, hint=hint)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -51,5 +97,9 @@ def main(argv=None):
         code = 130
     except BrokenPipeError:
         code = 141
+    except OSError as e:
+        err = os_error(e)
+        report(err)
+        code = err.exit_code
     sys.stdout.flush()
     sys.exit(code)

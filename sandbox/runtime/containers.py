@@ -8,6 +8,7 @@ Creation, renaming and removal hold <data>/containers/.lock."""
 import fcntl
 import json
 import os
+import shutil
 import time
 
 from ..errors import SandboxError, UsageError
@@ -114,24 +115,33 @@ class Store:
             cid = spec["sbx"]["id"]
             d = os.path.join(self.root, cid)
             os.mkdir(d, 0o700)
-            os.mkdir(os.path.join(d, "upper"), 0o755)
-            os.mkdir(os.path.join(d, "work"), 0o700)
-            spec["sbx"]["upper"] = os.path.join(d, "upper")
-            doc = {"Id": cid, "Name": name, "Created": time.time(), "Image": image or spec["root"]["path"],
-                   "Command": command, "State": {}, "Spec": spec}
-            c = Container(d, doc)
-            self.save(c)
+            try:
+                os.mkdir(os.path.join(d, "upper"), 0o755)
+                os.mkdir(os.path.join(d, "work"), 0o700)
+                spec["sbx"]["upper"] = os.path.join(d, "upper")
+                doc = {"Id": cid, "Name": name, "Created": time.time(), "Image": image or spec["root"]["path"],
+                       "Command": command, "State": {}, "Spec": spec}
+                c = Container(d, doc)
+                self.save(c)
+            except BaseException:  # e.g. a full disk: no half-made container left behind
+                shutil.rmtree(d, ignore_errors=True)
+                raise
             return c
         finally:
             os.close(fd)
 
     def save(self, c):
         tmp = os.path.join(c.dir, f"config.json.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(c.doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(c.dir, "config.json"))
+        try:
+            with open(tmp, "w") as f:
+                json.dump(c.doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, os.path.join(c.dir, "config.json"))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def mark_running(self, c, pid):
         """Hold the running lock (until the returned fd is closed) and record the start."""
