@@ -1,9 +1,31 @@
 """The typer application: every verb but the fast `run` path lives here."""
+import difflib
+
 import typer
+from typer.core import TyperGroup
 
 from .. import __version__
+from ..errors import UsageError
 
-app = typer.Typer(name="sbx", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Never offered as "did you mean": a typo must not lead anyone to stop, kill or delete things.
+HARMFUL_VERBS = {"stop", "kill", "rm", "rmi", "prune", "reset", "logout"}
+
+
+class Group(TyperGroup):
+    """Unknown commands: one `sbx:` line, with a suggestion only among harmless verbs."""
+
+    def resolve_command(self, ctx, args):
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None \
+                and not ctx.resilient_parsing:
+            where = ctx.command_path
+            safe = [c for c in self.list_commands(ctx) if c not in HARMFUL_VERBS]
+            close = difflib.get_close_matches(args[0], safe, n=1)
+            hint = (f"did you mean '{where} {close[0]}'? " if close else "") + f"see '{where} --help'"
+            raise UsageError(f"'{args[0]}' is not a '{where}' command", hint=hint)
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(name="sbx", cls=Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Rootless containers and sandboxes: Docker's verbs, no daemon, no root.")
 
 
@@ -41,6 +63,8 @@ def _register():
     build.register(app)
     containers.register(app)
     images.register(app)
+    for group in app.registered_groups:  # `sbx image ...`, `sbx system ...`
+        group.typer_instance.info.cls = Group
 
 
 _register()
