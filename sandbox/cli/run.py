@@ -23,28 +23,38 @@ def main(argv):
     if opts["help"]:
         sys.stdout.write(runopts.help_text())
         return 0
-    if not cmd:
+    if not cmd and not (opts["rootfs"] is not None and opts["entrypoint"]):
         raise UsageError("'sbx run' requires at least 1 argument", hint=runopts.USAGE)
+    # Everything the user typed is checked before anything is pulled or started.
+    env = runopts.parse_env(opts, os.environ)
+    security = runopts.security_opts(opts)
+    hostname = runopts.hostname(opts)
+    user = runopts.user(opts)
+    group_add = runopts.group_add(opts)
     image = None
     if opts["rootfs"] is None:
         from ..runtime import image_root
         ref, cmd = cmd[0], cmd[1:]
-        image = image_root.prepare(ref, pull=opts["pull"] or "missing", platform=opts["platform"],
-                                   userns=opts["userns"], progress=_pull_progress(), warn=_warn)
+        policy = opts["pull"] or "missing"
+        image = image_root.prepare(ref, pull=policy, platform=opts["platform"],
+                                   userns=opts["userns"], progress=_pull_progress(ref, policy), warn=_warn)
         image_root.hold(image.image_id)  # until sbx exits: rmi refuses a running image
+    elif opts["entrypoint"] is not None:
+        # As with an image (Docker's rule): the process is ENTRYPOINT followed by the command.
+        cmd = ([opts["entrypoint"]] if opts["entrypoint"] else []) + cmd
     tty = bool(opts["tty"])
     if opts["detach"] and (tty or opts["interactive"]):
         raise UsageError("-d with -i or -t is not supported yet", hint="drop -i/-t; use 'sbx logs' to read the output")
     if tty and opts["interactive"] and not os.isatty(0):
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
+    seccomp = {} if security["seccomp"] is None else {"seccomp": security["seccomp"]}
     spec = _spec.build(
-        cmd, rootfs=opts["rootfs"], image=image, entrypoint=opts["entrypoint"],
-        env=runopts.parse_env(opts, os.environ), cwd=opts["workdir"],
-        user=opts["user"], volumes=opts["volume"], tmpfs=opts["tmpfs"],
-        network=opts["network"] or "none", hostname=opts["hostname"], read_only=opts["read_only"],
+        cmd, rootfs=opts["rootfs"], image=image, entrypoint=opts["entrypoint"] if image else None,
+        env=env, cwd=opts["workdir"], user=user, volumes=opts["volume"], tmpfs=opts["tmpfs"],
+        network=opts["network"] or "none", hostname=hostname, read_only=opts["read_only"],
         init=opts["init"], userns=opts["userns"], cap_add=opts["cap_add"], cap_drop=opts["cap_drop"],
-        no_new_privileges=runopts.no_new_privileges(opts), ulimits=opts["ulimit"],
-        group_add=opts["group_add"], terminal=tty, container_id=os.urandom(32).hex())
+        no_new_privileges=security["no_new_privileges"], ulimits=opts["ulimit"],
+        group_add=group_add, terminal=tty, container_id=os.urandom(32).hex(), **seccomp)
     claim = None
     if opts["name"] is not None:
         from ..runtime import names
@@ -101,7 +111,7 @@ def exec_main(argv):
     pid, cspec = _find_running(rest[0])
     tty = bool(opts["tty"])
     spec = _spec.build_exec(cspec, pid, rest[1:], env=runopts.parse_env(opts, os.environ),
-                            cwd=opts["workdir"], user=opts["user"], terminal=tty)
+                            cwd=opts["workdir"], user=runopts.user(opts), terminal=tty)
     return _run(spec, opts, tty)
 
 
@@ -120,11 +130,12 @@ def _warn(msg):
     sys.stderr.write(f"sbx: warning: {msg}\n")
 
 
-def _pull_progress():
-    """A missing image is pulled first, reported on stderr (stdout is the command's)."""
+def _pull_progress(ref, policy):
+    """A missing image is pulled first, reported on stderr (stdout is the command's).  Under
+    the default policy a pull means the image was not in the store (Docker's words)."""
     def progress(event, digest, amount=0, total=None):
         if event == "resolved":
-            sys.stderr.write("Image not found locally, pulling it\n")
+            sys.stderr.write(f"Unable to find image '{ref}' locally\n" if policy == "missing" else f"Pulling {ref}\n")
         elif event in ("downloaded", "exists"):
             sys.stderr.write(f"{digest[7:19]}: {'Pull complete' if event == 'downloaded' else 'Already exists'}\n")
         elif event == "done":

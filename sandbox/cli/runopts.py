@@ -4,6 +4,8 @@ Parsing follows the Docker CLI (pflag): long options as `--opt value` or `--opt=
 ones bundled (`-it`) with a value taking the rest of the bundle or the next word (`-eK=V`,
 `-e K=V`); the first word that is not an option starts the command; `--` ends options.
 Hand-written rather than typer so that `sbx run` starts without importing click."""
+import re
+
 from ..errors import UsageError
 
 # (names, key, kind, metavar, help); kind: flag | value | list
@@ -30,7 +32,8 @@ OPTIONS = (
     (("--userns",), "userns", "value", "MODE", "auto (default: subuid range if configured, else single id) or single"),
     (("--cap-add",), "cap_add", "list", "CAP", "add a capability"),
     (("--cap-drop",), "cap_drop", "list", "CAP", "drop a capability (ALL for all)"),
-    (("--security-opt",), "security_opt", "list", "OPT", "no-new-privileges[=true|false]"),
+    (("--security-opt",), "security_opt", "list", "OPT",
+     "no-new-privileges[=true|false], seccomp=unconfined or seccomp=PROFILE.json"),
     (("--ulimit",), "ulimit", "list", "NAME=SOFT[:HARD]", "set a resource limit"),
     (("--group-add",), "group_add", "list", "GROUP", "add a supplementary group (needs a subuid range)"),
     (("--help",), "help", "flag", None, "show this help"),
@@ -115,19 +118,28 @@ def parse_env(opts, environ):
                 lines = f.read().splitlines()
         except OSError as e:
             raise UsageError(f"cannot read env file {path}: {e.strerror}") from None
-        for line in lines:
-            line = line.strip()
+        except UnicodeDecodeError:
+            raise UsageError(f"env file {path} is not UTF-8 text") from None
+        for n, line in enumerate(lines, 1):
+            line = line.lstrip()
             if line and not line.startswith("#"):
-                out.append(_env_item(line, environ))
+                out.append(_env_item(line, environ, where=f"env file {path} line {n}"))
     for item in opts["env"]:
         out.append(_env_item(item, environ))
     return [kv for kv in out if kv is not None]
 
 
-def _env_item(item, environ):
+def _env_item(item, environ, where=None):
     k, eq, v = item.partition("=")
+    at = f"{where}: " if where else ""
     if not k:
-        raise UsageError(f"invalid environment variable {item!r}")
+        raise UsageError(f"{at}invalid environment variable {item!r}: no variable name")
+    if where and (k != k.strip() or any(c.isspace() for c in k)):
+        # Docker's rule: `export C=3` (a shell script) is not an env file.
+        raise UsageError(f"{at}invalid environment variable {k!r}: the name contains whitespace",
+                         hint="an env file holds KEY=VALUE lines, without 'export' or quotes")
+    if "\0" in item:
+        raise UsageError(f"{at}invalid environment variable {k!r}: it contains a NUL byte")
     if not eq:
         if k not in environ:
             return None
@@ -135,13 +147,76 @@ def _env_item(item, environ):
     return k, v
 
 
-def no_new_privileges(opts):
-    nnp = False
+# Kernel ids are 32 bits and (uid_t)-1 means "unchanged": 0 .. 2**32 - 2.
+MAX_ID = 2 ** 32 - 2
+
+
+def check_id(word, what):
+    """A numeric user or group id from the command line, within what the kernel can hold."""
+    if word.isdigit() and int(word) > MAX_ID:
+        raise UsageError(f"{what} {word} is out of range", hint=f"ids are 0 to {MAX_ID}")
+    return word
+
+
+def user(opts):
+    """-u USER[:GROUP], with numeric parts checked for range."""
+    u = opts["user"]
+    if u is not None:
+        name, _, group = u.partition(":")
+        check_id(name, "user id")
+        check_id(group, "group id")
+    return u
+
+
+def group_add(opts):
+    out = []
+    for g in opts["group_add"]:
+        if not g:
+            raise UsageError("--group-add needs a group name or id")
+        out.append(check_id(g, "group id"))
+    return out
+
+
+# RFC 1123 host names, as Docker and the kernel's 64-byte limit (HOST_NAME_MAX) allow.
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+
+
+def hostname(opts):
+    h = opts["hostname"]
+    if h is None:
+        return None
+    if not h or len(h) > 64 or not all(_LABEL.match(label) for label in h.split(".")):
+        raise UsageError(f"invalid hostname {h!r}",
+                         hint="use at most 64 characters: letters, digits and '-' in dot-separated labels "
+                              "that neither start nor end with '-'")
+    return h
+
+
+def security_opts(opts):
+    """--security-opt -> {"no_new_privileges": bool, "seccomp": None | "unconfined" | PATH}.
+    Anything else is refused by name: sbx has no AppArmor or SELinux confinement to set."""
+    out = {"no_new_privileges": False, "seccomp": None}
     for s in opts["security_opt"]:
-        k, eq, v = s.replace(":", "=", 1).partition("=") if s.startswith("no-new-privileges") else (s, "", "")
-        if k != "no-new-privileges":
-            raise UsageError(f"unsupported --security-opt {s!r}", hint="supported: no-new-privileges[=true|false]")
-        if v not in ("", "true", "false"):
-            raise UsageError(f"invalid --security-opt {s!r}")
-        nnp = v != "false"
-    return nnp
+        # Docker accepts KEY=VALUE and the older KEY:VALUE.
+        k, sep, v = s.partition("=")
+        if not sep and ":" in s:
+            k, sep, v = s.partition(":")
+        if k == "no-new-privileges":
+            if v not in ("", "true", "false") or (sep and not v):
+                raise UsageError(f"invalid --security-opt {s!r}", hint="use no-new-privileges or no-new-privileges=false")
+            out["no_new_privileges"] = v != "false"
+        elif k == "seccomp":
+            if not v:
+                raise UsageError(f"invalid --security-opt {s!r}",
+                                 hint="use seccomp=unconfined or seccomp=PROFILE.json")
+            out["seccomp"] = v
+        elif k == "apparmor":
+            raise UsageError(f"unsupported --security-opt {s!r}: AppArmor profiles are not supported",
+                             hint="sbx confines with namespaces, capabilities and seccomp; drop this option")
+        elif k == "label":
+            raise UsageError(f"unsupported --security-opt {s!r}: SELinux labels are not supported",
+                             hint="sbx confines with namespaces, capabilities and seccomp; drop this option")
+        else:
+            raise UsageError(f"unsupported --security-opt {s!r}",
+                             hint="supported: no-new-privileges[=true|false], seccomp=unconfined, seccomp=PROFILE.json")
+    return out
