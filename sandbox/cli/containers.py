@@ -11,34 +11,54 @@ def _store():
     return Store()
 
 
+# `ps --format` fields and their table headers (Docker's names).
+PS_FIELDS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+             "RunningFor": "CREATED", "Status": "STATUS", "State": "STATE", "Names": "NAMES", "Ports": "PORTS",
+             "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS"}
+
+
 def ps(all_: bool = typer.Option(False, "-a", "--all", help="Show all containers (default: running ones)."),
        quiet: bool = typer.Option(False, "-q", "--quiet", help="Only print container ids."),
-       fmt: Optional[str] = typer.Option(None, "--format", help="'json' for one JSON object per line.")):
+       no_trunc: bool = typer.Option(False, "--no-trunc", help="Do not truncate ids and commands."),
+       fmt: Optional[str] = typer.Option(None, "--format",
+                                         help="'json' (one object per line), or a Go template: "
+                                              "'{{.Names}}', 'table {{.ID}}\\t{{.Status}}', '{{json .}}'.")):
     """List containers."""
+    from . import format as _format
+    from ..runtime.containers import _ago
+    template = None if fmt == "json" else _format.compile(fmt, PS_FIELDS)  # a bad template fails first
     now = time.time()
     rows = []
     for c in _store().list():
-        if not all_ and not c.running():
+        running = c.running()
+        if not all_ and not running:
             continue
         cmd = " ".join(c.doc.get("Command") or c.spec["process"]["args"])
-        rows.append({"ID": c.id, "Image": c.doc.get("Image", ""), "Command": cmd,
-                     "CreatedAt": c.doc.get("Created"), "Status": c.status(now), "Names": c.name})
+        created = c.doc.get("Created") or now
+        rows.append({"ID": c.id, "Image": c.doc.get("Image", ""), "Command": cmd, "Created": created,
+                     "Status": c.status(now), "Names": c.name, "Running": running})
     if quiet:
         for r in rows:
-            typer.echo(r["ID"][:12])
+            typer.echo(r["ID"] if no_trunc else r["ID"][:12])
         return
     if fmt == "json":
         for r in rows:
-            typer.echo(json.dumps(r))
+            typer.echo(json.dumps({"ID": r["ID"], "Image": r["Image"], "Command": r["Command"],
+                                   "CreatedAt": r["Created"], "Status": r["Status"], "Names": r["Names"]}))
         return
-    from ..runtime.containers import _ago
-    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    shown = []
     for r in rows:
-        cmd = r["Command"] if len(r["Command"]) <= 20 else r["Command"][:19] + "…"
-        table.append((r["ID"][:12], r["Image"], f'"{cmd}"', f"{_ago(now - r['CreatedAt'])} ago", r["Status"], r["Names"]))
-    widths = [max(len(row[i]) for row in table) for i in range(6)]
-    for row in table:
-        typer.echo("   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        cmd = r["Command"] if no_trunc or len(r["Command"]) <= 20 else r["Command"][:19] + "…"
+        shown.append({"ID": r["ID"] if no_trunc else r["ID"][:12], "Image": r["Image"], "Command": f'"{cmd}"',
+                      "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r["Created"])),
+                      "RunningFor": f"{_ago(now - r['Created'])} ago", "Status": r["Status"],
+                      "State": "running" if r["Running"] else ("created" if r["Status"] == "Created" else "exited"),
+                      "Names": r["Names"], "Ports": "", "Labels": "", "Mounts": "", "Networks": ""})
+    if template is None:
+        template = _format.Template("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
+                                    PS_FIELDS)
+    for line in template.render(shown):
+        typer.echo(line)
 
 
 def rm(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
@@ -178,12 +198,15 @@ def _signal_number(sig):
     from ..errors import UsageError
     s = str(sig).upper()
     if s.isdigit():
-        return int(s)
-    s = s if s.startswith("SIG") else "SIG" + s
-    try:
-        return int(getattr(signal, s))
-    except AttributeError:
-        raise UsageError(f"invalid signal {sig!r}") from None
+        n = int(s)
+    else:
+        s = s if s.startswith("SIG") else "SIG" + s
+        n = getattr(signal, s, None)
+        if not isinstance(n, signal.Signals):  # also refuses SIG_IGN, SIGRTMIN and the like
+            raise UsageError(f"invalid signal {sig!r}", hint="give a name such as TERM or KILL, or a number")
+    if not 1 <= n <= signal.SIGRTMAX:
+        raise UsageError(f"invalid signal {sig!r}", hint=f"signal numbers are 1 to {int(signal.SIGRTMAX)}")
+    return int(n)
 
 
 def register(app):
