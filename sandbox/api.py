@@ -25,8 +25,17 @@ class CompletedProcess(subprocess.CompletedProcess):
             raise CalledProcessError(self.returncode, self.args, self.stdout, self.stderr)
 
 
-class CalledProcessError(subprocess.CalledProcessError):
-    pass
+class CalledProcessError(subprocess.CalledProcessError, _errors.SandboxError):
+    """subprocess's error, and an sbx error like every other (`except sandbox.SandboxError`)."""
+    hint = None
+
+    @property
+    def msg(self):
+        return str(self)
+
+    @property
+    def exit_code(self):
+        return self.returncode if self.returncode > 0 else 128 - self.returncode
 
 
 def _high_fd(fd, tmp):
@@ -54,6 +63,8 @@ class Popen(subprocess.Popen):
                 raise TypeError(f"sandbox.Popen does not take {bad}=")
         if isinstance(args, (str, bytes)):
             args = [args]
+        elif args is None:
+            args = []  # an image's default command (Entrypoint + Cmd)
         self.container_id = os.urandom(32).hex()
         self._sbx_hold = -1
         root = None

@@ -6,7 +6,7 @@ layers keep the image's owners, so they are unpacked inside a user namespace wit
 (started through the same launcher as every other process)."""
 import os
 
-from ..errors import UsageError
+from ..errors import SandboxError, UsageError
 from . import idmap, paths
 
 PULL_POLICIES = ("missing", "always", "never")
@@ -173,7 +173,12 @@ def _prepare(ref, pull, platform, userns, owner_name, progress, warn):
         from ..image import platform as plat
         from ..registry.pull import PullOptions, pull as do_pull
         opts = PullOptions(platform=plat.parse(platform) if platform else None, unpack=False)
-        image = do_pull(store, ref, opts, progress=progress, warn=warn)
+        try:
+            image = do_pull(store, ref, opts, progress=progress, warn=warn)
+        except SandboxError as e:  # say which image, and that it was not found locally (Docker's words)
+            e.msg = (f"Unable to find image '{ref}' locally; " if pull != "always" else "") + f"pull {ref}: {e}"
+            e.args = (e.msg,)
+            raise
 
     dirs = _ready_layers(store, image, owner_name)
     if dirs is None:
