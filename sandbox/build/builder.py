@@ -15,12 +15,17 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SandboxError, UsageError
 from . import dockerfile as dfmod
+
+# Commands that give files or processes other owners: they fail with only one id mapped.
+_OWNER_CHANGE = re.compile(r"\b(chown|chgrp|useradd|adduser|addgroup|groupadd|usermod|setpriv|su|"
+                           r"chroot --userspec|install -[og])\b")
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -129,7 +134,12 @@ class Builder:
         gargs = self._global_args()
         base_ref = dfmod.expand(st.base, gargs, escape=self.df.escape, where=f"{self.df.name}:{st.line}")
         self._say(f"FROM {base_ref}" + (f" AS {st.name}" if st.name else ""))
-        state = self._from(base_ref, st)
+        try:
+            state = self._from(base_ref, st)
+        except SandboxError as e:  # which FROM: the line, as every other step's error has
+            e.msg = f"{self.df.name}:{st.line}: {e}"
+            e.args = (e.msg,)
+            raise
         for trigger in state.config.pop("OnBuild", None) or []:
             sub = dfmod.parse(f"FROM scratch\n{trigger}\n", name=f"ONBUILD in {base_ref}")
             self._step(state, sub.stages[0].instructions[0], onbuild=True)
@@ -368,8 +378,14 @@ class Builder:
             os.close(pidfd)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
-            raise BuildError(f"{where}: RUN {' '.join(argv[-1:])[:120]!r} returned a non-zero code: {code}",
-                             hint="nothing of this step was stored; fix the command and build again")
+            msg = f"{where}: RUN {' '.join(argv[-1:])[:120]!r} returned a non-zero code: {code}"
+            if self.mode != "helper" and _OWNER_CHANGE.search(" ".join(argv)):
+                # chown to another id fails with a bare EINVAL where only one id is mapped.
+                raise BuildError(msg + "; this build maps a single id (no subordinate id range), so files and "
+                                 "processes cannot change to other owners ('Invalid argument')",
+                                 hint="add a range for your user: sudo usermod --add-subuids 100000-165535 "
+                                      "--add-subgids 100000-165535 $USER (and install uidmap), then build again")
+            raise BuildError(msg, hint="nothing of this step was stored; fix the command and build again")
 
     def _do_copy(self, state, instr, env, where, add=False):
         dest = self._x(instr.dest, env, where)
