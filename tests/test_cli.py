@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sbxtest import DEFAULT_PATH, MARKER_CONTENT, host_env, ok, sbx
+from sbxtest import DEFAULT_PATH, MARKER_CONTENT, assert_sbx_error, host_env, ok, sbx
 
 
 def inner_env(rootfs, *opts, env=None):
@@ -151,3 +151,107 @@ def test_works_with_xdg_runtime_dir(busybox_rootfs, tmp_path):
     run.mkdir(mode=0o700)
     assert ok(sbx("run", "--rootfs", busybox_rootfs, "true", env=host_env(XDG_RUNTIME_DIR=str(run)))) == ""
 
+
+
+# --- input that must not be ignored (issue 14) -----------------------------------------------------
+
+def test_entrypoint_applies_with_rootfs(busybox_rootfs):
+    assert ok(sbx("run", "--rm", "--rootfs", busybox_rootfs, "--entrypoint", "echo", "a", "b")) == "a b\n"
+    assert ok(sbx("run", "--rm", "--rootfs", busybox_rootfs, "--entrypoint", "/bin/echo")) == "\n"
+    # '' means no entrypoint: the command alone
+    assert ok(sbx("run", "--rm", "--rootfs", busybox_rootfs, "--entrypoint", "", "echo", "c")) == "c\n"
+
+
+def test_env_file_export_line_is_refused(busybox_rootfs, tmp_path):
+    f = tmp_path / "env"
+    f.write_text("A=1\nexport C=3\n")
+    r = sbx("run", "--rm", "--env-file", f, "--rootfs", busybox_rootfs, "env")
+    assert_sbx_error(r, 125, str(f), "line 2", "export C")
+
+
+@pytest.mark.parametrize("name", ["bad_host!name", "-lead", "trail-", "a..b", "x" * 65, "a" * 64 + ".b", "sp ace"])
+def test_invalid_hostnames_are_refused(busybox_rootfs, name):
+    assert_sbx_error(sbx("run", "--rm", "-h", name, "--rootfs", busybox_rootfs, "true"), 125, "hostname")
+
+
+@pytest.mark.parametrize("name", ["a", "web-1", "Host.Example.com", "x" * 63, "1.2.3"])
+def test_valid_hostnames_are_kept(busybox_rootfs, name):
+    assert ok(sbx("run", "--rm", "-h", name, "--rootfs", busybox_rootfs, "hostname")) == name + "\n"
+
+
+def test_ps_format_templates(busybox_rootfs, tmp_path):
+    env = host_env(SBX_ROOT=str(tmp_path / "store"))
+    ok(sbx("run", "--name", "fmt-one", "--rootfs", busybox_rootfs, "true", env=env))
+    assert sbx("run", "--name", "fmt-two", "--rootfs", busybox_rootfs, "sh", "-c", "exit 3", env=env).returncode == 3
+    out = ok(sbx("ps", "-a", "--format", "{{.Names}}", env=env))
+    assert sorted(out.split()) == ["fmt-one", "fmt-two"]
+    out = ok(sbx("ps", "-a", "--format", r"table {{.Names}}\t{{.State}}", env=env)).splitlines()
+    assert out[0].split() == ["NAMES", "STATE"]
+    assert sorted(line.split() for line in out[1:]) == [["fmt-one", "exited"], ["fmt-two", "exited"]]
+    import json
+    docs = [json.loads(line) for line in ok(sbx("ps", "-a", "--format", "{{json .}}", env=env)).splitlines()]
+    assert {d["Names"] for d in docs} == {"fmt-one", "fmt-two"} and all(len(d["ID"]) == 12 for d in docs)
+    assert ok(sbx("ps", "-a", "--format", "{{upper .Names}}", "--no-trunc", env=env)).split().count("FMT-ONE") == 1
+
+
+@pytest.mark.parametrize("fmt, word", [("{{.Nope}}", "Nope"), ("{{if .ID}}x{{end}}", "if"), ("{{.Names", "unclosed"),
+                                       ("{{.Names | upper}}", "|")])
+def test_ps_format_refuses_what_it_cannot_do(fmt, word):
+    assert_sbx_error(sbx("ps", "--format", fmt), 125, word)
+
+
+def test_images_format_templates(busybox_rootfs, tmp_path):
+    import tarfile
+    env = host_env(SBX_ROOT=str(tmp_path / "store"))
+    tar = tmp_path / "r.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(busybox_rootfs, arcname=".")
+    ok(sbx("import", tar, "fmtimg:7", env=env, timeout=120))
+    assert ok(sbx("images", "--format", "{{.Repository}}:{{.Tag}}", env=env)) == "fmtimg:7\n"
+    out = ok(sbx("images", "--format", r"table {{.Repository}}\t{{.Tag}}", env=env)).splitlines()
+    assert [line.split() for line in out] == [["REPOSITORY", "TAG"], ["fmtimg", "7"]]
+    assert_sbx_error(sbx("images", "--format", "{{.Nope}}", env=env), 125, "Nope")
+
+
+# --- messages (issue 14) ---------------------------------------------------------------------------
+
+def test_unknown_command_is_one_line_and_never_suggests_a_harmful_verb():
+    for word in ("top", "stpo", "kil", "rmm"):
+        r = sbx(word)
+        assert_sbx_error(r, 125, word)
+        for verb in ("stop", "kill", "rm", "rmi", "prune"):
+            assert f"'sbx {verb}'" not in r.stderr and f"'{verb}'" not in r.stderr, r.stderr
+    r = sbx("imgaes")
+    assert_sbx_error(r, 125, "imgaes")
+    assert r.stderr.count("did you mean") == 1 and "'sbx images'" in r.stderr
+
+
+def test_subcommand_usage_errors_are_one_sbx_line():
+    assert_sbx_error(sbx("stop", "-t", "abc", "x"), 125, "abc")
+    assert_sbx_error(sbx("image", "prune", "--bogus"), 125, "--bogus")
+
+
+@pytest.mark.parametrize("opt, word", [("apparmor=unconfined", "AppArmor"), ("label=disable", "SELinux"),
+                                       ("seccomp", "seccomp"), ("no-new-privileges=maybe", "no-new-privileges"),
+                                       ("systempaths=unconfined", "systempaths")])
+def test_security_opt_refused_by_name(busybox_rootfs, opt, word):
+    assert_sbx_error(sbx("run", "--rm", "--security-opt", opt, "--rootfs", busybox_rootfs, "true"), 125, word)
+
+
+def test_security_opt_parse():
+    """The parse alone (what run passes on to the spec)."""
+    from sandbox.cli import runopts
+    from sandbox.errors import UsageError
+
+    def parse(*items):
+        opts, _ = runopts.parse([a for s in items for a in ("--security-opt", s)] + ["img"])
+        return runopts.security_opts(opts)
+
+    assert parse() == {"no_new_privileges": False, "seccomp": None}
+    assert parse("seccomp=unconfined") == {"no_new_privileges": False, "seccomp": "unconfined"}
+    assert parse("seccomp:/p/profile.json", "no-new-privileges") == {"no_new_privileges": True,
+                                                                     "seccomp": "/p/profile.json"}
+    assert parse("no-new-privileges:true", "no-new-privileges=false")["no_new_privileges"] is False
+    for bad in ("apparmor=docker-default", "label=type:x", "seccomp=", "bogus", "no-new-privileges=1"):
+        with pytest.raises(UsageError):
+            parse(bad)

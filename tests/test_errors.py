@@ -133,3 +133,40 @@ def test_user_namespaces_disabled_names_the_fix(busybox_rootfs, tmp_path, neutra
     assert_sbx_error(cp, 125, os.strerror(errno.ENOSPC))
     hint = cp.stderr.splitlines()[-1]
     assert hint.startswith("sbx: hint: ") and "unprivileged_userns_clone" in hint, cp.stderr
+
+
+# --- issue 14 -------------------------------------------------------------------------------------
+
+def test_called_process_error_is_a_sandbox_error(busybox_rootfs):
+    import sandbox
+    with pytest.raises(sandbox.SandboxError) as e:
+        sandbox.run(["sh", "-c", "exit 3"], rootfs=busybox_rootfs, check=True)
+    assert isinstance(e.value, sandbox.CalledProcessError) and isinstance(e.value, subprocess.CalledProcessError)
+    assert e.value.returncode == 3 and "exit status 3" in str(e.value) and e.value.hint is None
+
+
+def test_missing_mount_point_hint_does_not_blame_an_absent_read_only(tmp_path):
+    """--rootfs / is read-only without --read-only: the hint must not say 'drop --read-only'."""
+    cp = sbx("run", "--rm", "--rootfs", "/", "-v", f"{tmp_path}:/no-such-mount-point-sbx", "true")
+    if cp.returncode == 0:
+        pytest.skip("mount points are created on read-only roots here")
+    assert_sbx_error(cp, 125, "/no-such-mount-point-sbx")
+    assert "drop --read-only" not in cp.stderr, cp.stderr
+
+
+@pytest.mark.nosubuid
+def test_chown_in_run_without_a_range_says_why(busybox_rootfs, tmp_path):
+    import tarfile
+    env = host_env(SBX_ROOT=str(tmp_path / "store"))
+    tar = tmp_path / "r.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(busybox_rootfs, arcname=".")
+    assert sbx("import", tar, "chown-base:1", env=env, timeout=120).returncode == 0
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM chown-base:1\nRUN chown 1000:1000 /tmp\n")
+    cp = sbx("build", "-q", ctx, env=env, timeout=120)
+    assert cp.returncode == 125 and "Traceback" not in cp.stderr, cp.stderr
+    sbx_lines = [ln for ln in cp.stderr.splitlines() if ln.startswith("sbx: ")]
+    assert "Dockerfile:2" in sbx_lines[0] and "single id" in sbx_lines[0], cp.stderr
+    assert "usermod --add-subuids" in sbx_lines[-1], cp.stderr

@@ -29,7 +29,9 @@ def _strip_globals(argv):
 
 
 def report(e):
-    sys.stderr.write(f"sbx: {e}\n")
+    # One line, whatever the message holds (e.g. a library's multi-line reason).
+    msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    sys.stderr.write(f"sbx: {msg}\n")
     if getattr(e, "hint", None):
         sys.stderr.write(f"sbx: hint: {e.hint}\n")
 

@@ -71,10 +71,19 @@ _register()
 
 
 def main(argv):
-    """Run the app on argv; returns the exit code (usage errors exit 125, like Docker's)."""
+    """Run the app on argv; returns the exit code.  Click's usage errors become one `sbx:` line
+    (exit 125, like Docker's) instead of click's three-line usage block."""
+    import click
     try:
-        app(args=argv, prog_name="sbx")
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        return 125 if code == 2 else code
-    return 0
+        rv = app(args=argv, prog_name="sbx", standalone_mode=False)
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as e:  # `sbx image`: the group's help (click >= 8.2)
+        e.show()
+        return 125
+    except click.exceptions.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "sbx"
+        raise UsageError(e.format_message(), hint=f"see '{where} --help'") from None
+    except click.exceptions.ClickException as e:
+        raise UsageError(e.format_message()) from None
+    except click.exceptions.Abort:
+        raise KeyboardInterrupt from None
+    return rv if isinstance(rv, int) else 0

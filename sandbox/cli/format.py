@@ -19,10 +19,12 @@ HINT = "supported: {{.Field}}, {{json .}}, {{json .Field}}, {{upper .Field}}, {{
 
 
 class Template:
-    """A compiled --format string for rows that have `fields` (name -> table header)."""
+    """A compiled --format string for rows that have `fields` (name -> table header).  With
+    fields=None the rows are free-form documents (inspect): any path {{.A.B}} is allowed and a
+    missing one prints "<no value>", as Go templates do on maps."""
 
     def __init__(self, text, fields):
-        self.fields = dict(fields)
+        self.fields = None if fields is None else dict(fields)
         self.table = text.startswith("table")
         body = text[len("table"):] if self.table else text
         body = body.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
@@ -49,25 +51,37 @@ class Template:
         if word == ".":
             return None
         name = word[1:]
+        if self.fields is None:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise UsageError(f"--format {text!r}: bad field {word!r}", hint=HINT)
+            return name
         if name not in self.fields:
             raise UsageError(f"--format {text!r}: no field {name!r}",
                              hint="fields: " + ", ".join("." + f for f in self.fields))
         return name
 
     def _value(self, func, field, row):
-        v = row if field is None else row.get(field)
+        v = row
+        for part in [] if field is None else field.split("."):
+            if not isinstance(v, dict) or part not in v:
+                return "<no value>"
+            v = v[part]
         if func == "json":
             return json.dumps(v)
-        if isinstance(v, (dict, list)) and field is None:
+        if isinstance(v, (dict, list)) and (field is None or self.fields is None):
             v = json.dumps(v)
-        v = "" if v is None else str(v)
+        if v is None:
+            return "<no value>" if self.fields is None else ""
+        v = str(v)
         return _FUNCS[func](v) if func else v
 
     def _line(self, row):
         return "".join(p if isinstance(p, str) else self._value(p[0], p[1], row) for p in self.parts)
 
     def header(self):
-        return "".join(p if isinstance(p, str) else ("" if p[1] is None else self.fields[p[1]]) for p in self.parts)
+        def title(field):
+            return "" if field is None else (self.fields or {}).get(field, field.upper())
+        return "".join(p if isinstance(p, str) else title(p[1]) for p in self.parts)
 
     def render(self, rows):
         """The output lines for `rows` (dicts with the fields)."""

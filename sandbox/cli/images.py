@@ -322,11 +322,16 @@ def _rows(images: list[Image]) -> list[dict[str, Any]]:
     return rows
 
 
+IMAGE_FIELDS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "Digest": "DIGEST",
+                "CreatedAt": "CREATED AT", "CreatedSince": "CREATED", "Size": "SIZE"}
+
+
 def images(
     ctx: typer.Context,
     repository: Optional[str] = typer.Argument(None, help="Only images of this repository."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only image ids."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="'json' (one object per line), or 'table' (default)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="'json' (one object per line), 'table' (default), or a "
+                                                              "Go template: '{{.Repository}}:{{.Tag}}', 'table {{.ID}}\\t{{.Size}}'."),
     no_trunc: bool = typer.Option(False, "--no-trunc", help="Full image ids."),
     digests: bool = typer.Option(False, "--digests", help="Show digests."),
 ) -> None:
@@ -346,8 +351,10 @@ def images(
 
 def _list_images(imgs: list[Image], repository: str | None, quiet: bool, fmt: str | None, no_trunc: bool,
                  digests: bool) -> None:
+    from sandbox.cli import format as _format
     from sandbox.image import reference as refs
 
+    template = None if fmt == "json" else _format.compile(fmt, IMAGE_FIELDS)  # a bad template fails first
     rows = _rows(imgs)
     if repository:
         want = refs.parse(repository, default_tag=False)
@@ -368,10 +375,10 @@ def _list_images(imgs: list[Image], repository: str | None, quiet: bool, fmt: st
             typer.echo(json.dumps({k: r[k] for k in ("Repository", "Tag", "ID", "Digest", "CreatedAt",
                                                      "CreatedSince", "Size")} | {"VirtualSize": r["Size"]}))
         return
-    if fmt not in (None, "table"):
-        from sandbox.image.errors import ImageError
-
-        raise ImageError(f"unsupported --format {fmt!r}", hint="use --format json or --format table")
+    if template is not None:
+        for line in template.render(rows):
+            typer.echo(line)
+        return
     cols = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     keys = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
     table = [cols] + [[str(r[k]) for k in keys] for r in rows]
@@ -446,41 +453,20 @@ def inspect_doc(store: Store, img: Image) -> dict[str, Any]:
     }
 
 
-def _template(fmt: str, doc: Any) -> str:
-    """The useful subset of Go templates: ``{{.A.B}}`` and ``{{json .A}}``."""
-    import re
-
-    def value(path: str) -> Any:
-        cur = doc
-        for part in [p for p in path.split(".") if p]:
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        return cur
-
-    def sub(m: re.Match[str]) -> str:
-        expr = m.group(1).strip()
-        if expr.startswith("json "):
-            return json.dumps(value(expr[5:].strip()))
-        v = value(expr)
-        if v is None:
-            return "<no value>"
-        if isinstance(v, (dict, list)):
-            return json.dumps(v)
-        return str(v)
-
-    return re.sub(r"\{\{(.*?)\}\}", sub, fmt)
-
-
 def inspect(
     ctx: typer.Context,
     names: list[str] = typer.Argument(..., help="Images to inspect."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Template, e.g. '{{.Id}}' or '{{json .Config}}'."),
 ) -> None:
     """Show image details as JSON (like `docker image inspect`)."""
+    from sandbox.cli import format as _format
+
+    template = _format.Template(fmt, None) if fmt else None  # a bad template fails first
     store = _store(ctx)
     docs = [inspect_doc(store, store.resolve(n)) for n in names]
-    if fmt:
-        for d in docs:
-            typer.echo(_template(fmt, d))
+    if template is not None:
+        for line in template.render(docs):
+            typer.echo(line)
     else:
         typer.echo(json.dumps(docs, indent=4))
 

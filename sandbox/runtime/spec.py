@@ -195,6 +195,9 @@ def parse_ulimit(u):
         h = s if not hard else (-1 if hard == "-1" else int(hard))
     except ValueError:
         raise UsageError(f"invalid ulimit value {u!r}") from None
+    for v in (s, h):  # rlim_t is 64 bits; -1 is unlimited
+        if v != -1 and not 0 <= v < 2 ** 64 - 1:
+            raise UsageError(f"ulimit {name}: value {v} is out of range", hint="use 0 to 2^64-2, or -1 for unlimited")
     if s != -1 and h != -1 and s > h:
         raise UsageError(f"ulimit {name}: soft limit {s} is above the hard limit {h}")
     return {"type": "RLIMIT_" + name.upper(), "soft": s, "hard": h}
