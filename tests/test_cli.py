@@ -249,9 +249,20 @@ def test_security_opt_parse():
 
     assert parse() == {"no_new_privileges": False, "seccomp": None}
     assert parse("seccomp=unconfined") == {"no_new_privileges": False, "seccomp": "unconfined"}
+    assert parse("seccomp=default")["seccomp"] == "default"
     assert parse("seccomp:/p/profile.json", "no-new-privileges") == {"no_new_privileges": True,
                                                                      "seccomp": "/p/profile.json"}
     assert parse("no-new-privileges:true", "no-new-privileges=false")["no_new_privileges"] is False
     for bad in ("apparmor=docker-default", "label=type:x", "seccomp=", "bogus", "no-new-privileges=1"):
         with pytest.raises(UsageError):
             parse(bad)
+
+
+def test_security_opt_seccomp_profile_reaches_the_sandbox(busybox_rootfs, tmp_path):
+    prof = tmp_path / "deny-mkdir.json"
+    prof.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": '
+                    '[{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}')
+    r = sbx("run", "--rm", "--security-opt", f"seccomp={prof}", "--rootfs", busybox_rootfs, "mkdir", "/tmp/x")
+    assert r.returncode == 1 and "Operation not permitted" in r.stderr, r.stderr
+    r = sbx("run", "--rm", "--security-opt", "seccomp=unconfined", "--rootfs", busybox_rootfs, "mkdir", "/tmp/x")
+    assert r.returncode == 0, r.stderr

@@ -164,7 +164,8 @@ def test_save_onto_a_directory(hostile, tmp_path):
     out.mkdir()
     r = sbx("save", "-o", out, IMAGE, env=hostile["env"])
     assert_sbx_error(r, 125, str(out), "directory")
-    assert list(out.iterdir()) == [] and list(tmp_path.iterdir()) == [out]
+    assert list(out.iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no temporary file left beside it
 
 
 def test_export_into_proc(hostile):

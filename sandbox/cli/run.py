@@ -47,14 +47,14 @@ def main(argv):
         raise UsageError("-d with -i or -t is not supported yet", hint="drop -i/-t; use 'sbx logs' to read the output")
     if tty and opts["interactive"] and not os.isatty(0):
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
-    seccomp = {} if security["seccomp"] is None else {"seccomp": security["seccomp"]}
     spec = _spec.build(
         cmd, rootfs=opts["rootfs"], image=image, entrypoint=opts["entrypoint"] if image else None,
         env=env, cwd=opts["workdir"], user=user, volumes=opts["volume"], tmpfs=opts["tmpfs"],
         network=opts["network"] or "none", hostname=hostname, read_only=opts["read_only"],
         init=opts["init"], userns=opts["userns"], cap_add=opts["cap_add"], cap_drop=opts["cap_drop"],
         no_new_privileges=security["no_new_privileges"], ulimits=opts["ulimit"],
-        group_add=group_add, terminal=tty, container_id=os.urandom(32).hex(), **seccomp)
+        group_add=group_add, terminal=tty, container_id=os.urandom(32).hex(),
+        seccomp=security["seccomp"])
     claim = None
     if opts["name"] is not None:
         from ..runtime import names

@@ -33,7 +33,7 @@ OPTIONS = (
     (("--cap-add",), "cap_add", "list", "CAP", "add a capability"),
     (("--cap-drop",), "cap_drop", "list", "CAP", "drop a capability (ALL for all)"),
     (("--security-opt",), "security_opt", "list", "OPT",
-     "no-new-privileges[=true|false], seccomp=unconfined or seccomp=PROFILE.json"),
+     "no-new-privileges[=true|false], seccomp=default|unconfined|PROFILE.json"),
     (("--ulimit",), "ulimit", "list", "NAME=SOFT[:HARD]", "set a resource limit"),
     (("--group-add",), "group_add", "list", "GROUP", "add a supplementary group (needs a subuid range)"),
     (("--help",), "help", "flag", None, "show this help"),
@@ -193,7 +193,7 @@ def hostname(opts):
 
 
 def security_opts(opts):
-    """--security-opt -> {"no_new_privileges": bool, "seccomp": None | "unconfined" | PATH}.
+    """--security-opt -> {"no_new_privileges": bool, "seccomp": None | "default" | "unconfined" | PATH}.
     Anything else is refused by name: sbx has no AppArmor or SELinux confinement to set."""
     out = {"no_new_privileges": False, "seccomp": None}
     for s in opts["security_opt"]:
@@ -208,7 +208,7 @@ def security_opts(opts):
         elif k == "seccomp":
             if not v:
                 raise UsageError(f"invalid --security-opt {s!r}",
-                                 hint="use seccomp=unconfined or seccomp=PROFILE.json")
+                                 hint="use seccomp=default, seccomp=unconfined or seccomp=PROFILE.json")
             out["seccomp"] = v
         elif k == "apparmor":
             raise UsageError(f"unsupported --security-opt {s!r}: AppArmor profiles are not supported",
@@ -218,5 +218,5 @@ def security_opts(opts):
                              hint="sbx confines with namespaces, capabilities and seccomp; drop this option")
         else:
             raise UsageError(f"unsupported --security-opt {s!r}",
-                             hint="supported: no-new-privileges[=true|false], seccomp=unconfined, seccomp=PROFILE.json")
+                             hint="supported: no-new-privileges[=true|false], seccomp=default|unconfined|PROFILE.json")
     return out
