@@ -98,6 +98,7 @@ def _cases():
         ("save", ["save", "-o", "/nonexistent-dir/x.tar", IMAGE]),
         ("save", ["save", "-o", "{dir}", IMAGE]),
         ("save", ["save", "-o", "/proc/x.tar", IMAGE]),
+        ("save", ["save", "-o", "/dev/full", IMAGE]),
         ("save", ["save", "-o", "{ro}/x.tar", IMAGE]),
         ("save", ["save", "--format", "oci-dir", "-o", "/proc/x", IMAGE]),
         ("load", ["load", "-i", "/nonexistent-dir/x.tar"]),
@@ -109,6 +110,7 @@ def _cases():
         ("import", ["import", "{dir}", "x:1"]),
         ("import", ["import", "{tar}", "Bad//Name"]),
         ("export", ["export", "-o", "/proc/x", IMAGE]),
+        ("export", ["export", "-o", "/dev/full", IMAGE]),
         ("export", ["export", "-o", "{dir}", IMAGE]),
         ("export", ["export", "-o", "{ro}/x.tar", IMAGE]),
         ("image", ["image", "no-such-verb"]),
@@ -166,6 +168,17 @@ def test_save_onto_a_directory(hostile, tmp_path):
     assert_sbx_error(r, 125, str(out), "directory")
     assert list(out.iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no temporary file left beside it
+
+
+@pytest.mark.parametrize("verb", ["save", "export"])
+def test_output_to_a_device_is_written_into_never_replaced(hostile, verb):
+    """-o /dev/full: the device gets the bytes (and says it is full); as root, sbx used to rename
+    its temporary file over the device node."""
+    import stat
+    assert_sbx_error(sbx(verb, "-o", "/dev/full", IMAGE, env=hostile["env"]), 125, "No space left on device")
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    r = sbx(verb, "-o", "/dev/null", IMAGE, env=hostile["env"])
+    assert r.returncode == 0 and stat.S_ISCHR(os.stat("/dev/null").st_mode), r.stderr
 
 
 def test_export_into_proc(hostile):

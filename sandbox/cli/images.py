@@ -629,7 +629,7 @@ def export(
 ) -> None:
     """Write an image's root filesystem (all layers merged) as a tar."""
     from sandbox.image.errors import ArchiveError
-    from sandbox.image.fsutil import tmp_name
+    from sandbox.image.fsutil import write_output
     from sandbox.image.tarball import export_image
 
     store = _store(ctx)
@@ -640,15 +640,7 @@ def export(
         export_image(store, img, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    tmp = tmp_name(os.path.dirname(os.path.abspath(output)), "export-")
-    try:
-        with open(tmp, "wb") as f:
-            export_image(store, img, f)
-        os.rename(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_output(output, lambda f: export_image(store, img, f), "export-")
 
 
 def prune(

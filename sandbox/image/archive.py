@@ -27,7 +27,7 @@ from sandbox.image import reference as refs
 from sandbox.image.cas import CHUNK, sha256_digest
 from sandbox.image.compress import GZIP, NONE, ZSTD, detect, open_decompressed
 from sandbox.image.errors import ArchiveError, DigestMismatch, ImageError
-from sandbox.image.fsutil import atomic_write, fsync_dir, tmp_name
+from sandbox.image.fsutil import atomic_write, fsync_dir, tmp_name, write_output
 from sandbox.image.store import Image, Store, check_layer_count, parse_json, validate_config, validate_manifest
 
 FORMATS = ("docker-archive", "oci-archive", "oci-dir")
@@ -250,18 +250,7 @@ def save(store: Store, names: list[str], output: str, fmt: str = "docker-archive
         writer(store, entries, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    out_dir = os.path.dirname(os.path.abspath(output))
-    tmp = tmp_name(out_dir, "save-")
-    try:
-        with open(tmp, "wb") as f:
-            writer(store, entries, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_output(output, lambda f: writer(store, entries, f), "save-")
 
 
 # --- loading ---------------------------------------------------------------------------------------

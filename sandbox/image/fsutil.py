@@ -13,9 +13,11 @@ import errno
 import fcntl
 import os
 import secrets
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
 TMP_PREFIX = ".tmp-"
 
@@ -34,6 +36,37 @@ def fsync_dir(path: str) -> None:
 
 def tmp_name(directory: str, hint: str = "") -> str:
     return os.path.join(directory, f"{TMP_PREFIX}{hint}{secrets.token_hex(8)}")
+
+
+def write_output(path: str, write: Callable[[BinaryIO], None], hint: str = "") -> None:
+    """Write a file the user named (``save -o``, ``export -o``) with ``write(f)``: through a temp file
+    beside it and a rename when it is a regular file or new, so a failure leaves the old one; straight
+    into it when it is a device, FIFO or socket (``-o /dev/stdout``), which must never be replaced; and
+    never onto a directory.  A symlink is followed, not replaced."""
+    from .errors import ArchiveError
+
+    target = os.path.realpath(path)
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise ArchiveError(f"{path} is a directory", hint=f"give a file name, e.g. {os.path.join(path, 'out.tar')}")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(target, "wb") as f:
+            write(f)
+        return
+    tmp = tmp_name(os.path.dirname(target), hint)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, target)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
