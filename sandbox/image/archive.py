@@ -27,7 +27,7 @@ from sandbox.image import reference as refs
 from sandbox.image.cas import CHUNK, sha256_digest
 from sandbox.image.compress import GZIP, NONE, ZSTD, detect, open_decompressed
 from sandbox.image.errors import ArchiveError, DigestMismatch, ImageError
-from sandbox.image.fsutil import atomic_write, fsync_dir, tmp_name, write_output
+from sandbox.image.fsutil import atomic_write, fsync_dir, write_output
 from sandbox.image.store import Image, Store, check_layer_count, parse_json, validate_config, validate_manifest
 
 FORMATS = ("docker-archive", "oci-archive", "oci-dir")
@@ -214,18 +214,12 @@ def _write_oci_dir(store: Store, entries: list[_Entry], path: str) -> None:
             dst = os.path.join(blob_dir, d[7:])
             if os.path.exists(dst):
                 continue
-            tmp = tmp_name(blob_dir)
-            try:
-                with store.blobs.open(d) as r, open(tmp, "wb") as w:
+            def copy(w: BinaryIO, d: str = d) -> None:
+                with store.blobs.open(d) as r:
                     shutil.copyfileobj(r, w, CHUNK)  # type: ignore[misc]
                     r.finish()
-                    w.flush()
-                    os.fsync(w.fileno())
-                os.rename(tmp, dst)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+
+            write_output(dst, copy)
     fsync_dir(blob_dir)
     atomic_write(os.path.join(path, "index.json"), json.dumps(_oci_index(entries, store, existing)).encode())
 
