@@ -109,17 +109,23 @@ def parse(argv):
     return opts, argv[i:]
 
 
+ENV_FILE_MAX = 16 << 20
+
+
 def parse_env(opts, environ):
     """-e and --env-file -> ordered list of (key, value); later wins, like Docker."""
     out = []
     for path in opts["env_file"]:
         try:
             with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+                text = f.read(ENV_FILE_MAX + 1)  # bounded: --env-file /dev/zero must not eat memory
         except OSError as e:
             raise UsageError(f"cannot read env file {path}: {e.strerror}") from None
         except UnicodeDecodeError:
             raise UsageError(f"env file {path} is not UTF-8 text") from None
+        if len(text) > ENV_FILE_MAX:
+            raise UsageError(f"env file {path} is larger than {ENV_FILE_MAX >> 20} MiB", hint="give a file of KEY=VALUE lines")
+        lines = text.splitlines()
         for n, line in enumerate(lines, 1):
             line = line.lstrip()
             if line and not line.startswith("#"):
