@@ -66,11 +66,11 @@ def _user_path(name):
 
 def os_error(e):
     """A SandboxError for an OSError that reached the top."""
-    reason = e.strerror or os.strerror(e.errno or 0) if e.errno else str(e)
-    paths = [p for p in (_user_path(e.filename), _user_path(e.filename2)) if p]
-    if e.errno == errno.EISDIR and len(paths) == 2:
-        paths = paths[1:]  # renaming onto a directory: that is the one the user named
-    where = " -> ".join(paths)
+    reason = (e.strerror or os.strerror(e.errno)) if e.errno else str(e)
+    names = [p for p in (_user_path(e.filename), _user_path(e.filename2)) if p]
+    if e.errno == errno.EISDIR and len(names) == 2:
+        names = names[1:]  # renaming onto a directory: that is the one the user named
+    where = " -> ".join(names)
     hint = _OS_HINTS.get(e.errno) or "this is an error of the host system; check the path and try again"
     if not where and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         from ..runtime import paths
