@@ -21,7 +21,7 @@ class Group(TyperGroup):
             safe = [c for c in self.list_commands(ctx) if c not in HARMFUL_VERBS]
             close = difflib.get_close_matches(args[0], safe, n=1)
             hint = (f"did you mean '{where} {close[0]}'? " if close else "") + f"see '{where} --help'"
-            raise UsageError(f"'{args[0]}' is not a '{where}' command", hint=hint)
+            raise UsageError(f"No such command '{args[0]}' in '{where}'", hint=hint)
         return super().resolve_command(ctx, args)
 
 
