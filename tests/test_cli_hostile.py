@@ -124,6 +124,9 @@ def _cases():
         ("--root", ["--root", "/proc/foo", "images"], OK),
         ("--root", ["--root", "/proc/foo", "run", "--name", "k", "--rootfs", R, "true"]),
         ("--root", ["--root", "{ro}/store", "tag", IMAGE, "x:1"]),
+        ("unshare", ["unshare", "/nonexistent-cmd"], (127,)),
+        ("unshare", ["unshare", "--workdir", "/proc/no-such"], (127, 125)),
+        ("system", ["system", "reset", "--no-such-flag"]),
         ("<unknown>", ["top"]),
     ]
 
@@ -151,7 +154,7 @@ def test_hostile_arguments_never_trace_back(hostile, case):
     detail = f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
     assert "Traceback" not in r.stderr, detail
     assert r.returncode in codes, detail
-    if r.returncode == 125:
+    if r.returncode != 0:
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert lines and lines[0].startswith("sbx: ") and lines[-1].startswith("sbx: "), detail
 
