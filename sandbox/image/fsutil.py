@@ -58,7 +58,11 @@ def write_output(path: str, write: Callable[[BinaryIO], None], hint: str = "") -
         return
     tmp = tmp_name(os.path.dirname(target), hint)
     try:
-        with open(tmp, "wb") as f:
+        f = open(tmp, "wb")
+    except OSError as e:  # name what the user gave, not our temporary file
+        raise OSError(e.errno, e.strerror, path) from None
+    try:
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
