@@ -322,7 +322,7 @@ class Store:
 
     def _write_references(self, r: dict[str, dict[str, str]]) -> None:
         data = json.dumps({"references": dict(sorted(r.items()))}, indent=1).encode() + b"\n"
-        atomic_write(os.path.join(self.root, REPOSITORIES), data)
+        _write(os.path.join(self.root, REPOSITORIES), data, "write the image references")
 
     def _record_path(self, image_id: str) -> str:
         return os.path.join(self.images_dir, _hex(image_id) + ".json")
@@ -332,7 +332,8 @@ class Store:
         return rec if isinstance(rec, dict) else None
 
     def _write_record(self, rec: dict[str, Any]) -> None:
-        atomic_write(self._record_path(rec["id"]), json.dumps(rec, indent=1, sort_keys=True).encode() + b"\n")
+        _write(self._record_path(rec["id"]), json.dumps(rec, indent=1, sort_keys=True).encode() + b"\n",
+               f"write the record of image {rec['id']}")
 
     def image_ids(self) -> list[str]:
         try:
@@ -797,7 +798,7 @@ class Store:
             meta = {"diff_id": res.diff_id, "digest": res.digest, "size": res.size,
                     "compression": res.compression, "whiteouts": fmt, "ownership": owner.name,
                     "entries": res.entries, "created": time.time()}
-            atomic_write(os.path.join(tmp, "meta.json"), json.dumps(meta, indent=1).encode())
+            _write(os.path.join(tmp, "meta.json"), json.dumps(meta, indent=1).encode(), f"store layer {diff_id}")
             fsync_dir(tmp)
             try:
                 os.rename(tmp, final)
@@ -1031,6 +1032,16 @@ def _remove_hint(users: list[tuple[str | None, bool]]) -> str:
     if not ids:
         return "wait for the sandbox that runs it to exit"
     return f"remove the container first (`sbx rm -f {' '.join(ids)}`), or use `sbx rmi -f` to keep it only for them"
+
+
+def _write(path: str, data: bytes, what: str) -> None:
+    """atomic_write, with a full disk or a permission problem as a StoreError that says what failed."""
+    from sandbox.image.cas import _store_error
+
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        raise _store_error(e, what) from None
 
 
 def _can_map_ids() -> bool:

@@ -478,3 +478,30 @@ def test_system_check_of_a_store_that_cannot_exist(tmp_path: Path) -> None:
     assert_sbx_error(sbx("--root", "/proc/foo", "system", "check"), 125, "/proc/foo")
     r = sbx("--root", str(tmp_path / "not-yet"), "system", "check")
     assert r.returncode == 0 and "empty" in r.stdout, r
+
+
+def test_tag_on_a_full_store_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    """issue 14: ENOSPC while a tag is written. A 1 MiB tmpfs as the store (user+mount namespace)."""
+    import shutil
+    import sys
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare (util-linux) not installed")
+    lay = write_layout(tmp_path / "small", [(build_image([make_tar([Entry("small", "file", b"s")])]), "latest")])
+    root = tmp_path / "full"
+    root.mkdir()
+    cli = f"{sys.executable} -m sandbox"
+    script = (f"mount -t tmpfs -o size=1m tmpfs {root} || exit 99; "
+              f"{cli} load -i {lay} --repository test/small >/dev/null || exit 98; "
+              f"head -c 2000000 /dev/zero > {root}/filler 2>/dev/null; "
+              f"{cli} tag test/small test/other:1; echo rc=$?; rm {root}/filler; "
+              f"{cli} images --format json")
+    env = dict(os.environ, SBX_ROOT=str(root))
+    p = subprocess.run([unshare, "-Urm", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                       cwd=sbxtest.NEUTRAL_CWD)
+    if p.returncode in (99, 1) and "rc=" not in p.stdout:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {p.stderr.strip()[:200]}")
+    assert "rc=125" in p.stdout and "Traceback" not in p.stderr, p.stdout + p.stderr
+    assert "sbx: write the image references: no space left on device" in p.stderr, p.stderr
+    assert '"Repository": "test/small"' in p.stdout and "test/other" not in p.stdout   # nothing lost
