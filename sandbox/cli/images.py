@@ -453,17 +453,30 @@ def inspect_doc(store: Store, img: Image) -> dict[str, Any]:
     }
 
 
+def _container_or_image_doc(store: Store, name: str) -> dict[str, Any]:
+    """Docker's order: a container of that name or id first, then an image."""
+    from sandbox.runtime import containers, inspect as cinspect
+    from sandbox.errors import UsageError
+
+    try:
+        c = containers.Store().get(name)
+    except UsageError:
+        return inspect_doc(store, store.resolve(name))
+    return cinspect.container_doc(c)
+
+
 def inspect(
     ctx: typer.Context,
-    names: list[str] = typer.Argument(..., help="Images to inspect."),
+    names: list[str] = typer.Argument(..., help="Containers or images to inspect."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Template, e.g. '{{.Id}}' or '{{json .Config}}'."),
 ) -> None:
-    """Show image details as JSON (like `docker image inspect`)."""
+    """Show container or image details as JSON (like `docker inspect`): a kept container's
+    state, configuration and confinement (HostConfig.SecurityOpt names its seccomp profile)."""
     from sandbox.cli import format as _format
 
     template = _format.Template(fmt, None) if fmt else None  # a bad template fails first
     store = _store(ctx)
-    docs = [inspect_doc(store, store.resolve(n)) for n in names]
+    docs = [_container_or_image_doc(store, n) for n in names]
     if template is not None:
         for line in template.render(docs):
             typer.echo(line)

@@ -172,3 +172,21 @@ def test_same_verdicts_as_crun_with_the_same_profile(attack_rootfs, tmp_path):
     for name in ours:
         print(f"{name:<18} {ours[name]:<8} {theirs.get(name)}")
     assert ours == theirs
+
+
+def test_inspect_shows_the_active_profile(attack_rootfs, tmp_path):
+    prof = tmp_path / "p.json"
+    prof.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW"}))
+    names = {f"sc-default-{os.getpid()}": [], f"sc-unconf-{os.getpid()}": ["--security-opt", "seccomp=unconfined"],
+             f"sc-file-{os.getpid()}": ["--security-opt", f"seccomp={prof}"]}
+    try:
+        for name, opts in names.items():
+            ok(sbx("run", "--name", name, *opts, "--rootfs", attack_rootfs, "true"))
+        docs = json.loads(ok(sbx("inspect", *names)))
+        got = [d["HostConfig"]["SecurityOpt"] for d in docs]
+        assert got == [["seccomp=default"], ["seccomp=unconfined"], [f"seccomp={prof}"]]
+        assert [d["Name"] for d in docs] == ["/" + n for n in names]
+        fmt = ok(sbx("inspect", "--format", "{{json .HostConfig.SecurityOpt}}", *names))
+        assert fmt.splitlines()[1] == '["seccomp=unconfined"]'
+    finally:
+        sbx("rm", "-f", *names)
