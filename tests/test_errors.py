@@ -4,6 +4,7 @@ one `sbx: ...` line (plus an optional `sbx: hint: ...` line) on stderr, never a 
 import errno
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -161,3 +162,19 @@ def test_chown_in_run_without_a_range_says_why(busybox_rootfs, tmp_path):
     sbx_lines = [ln for ln in cp.stderr.splitlines() if ln.startswith("sbx: ")]
     assert "Dockerfile:2" in sbx_lines[0] and "single id" in sbx_lines[0], cp.stderr
     assert "usermod --add-subuids" in sbx_lines[-1], cp.stderr
+
+
+def test_a_bug_is_one_line_and_its_traceback_is_one_variable_away(neutral_cwd):
+    """Whatever escapes every handler is still one 'sbx:' line (exit 125); SBX_DEBUG=1 shows it."""
+    code = ("import sys, sandbox.cli.run as r\n"
+            "def boom(argv): raise ZeroDivisionError('deliberate')\n"
+            "r.main = boom\n"
+            "import sandbox.cli; sandbox.cli.main(['run', 'x'])\n")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=neutral_cwd, timeout=30,
+                        env=host_env(SBX_DEBUG=""))
+    lines = cp.stderr.splitlines()
+    assert cp.returncode == 125 and "Traceback" not in cp.stderr, cp.stderr
+    assert lines[0] == "sbx: internal error: ZeroDivisionError: deliberate" and "SBX_DEBUG=1" in lines[1], cp.stderr
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=neutral_cwd, timeout=30,
+                        env=host_env(SBX_DEBUG="1"))
+    assert "Traceback" in cp.stderr and "deliberate" in cp.stderr

@@ -2,7 +2,8 @@
 measured: typer and click cost ~70 ms to import) and everything else to the typer app.
 SandboxError is caught once, here: one line (and a hint) on stderr, Docker's exit codes.
 An OSError that no command turned into a SandboxError is reported the same way (exit 125):
-the user sees the path and the system's reason, never a traceback."""
+the user sees the path and the system's reason, never a traceback.  Any other exception is
+a bug: one 'internal error' line, and the traceback only with SBX_DEBUG=1."""
 import errno
 import os
 import sys
@@ -103,5 +104,11 @@ def main(argv=None):
         err = os_error(e)
         report(err)
         code = err.exit_code
+    except Exception as e:  # a bug: still one line for the user; SBX_DEBUG=1 shows where
+        if os.environ.get("SBX_DEBUG"):
+            raise
+        report(SandboxError(f"internal error: {type(e).__name__}: {e}",
+                            hint="this is a bug in sbx: run again with SBX_DEBUG=1 for the traceback and report it"))
+        code = 125
     sys.stdout.flush()
     sys.exit(code)

@@ -125,7 +125,7 @@ def assert_sbx_error(cp: subprocess.CompletedProcess, code: int, *words: str) ->
     """sbx's own error: the exit code, an `sbx: ` line on stderr naming the words, no traceback."""
     detail = f"exit {cp.returncode}\nstdout:\n{cp.stdout}\nstderr:\n{cp.stderr}"
     assert cp.returncode == code, detail
-    assert "Traceback" not in cp.stderr, detail
+    assert "Traceback" not in cp.stderr and "sbx: internal error" not in cp.stderr, detail
     lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
     assert lines and lines[0].startswith("sbx: "), detail
     # One line, plus at most one `sbx: hint: ...` line.
