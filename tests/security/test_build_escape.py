@@ -213,3 +213,35 @@ def test_copy_from_an_empty_stage_does_not_read_the_context(store_env, tmp_path,
     ctx = _ctx(tmp_path, "FROM scratch AS empty\nFROM base:1\nCOPY --from=empty /x /x\n", {"x": "context\n"})
     r = _build(ctx, "esc:empty")
     assert r.returncode == 125 and "no such file" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_add_of_urls_through_symlinks(store_env, tmp_path, home):
+    import http.server
+    import threading
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("canary", "x", "other"):
+        (served / name).write_text(f"{name} over http\n")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(served), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        ctx = _ctx(tmp_path, f"""\
+FROM base:1
+RUN ln -s {home} /out && ln -s {home}/canary /lnk
+ADD {url}/canary /out/
+ADD {url}/x /out/sub/
+ADD {url}/other /lnk
+""")
+        img = _built(ctx, "esc:addurl")
+    finally:
+        srv.shutdown()
+    assert _sh(img, f"cat /out/sub/x {home}/canary; readlink /lnk") == f"x over http\nother over http\n{home}/canary\n"
