@@ -37,3 +37,14 @@ def make_busybox_rootfs(dest, busybox=None):
     with open(os.path.join(dest, "etc", "group"), "w") as f:
         f.write(GROUP)
     return dest
+
+
+if __name__ == "__main__":
+    # python -m sandbox.testing DIR: a busybox root filesystem in DIR, offline.
+    import sys
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m sandbox.testing DIR")
+    try:
+        make_busybox_rootfs(sys.argv[1])
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.exit(f"cannot build a busybox root filesystem in {sys.argv[1]}: {e}")

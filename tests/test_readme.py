@@ -1,0 +1,68 @@
+"""The README's examples, run as written: every ```sh block (but the set-up, test-suite and
+benchmark commands, which CI itself runs) in order in one bash, then every ```python block.
+They get what the set-up command leaves behind (the venv at ~/.local/sbx, `sbx` on PATH) in a
+home and a data directory of their own."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SETUP_ONLY = ("sudo ", "scripts/test.sh", "pytest benches", "pip install")
+
+
+def blocks(lang: str) -> list[str]:
+    text = README.read_text()
+    return [b for b in re.findall(rf"^```{lang}\n(.*?)^```", text, re.S | re.M)
+            if not any(s in b for s in SETUP_ONLY)]
+
+
+@pytest.fixture()
+def readme_env(tmp_path):
+    home = tmp_path / "home"
+    (home / ".local").mkdir(parents=True)
+    os.symlink(sys.prefix, home / ".local" / "sbx")  # what set-up command (1) makes
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "hello.txt").write_text("hello\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SBX_", "XDG_DATA", "XDG_CACHE"))}
+    env.update(HOME=str(home), SBX_ROOT=str(tmp_path / "store"),
+               PATH=f"{os.path.dirname(sys.executable)}:{env.get('PATH', '/usr/bin:/bin')}")
+    yield env, work
+    subprocess.run([sys.executable, "-m", "sandbox", "system", "reset", "-f"], env=env, cwd=work,
+                   capture_output=True, timeout=120)
+
+
+def test_readme_has_examples():
+    assert len(blocks("sh")) >= 4 and blocks("python")
+
+
+def test_shell_examples_run_as_written(readme_env):
+    env, work = readme_env
+    script = "set -euxo pipefail\n" + "\n".join(blocks("sh"))
+    cp = subprocess.run(["bash", "-c", script], env=env, cwd=work, capture_output=True, text=True,
+                        timeout=600, stdin=subprocess.DEVNULL)
+    detail = f"exit {cp.returncode}\n--- stdout\n{cp.stdout[-4000:]}\n--- stderr\n{cp.stderr[-6000:]}"
+    assert cp.returncode == 0, detail
+    assert "Traceback" not in cp.stderr, detail
+    out = cp.stdout
+    # What the comments promise.
+    assert "hi\n" in out and "CI=1" in out and "hello.txt" in out
+    assert "state\nstate\n" in out  # the kept container's second run saw its first run's change
+    assert "V in /tmp" in out
+    assert "from an image, as root" in out
+    assert "built\n" in out and "x\n" in out
+    assert re.search(r"^running \[\"seccomp=default\"\]$", out, re.M), detail
+    assert re.search(r"^A /new$", out, re.M) and re.search(r"^D /built$", out, re.M), detail
+
+
+def test_python_examples_run_as_written(readme_env):
+    env, work = readme_env
+    for code in blocks("python"):
+        cp = subprocess.run([sys.executable, "-c", code], env=env, cwd=work, capture_output=True, text=True,
+                            timeout=120, stdin=subprocess.DEVNULL)
+        assert cp.returncode == 0, f"{code}\n--- stderr\n{cp.stderr}"
