@@ -229,12 +229,13 @@ class _Placer:
     def target_dir(self, parts: list[str], name: str) -> list[str]:
         """Where a directory entry `name` of a source goes in the directory at canonical `parts`:
         an existing directory (or a symlink to one, inside the image) is merged into; anything
-        else there is replaced by a new directory."""
+        else there is replaced by a new directory.  Either way a directory of the upper."""
         e = self.view.entry(parts + [name])
+        found = None
         try:
             if e is not None and e.is_dir:
-                return parts + [name]
-            if e is not None and e.is_link:
+                found = parts + [name]
+            elif e is not None and e.is_link:
                 try:
                     cparts, te = self.resolve("/".join(parts + [name]))
                 except ImageError:
@@ -242,12 +243,15 @@ class _Placer:
                 if te is not None:
                     te.close()
                     if te.is_dir:
-                        return cparts
+                        found = cparts
         finally:
             if e is not None:
                 e.close()
-        os.mkdir(name, 0o700, dir_fd=self._replace(parts, name))
-        return parts + [name]
+        if found is None:
+            os.mkdir(name, 0o700, dir_fd=self._replace(parts, name))
+            found = parts + [name]
+        self.ensure_dir(found)
+        return found
 
     def _finish_file(self, fd: int, mode: int, times=None) -> None:
         os.fchmod(fd, mode)

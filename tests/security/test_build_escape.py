@@ -187,7 +187,10 @@ RUN rm -rf /gone
 COPY x /app/
 COPY r/ /
 COPY x /gone/
+COPY r2/ /
 """, {"x": "x\n", "r/lib/libz.so": "lib\n", "r/etc/conf": "conf\n"})
+    for d in ("opt", "lib", "gone"):  # empty directories over the image's own (and a symlink to one)
+        (ctx / "r2" / d).mkdir(parents=True)
     img = _built(ctx, "esc:merged")
     owner = "1000 1000" if has_subid_range() else "0 0"
     out = _sh(img, "cat /opt/app/x /usr/lib/libz.so /etc/conf /gone/x; ls /gone; readlink /app; readlink /lib; "
