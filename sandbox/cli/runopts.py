@@ -192,7 +192,7 @@ def hostname(opts):
     if h is None:
         return None
     if not h or len(h) > 64 or not all(_LABEL.match(label) for label in h.split(".")):
-        raise UsageError(f"invalid hostname {h!r}",
+        raise UsageError(f"invalid hostname format: {h!r}",
                          hint="use at most 64 characters: letters, digits and '-' in dot-separated labels "
                               "that neither start nor end with '-'")
     return h
