@@ -196,12 +196,18 @@ fail:
 int
 sb_open_in_root (int rootfd, const char *path, int flags, unsigned int mode)
 {
+  while (path[0] == '/')
+    path++;
+  if (path[0] == '\0')
+    path = ".";  /* the root itself (openat2 would say ENOENT for "") */
   if (!force_walk)
     {
       struct sb_open_how how;
       memset (&how, 0, sizeof how);
       how.flags = (uint64_t) (flags | O_CLOEXEC);
-      how.mode = (flags & (O_CREAT | __O_TMPFILE)) ? mode : 0;
+      /* openat2 refuses a mode without O_CREAT/O_TMPFILE (glibc's __O_TMPFILE includes
+       * O_DIRECTORY, so test the whole of O_TMPFILE). */
+      how.mode = ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) ? mode : 0;
       how.resolve = SB_RESOLVE_IN_ROOT | SB_RESOLVE_NO_MAGICLINKS;
       for (int tries = 0; tries < 16; tries++)
         {

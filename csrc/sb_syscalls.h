@@ -54,9 +54,6 @@
 #define SB_RESOLVE_NO_MAGICLINKS 0x02
 #define SB_RESOLVE_IN_ROOT 0x10
 #define SB_KEYCTL_JOIN_SESSION_KEYRING 1
-#ifndef __O_TMPFILE
-# define __O_TMPFILE 020000000
-#endif
 
 struct sb_open_how {
   uint64_t flags;
