@@ -159,14 +159,22 @@ record() {  # name rc
     summary+=("$(printf '%-10s %s (pytest exit %s)' "$1" "$verdict" "$2")")
 }
 run_as() {  # name user target [pytest args...]
-    local name=$1 user=$2 target=$3 home rundir rc
+    local name=$1 user=$2 target=$3 home rundir xdg rc
     shift 3
     rundir=$work/run-$name
     mkdir -p "$rundir"
     if [ "$user" = root ]; then home=/root; else home=/home/$user; chown "$user:" "$rundir"; fi
+    # The user's own runtime directory, as a login session would have: without XDG_RUNTIME_DIR,
+    # skopeo and podman look for /run/containers/UID/auth.json, and once root has used podman
+    # /run/containers is mode 0700, so they stop on "permission denied".  (Not REGISTRY_AUTH_FILE:
+    # docker-registry reads REGISTRY_* variables as configuration and would refuse to start.)
+    xdg=$rundir/xdg-runtime
+    mkdir -p -m 0700 "$xdg"
+    chmod 0700 "$xdg"
+    chown "$user:" "$xdg"
     log "pytest $target as $user"
     local cmd=(env -i "HOME=$home" "USER=$user" "LOGNAME=$user" "PATH=$venv/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-               "LANG=C.UTF-8" "CI=${CI:-}"
+               "LANG=C.UTF-8" "CI=${CI:-}" "XDG_RUNTIME_DIR=$xdg"
                timeout --kill-after=30 "$per_run_timeout"
                "$venv/bin/python" -m pytest -p no:cacheprovider --timeout 300 --basetemp "$rundir/tmp"
                -rfEs "$@" "${extra_args[@]}" "$work/src/$target")
