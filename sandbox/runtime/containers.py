@@ -4,7 +4,9 @@ the overlay's upper/ and work/ directories, which keep the container's changes.
 
 While a container runs, the sbx process that runs it holds an exclusive flock on its
 running.lock: `ps` asks the kernel, so a killed sbx never leaves a container "running".
-Creation, renaming and removal hold <data>/containers/.lock."""
+Creation, renaming and removal hold <data>/containers/.lock, and so does a `--rm` sandbox's
+name claim (names.py) while it checks the records: a name is never both a record's and a
+running `--rm` sandbox's."""
 import fcntl
 import json
 import os
@@ -59,7 +61,9 @@ class Store:
     def __init__(self):
         self.root = os.path.join(paths.data_dir(), "containers")
 
-    def _lock(self):
+    def lock(self):
+        """Hold <data>/containers/.lock (until the returned fd is closed): creation, removal
+        and name claims take it."""
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -96,22 +100,21 @@ class Store:
     def create(self, spec, name, image, command):
         """Register a container for `spec` (whose id it takes) and return it; its upper/work
         directories are created empty."""
-        fd = self._lock()
+        fd = self.lock()
         try:
+            from . import names
             taken = {c.name for c in self.list()}
             if name is None:
                 for i in range(400):
                     name = f"{_ADJ[i % 20]}_{_NOUN[(i * 7 + int(spec['sbx']['id'][:4], 16)) % 20]}"
-                    if name not in taken:
+                    if name not in taken and not names.in_use(name):
                         break
             elif name in taken:
                 raise UsageError(f'the container name "{name}" is already in use',
                                  hint=f"remove that container ('sbx rm {name}') or choose another name")
-            else:
-                from . import names
-                if names.running(name) is not None:
-                    raise UsageError(f'the container name "{name}" is already in use by a running sandbox',
-                                     hint="choose another name, or stop that sandbox first")
+            elif names.in_use(name):
+                raise UsageError(f'the container name "{name}" is already in use by a running sandbox',
+                                 hint="choose another name, or stop that sandbox first")
             cid = spec["sbx"]["id"]
             d = os.path.join(self.root, cid)
             os.mkdir(d, 0o700)
@@ -174,7 +177,7 @@ class Store:
                 if time.monotonic() > deadline:
                     raise SandboxError(f"container {c.name} did not stop", hint="try again")
                 time.sleep(0.02)
-        fd = self._lock()
+        fd = self.lock()
         try:
             _remove_tree(c.dir, c.spec)
         finally:

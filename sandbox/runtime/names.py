@@ -1,9 +1,12 @@
-"""Container names: unique among running sandboxes of this user.
+"""Container names: unique among this user's sandboxes, running or kept.
 
-A name is a file under the runtime directory, held with flock(LOCK_EX) by the process that
-runs the sandbox for as long as it runs; the kernel drops the lock when that process dies, so
-a crash (kill -9) never leaves a name taken.  (Containers that outlive their process, with a
-persistent name registry, come with the container lifecycle.)"""
+A `--rm` sandbox's name is a file under <data>/names, held with flock(LOCK_EX) by the process
+that runs the sandbox for as long as it runs; the kernel drops the lock when that process dies,
+so a crash (kill -9) never leaves a name taken.  A kept container's name is its record under
+<data>/containers (containers.py), which checks these locks before it takes a name, as a claim
+checks the records.  Both live in the data directory, not the runtime directory: a cleaned-up
+XDG_RUNTIME_DIR (logout, tmpfiles, rm -rf) must never let a second sandbox take the name of a
+running one."""
 import fcntl
 import os
 import re
@@ -13,10 +16,16 @@ from . import paths
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 
+_mine = {}  # name -> Claim held by this process
+
+
+def _dir():
+    return os.path.join(paths.data_dir(), "names")
+
 
 class Claim:
-    def __init__(self, path, fd):
-        self.path, self.fd = path, fd
+    def __init__(self, name, path, fd):
+        self.name, self.path, self.fd = name, path, fd
 
     def started(self, spec, pid):
         """Record what `sbx exec NAME` needs: the sandbox's PID 1 and its spec."""
@@ -35,28 +44,50 @@ class Claim:
                     pass
             os.close(self.fd)
             self.fd = -1
+            if _mine.get(self.name) is self:
+                del _mine[self.name]
+
+
+def in_use(name):
+    """Is `name` held by a running `--rm` sandbox of another process?"""
+    from . import flocks
+    if not NAME_RE.match(name) or name in _mine:
+        return False
+    return flocks.held(os.path.join(_dir(), name))
 
 
 def running(name):
     """(pid, spec) of the running sandbox called `name`, or None."""
     import json
-    from . import flocks
-    path = os.path.join(paths.runtime_dir(), "names", name)
-    if not NAME_RE.match(name) or not flocks.held(path):
+    if not in_use(name):
         return None
     try:
-        with open(path + ".json") as f:
+        with open(os.path.join(_dir(), name + ".json")) as f:
             doc = json.load(f)
     except (OSError, ValueError):
         return None
     return doc["pid"], doc["spec"]
 
 
+def _taken_by_container(name):
+    """Does a kept container (running or not) have this name?  Checked under the containers'
+    lock, which their creation holds too, so a claim and a creation never both win."""
+    from . import containers
+    store = containers.Store()
+    if not os.path.isdir(store.root):
+        return False
+    fd = store.lock()
+    try:
+        return any(c.name == name for c in store.list())
+    finally:
+        os.close(fd)
+
+
 def claim(name, container_id):
     if not NAME_RE.match(name) or len(name) > 128:
         raise UsageError(f"invalid container name {name!r}",
                          hint="use letters, digits, '_', '.' and '-', starting with a letter or digit")
-    d = os.path.join(paths.runtime_dir(), "names")
+    d = _dir()
     os.makedirs(d, mode=0o700, exist_ok=True)
     path = os.path.join(d, name)
     while True:
@@ -74,5 +105,16 @@ def claim(name, container_id):
         if same:  # not unlinked by a previous holder between our open and our lock
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()} {container_id}\n".encode())
-            return Claim(path, fd)
+            c = Claim(name, path, fd)
+            try:
+                taken = _taken_by_container(name)
+            except BaseException:
+                c.release()
+                raise
+            if taken:
+                c.release()
+                raise UsageError(f'the container name "{name}" is already in use by a container',
+                                 hint=f"remove that container ('sbx rm {name}') or choose another name")
+            _mine[name] = c
+            return c
         os.close(fd)

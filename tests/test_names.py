@@ -1,0 +1,99 @@
+"""Container names stay unique whatever happens to the runtime directory.
+
+XDG_RUNTIME_DIR is removed at logout and cleaned by tmpfiles; sbx's fallback /tmp/sbx-UID can
+be cleaned too.  A name held by a running sandbox must stay held: a second sandbox never gets
+it, `exec NAME` still finds the running one, and the name is free again once it ends."""
+import shutil
+import subprocess
+
+import pytest
+
+import sbxtest
+from sbxtest import host_env, ok, sbx
+
+
+def _env(run_dir):
+    env = host_env(XDG_RUNTIME_DIR=str(run_dir))
+    env.pop("SBX_RUNROOT", None)
+    return env
+
+
+def _start(rootfs, env, *flags):
+    p = subprocess.Popen(sbxtest.sbx_argv("run", *flags, "--rootfs", str(rootfs), "sh", "-c", "echo up; sleep 60"),
+                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+                         cwd=sbxtest.NEUTRAL_CWD)
+    assert p.stdout.readline() == "up\n"
+    return p
+
+
+def _stop(p):
+    p.kill()
+    p.wait(timeout=30)
+    p.stdout.close()
+
+
+@pytest.mark.parametrize("flags", [("--rm",), ()], ids=["rm", "kept"])
+def test_name_stays_taken_after_runtime_dir_is_removed(busybox_rootfs, tmp_path, flags):
+    run_dir = tmp_path / "xdg"
+    run_dir.mkdir(mode=0o700)
+    env = _env(run_dir)
+    p = _start(busybox_rootfs, env, *flags, "--name", "unique1")
+    try:
+        shutil.rmtree(run_dir)
+        run_dir.mkdir(mode=0o700)
+        for second in (("--rm",), ()):
+            r = sbx("run", *second, "--name", "unique1", "--rootfs", busybox_rootfs, "true", env=env)
+            sbxtest.assert_sbx_error(r, 125, "already in use")
+        # The running one is still found by name.
+        assert ok(sbx("exec", "unique1", "echo", "inside", env=env)) == "inside\n"
+        # With the runtime directory gone entirely (not even recreated), the same holds.
+        shutil.rmtree(run_dir)
+        r = sbx("run", "--rm", "--name", "unique1", "--rootfs", busybox_rootfs, "true", env=env)
+        sbxtest.assert_sbx_error(r, 125, "already in use")
+    finally:
+        _stop(p)
+    if flags == ("--rm",):  # the name is free again once its sandbox has ended
+        assert ok(sbx("run", "--rm", "--name", "unique1", "--rootfs", busybox_rootfs, "true", env=env)) == ""
+    else:
+        ok(sbx("rm", "unique1", env=env))
+
+
+def test_rm_sandbox_cannot_take_a_kept_containers_name(busybox_rootfs, tmp_path):
+    """Docker's rule: a name belongs to a container until it is removed, running or not."""
+    env = _env(tmp_path / "xdg")
+    ok(sbx("run", "--name", "kept1", "--rootfs", busybox_rootfs, "true", env=env))
+    try:
+        r = sbx("run", "--rm", "--name", "kept1", "--rootfs", busybox_rootfs, "true", env=env)
+        sbxtest.assert_sbx_error(r, 125, "already in use", "kept1")
+    finally:
+        ok(sbx("rm", "kept1", env=env))
+    assert ok(sbx("run", "--rm", "--name", "kept1", "--rootfs", busybox_rootfs, "true", env=env)) == ""
+
+
+def test_generated_names_avoid_running_rm_sandboxes(busybox_rootfs, tmp_path):
+    """A kept container's generated name is never one a running --rm sandbox holds: with every
+    name of the first choice ("brave_*") held by running sandboxes, sbx picks another."""
+    import json
+
+    import sandbox
+    nouns = ("turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "knuth", "dijkstra",
+             "liskov", "hamilton", "shannon", "babbage", "curie", "noether", "euler", "gauss",
+             "kepler", "darwin", "tesla", "pike")
+    env = _env(tmp_path / "xdg")
+
+    def names():
+        return {json.loads(x)["Names"] for x in ok(sbx("ps", "-a", "--format", "json", env=env)).splitlines()}
+    held = []
+    try:
+        before = names()
+        for n in nouns:
+            if f"brave_{n}" not in before:  # a kept container of another test holds it already
+                held.append(sandbox.Popen(["sleep", "60"], rootfs=str(busybox_rootfs), name=f"brave_{n}"))
+        ok(sbx("run", "--rootfs", busybox_rootfs, "true", env=env))
+        new = names() - before
+        assert len(new) == 1 and not new & {f"brave_{n}" for n in nouns}, new
+        ok(sbx("rm", *new, env=env))
+    finally:
+        for p in held:
+            p.kill()
+            p.wait()
