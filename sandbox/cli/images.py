@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from sandbox.progress import bar as _bar, human_size  # pull's bars and sizes, as in other progress
+
 if TYPE_CHECKING:
     from sandbox.image.store import Image, Store
     from sandbox.registry.transport import RegistryOptions
@@ -90,16 +92,6 @@ AUTHFILE_OPT = typer.Option(None, "--authfile", help="Credentials file (default:
 CREDS_OPT = typer.Option(None, "--creds", help="USERNAME:PASSWORD for the registry.")
 
 
-def human_size(n: float) -> str:
-    """Docker's units.HumanSize: decimal units, 3 significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    return f"{n:.3g}{units[i]}"
-
-
 def human_since(created: str | None, now: float | None = None) -> str:
     """Docker's "N units ago" (units.HumanDuration)."""
     ts = parse_time(created)
@@ -168,6 +160,14 @@ class _Progress:
 
     def _event(self, event: str, digest: str, amount: int, total: int | None) -> None:
         short = digest[7:19]
+        if event == "extract":  # unpacking a downloaded layer: a bar on a terminal only
+            st = self.state.setdefault(short, [0, total, "Extracting"])
+            if st[2] != "Extracting":
+                st[:] = [0, total, "Extracting"]
+            st[0] += amount
+            if self.tty and time.monotonic() - self.last > 0.1:
+                self._draw()
+            return
         if event in ("download", "upload"):
             st = self.state.setdefault(short, [0, total, self.verb])
             st[0] = 0 if amount < 0 else st[0] + amount
@@ -181,7 +181,7 @@ class _Progress:
             st[2] = words[event]
             if self.tty:
                 self._draw()
-            else:
+            elif event != "unpacked":  # plain output stays as it was before pulls unpacked
                 typer.echo(f"{short}: {words[event]}")
 
     def _draw(self) -> None:
@@ -190,11 +190,8 @@ class _Progress:
         if self.drawn:
             out.write(f"\x1b[{self.drawn}A")
         for short, (done, total, what) in self.state.items():
-            if what in (self.verb,) and total:
-                width = 30
-                filled = int(width * min(done, total) / total)
-                bar = "=" * filled + (">" if filled < width else "") + " " * max(0, width - filled - 1)
-                line = f"{short}: {what} [{bar}] {human_size(done)}/{human_size(total)}"
+            if what in (self.verb, "Extracting") and total:
+                line = f"{short}: {what} [{_bar(done, total)}] {human_size(done)}/{human_size(total)}"
             else:
                 line = f"{short}: {what}"
             out.write("\x1b[2K" + line + "\n")
@@ -234,9 +231,9 @@ def pull(
 
     store = _store(ctx)
     ref = refs.parse(image)
-    # Blobs only, verified, like skopeo: layers are unpacked on first run, for the id mapping
-    # that run uses (single-id and subuid-mapped layers differ).
-    opts = PullOptions(platform=plat.parse(platform) if platform else None, jobs=jobs, unpack=False,
+    # As Docker does, the layers are unpacked now (for the caller's default id mapping), so the
+    # first run starts at once; a run with another mapping unpacks its own copy.
+    opts = PullOptions(platform=plat.parse(platform) if platform else None, jobs=jobs,
                        registry=_registry_options(tls_verify, cert_dir, authfile, creds))
     if not quiet:
         typer.echo(f"Pulling {ref.familiar()}")

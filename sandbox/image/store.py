@@ -776,10 +776,11 @@ class Store:
         return self._whiteout_format
 
     def unpack_layer(self, desc: dict[str, Any], diff_id: str, lower_dirs: list[str], *, owner: Any = None,
-                     warn: Any = None, label: str = "layer") -> str:
+                     warn: Any = None, label: str = "layer", progress: Any = None) -> str:
         """Unpack one layer blob (unless already done) and return its ``root`` directory. ``lower_dirs`` are
         the roots of the layers below it (for hardlinks into them). Call while holding :meth:`adding`.
-        Safe to run concurrently with another command unpacking the same layer: the first rename wins."""
+        Safe to run concurrently with another command unpacking the same layer: the first rename wins.
+        ``progress(n)`` is called with the number of blob bytes each read returned."""
         from sandbox.image.unpack import SINGLE_ID, UnpackOptions, unpack_layer
 
         owner = owner or SINGLE_ID
@@ -792,6 +793,9 @@ class Store:
         try:
             os.mkdir(os.path.join(tmp, "root"), 0o755)
             with self.blobs.open(desc["digest"]) as raw:
+                if progress is not None:
+                    from sandbox.progress import CountingReader
+                    raw = CountingReader(raw, progress)
                 res = unpack_layer(raw, os.path.join(tmp, "root"), UnpackOptions(
                     whiteouts=fmt, owner=owner, lower_dirs=tuple(lower_dirs), expected_diff_id=diff_id,
                     expected_digest=desc["digest"], label=label, warn=warn))
@@ -812,10 +816,11 @@ class Store:
             raise
         return os.path.join(final, "root")
 
-    def unpack(self, image: Image, *, owner: Any = None, warn: Any = None) -> list[str]:
+    def unpack(self, image: Image, *, owner: Any = None, warn: Any = None, progress: Any = None) -> list[str]:
         """Make sure every layer of ``image`` is unpacked; return their ``root`` directories, bottom layer
         first (reverse it for overlay's ``lowerdir``). Each layer is unpacked once and shared by every
-        image that has it (keyed by diff_id; a hardlink to a file of a lower layer is copied in)."""
+        image that has it (keyed by diff_id; a hardlink to a file of a lower layer is copied in).
+        ``progress(digest, n, size)`` follows the reading of each layer blob that is unpacked."""
         from sandbox.image.unpack import SINGLE_ID
 
         owner = owner or SINGLE_ID
@@ -823,7 +828,11 @@ class Store:
         with self.adding():
             n = len(image.layers)
             for i, (desc, diff_id) in enumerate(zip(image.layers, image.diff_ids)):
-                dirs.append(self.unpack_layer(desc, diff_id, dirs, owner=owner, warn=warn,
+                report = None
+                if progress is not None:
+                    def report(k: int, d: dict[str, Any] = desc) -> None:
+                        progress(d["digest"], k, d.get("size"))
+                dirs.append(self.unpack_layer(desc, diff_id, dirs, owner=owner, warn=warn, progress=report,
                                               label=f"layer {i + 1}/{n} ({desc['digest'][:19]})"))
         return dirs
 

@@ -4,7 +4,11 @@
    (or ``options.platform``) and the chosen manifest fetched by digest.
 2. Fetch the config and the layers that are not in the store yet, in parallel threads, each streamed
    into the CAS with its digest verified.
-3. Unpack the layers in order as their downloads finish (pipelined), each into its own directory.
+3. Unpack the layers in order as their downloads finish (pipelined), each into its own directory,
+   as Docker does, so that the first run starts at once.  The layers are unpacked for the id
+   mapping the caller's sandboxes use by default: single-id in this process; with a subuid range,
+   with the image's owners inside a user namespace mapped to it, once the image is recorded (step
+   4).  A run with another mapping unpacks its own copy on first use (runtime/image_root.py).
 4. Record the image and point ``repo:tag`` and ``repo@digest`` at it - only now, so a failure at any
    earlier step leaves no reference to a half-pulled image (unreferenced blobs are garbage for gc).
 
@@ -29,7 +33,8 @@ from sandbox.registry.client import RegistryClient
 from sandbox.registry.transport import RegistryOptions
 
 #: progress(event, digest, amount, total): events "resolved" (digest = manifest digest),
-#: "exists", "download" (amount = new bytes, -1 = restarted), "downloaded", "unpacked", "done".
+#: "exists", "download" (amount = new bytes, -1 = restarted), "downloaded", "extract" (amount = blob
+#: bytes unpacked), "unpacked", "done".
 Progress = Callable[[str, str, int, "int | None"], None]
 
 
@@ -38,6 +43,8 @@ class PullOptions:
     platform: plat.Platform | None = None
     jobs: int = 4
     unpack: bool = True
+    #: the --userns whose mapping the layers are unpacked for (None: the caller's default)
+    userns: str | None = None
     registry: RegistryOptions = field(default_factory=RegistryOptions)
 
 
@@ -137,16 +144,20 @@ def _pull_locked(store: Store, client: RegistryClient, ref: refs.Reference, opti
         client.fetch_blob(ref.path, d, store.blobs, size=desc.get("size"), progress=on_bytes)
         progress("downloaded", d, 0, desc.get("size"))
 
+    owner_name = _owner_name(options)
     lower: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="sbx-pull") as ex:
         futures = [ex.submit(fetch, d) for d in layers]
         try:
             for i, (fut, desc, diff_id) in enumerate(zip(futures, layers, diff_ids)):
                 fut.result()
-                if options.unpack:
+                if owner_name == "single":
                     fresh = store.layer_meta(diff_id) is None
+
+                    def extracted(n: int, d: str = desc["digest"], size: int | None = desc.get("size")) -> None:
+                        progress("extract", d, n, size)
                     lower.append(store.unpack_layer(
-                        desc, diff_id, lower, warn=warn,
+                        desc, diff_id, lower, warn=warn, progress=extracted,
                         label=f"{ref.familiar()}: layer {i + 1}/{len(layers)} ({desc['digest'][:19]})"))
                     if fresh:
                         progress("unpacked", desc["digest"], 0, None)
@@ -160,10 +171,27 @@ def _pull_locked(store: Store, client: RegistryClient, ref: refs.Reference, opti
     if stored != digest:  # cannot happen: the client verified it
         raise RegistryError(f"{ref.familiar()}: manifest digest changed while storing")
     names = [n for n in (ref.tagged, f"{ref.name}@{top}") if n]
-    sizes = store.layer_sizes(diff_ids) if options.unpack else None
+    sizes = store.layer_sizes(diff_ids) if owner_name == "single" else None
     image = store.add_image(digest, names=names, sources=[ref.name], sizes=sizes)
+    if owner_name == "mapped":
+        # After the image is recorded, so that layers with mapped owners are never garbage (only
+        # a process in that namespace could delete them): an interrupted or failed unpack leaves
+        # the image as a pull without unpacking did, and its first run unpacks the rest.
+        fresh = [desc["digest"] for desc, d in zip(layers, diff_ids) if store.layer_meta(d, "mapped") is None]
+        from sandbox.runtime import nsworker
+        nsworker.unpack_mapped(store.root, image.id)
+        for d in fresh:
+            progress("unpacked", d, 0, None)
     progress("done", digest, 0, None)
     return image
+
+
+def _owner_name(options: PullOptions) -> str | None:
+    """Which unpacked form the pull makes: "single", "mapped" (subuid range) or None."""
+    if not options.unpack:
+        return None
+    from sandbox.runtime import idmap
+    return "mapped" if idmap.choose(options.userns)[0] == "helper" else "single"
 
 
 def _check_platform(ref: refs.Reference, config: dict[str, Any], want: plat.Platform | None, from_index: bool,

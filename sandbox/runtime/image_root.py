@@ -51,11 +51,7 @@ def _ready_layers(store, image, owner_name):
 def _unpack_mapped(store, image):
     """Unpack with the image's owners inside a user namespace mapped to the subuid range."""
     from . import nsworker
-    w = nsworker.start("helper")
-    try:
-        w.call("unpack", store=store.root, image=image.id)
-    finally:
-        w.close()
+    nsworker.unpack_mapped(store.root, image.id)
 
 
 # --- images in use ------------------------------------------------------------------------
@@ -191,7 +187,9 @@ def _prepare(ref, pull, platform, userns, owner_name, progress, warn):
             if dirs is None:
                 raise UsageError(f"unpacking {image.short_id} left layers missing")
         else:
-            dirs = store.unpack(image, warn=warn)
+            from ..progress import LayerMeters
+            with LayerMeters() as meters:  # the first run of a big image: progress on a terminal
+                dirs = store.unpack(image, warn=warn, progress=meters)
     if not dirs:
         raise UsageError(f"image {ref} has no layers", hint="an image built FROM scratch needs at least one layer")
     return ImageRoot(ref, image.id, list(reversed(dirs)), image.config.get("config") or {})

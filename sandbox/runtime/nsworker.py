@@ -38,7 +38,10 @@ def _handle(op, args):
             kw = {"uid_map": [(0, os.geteuid(), 1)], "gid_map": [(0, os.getegid(), 1)]}
         if args.get("base"):
             kw["base"] = args["base"]
-        info = put_layer(Store(args["store"]).blobs, args["root"], lowers=args.get("lowers", ()), **kw)
+        from ..progress import CountingBlobs, Meter
+        with Meter("", "Committing layer") as m:  # a big layer takes seconds: say so on a terminal
+            info = put_layer(CountingBlobs(Store(args["store"]).blobs, m.add), args["root"],
+                             lowers=args.get("lowers", ()), **kw)
         return {"diff_id": info.diff_id, "digest": info.digest, "size": info.size, "tar_size": info.tar_size}
     if op == "hash":
         from ..image.commit import hash_sources
@@ -46,9 +49,11 @@ def _handle(op, args):
     if op == "unpack":
         from ..image.store import Store
         from ..image.unpack import MappedOwnership
+        from ..progress import LayerMeters
         store = Store(args["store"])
-        store.unpack(store.get(args["image"]), owner=MappedOwnership(),
-                     warn=lambda m: sys.stderr.write(f"sbx: warning: {m}\n"))
+        with LayerMeters() as meters:
+            store.unpack(store.get(args["image"]), owner=MappedOwnership(), progress=meters,
+                         warn=lambda m: sys.stderr.write(f"sbx: warning: {m}\n"))
         return None
     if op == "remove":
         from ..image.fsutil import rmtree_writable
@@ -79,7 +84,8 @@ class UsernsWorker:
         from ..api import Popen
         self.p = Popen([sys.executable, "-m", "sandbox.runtime.nsworker"], rootfs="/", network="host",
                        userns="auto", namespaces=("user",),
-                       env={"PYTHONPATH": _PKG_PARENT, "PYTHONDONTWRITEBYTECODE": "1"},
+                       env={"PYTHONPATH": _PKG_PARENT, "PYTHONDONTWRITEBYTECODE": "1",
+                            **{k: os.environ[k] for k in ("SBX_PROGRESS_DELAY",) if k in os.environ}},
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def call(self, op, **args):
@@ -108,6 +114,16 @@ class UsernsWorker:
 
 def start(mode):
     return UsernsWorker() if mode == "helper" else LocalWorker()
+
+
+def unpack_mapped(store_root, image):
+    """Unpack the layers of the image with id `image` with their owners, in a user namespace
+    mapped to the subuid range.  A terminal shows each layer's progress on stderr."""
+    w = start("helper")
+    try:
+        w.call("unpack", store=store_root, image=image)
+    finally:
+        w.close()
 
 
 def _serve():
