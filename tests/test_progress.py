@@ -5,23 +5,18 @@ SBX_PROGRESS_DELAY=0 shows progress at once, however small the layer: the tests 
 shown, not how long anything takes."""
 import os
 import sys
-import tarfile
 
 import pytest
 
 import ptyrun
 import sbxtest
+from baseimage import import_busybox
 from sbxtest import ok, sbx
 
 
 @pytest.fixture(scope="module")
 def base_image(tmp_path_factory, busybox_rootfs):
-    """base:1, a busybox image imported from the test rootfs, in the session's store."""
-    tar = tmp_path_factory.mktemp("progress") / "rootfs.tar"
-    with tarfile.open(tar, "w") as tf:
-        tf.add(busybox_rootfs, arcname=".")
-    ok(sbx("import", str(tar), "progress-base:1", timeout=120))
-    return "progress-base:1"
+    return import_busybox(tmp_path_factory, busybox_rootfs, "progress-base:1")
 
 
 def _on_pty(*args, stderr_pipe=False):

@@ -373,7 +373,8 @@ class Builder:
             os.close(devnull)
             if out >= 0:
                 os.close(out)
-        _, status = os.waitpid(pid, 0)
+        from .. import interrupts
+        status = interrupts.wait(pid)  # Ctrl-C: the step's sandbox is killed and reaped first
         if pidfd >= 0:
             os.close(pidfd)
         code = os.waitstatus_to_exitcode(status)

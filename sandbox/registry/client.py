@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -47,6 +48,18 @@ class RegistryClient:
         self.domain = domain
         self.options = options or RegistryOptions()
         self.transport = Transport(domain, self.options, repo_path)
+        self._streams: set[HTTPResponse] = set()
+        self._streams_lock = threading.Lock()
+        self._aborted = False
+
+    def abort_downloads(self) -> None:
+        """Make every blob download in progress (in other threads) fail at once, and later ones
+        not start: a stalled connection must not hold up an interrupted pull."""
+        with self._streams_lock:
+            self._aborted = True
+            streams = list(self._streams)
+        for resp in streams:
+            resp.abort()
 
     def close(self) -> None:
         self.transport.close()
@@ -153,11 +166,17 @@ class RegistryClient:
         what = f"blob {digest[:19]} of {self.domain}/{path}"
         attempt = 0
         while True:
+            if self._aborted:
+                raise RegistryError(f"{what}: download aborted")
             resp = self.transport.request("GET", f"/v2/{path}/blobs/{digest}", scopes=(pull_scope(path),),
                                           preload=False)
             if resp.status != 200:
                 resp.data  # noqa: B018
                 raise self._fail(resp, what)
+            with self._streams_lock:
+                self._streams.add(resp)
+                if self._aborted:
+                    resp.abort()
             try:
                 with blobs.writer(digest, size) as w:
                     try:
@@ -166,6 +185,8 @@ class RegistryClient:
                             if progress:
                                 progress(len(chunk))
                     finally:
+                        with self._streams_lock:
+                            self._streams.discard(resp)
                         resp.release()
                     if size is not None and w.size < size:
                         raise ConnectionError(f"connection closed after {w.size} of {size} bytes")
@@ -174,7 +195,7 @@ class RegistryClient:
                 raise DigestMismatch(f"{what}: downloaded content does not match its digest",
                                      hint="the registry sent corrupt data; nothing was stored") from e
             except (ue.HTTPError, OSError) as e:  # the connection broke mid-body (disk errors are StoreError)
-                if attempt >= self.options.retries:
+                if attempt >= self.options.retries or self._aborted:
                     raise RegistryError(f"{what}: download failed: {e}") from e
                 attempt += 1
                 log.debug("%s: retrying after %s", what, e)

@@ -161,8 +161,9 @@ def _pull_locked(store: Store, client: RegistryClient, ref: refs.Reference, opti
                         label=f"{ref.familiar()}: layer {i + 1}/{len(layers)} ({desc['digest'][:19]})"))
                     if fresh:
                         progress("unpacked", desc["digest"], 0, None)
-        except BaseException:
+        except BaseException:  # a failed layer, or Ctrl-C: stop the other downloads at once
             cancel.set()
+            client.abort_downloads()
             for f in futures:
                 f.cancel()
             wait(futures, return_when=FIRST_EXCEPTION)

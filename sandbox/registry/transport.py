@@ -96,6 +96,21 @@ class HTTPResponse:
     def stream(self, chunk: int = 1 << 20) -> Iterator[bytes]:
         yield from self._raw.stream(chunk, decode_content=False)
 
+    def abort(self) -> None:
+        """Shut the connection down, from any thread: a read blocked on it returns at once."""
+        try:
+            shutdown = getattr(self._raw, "shutdown", None)  # urllib3 >= 2.3
+            if shutdown is not None:
+                shutdown()
+                return
+            import socket
+            conn = getattr(self._raw, "_connection", None) or getattr(self._raw, "connection", None)
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def release(self) -> None:
         try:
             self._raw.drain_conn()

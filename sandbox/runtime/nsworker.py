@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -77,22 +78,52 @@ class LocalWorker:
 
 
 class UsernsWorker:
-    """A worker process inside a user namespace mapped like the build's sandboxes."""
+    """A worker process inside a user namespace mapped like the build's sandboxes.
+
+    It runs in a session of its own, so Ctrl-C on the terminal reaches only sbx.  When a call
+    is interrupted there (KeyboardInterrupt while waiting for the reply), the worker's operation
+    is still running: the next call, or close(), cancels it with CANCEL, which the worker turns
+    into a KeyboardInterrupt of that operation only (its clean-up removes what it half wrote),
+    and drops its reply.  The worker then serves the clean-up calls (removing trees with
+    mapped owners) at once, and exits on close."""
     in_userns = True
 
     def __init__(self):
         from ..api import Popen
+        self.pending = False
         self.p = Popen([sys.executable, "-m", "sandbox.runtime.nsworker"], rootfs="/", network="host",
                        userns="auto", namespaces=("user",),
                        env={"PYTHONPATH": _PKG_PARENT, "PYTHONDONTWRITEBYTECODE": "1",
                             **{k: os.environ[k] for k in ("SBX_PROGRESS_DELAY",) if k in os.environ}},
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
+    def _cancel(self):
+        """Stop the operation an interrupted call left running and drop its reply; a worker
+        that does not answer within CANCEL_WAIT seconds is killed."""
+        import select
+        self.pending = False
+        try:
+            os.kill(self.p.pid, CANCEL)
+        except ProcessLookupError:
+            return
+        if select.select([self.p.stdout], [], [], CANCEL_WAIT)[0]:
+            try:
+                if self.p.stdout.readline():
+                    return
+            except OSError:
+                pass
+        self.p.kill()
+        self.p.wait()
+
     def call(self, op, **args):
+        if self.pending:
+            self._cancel()
         try:
             self.p.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
             self.p.stdin.flush()
+            self.pending = True
             line = self.p.stdout.readline()
+            self.pending = False
         except (BrokenPipeError, OSError):
             line = ""
         if not line:
@@ -105,11 +136,17 @@ class UsernsWorker:
 
     def close(self):
         try:
+            if self.pending:
+                self._cancel()
             self.p.stdin.close()
             self.p.wait(timeout=30)
         except Exception:
             self.p.kill()
             self.p.wait()
+        except BaseException:  # Ctrl-C again: do not leave the worker behind
+            self.p.kill()
+            self.p.wait()
+            raise
 
 
 def start(mode):
@@ -126,11 +163,31 @@ def unpack_mapped(store_root, image):
         w.close()
 
 
+#: what cancels the worker's running operation (see UsernsWorker), and how long sbx waits for it
+CANCEL = signal.SIGUSR1
+CANCEL_WAIT = 2.0
+_busy = False
+
+
+def _on_cancel(signum, frame):
+    if _busy:  # only an operation is interrupted, never the wait for the next request
+        raise KeyboardInterrupt
+
+
 def _serve():
+    global _busy
+    signal.signal(CANCEL, _on_cancel)
     for line in sys.stdin:
         req = json.loads(line)
         try:
-            reply = {"result": _handle(req["op"], req["args"])}
+            _busy = True
+            try:
+                result = _handle(req["op"], req["args"])
+            finally:
+                _busy = False
+            reply = {"result": result}
+        except KeyboardInterrupt:
+            reply = {"error": f"{req['op']}: interrupted"}
         except SandboxError as e:
             reply = {"error": str(e), "hint": e.hint}
         except OSError as e:
