@@ -80,8 +80,9 @@ chmod -R a+rX "$work/src"
 log "building and installing sbx into $work/venv"
 "$python" -m venv "$work/venv"
 venv=$work/venv
-# pytest-timeout: a hung test fails after 300 s with a stack dump instead of stalling the run.
-"$venv/bin/pip" install -q --disable-pip-version-check --no-input "$work/src" pytest pytest-benchmark pytest-timeout
+# The test extra (pyproject.toml): pytest, pytest-benchmark, and pytest-timeout, so that a hung test
+# fails after 300 s with a stack dump instead of stalling the run.
+"$venv/bin/pip" install -q --disable-pip-version-check --no-input "$work/src[test]"
 chmod -R a+rX "$venv"
 "$venv/bin/python" -c 'import sandbox' || { echo "scripts/test.sh: 'import sandbox' fails after install" >&2; exit 1; }
 
