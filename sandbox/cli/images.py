@@ -757,7 +757,7 @@ def unshare(ctx: typer.Context) -> None:
 
 # What sbx keeps in its data directory (`system reset` removes these, and temp entries).
 DATA_ENTRIES = ("blobs", "images", "layers", "tmp", "containers", "buildcache", "inuse", "runcache",
-                "repositories.json", "lock", "gc.lock")
+                "names", "repositories.json", "lock", "gc.lock")
 
 
 def reset(
@@ -773,6 +773,8 @@ def reset(
     store = _store(ctx)
     root = store.root
     running = [c.name for c in Containers().list() if c.running()] if os.path.isdir(root) else []
+    from sandbox.runtime import names
+    running += names.running_names()  # --rm sandboxes with a name
     if running:
         raise UsageError(f"containers are running: {', '.join(running)}",
                          hint=f"stop them first (`sbx stop {' '.join(running)}`)")

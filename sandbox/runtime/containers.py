@@ -48,6 +48,19 @@ class Container:
         return "Created"
 
 
+def _generate_name(seed, taken):
+    """Docker-style adjective_noun: every one of the 400 pairs (the noun first chosen by the seed),
+    then with a number appended; never a name for which taken(name) is true."""
+    for i in range(len(_ADJ) * len(_NOUN)):
+        name = f"{_ADJ[i % len(_ADJ)]}_{_NOUN[(i // len(_ADJ) + seed) % len(_NOUN)]}"
+        if not taken(name):
+            return name
+    n = 2
+    while taken(f"{name}{n}"):
+        n += 1
+    return f"{name}{n}"
+
+
 def _ago(sec):
     sec = max(0, int(sec))
     for unit, n in (("days", 86400), ("hours", 3600), ("minutes", 60)):
@@ -105,10 +118,8 @@ class Store:
             from . import names
             taken = {c.name for c in self.list()}
             if name is None:
-                for i in range(400):
-                    name = f"{_ADJ[i % 20]}_{_NOUN[(i * 7 + int(spec['sbx']['id'][:4], 16)) % 20]}"
-                    if name not in taken and not names.in_use(name):
-                        break
+                name = _generate_name(int(spec["sbx"]["id"][:4], 16),
+                                      lambda n: n in taken or names.in_use(n))
             elif name in taken:
                 raise UsageError(f'the container name "{name}" is already in use',
                                  hint=f"remove that container ('sbx rm {name}') or choose another name")
@@ -129,6 +140,7 @@ class Store:
             except BaseException:  # e.g. a full disk: no half-made container left behind
                 shutil.rmtree(d, ignore_errors=True)
                 raise
+            names.handed_over(name)
             return c
         finally:
             os.close(fd)

@@ -56,6 +56,26 @@ def in_use(name):
     return flocks.held(os.path.join(_dir(), name))
 
 
+def running_names():
+    """The names running `--rm` sandboxes hold."""
+    from . import flocks
+    d = os.path.join(paths.data_root(), "names")
+    try:
+        entries = os.listdir(d)
+    except OSError:
+        return []
+    return sorted(n for n in entries if NAME_RE.match(n) and not n.endswith((".json", ".tmp"))
+                  and flocks.held(os.path.join(d, n)))
+
+
+def handed_over(name):
+    """A kept container's record now holds `name`: drop this process's claim on it, so that no
+    lock file is left behind if this process is killed."""
+    c = _mine.get(name)
+    if c is not None:
+        c.release()
+
+
 def running(name):
     """(pid, spec) of the running sandbox called `name`, or None."""
     import json
