@@ -367,16 +367,13 @@ class Builder:
         if self.opts.quiet:
             out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            pid, pidfd = launch.start(spec, stdio=(devnull, out, out))
+        from .. import interrupts
+        try:  # Ctrl-C from the launch on: the step's sandbox is killed and reaped first
+            status = interrupts.start_and_wait(lambda: launch.start(spec, stdio=(devnull, out, out)))
         finally:
             os.close(devnull)
             if out >= 0:
                 os.close(out)
-        from .. import interrupts
-        status = interrupts.wait(pid)  # Ctrl-C: the step's sandbox is killed and reaped first
-        if pidfd >= 0:
-            os.close(pidfd)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             msg = f"{where}: RUN {' '.join(argv[-1:])[:120]!r} returned a non-zero code: {code}"
