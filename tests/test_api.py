@@ -264,3 +264,11 @@ def test_errors_have_a_hint_attribute(tmp_path):
     with pytest.raises(sandbox.SandboxError) as e:
         sandbox.run(["true"], rootfs=tmp_path / "missing")
     assert e.value.hint is None or isinstance(e.value.hint, str)
+
+
+@pytest.mark.parametrize("kw", [{"user": "99999999999"}, {"user": "0:4294967295"}, {"user": "-1"}])
+def test_out_of_range_ids_are_usage_errors(busybox_rootfs, kw):
+    """Python callers get the same range check as the CLI (an OverflowError in C otherwise, or a
+    uid silently truncated)."""
+    with pytest.raises(sandbox.UsageError):
+        sandbox.run(["true"], rootfs=busybox_rootfs, **kw)

@@ -307,6 +307,9 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
                               "and install newuidmap/newgidmap (package uidmap)")
     uid_maps, gid_maps = idmap.mappings(mode, urange, grange, uid, gid)
     groups = supplementary_groups(lowers, uname, gid, group_add) if mode == "helper" else [gid]
+    for what, n in (("user id", uid), ("group id", gid), *(("group id", g) for g in groups)):
+        if not 0 <= n <= 0xFFFFFFFE:  # uid_t; (uid_t)-1 means "unchanged" to the kernel
+            raise UsageError(f"{what} {n} is out of range", hint="ids are 0 to 4294967294")
 
     cid = container_id
     if hostname is None:
