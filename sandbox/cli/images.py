@@ -798,6 +798,7 @@ def reset(
             raise typer.Exit(1)
     everything = not os.environ.get("SBX_ROOT")  # the default directory holds only sbx's data
     doomed = [cache] if os.path.isdir(cache) else []
+    existed = os.path.isdir(root)
     if os.path.isdir(root):
         with store.deleting(timeout=0) as ok:
             if not ok:
@@ -817,6 +818,9 @@ def reset(
     except OSError:
         pass
     paths.reset()
+    if not existed:
+        typer.echo(f"There is no sbx data in {root}" + (f"; removed the cache in {cache}" if doomed else ""))
+        return
     typer.echo(f"Removed all sbx data in {root}")
 
 

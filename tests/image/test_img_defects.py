@@ -505,3 +505,10 @@ def test_tag_on_a_full_store_is_an_error_not_a_traceback(tmp_path: Path) -> None
     assert "rc=125" in p.stdout and "Traceback" not in p.stderr, p.stdout + p.stderr
     assert "sbx: write the image references: no space left on device" in p.stderr, p.stderr
     assert '"Repository": "test/small"' in p.stdout and "test/other" not in p.stdout   # nothing lost
+
+
+def test_system_reset_of_a_store_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "never-made"
+    out = ok(sbx("--root", str(missing), "system", "reset", "-f"))
+    assert out.startswith(f"There is no sbx data in {missing}") and "Removed all" not in out
+    assert not missing.exists()
