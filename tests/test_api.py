@@ -272,3 +272,21 @@ def test_out_of_range_ids_are_usage_errors(busybox_rootfs, kw):
     uid silently truncated)."""
     with pytest.raises(sandbox.UsageError):
         sandbox.run(["true"], rootfs=busybox_rootfs, **kw)
+
+
+def test_cli_run_path_imports_nothing_heavy(busybox_rootfs, neutral_cwd):
+    """`sbx run` is timed against crun: its path must not import typer/click (~70 ms), re (~10 ms
+    with enum and functools), json or hashlib.  Checked on a real run, from a fresh process."""
+    code = ("import sys, runpy\n"
+            "sys.argv = ['sbx', 'run', '--rm', '--rootfs', sys.argv[1], 'true']\n"
+            "from sandbox.cli import main\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "heavy = {'typer', 'click', 'rich', 're', 'json', 'hashlib', 'pyroute2', 'urllib3'}\n"
+            "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in {'typer', 'click'}))\n")
+    cp = subprocess.run([sys.executable, "-c", code, str(busybox_rootfs)], capture_output=True, text=True,
+                        cwd=neutral_cwd, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip().splitlines()[-1] == "[]", cp.stdout
