@@ -760,6 +760,21 @@ DATA_ENTRIES = ("blobs", "images", "layers", "tmp", "containers", "buildcache", 
                 "names", "repositories.json", "lock", "gc.lock")
 
 
+def _refuse_unless_store(root: str) -> None:
+    """A --root/SBX_ROOT given by hand may be any directory: reset only one that holds sbx's
+    data and nothing else, so a typo never deletes a user's own 'images' or 'tmp'."""
+    from sandbox.errors import UsageError
+    from sandbox.image.fsutil import TMP_PREFIX
+
+    names = os.listdir(root)
+    foreign = sorted(n for n in names if n not in DATA_ENTRIES and not n.startswith(TMP_PREFIX))
+    marker = {"repositories.json", "blobs", "containers"} & set(names)
+    if foreign or (names and not marker):
+        what = f"it holds {foreign[0]!r}, which is not sbx's" if foreign else "it holds no sbx store"
+        raise UsageError(f"refusing to reset {root}: {what}",
+                         hint="check --root / SBX_ROOT: system reset removes an sbx data directory")
+
+
 def reset(
     ctx: typer.Context,
     force: bool = typer.Option(False, "-f", "--force", help="Do not ask for confirmation."),
@@ -797,8 +812,12 @@ def reset(
         if not typer.confirm("Are you sure you want to continue?", default=False):
             raise typer.Exit(1)
     everything = not os.environ.get("SBX_ROOT")  # the default directory holds only sbx's data
-    doomed = [cache] if os.path.isdir(cache) else []
     existed = os.path.isdir(root)
+    if existed and not everything:
+        _refuse_unless_store(root)
+    # The compiled-seccomp cache is shared by every store of the user: only a reset of the
+    # default store removes it.
+    doomed = [cache] if everything and os.path.isdir(cache) else []
     if os.path.isdir(root):
         with store.deleting(timeout=0) as ok:
             if not ok:

@@ -512,3 +512,18 @@ def test_system_reset_of_a_store_that_does_not_exist_says_so(tmp_path: Path) -> 
     out = ok(sbx("--root", str(missing), "system", "reset", "-f"))
     assert out.startswith(f"There is no sbx data in {missing}") and "Removed all" not in out
     assert not missing.exists()
+
+
+def test_system_reset_refuses_a_directory_that_is_not_an_sbx_store(tmp_path: Path) -> None:
+    """--root given by hand may be a typo: a directory with files of the user's, or with only an
+    'images' directory, is left alone."""
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    (mine / "images" / "photo.jpg").write_text("x")
+    (mine / "notes.txt").write_text("y")
+    bare = tmp_path / "bare"
+    (bare / "images").mkdir(parents=True)
+    for d, word in ((mine, "notes.txt"), (bare, "no sbx store")):
+        assert_sbx_error(sbx("--root", str(d), "system", "reset", "-f"), 125, "refusing", word)
+    assert (mine / "images" / "photo.jpg").exists() and (mine / "notes.txt").exists()
+    assert (bare / "images").is_dir()
