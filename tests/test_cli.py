@@ -216,10 +216,10 @@ def test_images_format_templates(busybox_rootfs, tmp_path):
 # --- messages (issue 14) ---------------------------------------------------------------------------
 
 def test_unknown_command_is_one_line_and_never_suggests_a_harmful_verb():
-    for word in ("top", "stpo", "kil", "rmm"):
+    for word in ("top", "stpo", "kil", "rmm", "pause"):
         r = sbx(word)
         assert_sbx_error(r, 125, word)
-        for verb in ("stop", "kill", "rm", "rmi", "prune"):
+        for verb in ("stop", "kill", "rm", "rmi", "prune", "push"):
             assert f"'sbx {verb}'" not in r.stderr and f"'{verb}'" not in r.stderr, r.stderr
     r = sbx("imgaes")
     assert_sbx_error(r, 125, "imgaes")

@@ -87,7 +87,7 @@ def test_exec_plan_joins_user_namespace_first_and_makes_none(tmp_path):
             os.close(fd)
 
 
-@pytest.mark.parametrize("bad", ["nocolon", "rel:/x", "/nonexistent-src:/x", "/tmp:rel", "/tmp:/x:rw,ro"])
+@pytest.mark.parametrize("bad", ["nocolon", "rel:/x", "/nonexistent-src:/x", "/tmp:rel", "/tmp:/x:rw,ro", "/tmp:/", "/tmp:/.//"])
 def test_bad_volumes(tmp_path, bad):
     with pytest.raises(S.UsageError):
         _spec(tmp_path, volumes=[bad])

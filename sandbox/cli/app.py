@@ -8,7 +8,8 @@ from .. import __version__
 from ..errors import UsageError
 
 # Never offered as "did you mean": a typo must not lead anyone to stop, kill or delete things.
-HARMFUL_VERBS = {"stop", "kill", "rm", "rmi", "prune", "reset", "logout"}
+# Never suggested for a mistyped command: they stop, delete or publish something.
+HARMFUL_VERBS = {"stop", "kill", "rm", "rmi", "prune", "reset", "logout", "push"}
 
 
 class Group(TyperGroup):

@@ -21,6 +21,7 @@ torn or altered file is recompiled, never installed.  This module imports neithe
 on that path (they cost ~10 ms and ~5 ms at start-up).
 """
 import os
+import stat
 
 from ..errors import UsageError
 
@@ -52,6 +53,7 @@ _OP_HINT = ("use one of SCMP_CMP_EQ, SCMP_CMP_NE, SCMP_CMP_LT, SCMP_CMP_LE, SCMP
             "SCMP_CMP_MASKED_EQ")
 
 _recent = []  # (caps, a copy of the profile, program), most recent first
+_MAX_PROFILE = 16 << 20
 
 
 # --- profiles -------------------------------------------------------------------------------------
@@ -91,7 +93,11 @@ def load(value):
         raise UsageError("seccomp: no profile given", hint=hint)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # /dev/zero, a fifo: never ends
+                raise UsageError(f"seccomp profile {path}: not a regular file", hint=hint)
+            data = f.read(_MAX_PROFILE + 1)
+        if len(data) > _MAX_PROFILE:
+            raise UsageError(f"seccomp profile {path}: larger than {_MAX_PROFILE >> 20} MiB", hint=hint)
     except FileNotFoundError:
         raise UsageError(f"seccomp profile {path}: no such file", hint=hint) from None
     except OSError as e:
@@ -104,7 +110,35 @@ def load(value):
     except ValueError as e:
         raise UsageError(f"seccomp profile {path}: invalid JSON: {e}", hint=hint) from None
     validate(profile, path)
+    check_startable(profile, path)
     return profile
+
+
+# What the launcher's child still calls after it installs the filter: the exec itself, and
+# writing a failure report and exiting.  A profile that blocks these can start nothing, and
+# would only show as a process killed by SIGSEGV with no word of why.
+_LAUNCH_NEEDS = ("execve", "write", "exit_group")
+
+
+def check_startable(profile, source="profile"):
+    """UsageError when `profile` (checked by validate) blocks a call no process can start
+    without.  Rules with argument conditions or capability/arch conditions are taken as
+    allowing, so this refuses only what is certain to fail."""
+    default_allows = profile.get("defaultAction") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
+    for name in _LAUNCH_NEEDS:
+        allowed = default_allows
+        for rule in profile.get("syscalls") or ():
+            if name not in (_names(rule) or ()):
+                continue
+            conditional = rule.get("args") or rule.get("includes") or rule.get("excludes")
+            if rule.get("action") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG"):
+                allowed = True
+            elif not conditional:
+                allowed = False
+                break
+        if not allowed:
+            raise UsageError(f"seccomp profile {source}: it blocks {name}, so no process could start under it",
+                             hint=f"allow {name} in the profile (Docker's default profile allows it)")
 
 
 def validate(profile, source="profile"):

@@ -63,6 +63,9 @@ def parse_volume(v):
                          hint="named volumes are not supported yet; give an absolute host path")
     if not ctr.startswith("/"):
         raise UsageError(f"invalid volume {v!r}: container path {ctr!r} is not absolute")
+    if os.path.normpath(ctr) == "/":
+        raise UsageError(f"invalid volume {v!r}: destination can't be '/'",
+                         hint="mount the directory below /, or give it as the root with --rootfs")
     if not os.path.exists(host):
         raise UsageError(f"bind source {host!r} does not exist", hint="create it first")
     return os.path.realpath(host), os.path.normpath(ctr), "ro" in opts
@@ -239,6 +242,7 @@ def seccomp_option(value):
     from . import seccomp
     if isinstance(value, dict):
         seccomp.validate(value, "the seccomp profile")
+        seccomp.check_startable(value, "the seccomp profile")
         return "inline", value
     path = os.path.abspath(os.fsdecode(value))
     return path, seccomp.load(path)

@@ -73,7 +73,9 @@ def test_custom_profile_from_a_file(attack_rootfs, tmp_path):
 def test_bad_profile_is_a_clear_error(attack_rootfs, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    for opt in (f"seccomp={bad}", f"seccomp={tmp_path}/missing.json"):
+    deny_all = tmp_path / "deny.json"
+    deny_all.write_text('{"defaultAction": "SCMP_ACT_ERRNO"}')
+    for opt in (f"seccomp={bad}", f"seccomp={tmp_path}/missing.json", f"seccomp={deny_all}", "seccomp=/dev/zero"):
         cp = sbx("run", "--rm", "--security-opt", opt, "--rootfs", attack_rootfs, "true")
         assert cp.returncode == 125 and "Traceback" not in cp.stderr, cp.stderr
         assert cp.stderr.startswith("sbx: ") and "seccomp" in cp.stderr
