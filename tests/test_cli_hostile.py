@@ -91,6 +91,7 @@ def _cases():
         ("images", ["images", "--format", "{{.NoSuchField}}"]),
         ("images", ["images", "Bad//Name"]),
         ("rmi", ["rmi", "no-such-image:1"]),
+        ("rmi", ["rmi", "no-such-image:1", "no-such-image:2"]),
         ("tag", ["tag", "no-such-image:1", "x:1"]),
         ("tag", ["tag", IMAGE, "Bad//Name"]),
         ("inspect", ["inspect", "no-such-image:1"]),
@@ -106,6 +107,7 @@ def _cases():
         ("load", ["load", "-i", "/nonexistent-dir/x.tar"]),
         ("load", ["load", "-i", "/proc/self/status"]),
         ("load", ["load", "-i", "/dev/null"]),
+        ("load", ["load", "-i", "/dev/zero"]),  # a device: refused, never read for ever
         ("load", ["load", "-i", "{ro}"]),
         ("import", ["import", "/nonexistent-dir/x.tar", "x:1"]),
         ("import", ["import", "/proc/self/status", "x:1"]),

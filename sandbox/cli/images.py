@@ -401,7 +401,7 @@ def rmi(
         except ImageError as e:
             if len(names) == 1:
                 raise
-            _err(f"error: {e}")
+            _err(f"sbx: {e}")
             failed = e
             continue
         for u in untagged:

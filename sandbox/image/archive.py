@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -321,6 +322,9 @@ def load(store: Store, path: str, *, repository: str | None = None, unpack: bool
     ``[(image, names)]``. ``repository`` names images whose OCI ref.name is only a tag."""
     if not os.path.exists(path):
         raise ArchiveError(f"{path}: no such file or directory")
+    mode = os.stat(path).st_mode
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):  # /dev/zero would be read for ever
+        raise ArchiveError(f"{path}: a device, not an archive", hint="give a tar file or an OCI layout directory")
     store.init()
     store.cleanup()
     src = _Source(path)
