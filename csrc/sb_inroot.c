@@ -244,7 +244,7 @@ copy_trimmed (const char *path, char *buf, size_t size)
 int
 sb_mkdirs_in_root (int rootfd, const char *path, unsigned int mode)
 {
-  char buf[PATH_MAX];
+  char buf[PATH_MAX], link[PATH_MAX], next[PATH_MAX];
   int n = copy_trimmed (path, buf, sizeof buf);
   if (n < 0)
     return -1;
@@ -253,6 +253,8 @@ sb_mkdirs_in_root (int rootfd, const char *path, unsigned int mode)
   if (fd >= 0 || errno != ENOENT)
     return fd;
 
+  int links = 0;
+restart:;
   int parent = openat (rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (parent < 0)
     return -1;
@@ -272,12 +274,44 @@ sb_mkdirs_in_root (int rootfd, const char *path, unsigned int mode)
       if (fd < 0 && errno == ENOENT)
         {
           /* `parent` is where the prefix so far resolved inside the root: create the
-           * component there (a dangling symlink in its place makes this EEXIST, and the
-           * open below then fails with ENOENT: nothing is created through it). */
-          if (mkdirat (parent, buf + start, mode) < 0 && errno != EEXIST)
+           * component there. */
+          if (mkdirat (parent, buf + start, mode) < 0)
             {
-              close_keep_errno (parent);
-              return -1;
+              if (errno != EEXIST)
+                {
+                  close_keep_errno (parent);
+                  return -1;
+                }
+              /* A symlink to nothing: make its target, inside the root, as Docker does for
+               * a mount point behind a link.  The path is rewritten as prefix + target +
+               * rest and walked again (at most SB_MAX_LINKS times). */
+              ssize_t ln = readlinkat (parent, buf + start, link, sizeof link - 1);
+              if (ln > 0 && ++links <= SB_MAX_LINKS)
+                {
+                  link[ln] = '\0';
+                  buf[i] = c;
+                  size_t pre = link[0] == '/' ? 0 : (size_t) start;
+                  size_t rest = (size_t) (n - i);
+                  if (pre + (size_t) ln + rest >= sizeof next)
+                    {
+                      close (parent);
+                      errno = ENAMETOOLONG;
+                      return -1;
+                    }
+                  memcpy (next, buf, pre);
+                  memcpy (next + pre, link, (size_t) ln);
+                  memcpy (next + pre + ln, buf + i, rest + 1);
+                  n = (int) (pre + (size_t) ln + rest);
+                  memcpy (buf, next, (size_t) n + 1);
+                  close (parent);
+                  goto restart;
+                }
+              if (ln > 0)
+                {
+                  close (parent);
+                  errno = ELOOP;
+                  return -1;
+                }
             }
           fd = sb_open_in_root (rootfd, buf, O_PATH | O_DIRECTORY, 0);
         }
