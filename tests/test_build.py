@@ -250,3 +250,116 @@ def test_add_fetches_urls(store_env, tmp_path):
         assert r.returncode == 125 and "404" in r.stderr and "Traceback" not in r.stderr
     finally:
         srv.shutdown()
+
+
+def _refused(r, where, words):
+    """One `sbx: WHERE: ...` error line (exit 125) holding each of words; no traceback."""
+    err = [x for x in r.stderr.splitlines() if x.startswith("sbx: ") and not x.startswith("sbx: hint: ")]
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert "sbx: hint: " in r.stderr, r.stderr
+    assert len(err) == 1 and err[0].startswith(f"sbx: {where}: "), r.stderr
+    assert all(w in err[0] for w in words), r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+@pytest.mark.parametrize("step,words", [
+    ("COPY --chmod=99999 f /f", ["invalid --chmod value '99999'"]),
+    ("COPY --chmod=abc f /f", ["invalid --chmod value 'abc'"]),
+    ("COPY --chmod=u+x f /f", ["invalid --chmod value 'u+x'"]),
+    ("ADD --chmod=888 f /f", ["invalid --chmod value '888'"]),
+    ("COPY --chmod=-1 f /f", ["invalid --chmod value '-1'"]),
+    ("COPY --chmod=7777777 f /f", ["invalid --chmod value '7777777'"]),
+    ("RUN --mount=type=cache,target=/c true", ["RUN --mount=type=cache,target=/c is not supported yet"]),
+    ("RUN --mount=type=bind,target=/c true", ["RUN --mount", "not supported yet"]),
+    ("RUN --mount=type=tmpfs,target=/c true", ["RUN --mount", "not supported yet"]),
+    ("RUN --mount=type=secret,id=x true", ["RUN --mount", "not supported yet"]),
+    ("RUN --mount=type=ssh true", ["RUN --mount", "not supported yet"]),
+    ("RUN --security=insecure true", ["RUN --security=insecure is not supported yet"]),
+    ("COPY --exclude=*.md f /f", ["COPY --exclude=*.md is not supported yet"]),
+    ("ADD --exclude=*.md f /f", ["ADD --exclude", "not supported yet"]),
+    ("COPY --parents f /f", ["COPY --parents is not supported yet"]),
+    ("ADD --checksum=sha256:0000 f /f", ["ADD --checksum", "not supported yet"]),
+    ("ADD --unpack=true f /f", ["ADD --unpack", "not supported yet"]),
+    ("ADD --keep-git-dir f /f", ["ADD --keep-git-dir", "not supported yet"]),
+    ("STOPSIGNAL 99", ["invalid signal '99'"]),
+    ("STOPSIGNAL SIGFOO", ["invalid signal 'SIGFOO'"]),
+    ("EXPOSE abc", ["invalid port 'abc'"]),
+    ("EXPOSE 99999999", ["invalid port '99999999'"]),
+    ("EXPOSE 80/bogus", ["invalid protocol 'bogus'"]),
+    ("USER 1:2:3", ["invalid user '1:2:3'"]),
+])
+def test_bad_or_unsupported_steps_are_refused_before_any_work(store_env, tmp_path, step, words):
+    ctx = _ctx(tmp_path, f"FROM base:1\nRUN echo ran-a-step\n{step}\n", {"f": "f\n"})
+    r = _build(ctx, "-t", "refused:1")
+    _refused(r, "Dockerfile:3", words)
+    assert "ran-a-step" not in r.stdout and "STEP" not in r.stdout   # refused before the first step
+    assert "refused:1" not in sbx("images").stdout
+
+
+@pytest.mark.parametrize("step,words", [
+    ("COPY --chmod=$V f /f", ["invalid --chmod value '9'"]),
+    ("STOPSIGNAL $V", ["invalid signal '9x'"]),
+    ("EXPOSE $V", ["invalid port '9x'"]),
+])
+def test_values_from_variables_are_checked_once_expanded(store_env, tmp_path, step, words):
+    v = "9" if "chmod" in step else "9x"
+    ctx = _ctx(tmp_path, f"FROM base:1\nARG V={v}\n{step}\n", {"f": "f\n"})
+    _refused(_build(ctx), "Dockerfile:3", words)
+
+
+def test_values_docker_accepts_still_build(store_env, tmp_path):
+    ctx = _ctx(tmp_path, """\
+FROM base:1
+ARG M=0640
+COPY --chmod=4755 f /suid
+COPY --chmod=$M f /plain
+COPY --chmod=0 f /none
+WORKDIR /srv
+WORKDIR rel/../sub
+EXPOSE 8000-8002/udp 90/SCTP
+STOPSIGNAL 9
+USER 1000:1000
+CMD ["/bin/sh", "-c", "pwd; stat -c %a /suid /plain /none"]
+""", {"f": "f\n"})
+    r = _build(ctx, "-t", "accepted:1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _run("accepted:1").stdout.split() == ["/srv/sub", "4755", "640", "0"]
+    cfg = _inspect("accepted:1")["Config"]
+    assert set(cfg["ExposedPorts"]) == {"8000/udp", "8001/udp", "8002/udp", "90/sctp"}
+    assert cfg["StopSignal"] == "9" and cfg["User"] == "1000:1000"
+
+
+def test_from_platform_other_than_the_hosts_is_refused(store_env, tmp_path):
+    ctx = _ctx(tmp_path, "FROM base:1\nRUN echo ran-a-step\nFROM --platform=linux/s390x base:1\n")
+    r = _build(ctx)
+    _refused(r, "Dockerfile:3", ["FROM --platform=linux/s390x is not supported yet"])
+    assert "ran-a-step" not in r.stdout
+    (tmp_path / "host").mkdir()
+    ctx = _ctx(tmp_path / "host", "FROM --platform=$BUILDPLATFORM base:1\nRUN echo ran-a-step\n")
+    r = _build(ctx)      # the host's own platform, as BuildKit's automatic ARG names it
+    assert r.returncode == 0 and "ran-a-step" in r.stdout, r.stdout + r.stderr
+
+
+def test_copy_from_a_missing_stage_or_image_names_the_line(store_env, tmp_path):
+    ctx = _ctx(tmp_path, "FROM base:1\nCOPY --from=nostage /etc/marker /m\n")
+    _refused(_build(ctx), "Dockerfile:2", ["--from=nostage"])
+
+
+def test_commit_changes_are_checked(store_env, tmp_path):
+    sbx("rm", "-f", "chg-c")
+    assert sbx("run", "--name", "chg-c", "base:1", "true").returncode == 0
+    try:
+        for change, words in [("ENV =x", ["names can not be blank"]), ("STOPSIGNAL 99", ["invalid signal '99'"]),
+                              ("EXPOSE 80/bogus", ["invalid protocol 'bogus'"]), ("USER 1:2:3", ["invalid user"]),
+                              ("CMD true\nENV a=b", ["exactly one instruction"])]:
+            r = sbx("commit", "-c", change, "chg-c", "chg:bad")
+            _refused(r, f"--change {change!r}", words)
+        assert "chg:bad" not in sbx("images").stdout
+        # Docker takes CMD text that is not a JSON array as the shell form; WORKDIR may be relative.
+        r = sbx("commit", "-c", "CMD [bad", "-c", "WORKDIR /a", "-c", "WORKDIR b", "-c", "STOPSIGNAL SIGINT",
+                "chg-c", "chg:1")
+        assert r.returncode == 0, r.stderr
+        cfg = _inspect("chg:1")["Config"]
+        assert cfg["Cmd"] == ["/bin/sh", "-c", "[bad"] and cfg["WorkingDir"] == "/a/b" and cfg["StopSignal"] == "SIGINT"
+    finally:
+        sbx("rm", "-f", "chg-c")

@@ -7,7 +7,7 @@ import pytest
 
 from sandbox.build.dockerfile import (
     Heredoc, Instruction, expand, expand_heredoc, expand_words, healthcheck, parse, parse_duration,
-    parse_mount, shell_command, split_words,
+    parse_mount, shell_command, split_words, parse_chmod, check_signal, parse_ports, check_user,
 )
 from sandbox.errors import UsageError
 
@@ -943,3 +943,54 @@ def test_env_words_with_backtick_escape():
 def test_add_heredoc():
     i = one("ADD <<EOF /x\n${X:-d}\nEOF\n")
     assert expand_heredoc(i.sources[0], {}) == "d\n"
+
+
+# ------------------------------------------------------------------------- values checked when applied
+
+@pytest.mark.parametrize("value, mode", [("755", 0o755), ("0644", 0o644), ("0", 0), ("7777", 0o7777),
+                                         ("07777", 0o7777)])
+def test_parse_chmod_takes_octal_up_to_7777(value, mode):
+    assert parse_chmod(value) == mode
+
+
+@pytest.mark.parametrize("value", ["99999", "abc", "u+x", "888", "-1", "7777777", "17777", "", "0x1ff", " 755"])
+def test_parse_chmod_refuses_the_rest(value):
+    with pytest.raises(UsageError, match="invalid --chmod value") as e:
+        parse_chmod(value)
+    assert "octal" in e.value.hint
+
+
+@pytest.mark.parametrize("value", ["SIGTERM", "term", "SIGINT", "kill", "1", "9", "64", "SIGRTMIN"])
+def test_check_signal_accepts_what_stop_can_send(value):
+    assert check_signal(value) == value
+
+
+@pytest.mark.parametrize("value", ["99", "0", "65", "SIGFOO", "FOO", "", "-9", "SIG_IGN", "\u0663"])
+def test_check_signal_refuses_the_rest(value):
+    with pytest.raises(UsageError, match="invalid signal"):
+        check_signal(value)
+
+
+def test_parse_ports():
+    assert parse_ports("80") == ["80/tcp"]
+    assert parse_ports("53/UDP") == ["53/udp"]
+    assert parse_ports("8000-8002/sctp") == ["8000/sctp", "8001/sctp", "8002/sctp"]
+    assert parse_ports("65535") == ["65535/tcp"]
+
+
+@pytest.mark.parametrize("value, msg", [("abc", "invalid port"), ("99999999", "invalid port"), ("0", "invalid port"),
+                                        ("65536", "invalid port"), ("9-1", "invalid port"), ("80/bogus", "protocol"),
+                                        ("80/", "protocol"), ("\u0663", "invalid port")])
+def test_parse_ports_refuses(value, msg):
+    with pytest.raises(UsageError, match=msg):
+        parse_ports(value)
+
+
+@pytest.mark.parametrize("value, ok", [("app", True), ("1000", True), ("1000:1000", True), ("a:b", True),
+                                       ("1:2:3", False), (":1", False), ("1:", False), ("", False)])
+def test_check_user(value, ok):
+    if ok:
+        assert check_user(value) == value
+    else:
+        with pytest.raises(UsageError, match="invalid user"):
+            check_user(value)

@@ -98,6 +98,11 @@ class Builder:
         stages = df.stages[: target.index + 1]
         self.total = sum(len(s.instructions) + 1 for s in stages)
         self.df = df
+        for st in stages:  # every refusal the file itself earns comes before any work
+            if st.platform is not None:
+                self._check_platform(st, self._global_args())
+            for instr in st.instructions:
+                self._preflight(instr)
         from ..runtime import nsworker
         self.worker = nsworker.start(self.mode)
         try:
@@ -109,6 +114,46 @@ class Builder:
             return self._finish(final)
         finally:
             self.worker.close()
+
+    def _preflight(self, instr):
+        """Refuse a flag sbx does not carry out (never accept and ignore it), and a literal value
+        Docker would refuse; values holding a variable are checked again once expanded."""
+        where = f"{self.df.name}:{instr.line}"
+        if instr.trigger is not None:  # stored for a child build, which checks it when it runs it
+            return
+        for flag, value in instr.flags.items():
+            if (instr.cmd, flag) in _UNSUPPORTED and value not in _UNSUPPORTED[instr.cmd, flag][0]:
+                shown = f"--{flag}" if value is True else f"--{flag}={value if isinstance(value, str) else value[0]}"
+                raise BuildError(f"{where}: {instr.cmd} {shown} is not supported yet",
+                                 hint=_UNSUPPORTED[instr.cmd, flag][1])
+        if "chmod" in instr.flags:
+            self._check(dfmod.parse_chmod, instr.flags["chmod"], where)
+        words = {"STOPSIGNAL": dfmod.check_signal, "USER": dfmod.check_user, "EXPOSE": dfmod.parse_ports}
+        for a in instr.args if instr.cmd in words else ():
+            self._check(words[instr.cmd], a, where)
+
+    def _check_platform(self, st, gargs):
+        """FROM --platform: sbx builds for the host only, so any other platform is refused, not ignored."""
+        from ..image import platform as plat
+        where = f"{self.df.name}:{st.line}"
+        host = plat.host()
+        auto = {f"{k}PLATFORM": str(host) for k in ("BUILD", "TARGET")}  # BuildKit's automatic ARGs
+        value = dfmod.expand(st.platform, {**auto, **gargs}, escape=self.df.escape, where=where)
+        try:
+            want = plat.parse(value)
+        except SandboxError as e:
+            raise BuildError(f"{where}: {e.msg}", hint=e.hint) from None
+        if not host.matches({"os": want.os, "architecture": want.architecture, "variant": want.variant}):
+            raise BuildError(f"{where}: FROM --platform={value} is not supported yet: sbx builds for this "
+                             f"machine's platform, {host}", hint=f"rewrite the step without --platform, or with "
+                             f"--platform={host}")
+
+    @staticmethod
+    def _check(fn, value, where):
+        """fn(value) unless value holds a variable (checked after expansion); the error names the line."""
+        if "$" in value:
+            return None
+        return _checked(fn, value, where)
 
     def _say(self, text):
         self.step += 1
@@ -142,6 +187,7 @@ class Builder:
             raise
         for trigger in state.config.pop("OnBuild", None) or []:
             sub = dfmod.parse(f"FROM scratch\n{trigger}\n", name=f"ONBUILD in {base_ref}")
+            self._preflight(sub.stages[0].instructions[0])
             self._step(state, sub.stages[0].instructions[0], onbuild=True)
         for instr in st.instructions:
             self._step(state, instr)
@@ -224,13 +270,13 @@ class Builder:
         self._meta(state, instr)
 
     def _do_user(self, state, instr, env, where):
-        state.config["User"] = self._x(instr.args[0], env, where)
+        state.config["User"] = _checked(dfmod.check_user, self._x(instr.args[0], env, where), where)
         self._meta(state, instr)
 
     def _do_expose(self, state, instr, env, where):
         ports = state.config.setdefault("ExposedPorts", {})
         for p in dfmod.expand_words(instr.args, env, escape=self.df.escape, where=where):
-            ports[p if "/" in p else f"{p}/tcp"] = {}
+            ports.update(dict.fromkeys(_checked(dfmod.parse_ports, p, where), {}))
         self._meta(state, instr)
 
     def _do_volume(self, state, instr, env, where):
@@ -258,7 +304,7 @@ class Builder:
         self._meta(state, instr)
 
     def _do_stopsignal(self, state, instr, env, where):
-        state.config["StopSignal"] = self._x(instr.args[0], env, where)
+        state.config["StopSignal"] = _checked(dfmod.check_signal, self._x(instr.args[0], env, where), where)
         self._meta(state, instr)
 
     def _do_healthcheck(self, state, instr, env, where):
@@ -394,6 +440,7 @@ class Builder:
         chown = instr.flags.get("chown")
         chown = self._x(chown, env, where) if chown else None
         chmod = instr.flags.get("chmod")
+        chmod = _checked(dfmod.parse_chmod, self._x(chmod, env, where), where) if chmod else None
         ignore = self.ignore if roots is None else None
         plan, named = [], []
         for s in instr.sources:
@@ -415,7 +462,7 @@ class Builder:
         try:
             upper = os.path.join(tmpdir, "upper")
             self.worker.call("copy", upper=upper, lowers=state.lowers, plan=plan, dest=dest, context=self.context,
-                             roots=roots, ignore=ignore, add=add, chmod=int(chmod, 8) if chmod else None,
+                             roots=roots, ignore=ignore, add=add, chmod=chmod,
                              where=where, keep_owners=self.worker.in_userns,
                              owner=self._chown(chown, state, where) if chown else None)
             self._commit_upper(state, tmpdir, key, created_by)
@@ -432,7 +479,12 @@ class Builder:
                 raise BuildError(f"{where}: stage {ref!r} is not built before this one")
             return list(self.done[st.index].lowers)
         from ..runtime import image_root
-        return image_root.prepare(ref, userns=self.opts.userns).lowers
+        try:
+            return image_root.prepare(ref, userns=self.opts.userns).lowers
+        except SandboxError as e:  # no such stage nor image: the error names the line, as FROM's does
+            e.msg = f"{where}: --from={ref}: {e.msg}"
+            e.args = (e.msg,)
+            raise
 
     def _chown(self, chown, state, where):
         """--chown's (uid, gid), applied by the placement itself (never by a path walk that a
@@ -464,6 +516,28 @@ class Builder:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+_REWRITE = "rewrite the step without it"
+#: (instruction, flag) -> (values that need nothing sbx lacks, hint): every other value is refused.
+_UNSUPPORTED = {
+    ("RUN", "mount"): ((), _REWRITE + ": COPY what the command needs into the image first (a cache or "
+                           "secret mount has no equivalent yet)"),
+    ("RUN", "security"): (("sandbox",), _REWRITE + "; a build step always runs sandboxed"),
+    ("COPY", "exclude"): ((), _REWRITE + ": list the sources to copy, or leave files out with .dockerignore"),
+    ("ADD", "exclude"): ((), _REWRITE + ": list the sources to add, or leave files out with .dockerignore"),
+    ("COPY", "parents"): ((False,), _REWRITE + ": COPY each source directory to its full destination path"),
+    ("ADD", "checksum"): ((), _REWRITE + ": download with RUN and check the digest there (sha256sum -c)"),
+    ("ADD", "unpack"): ((), _REWRITE + ": ADD unpacks a local tar; fetch and unpack a remote one with RUN"),
+    ("ADD", "keep-git-dir"): ((), _REWRITE + ": clone the repository with RUN git clone"),
+}
+
+
+def _checked(fn, value, where):
+    try:
+        return fn(value)
+    except UsageError as e:
+        raise BuildError(f"{where}: {e.msg}", hint=e.hint) from None
+
 
 def _key(*parts):
     h = hashlib.sha256()

@@ -50,7 +50,7 @@ from sandbox.errors import UsageError
 __all__ = [
     "Heredoc", "Instruction", "Stage", "Dockerfile", "parse", "expand", "expand_words", "split_words",
     "expand_heredoc", "shell_command", "healthcheck", "parse_duration", "parse_mount", "EXPANDED",
-    "EXPANDED_FLAGS", "FLAGS", "INSTRUCTIONS",
+    "EXPANDED_FLAGS", "FLAGS", "INSTRUCTIONS", "parse_chmod", "check_signal", "parse_ports", "check_user",
 ]
 
 #: Every instruction keyword the front end knows.
@@ -890,7 +890,7 @@ class _Parser:
             if not args:
                 raise E(f"{cmd} requires at least one argument", hint=f"write {cmd} name=value")
             if any(a.startswith("=") for a in args):
-                raise E(f"{cmd} names can not be blank")
+                raise E(f"{cmd} names can not be blank", hint=f"write {cmd} name=value")
         elif cmd == "ARG":
             if not args:
                 raise E("ARG requires at least one argument", hint="write ARG NAME or ARG NAME=default")
@@ -1375,3 +1375,56 @@ def parse_mount(value: str, env: Mapping[str, str] | None = None, *, escape: str
         if not any(k in out for k in ("source", "target", "id", "env")):
             raise UsageError("invalid secret mount. one of source, target required")
     return out
+
+
+# --- values Docker checks when it applies an instruction ------------------------------------------
+# Each takes the expanded value and raises UsageError (no NAME:LINE: prefix; the caller adds it).
+
+def parse_chmod(value: str) -> int:
+    """A COPY/ADD ``--chmod`` value: octal 0 to 7777, as BuildKit takes it."""
+    if re.fullmatch(r"[0-7]{1,4}|0[0-7]{4}", value) is None:
+        raise UsageError(f"invalid --chmod value {value!r}",
+                         hint="give the mode in octal, 0 to 7777, like --chmod=755 or --chmod=0644")
+    return int(value, 8)
+
+
+def check_signal(value: str) -> str:
+    """A STOPSIGNAL value: a signal name (``SIGTERM`` or ``TERM``) or a number 1..64 -- what
+    ``sbx stop`` can send.  Returns it unchanged."""
+    import signal
+    s = value.upper()
+    if s.isdigit() and value.isascii():
+        ok = 1 <= int(s) <= int(signal.SIGRTMAX)
+    else:
+        ok = isinstance(getattr(signal, s if s.startswith("SIG") else "SIG" + s, None), signal.Signals)
+    if not ok:
+        raise UsageError(f"invalid signal {value!r}",
+                         hint=f"give a name such as SIGTERM or SIGINT, or a number 1 to {int(signal.SIGRTMAX)}")
+    return value
+
+
+_PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+def parse_ports(value: str) -> list[str]:
+    """One EXPOSE word (``80``, ``80/udp``, ``8000-8002/tcp``) as the ``port/proto`` keys Docker stores
+    (a range gives one key per port)."""
+    port, slash, proto = value.partition("/")
+    proto = proto.lower() if slash else "tcp"
+    m = re.fullmatch(r"([0-9]{1,5})(?:-([0-9]{1,5}))?", port)
+    lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+    if not m or not 1 <= lo <= hi <= 65535:
+        raise UsageError(f"invalid port {value!r} in EXPOSE",
+                         hint="give a port or range from 1 to 65535, optionally with /tcp, /udp or /sctp: "
+                              "EXPOSE 80 8000-8010/tcp 53/udp")
+    if proto not in _PROTOCOLS:
+        raise UsageError(f"invalid protocol {proto!r} in EXPOSE {value}", hint="use tcp, udp or sctp")
+    return [f"{p}/{proto}" for p in range(lo, hi + 1)]
+
+
+def check_user(value: str) -> str:
+    """A USER value: ``user`` or ``user:group`` (names or numbers).  Returns it unchanged."""
+    parts = value.split(":")
+    if len(parts) > 2 or "" in parts:
+        raise UsageError(f"invalid user {value!r}", hint="write USER name, USER uid, or USER user:group")
+    return value

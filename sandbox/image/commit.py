@@ -543,8 +543,25 @@ def _empty_dir(store: Store) -> str:
 
 def _apply_change(cfg: dict[str, Any], change: str) -> None:
     from sandbox.build import dockerfile as dfmod
-    instr = dfmod.parse(f"FROM scratch\n{change}\n", name="--change").stages[0].instructions[0]
+    from sandbox.errors import UsageError
+    where = f"--change {change!r}"
+    try:  # the change is parsed after a FROM line of ours: its errors name the change, not a line
+        instrs = dfmod.parse(f"FROM scratch\n{change}\n", name="--change").stages[0].instructions
+    except UsageError as e:
+        raise UsageError(f"{where}: {e.msg.split(': ', 1)[-1]}", hint=e.hint) from None
+    if len(instrs) != 1:
+        raise UsageError(f"{where}: give exactly one instruction per --change",
+                         hint="repeat -c for each instruction")
+    instr = instrs[0]
     cmd = instr.cmd
+    if instr.flags:
+        raise UsageError(f"{where}: {cmd} takes no flags in a --change")
+    check = {"STOPSIGNAL": dfmod.check_signal, "USER": dfmod.check_user, "EXPOSE": dfmod.parse_ports}
+    try:
+        for a in instr.args if cmd in check else ():
+            check[cmd](a)
+    except UsageError as e:
+        raise UsageError(f"{where}: {e.msg}", hint=e.hint) from None
     shell = cfg.get("Shell") or ["/bin/sh", "-c"]
     command = list(instr.args) if instr.json_form else shell + [" ".join(instr.args)]
     if cmd == "CMD":
@@ -556,13 +573,13 @@ def _apply_change(cfg: dict[str, Any], change: str) -> None:
         env.update(p.split("=", 1) for p in instr.args)
         cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
     elif cmd == "WORKDIR":
-        cfg["WorkingDir"] = instr.args[0]
+        cfg["WorkingDir"] = os.path.normpath(os.path.join(cfg.get("WorkingDir") or "/", instr.args[0]))
     elif cmd == "USER":
         cfg["User"] = instr.args[0]
     elif cmd == "LABEL":
         cfg.setdefault("Labels", {}).update(p.split("=", 1) for p in instr.args)
     elif cmd == "EXPOSE":
-        cfg.setdefault("ExposedPorts", {}).update({p if "/" in p else f"{p}/tcp": {} for p in instr.args})
+        cfg.setdefault("ExposedPorts", {}).update({k: {} for p in instr.args for k in dfmod.parse_ports(p)})
     elif cmd == "VOLUME":
         cfg.setdefault("Volumes", {}).update({v: {} for v in instr.args})
     elif cmd == "STOPSIGNAL":
