@@ -105,13 +105,16 @@ class Builder:
                 self._preflight(instr)
         from ..runtime import nsworker
         self.worker = nsworker.start(self.mode)
+        # The shared content lock for the whole build: another sbx command's clean-up (which
+        # takes the lock exclusively) must not take the steps' temp directories for leftovers.
         try:
-            for st in stages:
-                self.done[st.index] = self._stage(st)
-            final = self.done[target.index]
-            if self.opts.labels:
-                final.config.setdefault("Labels", {}).update(self.opts.labels)
-            return self._finish(final)
+            with self.store.adding():
+                for st in stages:
+                    self.done[st.index] = self._stage(st)
+                final = self.done[target.index]
+                if self.opts.labels:
+                    final.config.setdefault("Labels", {}).update(self.opts.labels)
+                return self._finish(final)
         finally:
             self.worker.close()
 
