@@ -5,6 +5,7 @@ be cleaned too.  A name held by a running sandbox must stay held: a second sandb
 it, `exec NAME` still finds the running one, and the name is free again once it ends."""
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -81,16 +82,18 @@ def test_generated_names_avoid_running_rm_sandboxes(busybox_rootfs, tmp_path):
              "kepler", "darwin", "tesla", "pike")
     env = _env(tmp_path / "xdg")
 
-    def names():
-        return {json.loads(x)["Names"] for x in ok(sbx("ps", "-a", "--format", "json", env=env)).splitlines()}
+    def names(since=0.0):
+        docs = [json.loads(x) for x in ok(sbx("ps", "-a", "--format", "json", env=env)).splitlines()]
+        return {d["Names"] for d in docs if d["CreatedAt"] >= since}
     held = []
     try:
         before = names()
+        t0 = time.time()
         for n in nouns:
             if f"brave_{n}" not in before:  # a kept container of another test holds it already
                 held.append(sandbox.Popen(["sleep", "60"], rootfs=str(busybox_rootfs), name=f"brave_{n}"))
         ok(sbx("run", "--rootfs", busybox_rootfs, "true", env=env))
-        new = names() - before
+        new = names(since=t0) - before  # only what this run made, whatever else the store holds
         assert len(new) == 1 and not new & {f"brave_{n}" for n in nouns}, new
         ok(sbx("rm", *new, env=env))
     finally:
