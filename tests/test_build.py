@@ -318,7 +318,10 @@ WORKDIR /srv
 WORKDIR rel/../sub
 EXPOSE 8000-8002/udp 90/SCTP
 STOPSIGNAL 9
-USER 1000:1000
+ARG NOUSER
+USER $NOUSER
+RUN test "$(id -u)" = 0
+USER 1000:
 CMD ["/bin/sh", "-c", "pwd; stat -c %a /suid /plain /none"]
 """, {"f": "f\n"})
     r = _build(ctx, "-t", "accepted:1")
@@ -326,7 +329,7 @@ CMD ["/bin/sh", "-c", "pwd; stat -c %a /suid /plain /none"]
     assert _run("accepted:1").stdout.split() == ["/srv/sub", "4755", "640", "0"]
     cfg = _inspect("accepted:1")["Config"]
     assert set(cfg["ExposedPorts"]) == {"8000/udp", "8001/udp", "8002/udp", "90/sctp"}
-    assert cfg["StopSignal"] == "9" and cfg["User"] == "1000:1000"
+    assert cfg["StopSignal"] == "9" and cfg["User"] == "1000:"
 
 
 def test_from_platform_other_than_the_hosts_is_refused(store_env, tmp_path):

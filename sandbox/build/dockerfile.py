@@ -1423,8 +1423,9 @@ def parse_ports(value: str) -> list[str]:
 
 
 def check_user(value: str) -> str:
-    """A USER value: ``user`` or ``user:group`` (names or numbers).  Returns it unchanged."""
+    """A USER value: ``user`` or ``user:group`` (names or numbers; an empty value or group means the
+    default, as in Docker).  Returns it unchanged."""
     parts = value.split(":")
-    if len(parts) > 2 or "" in parts:
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] == ""):
         raise UsageError(f"invalid user {value!r}", hint="write USER name, USER uid, or USER user:group")
     return value
