@@ -8,12 +8,15 @@ import errno
 import os
 import sys
 
+from .. import config
 from ..errors import SandboxError
 
-GLOBAL_OPTS = {"--root": "SBX_ROOT", "--runroot": "SBX_RUNROOT"}
+GLOBAL_OPTS = {"--root": "root", "--runroot": "runroot"}
 
 
 def _strip_globals(argv):
+    """(the rest of argv, {"root": ..., "runroot": ...}) for the global flags that lead argv."""
+    given = {}
     i = 0
     while i < len(argv):
         name, eq, value = argv[i].partition("=")
@@ -24,9 +27,9 @@ def _strip_globals(argv):
                 raise SandboxError(f"flag needs an argument: {name}")
             value = argv[i + 1]
             i += 1
-        os.environ[GLOBAL_OPTS[name]] = value
+        given[GLOBAL_OPTS[name]] = value
         i += 1
-    return argv[i:]
+    return argv[i:], given
 
 
 def report(e):
@@ -74,8 +77,7 @@ def os_error(e):
     where = " -> ".join(names)
     hint = _OS_HINTS.get(e.errno) or "this is an error of the host system; check the path and try again"
     if not where and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        from ..runtime import paths
-        hint = f"free space where sbx writes (the store at {paths.data_root()}, or the output), " \
+        hint = f"free space where sbx writes (the store at {config.current().data_root}, or the output), " \
                "or point --root (SBX_ROOT) at another filesystem"
     return SandboxError(f"{where}: {reason}" if where else reason, hint=hint)
 
@@ -83,16 +85,21 @@ def os_error(e):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        argv = _strip_globals(argv)
-        if argv and argv[0] == "run":
-            from .run import main as run_main
-            code = run_main(argv[1:])
-        elif argv and argv[0] == "exec":
-            from .run import exec_main
-            code = exec_main(argv[1:])
-        else:
-            from .app import main as app_main
-            code = app_main(argv)
+        argv, given = _strip_globals(argv)
+    except SandboxError as e:
+        report(e)
+        sys.exit(e.exit_code)
+    # --root/--runroot hold for this command only, as its configuration context (they never
+    # change os.environ: what sbx starts gets the locations it needs explicitly)
+    with config.use(config.Context.from_env(**given)):
+        code = _run(argv)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def _run(argv):
+    try:
+        code = _dispatch(argv)
     except SandboxError as e:
         report(e)
         code = e.exit_code
@@ -110,5 +117,15 @@ def main(argv=None):
         report(SandboxError(f"internal error: {type(e).__name__}: {e}",
                             hint="this is a bug in sbx: run again with SBX_DEBUG=1 for the traceback and report it"))
         code = 125
-    sys.stdout.flush()
-    sys.exit(code)
+    return code
+
+
+def _dispatch(argv):
+    if argv and argv[0] == "run":
+        from .run import main as run_main
+        return run_main(argv[1:])
+    if argv and argv[0] == "exec":
+        from .run import exec_main
+        return exec_main(argv[1:])
+    from .app import main as app_main
+    return app_main(argv)

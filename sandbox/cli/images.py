@@ -782,7 +782,8 @@ def reset(
     """Remove all of your sbx data: containers, images, layers and caches."""
     from sandbox.errors import UsageError
     from sandbox.image.fsutil import TMP_PREFIX
-    from sandbox.runtime import flocks, paths
+    from sandbox import config
+    from sandbox.runtime import flocks
     from sandbox.runtime.containers import Store as Containers
 
     store = _store(ctx)
@@ -811,7 +812,7 @@ def reset(
                    f"in {root}\n - the cache in {cache}")
         if not typer.confirm("Are you sure you want to continue?", default=False):
             raise typer.Exit(1)
-    everything = not os.environ.get("SBX_ROOT")  # the default directory holds only sbx's data
+    everything = root == config.xdg_data_root()  # the default directory holds only sbx's data
     existed = os.path.isdir(root)
     if existed and not everything:
         _refuse_unless_store(root)
@@ -836,7 +837,6 @@ def reset(
         os.rmdir(root)  # only if nothing else is in it
     except OSError:
         pass
-    paths.reset()
     if not existed:
         typer.echo(f"There is no sbx data in {root}" + (f"; removed the cache in {cache}" if doomed else ""))
         return

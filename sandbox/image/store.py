@@ -39,9 +39,10 @@ REPOSITORIES = "repositories.json"
 
 
 def default_root() -> str:
-    """``$SBX_ROOT``, else ``$XDG_DATA_HOME/sbx``, else ``~/.local/share/sbx``."""
-    from sandbox.runtime.paths import data_root
-    return data_root()
+    """The data root of the context in force (``sandbox.config``): ``sbx --root``, else
+    ``$SBX_ROOT``, else ``$XDG_DATA_HOME/sbx``, else ``~/.local/share/sbx``."""
+    from sandbox import config
+    return config.current().data_root
 
 
 def _hex(digest: str) -> str:
