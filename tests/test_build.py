@@ -366,3 +366,37 @@ def test_commit_changes_are_checked(store_env, tmp_path):
         assert cfg["Cmd"] == ["/bin/sh", "-c", "[bad"] and cfg["WorkingDir"] == "/a/b" and cfg["StopSignal"] == "SIGINT"
     finally:
         sbx("rm", "-f", "chg-c")
+
+
+def test_labels_from_flags_and_files_override_the_dockerfiles(store_env, tmp_path):
+    """--label/-l and --label-file go into the image config's Labels: files first, then the
+    flags, a later key winning, and both over the Dockerfile's LABEL (Docker's order)."""
+    ctx = _ctx(tmp_path, "FROM base:1\nLABEL from.file=dockerfile kept=yes\n")
+    lf = tmp_path / "labels"
+    lf.write_text("# a comment\n\n  from.file=label-file\nbare\nspaced=a b = c\nflag=from-file\n")
+    r = _build(ctx, "-t", "labelled:1", "--label-file", str(lf), "--label", "flag=from-flag", "-l", "empty",
+               "-l", "eq=x=y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _inspect("labelled:1")["Config"]["Labels"] == {
+        "from.file": "label-file", "kept": "yes", "bare": "", "spaced": "a b = c", "flag": "from-flag",
+        "empty": "", "eq": "x=y"}
+
+
+@pytest.mark.parametrize("content,args,words", [
+    (None, (), ["cannot read label file", "missing"]),
+    (b"good=1\nbad key=2\n", (), ["line 2", "'bad key'", "whitespace"]),
+    (b"k=\xff\n", (), ["invalid utf8"]),
+    (b"", ("--label", "=v"), ["invalid label", "empty"]),
+])
+def test_bad_labels_are_refused_before_building(store_env, tmp_path, content, args, words):
+    ctx = _ctx(tmp_path, "FROM base:1\nRUN touch /ran\n")
+    lf = tmp_path / "missing"
+    if content is not None:
+        lf = tmp_path / "lf"
+        lf.write_bytes(content)
+    r = _build(ctx, "--label-file", str(lf), *args)
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert r.stderr.startswith("sbx: ") and "Traceback" not in r.stderr
+    for w in words:
+        assert w in r.stderr
+    assert "RUN" not in r.stdout

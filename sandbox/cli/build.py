@@ -13,12 +13,14 @@ def build(context: str = typer.Argument(..., help="Build context directory."),
           no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, ignore the layer cache."),
           pull: bool = typer.Option(False, "--pull", help="Always pull base images."),
           network: str = typer.Option("none", "--network", help="Network for RUN steps: none or host."),
-          label: List[str] = typer.Option([], "--label", help="Add a label K=V to the image."),
+          label: List[str] = typer.Option([], "-l", "--label", help="Add a label KEY[=VALUE] to the image (repeatable)."),
+          label_file: List[str] = typer.Option([], "--label-file", help="Read labels from a file of KEY=VALUE lines."),
           quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image id."),
           userns: Optional[str] = typer.Option(None, "--userns", help="auto (default) or single.")):
     """Build an image from a Dockerfile."""
     from ..build.builder import Builder, Options
     from ..errors import UsageError
+    from . import labels
 
     def pairs(items, what):
         out = {}
@@ -39,7 +41,7 @@ def build(context: str = typer.Argument(..., help="Build context directory."),
     t0 = time.monotonic()
     b = Builder(Options(context=context, dockerfile=file, tags=tuple(tag), build_args=pairs(build_arg, "--build-arg"),
                         target=target, no_cache=no_cache, pull=pull, network=network,
-                        labels=pairs(label, "--label"), quiet=quiet, userns=userns), out=typer.echo)
+                        labels=labels.parse(label, label_file), quiet=quiet, userns=userns), out=typer.echo)
     image = b.build()
     if quiet:
         typer.echo(image.id)
