@@ -4,6 +4,7 @@
     {{json .}}            the whole row as JSON; {{json .Field}} one field
     {{upper .Field}}      also lower, title
     table {{.A}}\\t{{.B}}  a header row, then columns aligned as Docker's tabwriter does
+    json                  one JSON object per row (the fields of the listing), as {{json .}}
     \\t  \\n               written literally (shell single quotes) become a tab and a newline
 
 Anything else (an unknown field, {{if}}, {{range}}, pipes, an unclosed action) is refused with
@@ -67,6 +68,8 @@ class Template:
                 return "<no value>"
             v = v[part]
         if func == "json":
+            if field is None and self.fields is not None:
+                v = {k: row[k] for k in self.fields if k in row}
             return json.dumps(v)
         if isinstance(v, (dict, list)) and (field is None or self.fields is None):
             v = json.dumps(v)
@@ -91,13 +94,13 @@ class Template:
         return tabulate([self.header()] + lines)
 
 
-def tabulate(lines):
-    """Go's tabwriter as Docker sets it up (minwidth 10, padding 3): every tab-terminated cell
-    is padded to its column's width; the last cell of a line is not."""
+def tabulate(lines, minwidth=10):
+    """Go's tabwriter as Docker sets it up (minwidth 10, padding 3; `docker top` uses 20):
+    every tab-terminated cell is padded to its column's width; the last cell of a line is not."""
     out = []
     for block in _blocks([ln.split("\t") for ln in "\n".join(lines).split("\n")]):
         ncols = max(len(r) for r in block) - 1
-        widths = [max([len(r[i]) + 3 for r in block if i < len(r) - 1] + [10]) for i in range(ncols)]
+        widths = [max([len(r[i]) + 3 for r in block if i < len(r) - 1] + [minwidth]) for i in range(ncols)]
         for r in block:
             out.append("".join(c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)).rstrip(" ")
                        if len(r) > 1 else r[0])
@@ -117,7 +120,67 @@ def _blocks(rows):
 
 
 def compile(text, fields):
-    """`--format TEXT` -> a Template, or None for the default table ('' or 'table')."""
+    """`--format TEXT` -> a Template, or None for the default table ('' or 'table').
+    'json' is `{{json .}}`: one object a row, holding the listing's fields."""
     if text is None or text.strip() in ("", "table"):
         return None
+    if text.strip() == "json":
+        return Template("{{json .}}", fields)
     return Template(text, fields)
+
+
+def render(fmt, fields, rows, default):
+    """The lines to print for `rows` under `--format fmt`, `default` (a 'table ...' template)
+    when none is given.  The one path every listing command prints through."""
+    template = compile(fmt, fields) or Template(default, fields)
+    return template.render(rows)
+
+
+def uses(fmt, field):
+    """Whether the --format text mentions {{... .field}} (e.g. ps computes sizes only then)."""
+    return fmt is not None and (fmt.strip() == "json" or
+                                any(field in m.group(1).split(".") or m.group(1).split()[-1] == "."
+                                    for m in _ACTION.finditer(fmt)))
+
+
+# --- --filter KEY=VALUE, as Docker's filters.Args ----------------------------------------------------
+
+def parse_filters(values, accepted):
+    """`--filter` values -> {key: [value, ...]} (a key given twice ORs its values; different keys
+    AND, which the caller applies).  Keys are lower-cased and values stripped, as Docker's
+    ParseFlag; a value without '=' or a key not in `accepted` is a UsageError naming it."""
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise UsageError(f"bad format of filter {item!r} (expected name=value)",
+                             hint="e.g. --filter status=exited; keys: " + ", ".join(sorted(accepted)))
+        key, _eq, value = item.partition("=")
+        key = key.strip().lower()
+        if key not in accepted:
+            raise UsageError(f"invalid filter '{key}'", hint="sbx accepts: " + ", ".join(sorted(accepted)))
+        out.setdefault(key, []).append(value.strip())
+    return out
+
+
+def match_text(patterns, text):
+    """Docker's filters.Args.Match: a value matches when it equals `text`, or when, read as a
+    regular expression, it matches somewhere in it (a pattern that does not compile matches
+    nothing)."""
+    for p in patterns:
+        if p == text:
+            return True
+        try:
+            if re.search(p, text):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def match_labels(patterns, labels):
+    """Docker's MatchKVList: every `KEY` must be a label, every `KEY=VALUE` a label with that value."""
+    for p in patterns:
+        key, eq, value = p.partition("=")
+        if key not in labels or (eq and labels[key] != value):
+            return False
+    return True

@@ -320,7 +320,7 @@ def _rows(images: list[Image]) -> list[dict[str, Any]]:
 
 
 IMAGE_FIELDS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "Digest": "DIGEST",
-                "CreatedAt": "CREATED AT", "CreatedSince": "CREATED", "Size": "SIZE"}
+                "CreatedAt": "CREATED AT", "CreatedSince": "CREATED", "Size": "SIZE", "VirtualSize": "VIRTUAL SIZE"}
 
 
 def images(
@@ -351,7 +351,7 @@ def _list_images(imgs: list[Image], repository: str | None, quiet: bool, fmt: st
     from sandbox.cli import format as _format
     from sandbox.image import reference as refs
 
-    template = None if fmt == "json" else _format.compile(fmt, IMAGE_FIELDS)  # a bad template fails first
+    template = _format.compile(fmt, IMAGE_FIELDS)  # a bad template fails first
     rows = _rows(imgs)
     if repository:
         want = refs.parse(repository, default_tag=False)
@@ -367,21 +367,12 @@ def _list_images(imgs: list[Image], repository: str | None, quiet: bool, fmt: st
         for i in seen:
             typer.echo(i)
         return
-    if fmt == "json":
-        for r in rows:
-            typer.echo(json.dumps({k: r[k] for k in ("Repository", "Tag", "ID", "Digest", "CreatedAt",
-                                                     "CreatedSince", "Size")} | {"VirtualSize": r["Size"]}))
-        return
-    if template is not None:
-        for line in template.render(rows):
-            typer.echo(line)
-        return
-    cols = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    keys = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
-    table = [cols] + [[str(r[k]) for k in keys] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
-    for line in table:
-        typer.echo("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    for r in rows:
+        r["VirtualSize"] = r["Size"]
+    default = "table {{.Repository}}\t{{.Tag}}\t" + ("{{.Digest}}\t" if digests else "") + \
+        "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    for line in (template or _format.Template(default, IMAGE_FIELDS)).render(rows):
+        typer.echo(line)
 
 
 def rmi(
