@@ -2,13 +2,11 @@
 
 import fcntl
 import os
-import select
 import struct
-import subprocess
 import termios
-import time
 
 import sbxtest
+from ptyrun import Terminal
 from sbxtest import sbx_argv
 
 
@@ -16,60 +14,9 @@ def set_size(fd, rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-class PtyRun:
+def PtyRun(*args, rows=24, cols=80):
     """sbx started on a fresh pty as its controlling terminal, like a shell would start it."""
-
-    def __init__(self, *args, rows=24, cols=80):
-        self.master, self.slave = os.openpty()
-        set_size(self.slave, rows, cols)
-        self.termios_before = termios.tcgetattr(self.slave)
-
-        def make_ctty():
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.p = subprocess.Popen(sbx_argv(*args), stdin=self.slave, stdout=self.slave, stderr=self.slave,
-                                  start_new_session=True, preexec_fn=make_ctty, cwd=sbxtest.NEUTRAL_CWD,
-                                  close_fds=True)
-        self.out = b""
-
-    def read_until(self, needle: bytes, timeout=20.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while needle not in self.out:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{needle!r} not seen; output so far: {self.out!r}")
-            if not self._read(min(left, 0.2)) and self.p.poll() is not None and not self._read(0.2):
-                raise AssertionError(f"{needle!r} not seen before exit {self.p.returncode}; output: {self.out!r}")
-        return self.out
-
-    def _read(self, timeout) -> bool:
-        r, _, _ = select.select([self.master], [], [], timeout)
-        if not r:
-            return False
-        try:
-            data = os.read(self.master, 65536)
-        except OSError:
-            return False
-        self.out += data
-        return bool(data)
-
-    def finish(self, timeout=20.0) -> tuple[int, str]:
-        try:
-            rc = self.p.wait(timeout=timeout)
-        finally:
-            if self.p.poll() is None:
-                self.p.kill()
-                self.p.wait()
-        while self._read(0.2):
-            pass
-        return rc, self.out.decode(errors="replace").replace("\r\n", "\n")
-
-    def close(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-        os.close(self.master)
-        os.close(self.slave)
+    return Terminal(sbx_argv(*args), rows=rows, cols=cols, cwd=sbxtest.NEUTRAL_CWD)
 
 
 def run_on_pty(*args, rows=24, cols=80, input: bytes | None = None, timeout=20.0):

@@ -58,3 +58,60 @@ def run(argv, *, env=None, cwd=None, timeout=120.0, stdout_pipe=False, stderr_pi
         if rfd >= 0:
             os.close(rfd)
     return rc, term.decode(errors="replace"), piped.decode(errors="replace")
+
+
+class Terminal:
+    """A command started on a fresh pty as its controlling terminal (sized rows x cols), driven
+    step by step: write to `master`, read_until what it prints, finish() for its exit code."""
+
+    def __init__(self, argv, *, rows=24, cols=80, cwd=None, env=None):
+        import struct
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.termios_before = termios.tcgetattr(self.slave)
+
+        def make_ctty():
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.p = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                                  start_new_session=True, preexec_fn=make_ctty, cwd=cwd, env=env, close_fds=True)
+        self.out = b""
+
+    def read_until(self, needle: bytes, timeout=20.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while needle not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{needle!r} not seen; output so far: {self.out!r}")
+            if not self._read(min(left, 0.2)) and self.p.poll() is not None and not self._read(0.2):
+                raise AssertionError(f"{needle!r} not seen before exit {self.p.returncode}; output: {self.out!r}")
+        return self.out
+
+    def _read(self, timeout) -> bool:
+        r, _, _ = select.select([self.master], [], [], timeout)
+        if not r:
+            return False
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:
+            return False
+        self.out += data
+        return bool(data)
+
+    def finish(self, timeout=20.0) -> tuple[int, str]:
+        try:
+            rc = self.p.wait(timeout=timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait()
+        while self._read(0.2):
+            pass
+        return rc, self.out.decode(errors="replace").replace("\r\n", "\n")
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        os.close(self.master)
+        os.close(self.slave)

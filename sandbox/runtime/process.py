@@ -1,0 +1,538 @@
+"""One process supervisor for every caller that runs a sandbox: `sbx run` and `sbx exec` in the
+foreground, the detached monitor, a build's RUN steps and `sandbox.Popen`.
+
+    p = SandboxProcess.launch(spec, stdio=(0, 1, 2))
+    code = p.wait()          # Docker's exit code: the status, or 128 + the signal
+    p.close()
+
+Signals: `launch` blocks the signals in `hold` (by default the ones `wait` forwards) in the
+calling thread from before the clone, so one that arrives while the launch returns reaches the
+sandbox instead of killing the supervisor; `wait` (or `relay_pty`) takes them from there and
+restores the thread's mask when it ends.  Launch and wait from the same thread.
+
+Teardowns (`add_teardown`, and the hooks' own) run once, in reverse order, once the process is
+reaped or on `close()`.  This module is on `sbx run`'s path: it imports nothing at top level
+that the plain run does not need (termios, select and socket only for a terminal)."""
+import os
+
+from . import launch as _launch
+
+# SIGHUP SIGINT SIGQUIT SIGUSR1 SIGUSR2 SIGTERM: what a supervisor passes on to its sandbox.
+FORWARD_SIGNALS = (1, 2, 3, 10, 12, 15)
+SIGWINCH = 28
+SIGKILL = 9
+DETACH_KEYS = b"\x10\x11"  # Docker's default: ctrl-p, ctrl-q
+
+
+def exit_code(status):
+    """A wait status -> Docker's exit code: the exit status, or 128 + the signal."""
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return 125
+
+
+def parse_detach_keys(text):
+    """Docker's --detach-keys: comma-separated keys, each a letter, `ctrl-X` (X in a-z, @, [, \\,
+    ], ^, _) -> bytes.  Raises ValueError naming the key."""
+    out = bytearray()
+    for key in text.split(","):
+        k = key.strip()
+        if k.startswith("ctrl-") and len(k) == 6:
+            c = k[5].lower()
+            if "a" <= c <= "z":
+                out.append(ord(c) - ord("a") + 1)
+                continue
+            special = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+            if c in special:
+                out.append(special[c])
+                continue
+        elif len(k) == 1:
+            out += k.encode()
+            continue
+        raise ValueError(f"invalid detach key {key!r}")
+    return bytes(out)
+
+
+class SandboxProcess:
+    """A launched sandbox's PID 1 as seen from its supervisor (the launcher's child)."""
+
+    def __init__(self, pid, pidfd=-1, *, pty_master=-1, old_mask=None):
+        self.pid = pid
+        self.pidfd = pidfd
+        self.pty_master = pty_master
+        self.status = None      # the raw wait status once reaped
+        self.returncode = None  # Docker's exit code once reaped
+        self._old_mask = old_mask  # the thread's signal mask before launch held some
+        self._teardowns = []
+        self._closed = False
+        self._handle = None
+
+    # --- launch ---------------------------------------------------------------------------------
+
+    @classmethod
+    def launch(cls, spec, *, stdio=(-1, -1, -1), keep_fds=(), terminal=False, console_size=None,
+               hooks=(), wait_start=False, hold=FORWARD_SIGNALS):
+        """Start `spec`.  `terminal`: the process gets a pty of the sandbox's own devpts, its
+        master is `pty_master` (`console_size`: (rows, cols)).  `hold`: signals blocked in this
+        thread from now until wait/relay_pty/close (see the module's note).  A failed launch
+        raises LaunchError (or CommandNotFound...) with everything undone: mask, fds, hooks."""
+        if hooks or wait_start:
+            create = getattr(_launch, "create", None)
+            if create is None:
+                raise NotImplementedError(
+                    "SandboxProcess.launch: hooks and wait_start need the two-phase launch "
+                    "(runtime.launch.create), which this build does not have yet")
+        old = None
+        if hold:
+            import _signal
+            old = _signal.pthread_sigmask(_signal.SIG_BLOCK, hold)
+        try:
+            if hooks or wait_start:
+                return cls._launch_two_phase(spec, stdio, keep_fds, terminal, console_size, hooks, wait_start, old)
+            if not terminal:
+                pid, pidfd = _launch.start(spec, stdio=stdio, keep_fds=keep_fds)
+                return cls(pid, pidfd, old_mask=old)
+            return cls._launch_terminal(spec, stdio, keep_fds, console_size, old)
+        except BaseException:
+            if old is not None:
+                _restore_mask(old)
+            raise
+
+    @classmethod
+    def _launch_terminal(cls, spec, stdio, keep_fds, console_size, old):
+        import socket
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            pid, pidfd = _launch.start(spec, stdio=stdio, keep_fds=keep_fds, console_socket=theirs.fileno(),
+                                       console_size=tuple(console_size or (24, 80)))
+            theirs.close()
+            p = cls(pid, pidfd, old_mask=old)
+            try:
+                _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+                if not fds:
+                    raise OSError("the sandbox sent no pty")
+            except BaseException:
+                p._kill_and_reap()
+                raise
+            p.pty_master = fds[0]
+            os.set_inheritable(p.pty_master, False)
+            return p
+        finally:
+            ours.close()
+            theirs.close()
+
+    @classmethod
+    def _launch_two_phase(cls, spec, stdio, keep_fds, terminal, console_size, hooks, wait_start, old):
+        kw = {"stdio": stdio, "keep_fds": keep_fds, "hooks": tuple(hooks), "wait_start": wait_start}
+        sock = None
+        if terminal:
+            import socket
+            sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            kw.update(console_socket=sock[1].fileno(), console_size=tuple(console_size or (24, 80)))
+        try:
+            h = _launch.create(spec, **kw)
+            p = cls(h.pid, h.pidfd, old_mask=old)
+            p._handle = h
+            for hook in hooks:  # the handle ran attach(); their teardowns are ours from here
+                p.add_teardown(hook.teardown)
+            try:
+                h.release()
+                if terminal:
+                    sock[1].close()
+                    _, fds, _, _ = socket.recv_fds(sock[0], 1, 1)
+                    if not fds:
+                        raise OSError("the sandbox sent no pty")
+                    p.pty_master = fds[0]
+            except BaseException:
+                p._kill_and_reap()
+                p.close()
+                raise
+            return p
+        finally:
+            if sock is not None:
+                sock[0].close()
+                sock[1].close()
+
+    def start(self):
+        """wait_start only: let the process exec (OCI start)."""
+        self._handle.start()
+
+    # --- state and signals ----------------------------------------------------------------------
+
+    def poll(self):
+        """Docker's exit code if the process has ended (it is reaped then), else None."""
+        if self.status is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid == 0:
+                return None
+            self._reaped(status)
+        return self.returncode
+
+    def exited(self, status):
+        """Record a wait status someone else reaped (subprocess.Popen's own wait); teardowns run."""
+        if self.status is None:
+            self._reaped(status)
+
+    def send_signal(self, sig):
+        """Signal the process; nothing once it is reaped (through its pidfd: never a reused pid)."""
+        if self.status is not None:
+            return
+        if self.pidfd >= 0:
+            import signal
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except ProcessLookupError:
+                pass
+            return
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self):
+        self.send_signal(SIGKILL)
+
+    # --- waiting --------------------------------------------------------------------------------
+
+    def wait(self, forward=FORWARD_SIGNALS, timeout=None):
+        """Wait for the process, passing on the signals in `forward`; returns Docker's exit code.
+        With `forward` the wait is the native one (no signal is lost, none interrupts it).
+        Without, it is Python's: an exception while waiting (KeyboardInterrupt) kills and reaps
+        the sandbox before it goes on.  `timeout` (seconds) raises subprocess.TimeoutExpired and
+        leaves the process running."""
+        if self.status is not None:
+            self._unhold()
+            return self.returncode
+        if forward and timeout is None:
+            from .. import _native
+            try:
+                status = _native.wait_forward(self.pid, tuple(forward))
+            except ChildProcessError:
+                status = None
+            self._reaped(status)
+            return self.returncode
+        if forward:
+            return self._wait_forward_timed(tuple(forward), timeout)
+        try:
+            self._unhold()  # a signal held since the launch is raised here
+            if timeout is not None:
+                self._wait_readable(timeout)
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                status = None
+        except BaseException as e:
+            if not _is_timeout(e):
+                self._kill_and_reap()
+            raise
+        self._reaped(status)
+        return self.returncode
+
+    def _wait_readable(self, timeout):
+        import select
+        if self.pidfd >= 0:
+            if not select.select([self.pidfd], [], [], timeout)[0]:
+                self._timeout(timeout)
+            return
+        import time
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._timeout(timeout)
+            time.sleep(min(left, 0.01))
+
+    def _wait_forward_timed(self, forward, timeout):
+        """wait_forward with a deadline, in Python: SIGCHLD and the forwarded signals blocked and
+        taken with sigtimedwait."""
+        import signal
+        import time
+        sigs = set(forward) | {signal.SIGCHLD}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = self.pid, None
+                if pid == self.pid:
+                    self._reaped(status)
+                    return self.returncode
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._timeout(timeout)
+                info = signal.sigtimedwait(sigs, left)
+                if info is not None and info.si_signo != signal.SIGCHLD:
+                    self.send_signal(info.si_signo)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _timeout(self, timeout):
+        import subprocess
+        raise subprocess.TimeoutExpired(f"sandbox process {self.pid}", timeout)
+
+    def _kill_and_reap(self):
+        """Kill and reap (a second Ctrl-C while reaping is swallowed: the reap is quick)."""
+        self.kill()
+        while self.status is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                status = None
+            except KeyboardInterrupt:
+                continue
+            try:
+                self._reaped(status)
+            except Exception:
+                pass  # a teardown's error must not hide the exception that stopped the wait
+            break
+
+    def _reaped(self, status):
+        if self.status is not None:
+            return
+        if status is None:  # reaped by someone else: its status is lost
+            status = 255 << 8
+        self.status = status
+        self.returncode = exit_code(status)
+        self._unhold()
+        self._run_teardowns()
+
+    def _unhold(self):
+        old, self._old_mask = self._old_mask, None
+        if old is not None:
+            _restore_mask(old)
+
+    # --- terminal -------------------------------------------------------------------------------
+
+    def relay_pty(self, stdin_fd=0, stdout_fd=1, raw=True, detach_keys=DETACH_KEYS):
+        """Copy the pty: our `stdin_fd` (-1: none) to the sandbox, its output to `stdout_fd`,
+        with our terminal in raw mode (`raw` and stdin a terminal), the window size followed
+        (SIGWINCH) and the forwarded signals passed on, until the process exits: returns its
+        exit code.  Typing `detach_keys` on stdin detaches: returns None and the process runs
+        on (a partial sequence followed by another key passes through as typed)."""
+        if self.pty_master < 0:
+            raise ValueError("relay_pty: the process was not launched with terminal=True")
+        return _relay(self, stdin_fd, stdout_fd, raw, detach_keys)
+
+    # --- teardown -------------------------------------------------------------------------------
+
+    def add_teardown(self, fn):
+        """Call fn() once, after the process is reaped or on close (last added, first run)."""
+        if self.status is not None or self._closed:
+            fn()
+        else:
+            self._teardowns.append(fn)
+
+    def _run_teardowns(self):
+        first = None
+        while self._teardowns:
+            fn = self._teardowns.pop()
+            try:
+                fn()
+            except BaseException as e:
+                if first is None:
+                    first = e
+        if first is not None:
+            raise first
+
+    def close(self):
+        """End supervision: a process still running is killed and reaped; teardowns run; the
+        pidfd and the pty master are closed.  Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.status is None:
+                self._kill_and_reap()
+            self._unhold()
+            self._run_teardowns()
+        finally:
+            for attr in ("pidfd", "pty_master"):
+                fd = getattr(self, attr)
+                if fd >= 0:
+                    setattr(self, attr, -1)
+                    os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _relay(p, stdin_fd, stdout_fd, raw, detach_keys):
+    """The terminal loop of relay_pty (termios, select and signal are imported only here)."""
+    import errno
+    import select
+    import signal
+    import termios
+    import tty
+
+    master = p.pty_master
+    term_fd = next((fd for fd in (stdin_fd, stdout_fd) if fd >= 0 and os.isatty(fd)), -1)
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    pending = []
+
+    def on_signal(sig, _frame):
+        pending.append(sig)
+
+    old_handlers = {}
+    old_wakeup = None
+    saved_tc = None
+    try:
+        try:
+            for s in (*FORWARD_SIGNALS, SIGWINCH):
+                old_handlers[s] = signal.signal(s, on_signal)
+            old_wakeup = signal.set_wakeup_fd(wake_w)
+        except ValueError:  # not the main thread: no handlers, no forwarding
+            pass
+        p._unhold()  # signals held since the launch reach on_signal now
+        if term_fd >= 0:
+            _copy_winsize(term_fd, master)  # a resize between launch and here
+        if raw and stdin_fd >= 0 and os.isatty(stdin_fd):
+            saved_tc = termios.tcgetattr(stdin_fd)
+            tty.setraw(stdin_fd)
+        watch = [master, wake_r] + ([stdin_fd] if stdin_fd >= 0 else []) + ([p.pidfd] if p.pidfd >= 0 else [])
+        held = b""  # a prefix of detach_keys typed so far
+        while True:
+            try:
+                ready, _, _ = select.select(watch, [], [])
+            except InterruptedError:
+                ready = []
+            for s in pending:
+                if s == SIGWINCH:
+                    if term_fd >= 0:
+                        _copy_winsize(term_fd, master)
+                p.send_signal(s)
+            pending.clear()
+            if wake_r in ready:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    pass
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError as e:
+                    if e.errno != errno.EIO:
+                        raise
+                    data = b""
+                if data:
+                    _write_all(stdout_fd, data)
+                elif p.pidfd < 0:
+                    break
+                else:
+                    watch.remove(master)
+            if stdin_fd >= 0 and stdin_fd in ready:
+                data = os.read(stdin_fd, 65536)
+                if not data:
+                    watch.remove(stdin_fd)
+                    if held:
+                        _write_all(master, held)
+                        held = b""
+                elif detach_keys:
+                    out, held, detached = _scan_detach(held, data, detach_keys)
+                    if out:
+                        _write_all(master, out)
+                    if detached:
+                        return None
+                else:
+                    _write_all(master, data)
+            if p.pidfd >= 0 and p.pidfd in ready:
+                _drain(master, stdout_fd)  # what the command wrote before it exited
+                break
+        try:
+            _, status = os.waitpid(p.pid, 0)
+        except ChildProcessError:
+            status = None
+        p._reaped(status)
+        return p.returncode
+    finally:
+        if saved_tc is not None:
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved_tc)
+        if old_wakeup is not None:
+            signal.set_wakeup_fd(old_wakeup)
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _scan_detach(held, data, keys):
+    """Input bytes against the detach sequence: -> (bytes to pass on, prefix still held,
+    detached).  Docker's rule: a partial sequence followed by any other byte is passed on."""
+    out = bytearray()
+    for b in data:
+        cand = held + bytes((b,))
+        if keys.startswith(cand):
+            if cand == keys:
+                return bytes(out), b"", True
+            held = cand
+            continue
+        out += held
+        held = b""
+        if keys.startswith(bytes((b,))):
+            held = bytes((b,))
+            if held == keys:
+                return bytes(out), b"", True
+        else:
+            out.append(b)
+    return bytes(out), held, False
+
+
+def _drain(master, stdout_fd):
+    os.set_blocking(master, False)
+    try:
+        while True:
+            data = os.read(master, 65536)
+            if not data:
+                break
+            _write_all(stdout_fd, data)
+    except OSError:
+        pass
+
+
+def _copy_winsize(src_fd, dst_fd):
+    import fcntl
+    import termios
+    try:
+        ws = fcntl.ioctl(src_fd, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(dst_fd, termios.TIOCSWINSZ, ws)
+    except OSError:
+        pass
+
+
+def terminal_size(fd):
+    """(rows, cols) of the terminal on `fd`, or (24, 80)."""
+    import fcntl
+    import struct
+    import termios
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+        return (rows, cols) if rows and cols else (24, 80)
+    except OSError:
+        return 24, 80
+
+
+def _write_all(fd, data):
+    while data:
+        try:
+            n = os.write(fd, data)
+        except InterruptedError:
+            continue
+        data = data[n:]
+
+
+def _restore_mask(old):
+    import _signal
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
+
+
+def _is_timeout(e):
+    return type(e).__name__ == "TimeoutExpired"
