@@ -4,18 +4,9 @@ import os
 import sys
 
 from ..errors import UsageError
-from ..runtime import launch, spec as _spec
+from ..runtime import process, spec as _spec
+from ..runtime.process import SandboxProcess
 from . import runopts
-
-FORWARD = (1, 2, 3, 10, 12, 15)  # SIGHUP SIGINT SIGQUIT SIGUSR1 SIGUSR2 SIGTERM
-
-
-def exit_code(status):
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status)
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return 125
 
 
 def main(argv):
@@ -26,35 +17,26 @@ def main(argv):
     if not cmd and not (opts["rootfs"] is not None and opts["entrypoint"]):
         raise UsageError("'sbx run' requires at least 1 argument", hint=runopts.USAGE)
     # Everything the user typed is checked before anything is pulled or started.
-    env = runopts.parse_env(opts, os.environ)
-    security = runopts.security_opts(opts)
-    hostname = runopts.hostname(opts)
-    user = runopts.user(opts)
-    group_add = runopts.group_add(opts)
+    o = runopts.to_options(opts, cmd, os.environ)
+    if o.restart.name != "no":
+        raise UsageError(f"--restart {o.restart} is not supported yet",
+                         hint="drop --restart (or use --restart no); restart policies come with the container engine")
     image = None
-    if opts["rootfs"] is None:
+    if o.image is not None:
         from ..runtime import image_root
-        ref, cmd = cmd[0], cmd[1:]
-        policy = opts["pull"] or "missing"
-        image = image_root.prepare(ref, pull=policy, platform=opts["platform"],
-                                   userns=opts["userns"], progress=_pull_progress(ref, policy), warn=_warn)
+        image = image_root.prepare(o.image, pull=o.pull, platform=o.platform,
+                                   userns=o.userns, progress=_pull_progress(o.image, o.pull), warn=_warn)
         image_root.hold(image.image_id)  # until sbx exits: rmi refuses a running image
-    elif opts["entrypoint"] is not None:
+        cmd = list(o.argv)
+    elif o.entrypoint is not None:
         # As with an image (Docker's rule): the process is ENTRYPOINT followed by the command.
-        cmd = ([opts["entrypoint"]] if opts["entrypoint"] else []) + cmd
-    tty = bool(opts["tty"])
-    if opts["detach"] and (tty or opts["interactive"]):
+        cmd = ([o.entrypoint] if o.entrypoint else []) + list(o.argv)
+    tty = o.terminal
+    if o.detach and (tty or o.interactive):
         raise UsageError("-d with -i or -t is not supported yet", hint="drop -i/-t; use 'sbx logs' to read the output")
-    if tty and opts["interactive"] and not os.isatty(0):
+    if tty and o.interactive and not os.isatty(0):
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
-    spec = _spec.build(
-        cmd, rootfs=opts["rootfs"], image=image, entrypoint=opts["entrypoint"] if image else None,
-        env=env, cwd=opts["workdir"], user=user, volumes=opts["volume"], tmpfs=opts["tmpfs"],
-        network=opts["network"] or "none", hostname=hostname, read_only=opts["read_only"],
-        init=opts["init"], userns=opts["userns"], cap_add=opts["cap_add"], cap_drop=opts["cap_drop"],
-        no_new_privileges=security["no_new_privileges"], ulimits=opts["ulimit"],
-        group_add=group_add, terminal=tty, container_id=os.urandom(32).hex(),
-        seccomp=security["seccomp"])
+    spec = _spec.from_options(o, image=image, container_id=os.urandom(32).hex())
     claim = None
     if opts["name"] is not None:
         from ..runtime import names
@@ -62,7 +44,7 @@ def main(argv):
     try:
         if opts["rm"] and not opts["detach"]:
             started = None if claim is None else (lambda pid: claim.started(spec, pid))
-            return _run(spec, opts, tty, on_start=started)
+            return _run(spec, o.interactive, tty, on_start=started)
         # Without --rm the container is kept: its changes go to a persistent upper directory.
         # A detached one is kept while it runs (logs, stop, exec find it), removed after if --rm.
         from ..runtime import containers
@@ -85,7 +67,8 @@ def run_container(store, c, opts, tty):
     held = []
     code = 125
     try:
-        code = _run(c.spec, opts, tty, on_start=lambda pid: held.append(store.mark_running(c, pid)))
+        code = _run(c.spec, bool(opts["interactive"]), tty,
+                    on_start=lambda pid: held.append(store.mark_running(c, pid)))
         return code
     finally:
         if held:
@@ -108,11 +91,12 @@ def exec_main(argv):
         raise UsageError(f"'sbx exec' does not take --{sorted(used - EXEC_OPTIONS)[0].replace('_', '-')}")
     if len(rest) < 2:
         raise UsageError("'sbx exec' requires at least 2 arguments", hint="sbx exec [OPTIONS] CONTAINER CMD [ARG...]")
+    from ..runtime.options import ExecOptions
+    x = ExecOptions(argv=tuple(rest[1:]), env=tuple(runopts.parse_env(opts, os.environ)), cwd=opts["workdir"],
+                    user=runopts.user(opts), terminal=bool(opts["tty"]), interactive=bool(opts["interactive"]))
     pid, cspec = _find_running(rest[0])
-    tty = bool(opts["tty"])
-    spec = _spec.build_exec(cspec, pid, rest[1:], env=runopts.parse_env(opts, os.environ),
-                            cwd=opts["workdir"], user=runopts.user(opts), terminal=tty)
-    return _run(spec, opts, tty)
+    spec = _spec.build_exec(cspec, pid, list(x.argv), env=list(x.env), cwd=x.cwd, user=x.user, terminal=x.terminal)
+    return _run(spec, x.interactive, x.terminal)
 
 
 def _find_running(ref):
@@ -143,27 +127,30 @@ def _pull_progress(ref, policy):
     return progress
 
 
-def _run(spec, opts, tty, on_start=None):
+def _run(spec, interactive, tty, on_start=None):
+    """Launch in the foreground and supervise to the end; returns Docker's exit code."""
     if tty:
-        from . import tty as _tty
-        return _tty.run_with_pty(spec, interactive=bool(opts["interactive"]), on_start=on_start)
-
-    # Hold the forwarded signals from here on: one arriving between launch and wait would
-    # otherwise kill sbx instead of reaching the sandbox.  wait_forward takes them.
-    import _signal
-    _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARD)
+        p = SandboxProcess.launch(spec, terminal=True, console_size=process.terminal_size(0))
+        try:
+            if on_start is not None:
+                on_start(p.pid)
+            # No detach keys: a foreground sandbox has no other supervisor to detach to.
+            return p.relay_pty(stdin_fd=0 if interactive else -1, stdout_fd=1, detach_keys=None)
+        finally:
+            p.close()
     devnull = -1
-    if not opts["interactive"]:
+    if not interactive:
         devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        pid, pidfd = launch.start(spec, stdio=(devnull, -1, -1))
+        # The forwarded signals are held from before the launch (launch's default): one that
+        # arrives meanwhile reaches the sandbox instead of killing sbx.
+        p = SandboxProcess.launch(spec, stdio=(devnull, -1, -1))
     finally:
         if devnull >= 0:
             os.close(devnull)
-    if on_start is not None:
-        on_start(pid)
-    from .. import _native
-    status = _native.wait_forward(pid, FORWARD)
-    if pidfd >= 0:
-        os.close(pidfd)
-    return exit_code(status)
+    try:
+        if on_start is not None:
+            on_start(p.pid)
+        return p.wait()
+    finally:
+        p.close()

@@ -6,6 +6,7 @@ ones bundled (`-it`) with a value taking the rest of the bundle or the next word
 Hand-written rather than typer so that `sbx run` starts without importing click."""
 
 from ..errors import UsageError
+from ..runtime import options as _options
 
 # (names, key, kind, metavar, help); kind: flag | value | list
 OPTIONS = (
@@ -35,6 +36,11 @@ OPTIONS = (
      "no-new-privileges[=true|false], seccomp=default|unconfined|PROFILE.json"),
     (("--ulimit",), "ulimit", "list", "NAME=SOFT[:HARD]", "set a resource limit"),
     (("--group-add",), "group_add", "list", "GROUP", "add a supplementary group (needs a subuid range)"),
+    (("--restart",), "restart", "value", "POLICY", "restart policy: no (default), on-failure[:N], always, unless-stopped"),
+    (("-l", "--label"), "label", "list", "K=V", "set a label on the container"),
+    (("--label-file",), "label_file", "list", "FILE", "read labels from a file of K=V lines"),
+    (("--stop-signal",), "stop_signal", "value", "SIGNAL", "signal that stops the container (default SIGTERM)"),
+    (("--stop-timeout",), "stop_timeout", "value", "SECONDS", "seconds to wait for it to stop before killing it"),
     (("--help",), "help", "flag", None, "show this help"),
 )
 _BY_NAME = {n: o for o in OPTIONS for n in o[0]}
@@ -231,3 +237,26 @@ def security_opts(opts):
             raise UsageError(f"unsupported --security-opt {s!r}",
                              hint="supported: no-new-privileges[=true|false], seccomp=default|unconfined|PROFILE.json")
     return out
+
+
+def to_options(opts, cmd, environ):
+    """The parsed options and command words -> RunOptions, every value checked (nothing is
+    pulled or started before this returns).  Without --rootfs the first word is the image."""
+    if opts["rootfs"] is None and cmd:
+        image, argv = cmd[0], list(cmd[1:])
+    else:
+        image, argv = None, list(cmd)
+    security = security_opts(opts)
+    restart = _options.RestartPolicy.parse(opts["restart"])
+    return _options.RunOptions(
+        argv=tuple(argv), rootfs=opts["rootfs"], entrypoint=opts["entrypoint"], env=tuple(parse_env(opts, environ)),
+        cwd=opts["workdir"], user=user(opts), volumes=tuple(opts["volume"]), tmpfs=tuple(opts["tmpfs"]),
+        network=opts["network"] or "none", hostname=hostname(opts), read_only=bool(opts["read_only"]),
+        init=bool(opts["init"]), userns=opts["userns"], cap_add=tuple(opts["cap_add"]),
+        cap_drop=tuple(opts["cap_drop"]), no_new_privileges=security["no_new_privileges"],
+        ulimits=tuple(opts["ulimit"]), group_add=tuple(group_add(opts)), terminal=bool(opts["tty"]),
+        seccomp=security["seccomp"], image=image, pull=opts["pull"] or "missing", platform=opts["platform"],
+        name=opts["name"], labels=_options.labels(opts["label"], opts["label_file"]), detach=bool(opts["detach"]),
+        auto_remove=bool(opts["rm"]), interactive=bool(opts["interactive"]), restart=restart,
+        stop_signal=_options.stop_signal(opts["stop_signal"]),
+        stop_timeout=_options.stop_timeout(opts["stop_timeout"]))

@@ -264,12 +264,14 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
           hostname=None, read_only=False, init=False, userns=None, cap_add=(), cap_drop=(),
           no_new_privileges=False, ulimits=(), group_add=(), terminal=False, container_id, seccomp=None,
           upper=None, namespaces=("user", "mount", "pid", "uts", "ipc", "network", "cgroup"),
-          die_with_parent=True):
+          die_with_parent=True, labels=None, stop_signal=None, stop_timeout=None):
     """The runtime description for one sandbox, from a root filesystem directory (`rootfs`) or
     an image (`image`: a runtime.image_root.ImageRoot).  `upper` is a host directory for the
     overlay's writable layer (kept after exit); None puts it in the sandbox's private tmpfs.
     `seccomp`: None or "default" (Docker's default profile), "unconfined", a path to a
-    Docker/OCI JSON profile, or a profile dict."""
+    Docker/OCI JSON profile, or a profile dict.  `labels` are added to the image's, and
+    `stop_signal` (validated by options.stop_signal) overrides the image's StopSignal; they and
+    `stop_timeout` are kept in the "sbx" annotations."""
     iconf = {}
     if image is not None:
         iconf = image.config
@@ -413,7 +415,9 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
             "id": cid,
             "lowers": lowers,
             "image": None if image is None else {"ref": image.ref, "id": image.image_id},
-            "stop_signal": iconf.get("StopSignal"),
+            "stop_signal": stop_signal or iconf.get("StopSignal"),
+            "stop_timeout": stop_timeout,
+            "labels": {**(iconf.get("Labels") or {}), **(labels or {})},
             "userns": mode,
             "newuidmap": newuidmap,
             "newgidmap": newgidmap,
@@ -425,6 +429,23 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
             "files": {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": _resolv_conf(network)},
         },
     }
+
+
+def from_options(opts, image=None, **extra):
+    """The runtime description from a RunOptions (`image`: the prepared ImageRoot for
+    `opts.image`).  `extra`: what is not an option, passed on to build (container_id, upper,
+    die_with_parent).  With a root directory, --entrypoint comes before the command (Docker's
+    rule for images, kept without one)."""
+    kw = {name: getattr(opts, name) for name in opts.SPEC_FIELDS}
+    argv = list(opts.argv)
+    if image is None and opts.entrypoint is not None:
+        argv = ([opts.entrypoint] if opts.entrypoint else []) + argv
+    if image is None:
+        kw["entrypoint"] = None
+    kw["env"] = list(opts.env)
+    kw["namespaces"] = tuple(opts.namespaces)
+    return build(argv, image=image, labels=dict(opts.labels), stop_signal=opts.stop_signal,
+                 stop_timeout=opts.stop_timeout, **kw, **extra)
 
 
 JOIN_ORDER = ("user", "mount", "uts", "ipc", "network", "cgroup", "pid")
