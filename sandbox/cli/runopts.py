@@ -7,6 +7,7 @@ Hand-written rather than typer so that `sbx run` starts without importing click.
 
 from ..errors import UsageError
 from ..runtime import options as _options
+from . import labels as _labels
 
 # (names, key, kind, metavar, help); kind: flag | value | list
 OPTIONS = (
@@ -256,7 +257,7 @@ def to_options(opts, cmd, environ):
         cap_drop=tuple(opts["cap_drop"]), no_new_privileges=security["no_new_privileges"],
         ulimits=tuple(opts["ulimit"]), group_add=tuple(group_add(opts)), terminal=bool(opts["tty"]),
         seccomp=security["seccomp"], image=image, pull=opts["pull"] or "missing", platform=opts["platform"],
-        name=opts["name"], labels=_options.labels(opts["label"], opts["label_file"]), detach=bool(opts["detach"]),
+        name=opts["name"], labels=_labels.parse(opts["label"], opts["label_file"]), detach=bool(opts["detach"]),
         auto_remove=bool(opts["rm"]), interactive=bool(opts["interactive"]), restart=restart,
         stop_signal=_options.stop_signal(opts["stop_signal"]),
         stop_timeout=_options.stop_timeout(opts["stop_timeout"]))

@@ -140,51 +140,6 @@ class ExecOptions(_Frozen):
 
 # --- values shared by every front end ------------------------------------------------------------
 
-LABEL_FILE_MAX = 16 << 20
-
-
-def parse_label(item, where=None):
-    """`K=V` (or `K`: an empty value, as Docker) -> (K, V)."""
-    k, _, v = str(item).partition("=")
-    at = f"{where}: " if where else ""
-    if not k:
-        raise UsageError(f"{at}invalid label {item!r}: no label name", hint="use --label KEY=VALUE")
-    if "\0" in item:
-        raise UsageError(f"{at}invalid label {k!r}: it contains a NUL byte")
-    return k, v
-
-
-def read_label_file(path):
-    """--label-file: one K=V per line; blank lines and lines starting with '#' are skipped."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(LABEL_FILE_MAX + 1)  # bounded: --label-file /dev/zero
-    except OSError as e:
-        raise UsageError(f"cannot read label file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"label file {path} is not UTF-8 text") from None
-    if len(text) > LABEL_FILE_MAX:
-        raise UsageError(f"label file {path} is larger than {LABEL_FILE_MAX >> 20} MiB",
-                         hint="give a file of KEY=VALUE lines")
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            out.append(parse_label(line, where=f"label file {path} line {n}"))
-    return out
-
-
-def labels(items=(), files=()):
-    """Label files first, then --label items; a later one wins (Docker's order)."""
-    out = {}
-    for path in files:
-        out.update(read_label_file(path))
-    for item in items:
-        k, v = parse_label(item)
-        out[k] = v
-    return out
-
-
 def signal_number(text):
     """A signal as Docker takes it (SIGTERM, TERM, term, 15, RTMIN+3) -> its number.  Raises
     UsageError naming the value."""
