@@ -403,7 +403,7 @@ class Builder:
             self.worker.call("remove", path=tmpdir)
 
     def _run(self, state, argv, env, network, tmpdir, where):
-        from ..runtime import launch, spec as specmod
+        from ..runtime import spec as specmod
         from ..runtime.image_root import ImageRoot
         if not state.lowers:
             raise BuildError(f"{where}: RUN needs a base image with a shell; this stage is FROM scratch")
@@ -417,13 +417,17 @@ class Builder:
             out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         from .. import interrupts
-        try:  # Ctrl-C from the launch on: the step's sandbox is killed and reaped first
-            status = interrupts.start_and_wait(lambda: launch.start(spec, stdio=(devnull, out, out)))
+        from ..runtime.process import SandboxProcess
+        try:  # Ctrl-C is held from before the launch ...
+            p = SandboxProcess.launch(spec, stdio=(devnull, out, out), hold=interrupts.HELD)
         finally:
             os.close(devnull)
             if out >= 0:
                 os.close(out)
-        code = os.waitstatus_to_exitcode(status)
+        try:  # ... raised once the wait begins, which kills and reaps the step's sandbox first
+            code = p.wait(forward=())
+        finally:
+            p.close()
         if code != 0:
             msg = f"{where}: RUN {' '.join(argv[-1:])[:120]!r} returned a non-zero code: {code}"
             if self.mode != "helper" and _OWNER_CHANGE.search(" ".join(argv)):
