@@ -13,7 +13,8 @@ import subprocess
 
 from . import errors as _errors
 
-from .runtime import launch, spec as _spec_mod
+from .runtime import spec as _spec_mod
+from .runtime.process import SandboxProcess
 
 PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
 TimeoutExpired = subprocess.TimeoutExpired
@@ -82,6 +83,7 @@ class Popen(subprocess.Popen):
             **({"namespaces": tuple(namespaces)} if namespaces is not None else {}))
         self._sbx_pass_fds = tuple(pass_fds)
         self.pidfd = -1
+        self._sbx_process = None
         self._sbx_claim = None
         try:
             if root is not None:
@@ -127,8 +129,13 @@ class Popen(subprocess.Popen):
                 stdio.append(_high_fd(fd, tmp))
             if c2pwrite != -1 and errwrite == c2pwrite:  # stderr=STDOUT
                 stdio[2] = stdio[1]
-            self.pid, self.pidfd = launch.start(self._sbx_spec, stdio=stdio, keep_fds=self._sbx_pass_fds)
+            # subprocess waits and reaps (its wait/poll/communicate); the supervisor launches and
+            # tears down.  No signals held: a Python caller's Ctrl-C stays its own.
+            p = SandboxProcess.launch(self._sbx_spec, stdio=stdio, keep_fds=self._sbx_pass_fds, hold=())
+            self._sbx_process = p
+            self.pid, self.pidfd = p.pid, p.pidfd
             self._child_created = True
+            p.add_teardown(self._release)
         finally:
             for fd in tmp:
                 os.close(fd)
@@ -147,10 +154,11 @@ class Popen(subprocess.Popen):
 
     def _handle_exitstatus(self, sts, *args, **kwargs):
         super()._handle_exitstatus(sts, *args, **kwargs)
-        self._release()
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
+        p = self._sbx_process
+        if p is not None:
             self.pidfd = -1
+            p.exited(sts)  # reaped by subprocess: teardowns run (name, image), the pidfd closes
+            p.close()
 
     def __del__(self, *args, **kwargs):
         # subprocess warns about a child still running; a sandbox dies with its parent anyway.
