@@ -281,3 +281,42 @@ def test_detach_keys_in_dockers_notation():
     assert parse_detach_keys("ctrl-a,x") == b"\x01x"
     with pytest.raises(ValueError, match="ctrl-"):
         parse_detach_keys("ctrl-")
+
+
+@pytest.mark.skipif(not hasattr(launch, "create"), reason="needs the two-phase launch (launch.create)")
+def test_a_launch_that_fails_after_its_hooks_tears_them_down_once(busybox_rootfs):
+    log = []
+    before = mask()
+    with pytest.raises(CommandNotFound):
+        SandboxProcess.launch(make_spec(busybox_rootfs, "no-such-command"), hooks=(Hook("a", log), Hook("b", log)))
+    assert [e for e in log if e[0] == "teardown"] == [("teardown", "b"), ("teardown", "a")]
+    assert mask() == before
+
+
+@pytest.mark.skipif(not hasattr(launch, "create"), reason="needs the two-phase launch (launch.create)")
+def test_wait_start_holds_the_exec_until_start(busybox_rootfs, tmp_path):
+    log = []
+    spec = make_spec(busybox_rootfs, "touch", "/out/started", volumes=[f"{tmp_path}:/out"])
+    p = SandboxProcess.launch(spec, hooks=(Hook("h", log),), wait_start=True)
+    try:
+        assert p.poll() is None
+        assert not (tmp_path / "started").exists()
+        p.start()
+        assert p.wait() == 0
+        assert (tmp_path / "started").exists()
+        assert log.count(("teardown", "h")) == 1
+    finally:
+        p.close()
+    assert log.count(("teardown", "h")) == 1
+
+
+@pytest.mark.skipif(not hasattr(launch, "create"), reason="needs the two-phase launch (launch.create)")
+def test_closing_a_process_that_never_started_tears_down_once(busybox_rootfs, tmp_path):
+    log = []
+    spec = make_spec(busybox_rootfs, "touch", "/out/started", volumes=[f"{tmp_path}:/out"])
+    p = SandboxProcess.launch(spec, hooks=(Hook("h", log),), wait_start=True)
+    p.close()
+    p.close()
+    assert log.count(("teardown", "h")) == 1
+    assert p.returncode == 128 + signal.SIGKILL
+    assert not (tmp_path / "started").exists()

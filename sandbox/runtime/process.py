@@ -73,91 +73,88 @@ class SandboxProcess:
 
     @classmethod
     def launch(cls, spec, *, stdio=(-1, -1, -1), keep_fds=(), terminal=False, console_size=None,
-               hooks=(), wait_start=False, hold=FORWARD_SIGNALS):
+               hooks=(), wait_start=False, start_dir=None, hold=FORWARD_SIGNALS):
         """Start `spec`.  `terminal`: the process gets a pty of the sandbox's own devpts, its
-        master is `pty_master` (`console_size`: (rows, cols)).  `hold`: signals blocked in this
-        thread from now until wait/relay_pty/close (see the module's note).  A failed launch
-        raises LaunchError (or CommandNotFound...) with everything undone: mask, fds, hooks."""
-        if hooks or wait_start:
-            create = getattr(_launch, "create", None)
-            if create is None:
-                raise NotImplementedError(
-                    "SandboxProcess.launch: hooks and wait_start need the two-phase launch "
-                    "(runtime.launch.create), which this build does not have yet")
+        master is `pty_master` (`console_size`: (rows, cols)).  `hooks` (runtime/hooks.py) attach
+        to the child before it mounts anything; their teardowns are this process's.  `wait_start`:
+        the child waits just before execve until start() (or, with `start_dir`, until someone
+        writes the FIFO made there).  Without hooks or wait_start it is the fast path, one call.
+        `hold`: signals blocked in this thread from now until wait/relay_pty/close (see the
+        module's note).  A failed launch raises LaunchError (or CommandNotFound...) with
+        everything undone: the mask, the fds, the child, the hooks."""
+        two_phase = bool(hooks) or wait_start
+        if two_phase and not hasattr(_launch, "create"):
+            raise NotImplementedError("SandboxProcess.launch: hooks and wait_start need the two-phase launch "
+                                      "(runtime.launch.create), which this build does not have yet")
         old = None
         if hold:
             import _signal
             old = _signal.pthread_sigmask(_signal.SIG_BLOCK, hold)
+        sock = None
         try:
-            if hooks or wait_start:
-                return cls._launch_two_phase(spec, stdio, keep_fds, terminal, console_size, hooks, wait_start, old)
-            if not terminal:
-                pid, pidfd = _launch.start(spec, stdio=stdio, keep_fds=keep_fds)
-                return cls(pid, pidfd, old_mask=old)
-            return cls._launch_terminal(spec, stdio, keep_fds, console_size, old)
+            kw = {"stdio": stdio, "keep_fds": keep_fds}
+            if terminal:
+                import socket
+                sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                kw.update(console_socket=sock[1].fileno(), console_size=tuple(console_size or (24, 80)))
+            if two_phase:
+                p = cls._create(spec, kw, hooks, wait_start, start_dir, old)
+            else:
+                pid, pidfd = _launch.start(spec, **kw)
+                p = cls(pid, pidfd, old_mask=old)
+            if terminal:
+                sock[1].close()
+                try:
+                    _, fds, _, _ = socket.recv_fds(sock[0], 1, 1)
+                    if not fds:
+                        raise OSError("the sandbox sent no pty")
+                except BaseException:
+                    p.close()
+                    raise
+                p.pty_master = fds[0]
+                os.set_inheritable(p.pty_master, False)
+            return p
         except BaseException:
             if old is not None:
                 _restore_mask(old)
             raise
-
-    @classmethod
-    def _launch_terminal(cls, spec, stdio, keep_fds, console_size, old):
-        import socket
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            pid, pidfd = _launch.start(spec, stdio=stdio, keep_fds=keep_fds, console_socket=theirs.fileno(),
-                                       console_size=tuple(console_size or (24, 80)))
-            theirs.close()
-            p = cls(pid, pidfd, old_mask=old)
-            try:
-                _, fds, _, _ = socket.recv_fds(ours, 1, 1)
-                if not fds:
-                    raise OSError("the sandbox sent no pty")
-            except BaseException:
-                p._kill_and_reap()
-                raise
-            p.pty_master = fds[0]
-            os.set_inheritable(p.pty_master, False)
-            return p
-        finally:
-            ours.close()
-            theirs.close()
-
-    @classmethod
-    def _launch_two_phase(cls, spec, stdio, keep_fds, terminal, console_size, hooks, wait_start, old):
-        kw = {"stdio": stdio, "keep_fds": keep_fds, "hooks": tuple(hooks), "wait_start": wait_start}
-        sock = None
-        if terminal:
-            import socket
-            sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            kw.update(console_socket=sock[1].fileno(), console_size=tuple(console_size or (24, 80)))
-        try:
-            h = _launch.create(spec, **kw)
-            p = cls(h.pid, h.pidfd, old_mask=old)
-            p._handle = h
-            for hook in hooks:  # the handle ran attach(); their teardowns are ours from here
-                p.add_teardown(hook.teardown)
-            try:
-                h.release()
-                if terminal:
-                    sock[1].close()
-                    _, fds, _, _ = socket.recv_fds(sock[0], 1, 1)
-                    if not fds:
-                        raise OSError("the sandbox sent no pty")
-                    p.pty_master = fds[0]
-            except BaseException:
-                p._kill_and_reap()
-                p.close()
-                raise
-            return p
         finally:
             if sock is not None:
                 sock[0].close()
                 sock[1].close()
 
+    @classmethod
+    def _create(cls, spec, kw, hooks, wait_start, start_dir, old):
+        if start_dir is not None:
+            kw["start_dir"] = start_dir
+        h = _launch.create(spec, hooks=tuple(hooks), wait_start=wait_start, **kw)
+        try:
+            pid, pidfd = h.release()  # a failed release reaps the child and tears the hooks down
+        except BaseException:
+            h.abort()  # idempotent; an interrupt before the release: the child is held
+            raise
+        p = cls(pid, pidfd, old_mask=old)
+        p._handle = h
+        p._teardowns.append(h.teardown)  # the hooks', last attached first
+        return p
+
     def start(self):
-        """wait_start only: let the process exec (OCI start)."""
-        self._handle.start()
+        """wait_start only: let the process exec (OCI start).  A failed exec raises LaunchError
+        (CommandNotFound...); the process is gone then and the teardowns have run."""
+        h = self._handle
+        if h is None or not h.wait_start:
+            raise ValueError("start(): the process was not launched with wait_start=True")
+        try:
+            h.start()
+        except BaseException as e:
+            if h.state == "gone":
+                self._reaped((getattr(e, "exit_code", 125) & 0xFF) << 8)
+            raise
+
+    @property
+    def start_fifo(self):
+        """wait_start with start_dir: the FIFO any process of the user starts it through."""
+        return None if self._handle is None else self._handle.start_fifo
 
     # --- state and signals ----------------------------------------------------------------------
 
@@ -348,6 +345,10 @@ class SandboxProcess:
             return
         self._closed = True
         try:
+            h = self._handle
+            if self.status is None and h is not None and h.state in ("held", "waiting"):
+                h.abort()  # never exec'd: the launcher's handle kills and reaps it
+                self._reaped(SIGKILL)
             if self.status is None:
                 self._kill_and_reap()
             self._unhold()
