@@ -195,6 +195,27 @@ def test_popen_kill(busybox_rootfs):
         p.wait()
 
 
+def test_popen_leaves_the_callers_signals_alone_and_its_pidfd_is_closed_on_exit(busybox_rootfs):
+    """The supervisor under Popen holds no signals (a harness's Ctrl-C stays its own) and its
+    teardown runs when subprocess reaps the sandbox."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    p = sandbox.Popen(["sh", "-c", "echo ready; exec sleep 60"], rootfs=busybox_rootfs, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == before
+        pidfd = p.pidfd
+        assert pidfd >= 0
+        p.kill()
+        assert p.wait(timeout=20) == -signal.SIGKILL
+        assert p.pidfd == -1
+        with pytest.raises(OSError):
+            os.fstat(pidfd)
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+
+
 def test_popen_terminate_with_init(busybox_rootfs):
     p = sandbox.Popen(["sh", "-c", "echo ready; exec sleep 60"], rootfs=busybox_rootfs, init=True,
                       stdout=subprocess.PIPE)
