@@ -7,7 +7,6 @@ Hand-written rather than typer so that `sbx run` starts without importing click.
 
 from ..errors import UsageError
 from ..runtime import options as _options
-from . import labels as _labels
 
 # (names, key, kind, metavar, help); kind: flag | value | list
 OPTIONS = (
@@ -249,6 +248,10 @@ def to_options(opts, cmd, environ):
         image, argv = None, list(cmd)
     security = security_opts(opts)
     restart = _options.RestartPolicy.parse(opts["restart"])
+    labels = {}
+    if opts["label"] or opts["label_file"]:
+        from . import labels as _labels  # one module fewer on a plain run's path
+        labels = _labels.parse(opts["label"], opts["label_file"])
     return _options.RunOptions(
         argv=tuple(argv), rootfs=opts["rootfs"], entrypoint=opts["entrypoint"], env=tuple(parse_env(opts, environ)),
         cwd=opts["workdir"], user=user(opts), volumes=tuple(opts["volume"]), tmpfs=tuple(opts["tmpfs"]),
@@ -257,7 +260,7 @@ def to_options(opts, cmd, environ):
         cap_drop=tuple(opts["cap_drop"]), no_new_privileges=security["no_new_privileges"],
         ulimits=tuple(opts["ulimit"]), group_add=tuple(group_add(opts)), terminal=bool(opts["tty"]),
         seccomp=security["seccomp"], image=image, pull=opts["pull"] or "missing", platform=opts["platform"],
-        name=opts["name"], labels=_labels.parse(opts["label"], opts["label_file"]), detach=bool(opts["detach"]),
+        name=opts["name"], labels=labels, detach=bool(opts["detach"]),
         auto_remove=bool(opts["rm"]), interactive=bool(opts["interactive"]), restart=restart,
         stop_signal=_options.stop_signal(opts["stop_signal"]),
         stop_timeout=_options.stop_timeout(opts["stop_timeout"]))
