@@ -53,6 +53,29 @@ fail (const struct sb_child_ctx *ctx, int stage, int err, int op)
   _exit (127);
 }
 
+/* A marker of a two-phase launch (HELD, READY): not a failure, the child goes on. */
+static void
+mark (const struct sb_child_ctx *ctx, int stage)
+{
+  struct sb_report r = { stage, 0, -1, 0 };
+  ssize_t unused = write (ctx->report_fd, &r, sizeof r);
+  (void) unused;
+}
+
+/* Block until one byte arrives on `fd`; anything else (EOF: the parent gave up, or an error)
+ * ends the child quietly: whoever closed the other end knows why. */
+static void
+wait_for_byte (int fd)
+{
+  char go;
+  ssize_t n;
+  do
+    n = read (fd, &go, 1);
+  while (n < 0 && errno == EINTR);
+  if (n != 1)
+    _exit (127);
+}
+
 #define CHECK(expr, stage)                                 \
   do {                                                     \
     if (UNLIKELY ((expr) < 0))                             \
@@ -570,7 +593,7 @@ exec_search (const struct sb_config *cfg, char *out, int resolve_only)
 }
 
 /* Close (mark close-on-exec) every fd >= 3 except the ones to keep.  CLOSE_RANGE_CLOEXEC keeps
- * the report pipe usable until exec closes it. */
+ * the report pipe and the start fd usable until exec closes them. */
 static int
 cloexec_fds (const struct sb_config *cfg)
 {
@@ -726,16 +749,18 @@ sb_child_main (void *arg)
     }
   if (joined_pid)
     {
-      int keep[70];
+      int keep[72];
       size_t nk = 0;
       keep[nk++] = ctx->report_fd;
       keep[nk++] = ctx->pid_fd;
+      keep[nk++] = ctx->sync_fd;
+      keep[nk++] = cfg->start_fd;
       keep[nk++] = cfg->console_socket;
       for (int i = 0; i < 3; i++)
         keep[nk++] = cfg->stdio[i];
       for (size_t i = 0; i < cfg->n_keep_fds && nk < sizeof keep / sizeof keep[0]; i++)
         keep[nk++] = cfg->keep_fds[i];
-      if (cfg->n_keep_fds + 6 > sizeof keep / sizeof keep[0])
+      if (cfg->n_keep_fds + 8 > sizeof keep / sizeof keep[0])
         fail (ctx, SB_STAGE_CLOSE_FDS, EMFILE, -1);
       CHECK (close_all_but (keep, nk), SB_STAGE_CLOSE_FDS);
 
@@ -765,14 +790,15 @@ sb_child_main (void *arg)
       CHECK (write_file ("/proc/self/gid_map", cfg->gid_map, sb_strlen (cfg->gid_map)), SB_STAGE_GID_MAP);
     }
   else if (cfg->userns_mode == SB_USERNS_HELPER)
+    wait_for_byte (ctx->sync_fd);  /* EOF: the parent failed and reports why itself */
+
+  /* A two-phase launch: the namespaces exist and the id maps are written; nothing is mounted
+   * yet.  The parent runs its hooks (join our network namespace, move us to a cgroup, ...)
+   * until it releases us. */
+  if (ctx->hold)
     {
-      char go;
-      ssize_t n;
-      do
-        n = read (ctx->sync_fd, &go, 1);
-      while (n < 0 && errno == EINTR);
-      if (n != 1)
-        _exit (127);  /* the parent failed and reports why itself */
+      mark (ctx, SB_STAGE_HELD);
+      wait_for_byte (ctx->sync_fd);
     }
 
   /* A session keyring of its own: the caller's keys (kerberos tickets, ecryptfs, ...) are out
@@ -882,18 +908,30 @@ sb_child_main (void *arg)
     CHECK (install_seccomp (cfg), SB_STAGE_SECCOMP);
 
   /* 9. Exec.  With an init, resolve the command first so "not found" is reported precisely,
-   * then exec the init with the resolved path in argv[1] (`sbx-init PATH ARGV0 ARGS...`). */
+   * then exec the init with the resolved path in argv[1] (`sbx-init PATH ARGV0 ARGS...`).
+   * With a start fd, resolve it too (runc looks the command up before its exec.fifo), report
+   * READY, and exec only once a byte arrives: the start of OCI create/start.  The start fd is
+   * close-on-exec since cloexec_fds(), so the command never sees it. */
+  if ((cfg->init_fd >= 0 || cfg->start_fd >= 0) && exec_search (cfg, resolved, 1) < 0)
+    fail (ctx, SB_STAGE_EXEC, errno, -1);
+  if (cfg->start_fd >= 0)
+    {
+      mark (ctx, SB_STAGE_READY);
+      wait_for_byte (cfg->start_fd);
+    }
+
   CHECK (sigprocmask (SIG_SETMASK, &ctx->child_sigmask, NULL), SB_STAGE_SIGNALS);
 
   if (cfg->init_fd >= 0)
     {
-      if (exec_search (cfg, resolved, 1) < 0)
-        fail (ctx, SB_STAGE_EXEC, errno, -1);
       ctx->init_argv[1] = resolved;
       sb_execveat (cfg->init_fd, "", ctx->init_argv, cfg->envp, AT_EMPTY_PATH);
       fail (ctx, SB_STAGE_INIT, errno, -1);
     }
 
-  exec_search (cfg, resolved, 0);
+  if (cfg->start_fd >= 0)
+    execve (resolved, cfg->argv, cfg->envp);
+  else
+    exec_search (cfg, resolved, 0);
   fail (ctx, SB_STAGE_EXEC, errno, -1);
 }

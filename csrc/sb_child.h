@@ -8,7 +8,9 @@
 struct sb_child_ctx {
   const struct sb_config *cfg;
   int report_fd;          /* write end of the CLOEXEC report pipe */
-  int sync_fd;            /* read end of the id-map sync pipe (helper mode), else -1 */
+  int sync_fd;            /* read end of the sync pipe (id maps written by a helper, or a hold),
+                           * else -1 */
+  int hold;               /* report HELD after the id maps, then wait for a byte on sync_fd */
   int pid_fd;             /* write end of the pipe that carries the pid of the process forked
                            * into a joined pid namespace (from clone's return value), else -1 */
   sigset_t child_sigmask; /* the mask the command starts with */

@@ -16,7 +16,9 @@
 #include <sys/types.h>
 #include <sys/resource.h>
 
-/* Steps the child reports on failure (kept in sync with sandbox/runtime/stages.py). */
+/* Steps the child reports on failure (kept in sync with STAGES in sandbox/runtime/launch.py;
+ * tests/test_launch_phases.py checks that the two agree).  HELD and READY are not failures but
+ * the markers of a two-phase launch (sb_spawn_create). */
 enum sb_stage {
   SB_STAGE_NONE = 0,
   SB_STAGE_CLONE,          /* parent: clone() itself */
@@ -53,6 +55,9 @@ enum sb_stage {
   SB_STAGE_KEYRING,        /* a fresh anonymous session keyring */
   SB_STAGE_SECCOMP,        /* installing the seccomp filter */
   SB_STAGE_PARENT,         /* parent-side plumbing (pipe, mmap, read) */
+  SB_STAGE_HELD,           /* marker: in its namespaces, id maps written, waiting to be released */
+  SB_STAGE_READY,          /* marker: everything but execve done, waiting on the start fd */
+  SB_STAGE_COUNT
 };
 
 /* Mount-table operations, executed in order before pivot_root. */
@@ -157,6 +162,9 @@ struct sb_config {
   int new_keyring;                  /* join a fresh anonymous session keyring */
   const void *seccomp_filter;       /* struct sock_filter[seccomp_len], compiled by the parent */
   unsigned short seccomp_len;       /* 0: no filter */
+  int start_fd;                     /* >= 0 (sb_spawn_create only): once everything but execve is
+                                     * done, report READY and read one byte from it; the byte
+                                     * execs, EOF or an error exits 127 (runc's exec.fifo) */
 };
 
 /* What the child writes to the parent on failure (fixed size: no malloc on either side). */
@@ -170,6 +178,7 @@ struct sb_report {
 struct sb_result {
   pid_t pid;
   int pidfd;      /* -1 when the kernel has no CLONE_PIDFD */
+  int vfork;      /* the clone was vfork-like (CLONE_VM|CLONE_VFORK): tests check the fast path */
 };
 
 /* The one error object threaded through the parent side (crun's libcrun_error_t, fixed size). */
@@ -180,7 +189,41 @@ struct sb_error {
   char msg[256];
 };
 
+/* One launch in progress (sb_spawn_create .. sb_spawn_release .. sb_spawn_wait_exec). */
+enum sb_handle_state {
+  SB_HANDLE_DONE = 0,      /* nothing left to do: the child exec'd or is gone, fds closed */
+  SB_HANDLE_HELD,          /* created: the child waits on the sync pipe, before any mount */
+  SB_HANDLE_WAITING,       /* released with a start fd: the child waits just before execve */
+};
+
+struct sb_handle {
+  int state;
+  pid_t pid;
+  int pidfd;               /* -1 without CLONE_PIDFD; kept by the handle while state != DONE */
+  int report_r;            /* read end of the report pipe (EOF: exec'd) */
+  int sync_w;              /* write end of the sync pipe: one byte releases the held child */
+  int pid_r;               /* exec into a pid namespace: carries the forked process's pid */
+  int vfork;               /* 1 when the clone shared memory with the parent (CLONE_VM|CLONE_VFORK) */
+  int wait_start;          /* cfg->start_fd >= 0 */
+};
+
+/* The fast path: clone (vfork-like unless id-map helpers or a joined namespace need a copy of
+ * memory), run the id-map helpers, collect reports until exec.  No hold, no start fd. */
 int sb_spawn (const struct sb_config *cfg, struct sb_result *res, struct sb_error *err);
+/* Two phases: create returns with the child in its new namespaces (helper-mode id maps written,
+ * single-id maps written by the child itself) and blocked on the sync pipe before any mount;
+ * the caller may join its namespaces, move it to a cgroup, ...  release lets it go on and
+ * collects the reports as sb_spawn does, up to READY when cfg->start_fd >= 0.  abort kills and
+ * reaps a child that is held or waiting to start, and closes the handle. */
+int sb_spawn_create (const struct sb_config *cfg, struct sb_handle *h, struct sb_error *err);
+/* res->pidfd is the caller's own (a duplicate while the handle still waits for the exec). */
+int sb_spawn_release (struct sb_handle *h, struct sb_result *res, struct sb_error *err);
+/* After the start byte: read the report pipe to EOF.  0: the command exec'd; -1: it failed
+ * (err says why; the child is reaped). */
+int sb_spawn_wait_exec (struct sb_handle *h, struct sb_error *err);
+void sb_spawn_abort (struct sb_handle *h);
+/* Close the handle's fds; a child still held (never released) is killed and reaped. */
+void sb_spawn_close (struct sb_handle *h);
 
 /* Child side, in sb_child.c.  Never returns. */
 int sb_child_main (void *arg);

@@ -38,6 +38,9 @@
 #ifndef __NR_pidfd_open
 # define __NR_pidfd_open 434
 #endif
+#ifndef __NR_pidfd_send_signal
+# define __NR_pidfd_send_signal 424
+#endif
 
 #ifndef __NR_open_tree
 # define __NR_open_tree 428

@@ -16,7 +16,7 @@ import os as _os
 
 
 # Number of launch stages (csrc/sb_launch.h enum sb_stage); runtime/launch.py names them.
-STAGE_COUNT = sb.SB_STAGE_PARENT + 1
+STAGE_COUNT = sb.SB_STAGE_COUNT
 
 
 class ChildError(OSError):
@@ -174,7 +174,16 @@ cdef class _CPlan:
             keep.append(filt)
             c.seccomp_filter = <const void *>(<const char *>(<bytes>filt))
             c.seccomp_len = len(filt) // 8
+        c.start_fd = plan.start_fd
         return 0
+
+
+cdef object _child_error(sb.sb_error *err):
+    e = ChildError(err.err, _os.strerror(err.err))
+    e.stage = err.stage
+    e.op = err.op
+    e.detail = err.msg.decode("utf-8", "replace")
+    return e
 
 
 def spawn(plan):
@@ -190,14 +199,90 @@ def spawn(plan):
     cp.fill(plan)
     with nogil:
         rc = sb.sb_spawn(&cp.cfg, &res, &err)
+    plan.clone_mode = "vfork" if res.vfork else "fork"
     if rc < 0:
-        detail = err.msg.decode("utf-8", "replace")
-        e = ChildError(err.err, _os.strerror(err.err))
-        e.stage = err.stage
-        e.op = err.op
-        e.detail = detail
-        raise e
+        raise _child_error(&err)
     return res.pid, res.pidfd
+
+
+cdef class SpawnHandle:
+    """A launch between clone() and execve (csrc/sb_spawn.c sb_spawn_create).
+
+    Created: the child is in its new namespaces with its id maps written and waits on a sync
+    pipe before any mount (`state` "held").  `release()` lets it go on and returns (pid, pidfd)
+    once it exec'd, or, with a start fd in the plan, once it is ready and blocked just before
+    execve ("waiting"); then `wait_exec()` collects the exec's result after the start byte.
+    `abort()` kills and reaps a held or waiting child.  Dropping a held handle aborts it.
+    """
+    cdef sb.sb_handle h
+    cdef _CPlan cp
+    cdef readonly pid_t pid
+    cdef readonly str clone_mode
+
+    def __cinit__(self):
+        memset(&self.h, 0, sizeof(self.h))
+        self.h.state = sb.SB_HANDLE_DONE
+        self.h.pidfd = self.h.report_r = self.h.sync_w = self.h.pid_r = -1
+
+    def __dealloc__(self):
+        sb.sb_spawn_close(&self.h)
+
+    @property
+    def pidfd(self):
+        """The handle's own pidfd while held or waiting (-1 after, or without CLONE_PIDFD)."""
+        return self.h.pidfd
+
+    @property
+    def state(self):
+        return ("done", "held", "waiting")[self.h.state]
+
+    def release(self):
+        """Let the held child go on; returns (pid, pidfd), the pidfd the caller's to close."""
+        cdef sb.sb_result res
+        cdef sb.sb_error err
+        cdef int rc
+        with nogil:
+            rc = sb.sb_spawn_release(&self.h, &res, &err)
+        if rc < 0:
+            raise _child_error(&err)
+        return res.pid, res.pidfd
+
+    def wait_exec(self):
+        """After the start byte: wait until the child exec'd; raises ChildError if it failed
+        (the child is reaped then)."""
+        cdef sb.sb_error err
+        cdef int rc
+        with nogil:
+            rc = sb.sb_spawn_wait_exec(&self.h, &err)
+        if rc < 0:
+            raise _child_error(&err)
+
+    def abort(self):
+        """Kill and reap a held or waiting child; close the handle.  Idempotent."""
+        with nogil:
+            sb.sb_spawn_abort(&self.h)
+
+    def close(self):
+        """Close the handle's fds (a child never released is killed and reaped)."""
+        with nogil:
+            sb.sb_spawn_close(&self.h)
+
+
+def spawn_create(plan):
+    """The first phase of a two-phase launch: returns a SpawnHandle with the child held.
+    Raises ChildError as spawn() does."""
+    cdef SpawnHandle h = SpawnHandle.__new__(SpawnHandle)
+    cdef sb.sb_error err
+    cdef int rc
+    h.cp = _CPlan()
+    h.cp.fill(plan)
+    with nogil:
+        rc = sb.sb_spawn_create(&h.cp.cfg, &h.h, &err)
+    if rc < 0:
+        raise _child_error(&err)
+    h.pid = h.h.pid
+    h.clone_mode = plan.clone_mode = "vfork" if h.h.vfork else "fork"
+    return h
 
 
 def wait_forward(pid_t pid, signals):

@@ -7,6 +7,14 @@ from posix.resource cimport rlimit
 cdef extern from "sb_launch.h" nogil:
     cdef enum:
         SB_STAGE_PARENT
+        SB_STAGE_HELD
+        SB_STAGE_READY
+        SB_STAGE_COUNT
+
+    cdef enum:
+        SB_HANDLE_DONE
+        SB_HANDLE_HELD
+        SB_HANDLE_WAITING
 
     cdef enum:
         SB_USERNS_NONE
@@ -73,10 +81,22 @@ cdef extern from "sb_launch.h" nogil:
         int new_keyring
         const void *seccomp_filter
         unsigned short seccomp_len
+        int start_fd
 
     ctypedef struct sb_result "struct sb_result":
         pid_t pid
         int pidfd
+        int vfork
+
+    ctypedef struct sb_handle "struct sb_handle":
+        int state
+        pid_t pid
+        int pidfd
+        int report_r
+        int sync_w
+        int pid_r
+        int vfork
+        int wait_start
 
     ctypedef struct sb_error "struct sb_error":
         int stage
@@ -85,6 +105,11 @@ cdef extern from "sb_launch.h" nogil:
         char msg[256]
 
     int sb_spawn(const sb_config *cfg, sb_result *res, sb_error *err)
+    int sb_spawn_create(const sb_config *cfg, sb_handle *h, sb_error *err)
+    int sb_spawn_release(sb_handle *h, sb_result *res, sb_error *err)
+    int sb_spawn_wait_exec(sb_handle *h, sb_error *err)
+    void sb_spawn_abort(sb_handle *h)
+    void sb_spawn_close(sb_handle *h)
 
 
 cdef extern from "sb_wait.h" nogil:

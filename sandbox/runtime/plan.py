@@ -39,7 +39,7 @@ class Plan:
                  "setns", "ops", "op_names", "newroot", "hostname", "loopback", "argv", "envp",
                  "path", "cwd", "mkdir_cwd", "ids", "caps", "cap_last", "no_new_privs",
                  "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "console_socket", "console_size",
-                 "keep_fds", "init_fd", "new_keyring", "seccomp")
+                 "keep_fds", "init_fd", "new_keyring", "seccomp", "start_fd", "clone_mode")
 
     def __init__(self):
         self.clone_flags = 0
@@ -66,6 +66,8 @@ class Plan:
         self.init_fd = -1
         self.new_keyring = True
         self.seccomp = None
+        self.start_fd = -1       # >= 0: wait for a byte on it just before execve (launch.create)
+        self.clone_mode = None   # set by the launcher: "vfork" (the fast path) or "fork"
 
     def op(self, kind, dst, src=None, fstype=None, data=None, mflags=0, mode=0, flags=0, what=None):
         self.ops.append((kind, flags, None if src is None else _enc(src), _enc(dst),
@@ -287,11 +289,12 @@ def _mount_table(p, spec, overlay_driver):
 
 
 def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console_size=(0, 0),
-            overlay_driver="kernel"):
+            overlay_driver="kernel", start_fd=-1):
     """spec (an OCI-shaped dict from spec.build) -> Plan."""
     x = spec["sbx"]
     linux = spec["linux"]
     p = Plan()
+    p.start_fd = start_fd
     joins = [n for n in linux["namespaces"] if n.get("path")]
     if joins:
         return _compile_exec(p, spec, joins, stdio, keep_fds, console_socket, console_size)
