@@ -13,7 +13,7 @@ import pytest
 import sbxtest
 from ptyrun import Terminal
 from sandbox.errors import CommandNotFound
-from sandbox.runtime import launch, spec as specmod
+from sandbox.runtime import spec as specmod
 from sandbox.runtime.process import SandboxProcess, _scan_detach, parse_detach_keys
 
 
@@ -180,7 +180,6 @@ class Hook:
         self.log.append(("teardown", self.name))
 
 
-@pytest.mark.skipif(not hasattr(launch, "create"), reason="needs the two-phase launch (launch.create)")
 def test_hooks_attach_before_the_start_and_tear_down_once(busybox_rootfs):
     log = []
     p = SandboxProcess.launch(make_spec(busybox_rootfs, "true"), hooks=(Hook("a", log), Hook("b", log)))
@@ -189,7 +188,6 @@ def test_hooks_attach_before_the_start_and_tear_down_once(busybox_rootfs):
     assert log == [("attach", "a", True), ("attach", "b", True), ("teardown", "b"), ("teardown", "a")]
 
 
-@pytest.mark.skipif(not hasattr(launch, "create"), reason="needs the two-phase launch (launch.create)")
 def test_a_failing_hook_aborts_the_launch_and_tears_down_once(busybox_rootfs):
     log = []
     before = mask()
@@ -199,14 +197,6 @@ def test_a_failing_hook_aborts_the_launch_and_tears_down_once(busybox_rootfs):
     assert log.count(("teardown", "good")) == 1
     assert ("teardown", "bad") not in log or log.count(("teardown", "bad")) == 1
     assert mask() == before
-
-
-@pytest.mark.skipif(hasattr(launch, "create"), reason="the two-phase launch is here")
-def test_hooks_are_refused_clearly_without_the_two_phase_launch(busybox_rootfs):
-    log = []
-    with pytest.raises(NotImplementedError, match="two-phase launch"):
-        SandboxProcess.launch(make_spec(busybox_rootfs, "true"), hooks=(Hook("a", log),))
-    assert log == []
 
 
 # --- the pty relay ----------------------------------------------------------------------------------
@@ -283,7 +273,6 @@ def test_detach_keys_in_dockers_notation():
         parse_detach_keys("ctrl-")
 
 
-@pytest.mark.skipif(not hasattr(launch, "create"), reason="needs the two-phase launch (launch.create)")
 def test_a_launch_that_fails_after_its_hooks_tears_them_down_once(busybox_rootfs):
     log = []
     before = mask()
@@ -293,7 +282,6 @@ def test_a_launch_that_fails_after_its_hooks_tears_them_down_once(busybox_rootfs
     assert mask() == before
 
 
-@pytest.mark.skipif(not hasattr(launch, "create"), reason="needs the two-phase launch (launch.create)")
 def test_wait_start_holds_the_exec_until_start(busybox_rootfs, tmp_path):
     log = []
     spec = make_spec(busybox_rootfs, "touch", "/out/started", volumes=[f"{tmp_path}:/out"])
@@ -310,7 +298,6 @@ def test_wait_start_holds_the_exec_until_start(busybox_rootfs, tmp_path):
     assert log.count(("teardown", "h")) == 1
 
 
-@pytest.mark.skipif(not hasattr(launch, "create"), reason="needs the two-phase launch (launch.create)")
 def test_closing_a_process_that_never_started_tears_down_once(busybox_rootfs, tmp_path):
     log = []
     spec = make_spec(busybox_rootfs, "touch", "/out/started", volumes=[f"{tmp_path}:/out"])
@@ -320,3 +307,39 @@ def test_closing_a_process_that_never_started_tears_down_once(busybox_rootfs, tm
     assert log.count(("teardown", "h")) == 1
     assert p.returncode == 128 + signal.SIGKILL
     assert not (tmp_path / "started").exists()
+
+
+def test_another_process_starts_it_through_the_fifo(busybox_rootfs, tmp_path):
+    """OCI create/start: the FIFO in the state directory; any process of the user starts it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = make_spec(busybox_rootfs, "touch", "/out/started", volumes=[f"{out}:/out"])
+    with SandboxProcess.launch(spec, wait_start=True, start_dir=str(tmp_path)) as p:
+        assert p.start_fifo == str(tmp_path / "start.fifo") and os.path.exists(p.start_fifo)
+        assert not (out / "started").exists()
+        cp = subprocess.run([sys.executable, "-c", "import sys; from sandbox.runtime import launch; "
+                             "launch.start_fifo(sys.argv[1])", p.start_fifo], cwd=sbxtest.NEUTRAL_CWD,
+                            capture_output=True, text=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        p.wait_exec()
+        assert p.wait() == 0
+    assert (out / "started").exists()
+
+
+def test_a_held_launch_gets_its_pty_too(busybox_rootfs):
+    log = []
+    spec = make_spec(busybox_rootfs, "sh", "-c", "test -t 1 && echo on-a-tty", terminal=True)
+    with SandboxProcess.launch(spec, terminal=True, hooks=(Hook("h", log),)) as p:
+        assert p.pty_master >= 0
+        out = b""
+        while True:
+            try:
+                data = os.read(p.pty_master, 4096)
+            except OSError:  # EIO: the sandbox closed its side
+                break
+            if not data:
+                break
+            out += data
+        assert p.wait() == 0
+    assert b"on-a-tty" in out
+    assert log.count(("teardown", "h")) == 1

@@ -83,9 +83,6 @@ class SandboxProcess:
         module's note).  A failed launch raises LaunchError (or CommandNotFound...) with
         everything undone: the mask, the fds, the child, the hooks."""
         two_phase = bool(hooks) or wait_start
-        if two_phase and not hasattr(_launch, "create"):
-            raise NotImplementedError("SandboxProcess.launch: hooks and wait_start need the two-phase launch "
-                                      "(runtime.launch.create), which this build does not have yet")
         old = None
         if hold:
             import _signal
@@ -144,10 +141,21 @@ class SandboxProcess:
         h = self._handle
         if h is None or not h.wait_start:
             raise ValueError("start(): the process was not launched with wait_start=True")
+        self._handle_call(h.start)
+
+    def wait_exec(self):
+        """wait_start, once another process started it through `start_fifo`: return once the
+        process exec'd; raise LaunchError as start() does."""
+        h = self._handle
+        if h is None or not h.wait_start:
+            raise ValueError("wait_exec(): the process was not launched with wait_start=True")
+        self._handle_call(h.wait_exec)
+
+    def _handle_call(self, fn):
         try:
-            h.start()
+            fn()
         except BaseException as e:
-            if h.state == "gone":
+            if self._handle.state == "gone":  # the launcher reaped it: the exec failed
                 self._reaped((getattr(e, "exit_code", 125) & 0xFF) << 8)
             raise
 
