@@ -343,3 +343,17 @@ def test_a_held_launch_gets_its_pty_too(busybox_rootfs):
         assert p.wait() == 0
     assert b"on-a-tty" in out
     assert log.count(("teardown", "h")) == 1
+
+
+def test_close_reports_a_failing_teardown_after_running_the_others(busybox_rootfs):
+    ran = []
+
+    def bad():
+        raise RuntimeError("teardown failed")
+
+    p = SandboxProcess.launch(make_spec(busybox_rootfs, "sleep", "60"))
+    p.add_teardown(lambda: ran.append("a"))
+    p.add_teardown(bad)
+    with pytest.raises(RuntimeError, match="teardown failed"):
+        p.close()
+    assert ran == ["a"] and p.returncode == 137 and p.pidfd == -1

@@ -282,8 +282,9 @@ class SandboxProcess:
         import subprocess
         raise subprocess.TimeoutExpired(f"sandbox process {self.pid}", timeout)
 
-    def _kill_and_reap(self):
-        """Kill and reap (a second Ctrl-C while reaping is swallowed: the reap is quick)."""
+    def _kill_and_reap(self, quiet=True):
+        """Kill and reap (a second Ctrl-C while reaping is swallowed: the reap is quick).
+        `quiet`: a teardown's error is dropped (another exception is on its way)."""
         self.kill()
         while self.status is None:
             try:
@@ -295,7 +296,8 @@ class SandboxProcess:
             try:
                 self._reaped(status)
             except Exception:
-                pass  # a teardown's error must not hide the exception that stopped the wait
+                if not quiet:
+                    raise
             break
 
     def _reaped(self, status):
@@ -358,7 +360,7 @@ class SandboxProcess:
                 h.abort()  # never exec'd: the launcher's handle kills and reaps it
                 self._reaped(SIGKILL)
             if self.status is None:
-                self._kill_and_reap()
+                self._kill_and_reap(quiet=False)
             self._unhold()
             self._run_teardowns()
         finally:
