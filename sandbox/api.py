@@ -90,8 +90,17 @@ class Popen(subprocess.Popen):
                 from .runtime import image_root
                 self._sbx_hold = image_root.hold(root.image_id)  # rmi refuses it while we run
             if name is not None:
-                from .runtime import names
-                self._sbx_claim = names.claim(name, self.container_id)
+                # A named sandbox is a container held by this process: `sbx ps` shows it,
+                # `sbx exec/stop/inspect NAME` find it; it is removed when it ends.
+                from .containers import lifecycle
+                store = lifecycle.store()
+                rec = lifecycle.new_container(store, self._sbx_spec, name=name, command=list(args),
+                                              auto_remove=True, foreground=True)
+                try:
+                    self._sbx_claim = lifecycle.Supervision(store, rec, sync=False)
+                except BaseException:
+                    store.remove_dir(rec)
+                    raise
             super().__init__(args, **popen_kwargs)
         except BaseException:
             self._release()
@@ -136,6 +145,8 @@ class Popen(subprocess.Popen):
             self.pid, self.pidfd = p.pid, p.pidfd
             self._child_created = True
             p.add_teardown(self._release)
+            if self._sbx_claim is not None:
+                self._sbx_claim.started(self.pid)
         finally:
             for fd in tmp:
                 os.close(fd)

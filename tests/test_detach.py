@@ -87,7 +87,7 @@ def test_start_runs_a_kept_container_in_the_background(busybox_rootfs):
     r = sbx("start", "again")
     assert r.returncode == 0 and r.stdout.strip() == "again", r.stderr
     assert _state("again").startswith("Up")
-    r = sbx("start", "again")
-    assert r.returncode == 125 and "already running" in r.stderr
+    r = sbx("start", "again")  # Docker: starting a running container does nothing, successfully
+    assert r.returncode == 0 and r.stdout.strip() == "again", r.stderr
     assert _wait_for(lambda: _state("again").startswith("Exited (0)"))
     assert sbx("logs", "again").stdout.strip() == "2"     # its earlier change was kept

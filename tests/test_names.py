@@ -100,3 +100,79 @@ def test_generated_names_avoid_running_rm_sandboxes(busybox_rootfs, tmp_path):
         for p in held:
             p.kill()
             p.wait()
+
+
+# --- every run is a container (docs/engine.md, "Which processes are containers") --------------
+
+def _ps_names(env, *flags):
+    import json
+    return {json.loads(x)["Names"]: json.loads(x) for x in ok(sbx("ps", *flags, "--format", "json", env=env)).splitlines()}
+
+
+def test_foreground_rm_run_is_a_container_while_it_runs(busybox_rootfs, tmp_path):
+    """`sbx run --rm --name` shows in ps while it runs; exec, inspect and stop find it; it is
+    gone afterwards, and its name free again."""
+    import json
+    env = _env(tmp_path / "xdg")
+    p = _start(busybox_rootfs, env, "--rm", "--name", "fg1")
+    try:
+        assert _ps_names(env)["fg1"]["Status"].startswith("Up")
+        assert ok(sbx("exec", "fg1", "echo", "inside", env=env)) == "inside\n"
+        (doc,) = json.loads(ok(sbx("inspect", "fg1", env=env)))
+        assert doc["Name"] == "/fg1" and doc["State"]["Status"] == "running" and doc["HostConfig"]["AutoRemove"]
+        assert ok(sbx("stop", "-t", "1", "fg1", env=env)) == "fg1\n"
+        assert p.wait(timeout=30) == 137  # sh as PID 1 ignores SIGTERM: killed after the timeout
+    finally:
+        _stop(p)
+    assert "fg1" not in _ps_names(env, "-a")
+    assert ok(sbx("run", "--rm", "--name", "fg1", "--rootfs", busybox_rootfs, "true", env=env)) == ""
+
+
+def test_named_popen_is_a_container_while_it_runs(busybox_rootfs, tmp_path):
+    import json
+
+    import sandbox
+    env = _env(tmp_path / "xdg")
+    p = sandbox.Popen(["sh", "-c", "echo up; sleep 60"], rootfs=str(busybox_rootfs), name="py1",
+                      stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        assert _ps_names(env)["py1"]["Status"].startswith("Up")
+        assert ok(sbx("exec", "py1", "echo", "inside", env=env)) == "inside\n"
+        (doc,) = json.loads(ok(sbx("inspect", "py1", env=env)))
+        assert doc["State"]["Pid"] == p.pid
+        r = sbx("run", "--rm", "--name", "py1", "--rootfs", busybox_rootfs, "true", env=env)
+        sbxtest.assert_sbx_error(r, 125, "already in use")
+        assert ok(sbx("kill", "py1", env=env)) == "py1\n"
+        assert p.wait(timeout=30) == -9
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+    assert "py1" not in _ps_names(env, "-a")
+
+
+@pytest.mark.parametrize("flags", [("--rm",), ()], ids=["rm", "kept"])
+def test_killed_supervisor_leaves_a_removable_exited_container(busybox_rootfs, tmp_path, flags):
+    """kill -9 of the foreground sbx: its container dies with it (parent-death signal); the
+    record reads exited with an Error and no longer blocks its name (--rm: it is gone at the
+    next listing; kept: `rm` removes it)."""
+    import json
+    import os
+    env = _env(tmp_path / "xdg")
+    p = _start(busybox_rootfs, env, *flags, "--name", "victim")
+    init = sbxtest.container_init_pid(p.pid)
+    _stop(p)  # SIGKILL to sbx
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{init}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{init}"), "the container outlived its supervisor"
+    listed = _ps_names(env, "-a")
+    if flags:
+        assert "victim" not in listed
+    else:
+        assert listed["victim"]["Status"].startswith("Exited (137)")
+        (doc,) = json.loads(ok(sbx("inspect", "victim", env=env)))
+        assert doc["State"]["Status"] == "exited" and "monitor ended unexpectedly" in doc["State"]["Error"]
+        assert ok(sbx("rm", "victim", env=env)) == "victim\n"
+    assert ok(sbx("run", "--rm", "--name", "victim", "--rootfs", busybox_rootfs, "true", env=env)) == ""

@@ -7,8 +7,8 @@ import typer
 
 
 def _store():
-    from ..runtime.containers import Store
-    return Store()
+    from ..containers.store import ContainerStore
+    return ContainerStore()
 
 
 # `ps --format` fields and their table headers (Docker's names).
@@ -25,18 +25,19 @@ def ps(all_: bool = typer.Option(False, "-a", "--all", help="Show all containers
                                               "'{{.Names}}', 'table {{.ID}}\\t{{.Status}}', '{{json .}}'.")):
     """List containers."""
     from . import format as _format
-    from ..runtime.containers import _ago
+    from ..containers.state import ago as _ago, parse_time
     template = None if fmt == "json" else _format.compile(fmt, PS_FIELDS)  # a bad template fails first
     now = time.time()
     rows = []
     for c in _store().list():
-        running = c.running()
+        running = c.running
         if not all_ and not running:
             continue
-        cmd = " ".join(c.doc.get("Command") or c.spec["process"]["args"])
-        created = c.doc.get("Created") or now
+        cmd = " ".join(c.config.get("Cmd") or c.spec["process"]["args"])
+        created = parse_time(c.doc.get("Created")) or now
         rows.append({"ID": c.id, "Image": c.doc.get("Image", ""), "Command": cmd, "Created": created,
-                     "Status": c.status(now), "Names": c.name, "Running": running})
+                     "Status": c.status_text(now), "Names": c.name, "Running": running,
+                     "State": c.status})
     if quiet:
         for r in rows:
             typer.echo(r["ID"] if no_trunc else r["ID"][:12])
@@ -52,7 +53,7 @@ def ps(all_: bool = typer.Option(False, "-a", "--all", help="Show all containers
         shown.append({"ID": r["ID"] if no_trunc else r["ID"][:12], "Image": r["Image"], "Command": f'"{cmd}"',
                       "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r["Created"])),
                       "RunningFor": f"{_ago(now - r['Created'])} ago", "Status": r["Status"],
-                      "State": "running" if r["Running"] else ("created" if r["Status"] == "Created" else "exited"),
+                      "State": r["State"],
                       "Names": r["Names"], "Ports": "", "Labels": "", "Mounts": "", "Networks": ""})
     if template is None:
         template = _format.Template("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
@@ -61,14 +62,30 @@ def ps(all_: bool = typer.Option(False, "-a", "--all", help="Show all containers
         typer.echo(line)
 
 
+def _each(refs, fn):
+    """Docker's way with several containers: each one's error on its own line, the others
+    still done, exit 1 if any failed; a success prints the name as given."""
+    from . import report
+    from ..errors import SandboxError
+    failed = 0
+    for ref in refs:
+        try:
+            fn(ref)
+        except SandboxError as e:
+            report(e)
+            failed = e.exit_code if len(refs) == 1 else 1
+            continue
+        typer.echo(ref)
+    if failed:
+        raise typer.Exit(failed)
+
+
 def rm(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
        force: bool = typer.Option(False, "-f", "--force", help="Kill a running container first.")):
     """Remove containers and their changes."""
+    from ..containers import lifecycle
     st = _store()
-    for ref in containers:
-        c = st.get(ref)
-        st.remove(c, force=force)
-        typer.echo(ref)
+    _each(containers, lambda ref: lifecycle.remove(st, ref, force=force))
 
 
 def start(container: str = typer.Argument(..., help="Container name or id."),
@@ -78,9 +95,11 @@ def start(container: str = typer.Argument(..., help="Container name or id."),
     unless -a, as docker start)."""
     st = _store()
     c = st.get(container)
-    if c.running():
-        from ..errors import UsageError
-        raise UsageError(f"container {c.name} is already running")
+    if c.running:
+        typer.echo(container)  # Docker: starting a running container is a no-op
+        return
+    from ..containers.state import transition
+    transition(c, "start")
     tty = bool(c.spec["process"].get("terminal"))
     if not attach:
         if tty or interactive:
@@ -109,7 +128,7 @@ def commit(container: str = typer.Argument(..., help="Container name or id."),
     """Make a new image from a container's changes."""
     from ..image.commit import commit_container
     c = _store().get(container)
-    if c.running():
+    if c.running:
         from ..errors import UsageError
         raise UsageError(f"container {c.name} is running", hint="commit it after it exits")
     img = commit_container(c, image, message=message, author=author, changes=change)
@@ -137,7 +156,7 @@ def logs(container: str = typer.Argument(..., help="Container name or id."),
                     if data:
                         out.write(data)
                         out.flush()
-            if not follow or not c.running():
+            if not follow or not c.supervised():
                 if follow:  # what it wrote while stopping
                     for f, out in zip(files, outs):
                         if f is not None:
@@ -151,62 +170,21 @@ def logs(container: str = typer.Argument(..., help="Container name or id."),
 
 
 def stop(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
-         timeout: int = typer.Option(10, "-t", "--time", help="Seconds to wait before killing.")):
+         timeout: Optional[int] = typer.Option(None, "-t", "--time",
+                                               help="Seconds to wait before killing (default: --stop-timeout, else 10).")):
     """Stop running containers: SIGTERM (or the image's STOPSIGNAL), then SIGKILL after -t seconds."""
-    import os
-    import signal
+    from ..containers import lifecycle
     st = _store()
-    for ref in containers:
-        c = st.get(ref)
-        if c.running():
-            sig = _signal_number(((c.doc.get("Spec") or {}).get("sbx") or {}).get("stop_signal") or "SIGTERM")
-            pid = c.doc["State"]["Pid"]
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + timeout
-            while c.running() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if c.running():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                while c.running():
-                    time.sleep(0.05)
-        typer.echo(ref)
+    _each(containers, lambda ref: lifecycle.stop(st, ref, timeout=timeout))
 
 
 def kill(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
          sig: str = typer.Option("KILL", "-s", "--signal", help="Signal to send (name or number).")):
     """Send a signal to running containers' main process."""
-    import os
-    from ..errors import UsageError
+    from ..containers import lifecycle
+    lifecycle.signal_number(sig)  # a bad signal fails before any container is touched
     st = _store()
-    n = _signal_number(sig)
-    for ref in containers:
-        c = st.get(ref)
-        if not c.running():
-            raise UsageError(f"container {c.name} is not running")
-        os.kill(c.doc["State"]["Pid"], n)
-        typer.echo(ref)
-
-
-def _signal_number(sig):
-    import signal
-    from ..errors import UsageError
-    s = str(sig).upper()
-    if s.isdigit():
-        n = int(s)
-    else:
-        s = s if s.startswith("SIG") else "SIG" + s
-        n = getattr(signal, s, None)
-        if not isinstance(n, signal.Signals):  # also refuses SIG_IGN, SIGRTMIN and the like
-            raise UsageError(f"invalid signal {sig!r}", hint="give a name such as TERM or KILL, or a number")
-    if not 1 <= n <= signal.SIGRTMAX:
-        raise UsageError(f"invalid signal {sig!r}", hint=f"signal numbers are 1 to {int(signal.SIGRTMAX)}")
-    return int(n)
+    _each(containers, lambda ref: lifecycle.kill(st, ref, sig))
 
 
 def register(app):

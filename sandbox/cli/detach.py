@@ -16,7 +16,7 @@ def log_paths(c):
     return os.path.join(c.dir, "stdout.log"), os.path.join(c.dir, "stderr.log")
 
 
-def start(store, c, remove=False, restart=False):
+def start(store, c, restart=False):
     """Run container `c` in the background; prints its id once it is up.  A `restart` (docker
     start) prints its name instead, and a failed launch keeps it: it existed before."""
     r, w = os.pipe()
@@ -26,7 +26,7 @@ def start(store, c, remove=False, restart=False):
         try:
             os.setsid()
             if os.fork() == 0:
-                _monitor(store, c, w, remove)
+                _monitor(store, c, w)
         finally:
             os._exit(0)
     os.close(w)
@@ -36,14 +36,15 @@ def start(store, c, remove=False, restart=False):
     if not reply.startswith("ok"):
         msg, _, hint = reply.partition("\n")
         if not restart:
-            store.remove(c)  # a new container that never ran
+            store.remove_dir(c)  # a new container that never ran
         raise SandboxError(msg or "the background monitor failed", hint=hint or None)
     sys.stdout.write((c.name if restart else c.id) + "\n")
     return 0
 
 
-def _monitor(store, c, report_fd, remove):
+def _monitor(store, c, report_fd):
     from .. import _native
+    from ..containers.lifecycle import Supervision
     from ..runtime import launch
     code = 125
     try:
@@ -54,11 +55,12 @@ def _monitor(store, c, report_fd, remove):
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         try:
+            sup = Supervision(store, c)
             pid, pidfd = launch.start(c.spec, stdio=(null, out, err))
         except SandboxError as e:
             os.write(report_fd, f"{e}\n{e.hint or ''}".encode())
             os._exit(1)
-        held = store.mark_running(c, pid)
+        sup.started(pid)
         os.write(report_fd, b"ok")
         os.close(report_fd)
         for fd in (out, err, null):
@@ -66,12 +68,10 @@ def _monitor(store, c, report_fd, remove):
         status = _native.wait_forward(pid, ())
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code
-        store.mark_exited(c, code)
-        os.close(held)
+        sup.exited(code)
         if pidfd >= 0:
             os.close(pidfd)
-        if remove:
-            store.remove(c)
+        sup.release()
     except BaseException:
         pass
     os._exit(0)

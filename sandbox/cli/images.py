@@ -206,8 +206,10 @@ def _warn(msg: str) -> None:
 def _in_use_hook() -> Any:
     """Who uses an image: kept containers made from it, and running sandboxes (which hold a
     shared lock on it): ``image_id -> [(container id or None, running)]``."""
+    from sandbox.containers.store import ContainerStore
     from sandbox.runtime.image_root import image_users
-    return image_users
+    containers = [(c.id, c.doc.get("ImageID"), c.running) for c in ContainerStore().list()]
+    return lambda image_id: image_users(image_id, containers)
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -443,14 +445,13 @@ def inspect_doc(store: Store, img: Image) -> dict[str, Any]:
 
 def _container_or_image_doc(store: Store, name: str) -> dict[str, Any]:
     """Docker's order: a container of that name or id first, then an image."""
-    from sandbox.runtime import containers, inspect as cinspect
-    from sandbox.errors import UsageError
+    from sandbox.containers import lifecycle
+    from sandbox.containers.state import NoSuchContainer
 
     try:
-        c = containers.Store().get(name)
-    except UsageError:
+        return lifecycle.inspect(None, name)
+    except NoSuchContainer:
         return inspect_doc(store, store.resolve(name))
-    return cinspect.container_doc(c)
 
 
 def inspect(
@@ -775,13 +776,12 @@ def reset(
     from sandbox.image.fsutil import TMP_PREFIX
     from sandbox import config
     from sandbox.runtime import flocks
-    from sandbox.runtime.containers import Store as Containers
+    from sandbox.containers.store import ContainerStore
 
     store = _store(ctx)
     root = store.root
-    running = [c.name for c in Containers().list() if c.running()] if os.path.isdir(root) else []
-    from sandbox.runtime import names
-    running += names.running_names()  # --rm sandboxes with a name
+    # Every sbx run is a container (foreground ones too), so the records name all that run.
+    running = [c.name for c in ContainerStore(root).list() if c.running] if os.path.isdir(root) else []
     if running:
         raise UsageError(f"containers are running: {', '.join(running)}",
                          hint=f"stop them first (`sbx stop {' '.join(running)}`)")

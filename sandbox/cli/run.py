@@ -37,43 +37,42 @@ def main(argv):
     if tty and o.interactive and not os.isatty(0):
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     spec = _spec.from_options(o, image=image, container_id=os.urandom(32).hex())
-    claim = None
-    if opts["name"] is not None:
-        from ..runtime import names
-        claim = names.claim(opts["name"], spec["sbx"]["id"])
+    # Every run is a container (docs/engine.md): `ps` shows it, stop/exec/inspect find it.
+    from ..containers import lifecycle
+    from ..containers.state import ContainerError
+    store = lifecycle.store()
     try:
-        if opts["rm"] and not opts["detach"]:
-            started = None if claim is None else (lambda pid: claim.started(spec, pid))
-            return _run(spec, o.interactive, tty, on_start=started)
-        # Without --rm the container is kept: its changes go to a persistent upper directory.
-        # A detached one is kept while it runs (logs, stop, exec find it), removed after if --rm.
-        from ..runtime import containers
-        store = containers.Store()
-        if claim is not None and opts["detach"]:
-            claim.release()  # the container's record holds the name from here
-            claim = None
-        c = store.create(spec, opts["name"], image.ref if image else None, cmd)
-        if opts["detach"]:
-            from . import detach
-            return detach.start(store, c, remove=bool(opts["rm"]))
-        return run_container(store, c, opts, tty)
-    finally:
-        if claim is not None:
-            claim.release()
+        rec = lifecycle.new_container(store, spec, name=o.name, image=image.ref if image else None, command=cmd,
+                                      auto_remove=o.auto_remove, foreground=not o.detach, labels=o.labels,
+                                      restart=(o.restart.name, o.restart.max_retries), stop_signal=o.stop_signal,
+                                      stop_timeout=o.stop_timeout, open_stdin=o.interactive)
+    except ContainerError as e:
+        e.exit_code = 125  # docker run's code for everything before the command runs
+        raise
+    if o.detach:
+        from . import detach
+        return detach.start(store, rec)
+    return run_container(store, rec, o.interactive, tty)
 
 
-def run_container(store, c, opts, tty):
+def run_container(store, rec, interactive, tty):
     """Run a stored container in the foreground, recording its state."""
-    held = []
-    code = 125
+    from ..containers import lifecycle
+    from ..errors import SandboxError
+    private = rec.auto_remove  # a foreground --rm run: no fsync, removed at the end
+    sup = lifecycle.Supervision(store, rec, sync=not private)
     try:
-        code = _run(c.spec, bool(opts["interactive"]), tty,
-                    on_start=lambda pid: held.append(store.mark_running(c, pid)))
+        try:
+            code = _run(rec.spec, interactive, tty, on_start=sup.started)
+        except SandboxError as e:
+            if not private:
+                sup.exited(e.exit_code, error=str(e))
+            raise
+        if not private:
+            sup.exited(code)
         return code
     finally:
-        if held:
-            store.mark_exited(c, code)
-            os.close(held[0])
+        sup.release()
 
 
 EXEC_OPTIONS = {"env", "env_file", "workdir", "user", "interactive", "tty", "help"}
@@ -100,14 +99,10 @@ def exec_main(argv):
 
 
 def _find_running(ref):
-    from ..runtime import containers, names
-    hit = names.running(ref)
-    if hit is not None:
-        return hit
-    c = containers.Store().get(ref)
-    if not c.running():
-        raise UsageError(f"container {c.name} is not running", hint=f"start it with 'sbx start -a {c.name}'")
-    return c.doc["State"]["Pid"], c.spec
+    from ..containers import lifecycle, state
+    rec = lifecycle.store().get(ref)
+    state.transition(rec, "exec")
+    return rec.state["Pid"], rec.spec
 
 
 def _warn(msg):

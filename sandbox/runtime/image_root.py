@@ -69,23 +69,18 @@ def hold(image_id):
     return flocks.hold(_inuse_path(paths.data_root(), image_id), shared=True, wait=True)
 
 
-def image_users(image_id):
-    """Who uses the image: [(container id or None, running)], running ones first.  A kept
-    container (running or not) made from it, or a sandbox running it (None: a --rm sandbox,
-    which has no container id), as Docker refuses to remove an image a container uses."""
+def image_users(image_id, containers=()):
+    """Who uses the image: [(container id or None, running)], running ones first.  A container
+    (running or not) made from it, from `containers` ((id, image id, running) triples: the
+    caller reads them from the container engine, which is above this layer), or a sandbox
+    running it (None: one without a container record), as Docker refuses to remove an image a
+    container uses."""
     from . import flocks
-    from .containers import Store
-    users = [(c.id, c.running()) for c in Store().list()
-             if (c.spec["sbx"].get("image") or {}).get("id") == image_id]
+    users = [(cid, running) for cid, iid, running in containers if iid == image_id]
     if not any(running for _cid, running in users) and flocks.held(
             _inuse_path(paths.data_root(), image_id), holders_shared=True):
         users.append((None, True))
     return sorted(users, key=lambda u: not u[1])
-
-
-def image_in_use(image_id):
-    """True while a sandbox runs the image, or a kept container was made from it."""
-    return bool(image_users(image_id))
 
 
 # --- the run cache --------------------------------------------------------------------------

@@ -1,0 +1,272 @@
+"""Docker's container verbs on the store: create, start, stop, kill, restart, wait, remove,
+rename, exec, inspect.  Every verb checks the transition table (state.transition) and names the
+container and its status when it refuses.
+
+A supervisor (foreground `sbx run`, the detached monitor, a Python process holding a named
+sandbox) holds the container through `Supervision`: monitor.lock for as long as it runs, the
+record updated at start and exit, removal after with AutoRemove.  This part is on `sbx run`'s
+path: it imports no json."""
+import os
+
+from . import state as _state
+from .store import ContainerStore
+
+
+def new_container(store, spec, *, name=None, image=None, command=None, auto_remove=False, foreground=False,
+                  restart=("no", 0), stop_signal=None, stop_timeout=None, labels=None, open_stdin=False):
+    """A new record (status created) for `spec`.  A foreground `--rm` container keeps its
+    writable layer private (in the sandbox's own tmpfs) and its record unsynced: both are gone
+    when it ends.  Others get a persistent layer in their directory."""
+    private = auto_remove and foreground
+    doc = _state.new_doc(spec, name=name, image=image, command=command, auto_remove=auto_remove,
+                         restart=restart, stop_signal=stop_signal, stop_timeout=stop_timeout, labels=labels,
+                         open_stdin=open_stdin)
+    return store.create(doc, persist=not private, layer=not private)
+
+
+class Supervision:
+    """This process supervises `rec` from now on: holds its monitor.lock (StateError if another
+    process does: it is running), records the start and the exit.  `sync`: fsync the record."""
+
+    def __init__(self, store, rec, sync=True):
+        from ..runtime import flocks
+        self.store, self.rec, self.sync = store, rec, sync
+        self.fd = -1
+        for delay in (0, 0.001, 0.002, 0.005, 0.01, 0.02):  # a liveness probe holds it for microseconds
+            if delay:
+                import time
+                time.sleep(delay)
+            try:
+                self.fd = flocks.hold(rec.path(_state.MONITOR_LOCK))
+                break
+            except BlockingIOError:
+                continue
+        if self.fd < 0:
+            raise _state.StateError("start", rec.name, "running")
+
+        def check(doc):  # e.g. being removed
+            status = doc["State"]["Status"]
+            if status not in ("created", "exited", "dead") + _state.ACTIVE:  # ACTIVE: its supervisor died
+                raise _state.StateError("start", rec.name, status)
+        try:
+            self.rec = store.update(rec, check, save=False)
+        except BaseException:
+            os.close(self.fd)
+            self.fd = -1
+            raise
+
+    def started(self, pid):
+        def mark(doc):
+            doc["State"].update(Status="running", Pid=pid, PidStart=_state.pid_start(pid), MonitorPid=os.getpid(),
+                                StartedAt=_state.now(), FinishedAt=_state.ZERO_TIME, ExitCode=0, Error="")
+        self.rec = self.store.update(self.rec, mark, sync=self.sync)
+
+    def restarting(self):
+        self.rec = self.store.update(self.rec, lambda doc: doc["State"].update(
+            Status="restarting", Pid=0, PidStart=None), sync=self.sync)
+
+    def exited(self, code, error=""):
+        """Record the exit (or a launch that failed: `error`, status stays created if it never ran)."""
+        def mark(doc):
+            st = doc["State"]
+            never_ran = st["Status"] == "created"
+            st.update(Status="created" if never_ran and error else "exited", Pid=0, PidStart=None,
+                      ExitCode=code, Error=error)
+            if not never_ran or not error:
+                st["FinishedAt"] = _state.now()
+        self.rec = self.store.update(self.rec, mark, sync=self.sync)
+
+    def release(self, remove=None):
+        """Let go of the container; remove it if it is AutoRemove (or `remove` says so)."""
+        if self.fd < 0:
+            return
+        rec = self.rec
+        try:
+            if rec.auto_remove if remove is None else remove:
+                try:
+                    rec = self.store.update(rec, lambda doc: doc["State"].update(Status="removing"), sync=False)
+                except _state.NoSuchContainer:
+                    return
+                self.store.remove_dir(rec)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def store(where=None):
+    """A ContainerStore from a store, a data root path, or None (the configured one)."""
+    if isinstance(where, ContainerStore):
+        return where
+    return ContainerStore(where)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def _effective(doc, rec_dir):
+    """The status of a freshly read document, corrected by the kernel's word on liveness."""
+    st = doc["State"]["Status"]
+    if st in _state.ACTIVE:
+        from ..runtime import flocks
+        if not flocks.held(os.path.join(rec_dir, _state.MONITOR_LOCK)):
+            return "exited"
+    return st
+
+
+def signal_number(sig):
+    """A signal given as a name (KILL, SIGKILL) or a number -> its number; ContainerError if invalid."""
+    import signal
+    s = str(sig).strip().upper()
+    if s.isdigit():
+        n = int(s)
+    else:
+        s = s if s.startswith("SIG") else "SIG" + s
+        n = getattr(signal, s, None)
+        if not isinstance(n, signal.Signals):  # also refuses SIG_IGN, SIGRTMIN and the like
+            raise _state.ContainerError(f"invalid signal: {sig}", hint="give a name such as TERM or KILL, or a number")
+    if not 1 <= n <= signal.SIGRTMAX:
+        raise _state.ContainerError(f"invalid signal: {sig}", hint=f"signal numbers are 1 to {int(signal.SIGRTMAX)}")
+    return int(n)
+
+
+def _poll(fn, timeout, interval=0.02):
+    """Call fn() until it returns something true or `timeout` seconds (None: forever) pass."""
+    import time
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if deadline is not None and time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.2)
+
+
+def _gone_or_stopped(store, rec):
+    """The fresh record once it no longer runs (or `True` once it was removed), else None."""
+    now = store.load(rec.id)
+    if now is None:
+        return True
+    return now if now.status not in _state.ACTIVE else None
+
+
+def _send(rec, sig):
+    return _state.signal_checked(rec.state.get("Pid"), rec.state.get("PidStart"), sig)
+
+
+# --- the verbs -------------------------------------------------------------------------------------
+
+def stop(where, ref, timeout=None):
+    """`docker stop`: StopSignal (the record's: --stop-signal or the image's STOPSIGNAL), then
+    SIGKILL after `timeout` seconds (default: --stop-timeout, else 10).  StopRequested keeps a
+    restart policy from starting it again.  A container that does not run: nothing to do."""
+    store_ = store(where)
+    rec = store_.get(ref)
+    if rec.status not in _state.ACTIVE:
+        return rec
+    sig = signal_number(rec.config.get("StopSignal") or "SIGTERM")
+    if timeout is None:
+        timeout = rec.config.get("StopTimeout")
+        timeout = 10 if timeout is None else timeout
+
+    def mark(doc):
+        doc["State"]["StopRequested"] = True
+    try:
+        rec = store_.update(rec, mark)
+    except _state.NoSuchContainer:
+        return rec
+    if rec.status == "restarting":
+        _state.signal_checked(rec.state.get("MonitorPid"), None, 15)  # ends its back-off
+    elif _send(rec, sig) and (timeout is None or timeout < 0 or timeout > 0):
+        if _poll(lambda: _gone_or_stopped(store_, rec), None if timeout is None or timeout < 0 else timeout):
+            return store_.load(rec.id) or rec
+    _send(rec, 9)
+    done = _poll(lambda: _gone_or_stopped(store_, rec), 30)
+    if not done:
+        raise _state.ContainerError(f"container {rec.name} did not stop", hint="try again, or 'sbx rm -f'")
+    return store_.load(rec.id) or rec
+
+
+def kill(where, ref, sig="KILL"):
+    """`docker kill`: one signal to the container's main process."""
+    store_ = store(where)
+    n = signal_number(sig)
+    rec = store_.get(ref)
+    _state.transition(rec, "kill")
+    if not _send(rec, n):
+        fresh = store_.load(rec.id) or rec
+        raise _state.StateError("kill", rec.name, fresh.status if fresh.status not in _state.ACTIVE else "exited")
+    return rec
+
+
+def remove(where, ref, force=False):
+    """`docker rm [-f]`: a running container only with `force` (killed first)."""
+    store_ = store(where)
+    rec = store_.get(ref)
+    if rec.status in _state.ACTIVE or rec.supervised():
+        if not force:
+            _state.transition(rec, "remove")
+        try:
+            rec = store_.update(rec, lambda doc: doc["State"].update(StopRequested=True))
+        except _state.NoSuchContainer:
+            return rec
+        _send(rec, 9)
+        if rec.status == "restarting":
+            _state.signal_checked(rec.state.get("MonitorPid"), None, 15)
+        if not _poll(lambda: not rec.supervised(), 30):
+            raise _state.ContainerError(f"container {rec.name} did not stop", hint="try again")
+
+    def mark(doc):
+        status = _effective(doc, rec.dir)
+        if status == "removing":
+            raise _state.ContainerError(f"removal of container {rec.name} is already in progress")
+        if status in _state.ACTIVE:  # started again meanwhile
+            raise _state.StateError("remove", rec.name, status,
+                                    hint=f"stop it first ('sbx stop {rec.name}'), or force it ('sbx rm -f {rec.name}')")
+        doc["State"]["Status"] = "removing"
+    try:
+        rec = store_.update(rec, mark, sync=False)
+    except _state.NoSuchContainer:
+        if force:
+            return rec
+        raise
+    store_.remove_dir(rec)
+    return rec
+
+
+def rename(where, ref, new):
+    store_ = store(where)
+    rec = store_.get(ref)
+    _state.transition(rec, "rename")
+    return store_.rename(rec, new)
+
+
+def wait(where, ref, condition="not-running"):
+    """`docker wait`: block until the container stops (`not-running`), its next exit
+    (`next-exit`) or its removal (`removed`); returns its exit code."""
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise _state.ContainerError(f"invalid condition: {condition!r}", hint="not-running, next-exit or removed")
+    store_ = store(where)
+    rec = store_.get(ref)
+    last = [rec.state.get("ExitCode", 0)]
+    started = rec.state.get("StartedAt")
+    finished = rec.state.get("FinishedAt")
+
+    def done():
+        now = store_.load(rec.id)
+        if now is None:
+            return True
+        last[0] = now.state.get("ExitCode", 0)
+        if condition == "removed":
+            return False
+        if condition == "next-exit":
+            return now.status not in _state.ACTIVE and (now.state.get("FinishedAt") != finished
+                                                         or now.state.get("StartedAt") != started)
+        return now.status not in _state.ACTIVE
+    _poll(done, None, interval=0.05)
+    return last[0]
+
+
+def inspect(where, ref):
+    from .inspect import container_doc
+    return container_doc(store(where).get(ref))
