@@ -63,7 +63,7 @@ def test_stop_kills_after_the_timeout_and_kill_signals(busybox_rootfs):
     assert sbx("kill", "-s", "USR1", "k").returncode == 0
     assert _wait_for(lambda: (_state("k") or "").startswith("Exited (42)"))
     r = sbx("kill", "k")
-    assert r.returncode == 125 and "not running" in r.stderr
+    assert r.returncode == 1 and "cannot kill container k: it is exited" in r.stderr
 
 
 def test_detached_rm_is_removed_after_exit(busybox_rootfs):

@@ -50,6 +50,8 @@ class Supervision:
                 raise _state.StateError("start", rec.name, status)
         try:
             self.rec = store.update(rec, check, save=False)
+            if rec.auto_remove:  # from now on, a dead supervisor means a record to clear
+                os.close(os.open(rec.path(_state.AUTOREMOVE), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         except BaseException:
             os.close(self.fd)
             self.fd = -1
@@ -113,8 +115,9 @@ def _effective(doc, rec_dir):
 
 
 def signal_number(sig):
-    """A signal given as a name (KILL, SIGKILL) or a number -> its number; ContainerError if invalid."""
+    """A signal given as a name (KILL, SIGKILL) or a number -> its number; UsageError if invalid."""
     import signal
+    from ..errors import UsageError
     s = str(sig).strip().upper()
     if s.isdigit():
         n = int(s)
@@ -122,9 +125,9 @@ def signal_number(sig):
         s = s if s.startswith("SIG") else "SIG" + s
         n = getattr(signal, s, None)
         if not isinstance(n, signal.Signals):  # also refuses SIG_IGN, SIGRTMIN and the like
-            raise _state.ContainerError(f"invalid signal: {sig}", hint="give a name such as TERM or KILL, or a number")
+            raise UsageError(f"invalid signal: {sig}", hint="give a name such as TERM or KILL, or a number")
     if not 1 <= n <= signal.SIGRTMAX:
-        raise _state.ContainerError(f"invalid signal: {sig}", hint=f"signal numbers are 1 to {int(signal.SIGRTMAX)}")
+        raise UsageError(f"invalid signal: {sig}", hint=f"signal numbers are 1 to {int(signal.SIGRTMAX)}")
     return int(n)
 
 

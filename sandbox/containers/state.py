@@ -28,6 +28,7 @@ MONITOR_DIED = "its monitor ended unexpectedly"
 
 RECORD = "container.json"
 MONITOR_LOCK = "monitor.lock"
+AUTOREMOVE = "autoremove"  # made by an AutoRemove container's supervisor once it holds monitor.lock
 
 
 class ContainerError(SandboxError):

@@ -13,7 +13,7 @@ import errno
 import fcntl
 import os
 
-from ..runtime import paths
+from ..runtime import flocks, paths
 from . import state as _state
 from .state import RECORD, ContainerError, NameConflict, NoSuchContainer, Record
 
@@ -113,7 +113,8 @@ class ContainerStore:
             rec = self.load(cid)
             if rec is None:
                 continue
-            if rec.auto_remove and rec.state.get("Error") == _state.MONITOR_DIED:
+            if rec.auto_remove and rec.state.get("Error") == _state.MONITOR_DIED \
+                    and os.path.exists(rec.path(_state.AUTOREMOVE)):
                 try:
                     self.remove_dir(rec)
                     continue
@@ -152,12 +153,23 @@ class ContainerStore:
         raise NoSuchContainer(ref)
 
     def name_taken(self, name):
-        """Does a container have this name?  (A name whose container is gone is free.)"""
+        """Does a container have this name?  A name whose container is gone is free, and so is
+        one of an AutoRemove container whose supervisor died (it is removed here: the caller
+        holds the store's lock)."""
         try:
             cid = os.readlink(os.path.join(self.names, name))
         except OSError:
             return False
-        return os.path.exists(os.path.join(self.root, cid, RECORD))
+        d = os.path.join(self.root, cid)
+        if not os.path.exists(os.path.join(d, RECORD)):
+            return False
+        if os.path.exists(os.path.join(d, _state.AUTOREMOVE)) and not flocks.held(
+                os.path.join(d, _state.MONITOR_LOCK)):
+            rec = self.load(cid)
+            if rec is not None:
+                self._remove_locked(rec)
+            return False
+        return True
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -289,13 +301,16 @@ class ContainerStore:
         mapping removes them.  The caller has checked that nothing runs."""
         fd = self.lock()
         try:
-            if os.path.isdir(os.path.join(rec.dir, "upper")) or os.path.isdir(os.path.join(rec.dir, "work")):
-                _remove_tree(rec.dir, rec.spec)
-            else:
-                self._rmtree_own(rec.dir)
-            self._unlink_name(rec.name, rec.id)
+            self._remove_locked(rec)
         finally:
             os.close(fd)
+
+    def _remove_locked(self, rec):
+        if os.path.isdir(os.path.join(rec.dir, "upper")) or os.path.isdir(os.path.join(rec.dir, "work")):
+            _remove_tree(rec.dir, rec.spec)
+        else:
+            self._rmtree_own(rec.dir)
+        self._unlink_name(rec.name, rec.id)
 
     @staticmethod
     def _rmtree_own(d):
