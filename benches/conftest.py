@@ -105,6 +105,8 @@ PAIRS = (
     ("test_cli_true_no_seccomp", "test_crun_true", 2.0),
     ("test_cli_true", "test_bwrap_true", None),
     ("test_cli_true", "test_unshare_true", None),
+    ("test_api_true_two_phase", "test_api_true_fast_path", None),  # create + no-op hook + release
+    ("test_api_true_two_phase_auto", "test_api_true_fast_path_auto", None),
 )
 
 
