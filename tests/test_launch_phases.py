@@ -7,6 +7,7 @@ Real sandboxes, run as each test user: sbxsub's default mapping writes a subuid 
 newuidmap/newgidmap (helper mode), sbxnosub's is the single id the child maps itself."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -359,3 +360,35 @@ def test_start_dir_that_cannot_hold_the_fifo_is_refused_before_clone(busybox_roo
         launch.create(_spec(busybox_rootfs, ["true"]), wait_start=True, start_dir=tmp_path / "missing")
     assert ei.value.hint
     assert _children() == before  # no child was made
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not shutil.which("fuse-overlayfs"), reason="fuse-overlayfs not installed")
+def test_overlay_refused_at_release_falls_back_to_fuse_and_attaches_the_hooks_again(
+        busybox_rootfs, tmp_path, monkeypatch):
+    """The kernel refuses a lower layer on /proc ("filesystem not supported"), fuse-overlayfs takes
+    it: the refusal shows only when the released child mounts, so release retries with
+    fuse-overlayfs, as launch.start does, and the hooks follow the new child.  (/dev/fuse is
+    root's only on this machine class.)"""
+    from sandbox.runtime import overlay
+    monkeypatch.setenv("SBX_RUNROOT", str(tmp_path / "run"))  # the remembered refusal stays here
+    monkeypatch.delenv("SBX_OVERLAY", raising=False)
+    monkeypatch.setitem(overlay._cache, "driver", "kernel")
+    sp = _spec(busybox_rootfs, ["sh", "-c", "test -e /acct && grep -q '^fuse-overlayfs / ' /proc/self/mounts"])
+    sp["sbx"]["lowers"].append("/proc/sys/kernel")  # under the image: /acct comes from it
+    pids = []
+
+    class Tracker(Observer):
+        def attach(self, pid):
+            pids.append(pid)
+            super().attach(pid)
+
+    obs = Tracker()
+    h = launch.create(sp, hooks=[obs])
+    assert pids == [h.pid] and h.plan.newroot
+    pid, pidfd = h.release()
+    assert len(pids) == 2 and pids[1] == pid != pids[0]
+    assert obs.torn_down == 1  # once, for the refused child
+    _assert_gone(pids[0])
+    assert _exit_code(pid, pidfd) == 0
+    assert overlay.driver() == "fuse"
