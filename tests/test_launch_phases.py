@@ -282,6 +282,31 @@ def test_wait_start_release_returns_before_exec_and_start_runs_it(busybox_rootfs
     assert (vol / "ran").read_text() == "ran\n"
 
 
+def test_wait_start_under_init(busybox_rootfs, tmp_path):
+    """With --init the command is looked up before READY too, and sbx-init runs it once started."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    h = launch.create(_spec(busybox_rootfs, ["sh", "-c", "echo $$ > /v/ran"], vol, init=True), wait_start=True)
+    pid, pidfd = h.release()
+    assert not (vol / "ran").exists()
+    h.start()
+    assert _exit_code(pid, pidfd) == 0
+    assert int((vol / "ran").read_text()) > 1  # not PID 1: the init is
+
+
+def test_start_of_a_child_killed_while_waiting_is_refused(busybox_rootfs, tmp_path):
+    obs = Observer()
+    h = launch.create(_spec(busybox_rootfs, ["true"]), hooks=[obs], wait_start=True)
+    pid, pidfd = h.release()
+    os.kill(pid, 9)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped yet
+    with pytest.raises(LaunchError, match="no longer waiting"):
+        h.start()
+    os.close(pidfd)
+    _assert_gone(pid)
+    assert obs.torn_down == 1
+
+
 def test_wait_start_from_another_process_through_the_fifo(busybox_rootfs, tmp_path):
     vol = tmp_path / "vol"
     vol.mkdir()

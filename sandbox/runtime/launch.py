@@ -278,8 +278,14 @@ class Launch:
         if self.start_fifo is not None:
             start_fifo(self.start_fifo)
         else:
-            os.write(self._start_w, b"\0")
-            self._close_start_w()
+            try:
+                os.write(self._start_w, b"\0")
+            except BrokenPipeError:
+                self.abort()  # it is gone (killed from outside): reap it, tear the hooks down
+                raise LaunchError("cannot start the sandbox: it is no longer waiting", stage="start",
+                                  errno=E.EPIPE) from None
+            finally:
+                self._close_start_w()
         self.wait_exec()
 
     def wait_exec(self):
