@@ -747,6 +747,8 @@ sb_child_main (void *arg)
       CHECK (setns (cfg->setns_fds[i], cfg->setns_types[i]), SB_STAGE_SETNS);
       joined_pid |= cfg->setns_types[i] == CLONE_NEWPID;
     }
+  if (cfg->n_setns && !joined_pid)
+    close (ctx->pid_fd);  /* no fork, no pid to send: EOF now, not at exec (a held child waits) */
   if (joined_pid)
     {
       int keep[72];
