@@ -276,8 +276,8 @@ def test_fast_path_clones_vfork_like(busybox_rootfs):
 
 # --- wait before execve (OCI create/start) -------------------------------------------------------
 
-def _waiting(rootfs, vol, argv, start_dir=None):
-    h = launch.create(_spec(rootfs, argv, vol), wait_start=True, start_dir=start_dir)
+def _waiting(rootfs, vol, argv, start_dir=None, hooks=()):
+    h = launch.create(_spec(rootfs, argv, vol), wait_start=True, start_dir=start_dir, hooks=hooks)
     pid, pidfd = h.release()
     assert h.state == "waiting"
     return h, pid, pidfd
@@ -314,13 +314,15 @@ def test_wait_start_under_init(busybox_rootfs, tmp_path):
     assert int((vol / "ran").read_text()) > 1  # not PID 1: the init is
 
 
-def test_start_of_a_child_killed_while_waiting_is_refused(busybox_rootfs, tmp_path):
+@pytest.mark.parametrize("fifo", [False, True], ids=["pipe", "fifo"])
+def test_start_of_a_child_killed_while_waiting_is_refused(busybox_rootfs, tmp_path, fifo):
     obs = Observer()
-    h = launch.create(_spec(busybox_rootfs, ["true"]), hooks=[obs], wait_start=True)
+    h = launch.create(_spec(busybox_rootfs, ["true"]), hooks=[obs], wait_start=True,
+                      start_dir=tmp_path if fifo else None)
     pid, pidfd = h.release()
     os.kill(pid, 9)
     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped yet
-    with pytest.raises(LaunchError, match="no longer waiting"):
+    with pytest.raises(LaunchError, match="no longer waiting|nothing waits"):
         h.start()
     os.close(pidfd)
     _assert_gone(pid)
@@ -369,12 +371,14 @@ def test_exec_failure_after_start_is_reported(busybox_rootfs, tmp_path):
     cmd = vol / "cmd"
     cmd.write_text("#!/bin/sh\nexit 0\n")
     cmd.chmod(0o755)
-    h, pid, pidfd = _waiting(busybox_rootfs, vol, ["/v/cmd"])
+    obs = Observer()
+    h, pid, pidfd = _waiting(busybox_rootfs, vol, ["/v/cmd"], hooks=[obs])
     cmd.write_bytes(b"\x7fELF not really\n")  # same file, now an executable of no known format
     with pytest.raises(CommandNotExecutable, match="exec format error"):
         h.start()
     os.close(pidfd)
     _assert_gone(pid)
+    assert obs.torn_down == 1
 
     cmd.write_text("#!/bin/sh\nexit 0\n")
     h, pid, pidfd = _waiting(busybox_rootfs, vol, ["/v/cmd"])

@@ -276,7 +276,12 @@ class Launch:
         if self.state != "waiting":
             raise LaunchError(f"cannot start a launch that is {self.state}", stage="start")
         if self.start_fifo is not None:
-            start_fifo(self.start_fifo)
+            try:
+                start_fifo(self.start_fifo)
+            except LaunchError as e:
+                if e.errno == E.ENXIO:  # no reader: the child is gone
+                    self.abort()
+                raise  # ENOENT: started through the FIFO already (wait_exec() reports), or removed
         else:
             try:
                 os.write(self._start_w, b"\0")
@@ -295,10 +300,11 @@ class Launch:
             raise LaunchError(f"cannot wait for the exec of a launch that is {self.state}", stage="start")
         try:
             _native_call(self.plan, self._handle.wait_exec)
-        except LaunchError:
+        except LaunchError as e:
             self.state = "gone"
             self._handle = None
             self._discard_channel()
+            _add_teardown_failure(e, self)
             raise
         self.state = "running"
         self._handle = None
