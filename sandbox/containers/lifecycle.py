@@ -273,3 +273,163 @@ def wait(where, ref, condition="not-running"):
 def inspect(where, ref):
     from .inspect import container_doc
     return container_doc(store(where).get(ref))
+
+
+def create(where, opts, image=None, foreground=False):
+    """`docker create`: the record of a new container for the RunOptions `opts` (status
+    created, no process).  `image`: the ImageRoot prepared for `opts.image` (the caller pulls,
+    with its own progress display).  Name conflicts and bad names are ContainerErrors that
+    `run`/`create` report with exit 125."""
+    from ..runtime import spec as _spec
+    store_ = store(where)
+    spec = _spec.from_options(opts, image=image, container_id=os.urandom(32).hex())
+    if image is not None:
+        cmd = list(opts.argv)
+    else:
+        cmd = ([opts.entrypoint] if opts.entrypoint else []) + list(opts.argv) if opts.entrypoint is not None \
+            else list(opts.argv)
+    try:
+        return new_container(store_, spec, name=opts.name, image=image.ref if image is not None else None,
+                             command=cmd, auto_remove=opts.auto_remove, foreground=foreground,
+                             labels=opts.labels, restart=(opts.restart.name, opts.restart.max_retries),
+                             stop_signal=opts.stop_signal, stop_timeout=opts.stop_timeout,
+                             open_stdin=opts.interactive)
+    except _state.ContainerError as e:
+        e.exit_code = 125  # docker run/create: everything before the command runs
+        raise
+
+
+def start(where, ref, runtime_root=None):
+    """`docker start` without -a: the monitor runs the container in the background.  A running
+    container: nothing to do (Docker's rule).  Raises the launch error, the container kept."""
+    store_ = store(where)
+    rec = store_.get(ref)
+    if rec.status in _state.ACTIVE:
+        return rec
+    _state.transition(rec, "start")
+
+    def clear(doc):
+        status = _effective(doc, rec.dir)
+        if status not in ("created", "exited", "dead"):
+            raise _state.StateError("start", rec.name, status)
+        doc["State"]["StopRequested"] = False
+    rec = store_.update(rec, clear)
+    if runtime_root is None:
+        from .. import config
+        runtime_root = config.current().runtime_root
+    from . import monitor
+    monitor.spawn(store_, rec, runtime_root)
+    return store_.load(rec.id) or rec
+
+
+def run_detached(where, rec, runtime_root=None):
+    """The start of a new container made by `docker run -d`: a failed launch removes it when it
+    is --rm (Docker keeps the others, created, with the error recorded)."""
+    store_ = store(where)
+    try:
+        return start(store_, rec.id, runtime_root)
+    except BaseException:
+        if rec.auto_remove:
+            try:
+                store_.remove_dir(store_.load(rec.id) or rec)
+            except Exception:
+                pass
+        raise
+
+
+def run_foreground(where, rec, interactive=False, terminal=False):
+    """Run a stored container in this process (foreground `sbx run`, `start -a`): the terminal
+    relayed with a tty, signals forwarded, the state recorded; returns Docker's exit code."""
+    from ..errors import SandboxError
+    store_ = store(where)
+    private = rec.auto_remove  # a foreground --rm run: no fsync, removed at the end
+    sup = Supervision(store_, rec, sync=not private)
+    try:
+        try:
+            code = _run(rec.spec, interactive, terminal, on_start=sup.started)
+        except SandboxError as e:
+            if not private:
+                sup.exited(e.exit_code, error=str(e))
+            raise
+        if not private:
+            sup.exited(code)
+        return code
+    finally:
+        sup.release()
+
+
+def _run(spec, interactive, tty, on_start=None):
+    """Launch in the foreground and supervise to the end; returns Docker's exit code."""
+    from ..runtime import process
+    from ..runtime.process import SandboxProcess
+    if tty:
+        p = SandboxProcess.launch(spec, terminal=True, console_size=process.terminal_size(0))
+        try:
+            if on_start is not None:
+                on_start(p.pid)
+            # No detach keys: a foreground sandbox has no other supervisor to detach to.
+            return p.relay_pty(stdin_fd=0 if interactive else -1, stdout_fd=1, detach_keys=None)
+        finally:
+            p.close()
+    devnull = -1
+    if not interactive:
+        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # The forwarded signals are held from before the launch (launch's default): one that
+        # arrives meanwhile reaches the sandbox instead of killing sbx.
+        p = SandboxProcess.launch(spec, stdio=(devnull, -1, -1))
+    finally:
+        if devnull >= 0:
+            os.close(devnull)
+    try:
+        if on_start is not None:
+            on_start(p.pid)
+        return p.wait()
+    finally:
+        p.close()
+
+
+def restart(where, ref, timeout=None, runtime_root=None):
+    """`docker restart`: stop (as `stop -t`), then start in the background."""
+    store_ = store(where)
+    rec = store_.get(ref)
+    _state.transition(rec, "restart")
+    stop(store_, rec.id, timeout=timeout)
+    return start(store_, rec.id, runtime_root)
+
+
+def pause(where, ref):
+    """`docker pause`: needs the cgroup v2 freezer, which comes with limits (issue 10).  Refused,
+    never a silent no-op."""
+    return _refuse_freezer(where, ref, "pause")
+
+
+def unpause(where, ref):
+    return _refuse_freezer(where, ref, "unpause")
+
+
+def _refuse_freezer(where, ref, verb):
+    from ..errors import SandboxError
+    rec = store(where).get(ref)
+    _state.transition(rec, verb)
+    raise SandboxError(f"cannot {verb} container {rec.name}: sbx has no cgroup freezer yet",
+                       hint="pause and unpause need a delegated cgroup v2 freezer, which comes with resource "
+                            "limits; 'sbx stop' and 'sbx start' work meanwhile")
+
+
+def exec(where, ref, xopts, stdio=(-1, -1, -1), console_size=None):
+    """`docker exec`: one more process in the running container `ref` (ExecOptions `xopts`);
+    returns its SandboxProcess (the caller waits or relays its pty).  A paused or stopped
+    container is refused with its state named."""
+    from ..runtime import spec as _spec
+    from ..runtime.process import SandboxProcess
+    rec = store(where).get(ref)
+    _state.transition(rec, "exec")
+    pid, start_ticks = rec.state.get("Pid"), rec.state.get("PidStart")
+    if not pid or (start_ticks is not None and _state.pid_start(pid) != start_ticks):
+        raise _state.StateError("exec", rec.name, "exited")  # it ended since the record was read
+    spec = _spec.build_exec(rec.spec, pid, list(xopts.argv), env=list(xopts.env), cwd=xopts.cwd, user=xopts.user,
+                            terminal=xopts.terminal)
+    if xopts.terminal:
+        return SandboxProcess.launch(spec, terminal=True, console_size=console_size)
+    return SandboxProcess.launch(spec, stdio=stdio)

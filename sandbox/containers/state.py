@@ -351,9 +351,9 @@ def new_doc(spec, *, name, image=None, command=None, auto_remove=False, restart=
             "WorkingDir": proc["cwd"],
             "Tty": bool(proc.get("terminal") if tty is None else tty),
             "OpenStdin": bool(open_stdin),
-            "Labels": dict(labels or {}),
+            "Labels": {**(x.get("labels") or {}), **(labels or {})},
             "StopSignal": stop_signal or x.get("stop_signal") or "SIGTERM",
-            "StopTimeout": stop_timeout,
+            "StopTimeout": stop_timeout if stop_timeout is not None else x.get("stop_timeout"),
             "Image": image or spec["root"]["path"],
         },
         "HostConfig": {
