@@ -320,7 +320,7 @@ def register(app):
     for verb in VERBS:
         app.command(verb)(globals()[verb])
     # `sbx container VERB`: the same functions (Docker's management command).
-    group = typer.Typer(name="container", no_args_is_help=True, help="Manage containers.")
+    group = typer.Typer(no_args_is_help=True, help="Manage containers.")
     group.command("create", context_settings=_PASSTHROUGH)(create)
     for verb in VERBS:
         group.command(verb)(globals()[verb])
@@ -338,4 +338,4 @@ def register(app):
         """Run a command in a running container (see 'sbx exec --help')."""
         from .run import exec_main
         raise typer.Exit(exec_main(list(ctx.args)))
-    app.add_typer(group)
+    app.add_typer(group, name="container")
