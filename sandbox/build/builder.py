@@ -69,10 +69,10 @@ class Stage:
 class Builder:
     def __init__(self, opts: Options, out=None):
         from ..image.store import Store
-        from ..runtime import idmap
+        from ..runtime import idmap, userns_worker
         self.opts = opts
         self.out = out or (lambda s: sys.stdout.write(s + "\n"))
-        self.store = Store()
+        self.store = Store(workers=userns_worker.mapped)
         self.store.init()
         self.mode = idmap.choose(opts.userns)[0]
         self.owner = "mapped" if self.mode == "helper" else "single"
@@ -103,8 +103,8 @@ class Builder:
                 self._check_platform(st, self._global_args())
             for instr in st.instructions:
                 self._preflight(instr)
-        from ..runtime import nsworker
-        self.worker = nsworker.start(self.mode)
+        from ..runtime import userns_worker
+        self.worker = userns_worker.start(self.mode)
         # The shared content lock for the whole build: another sbx command's clean-up (which
         # takes the lock exclusively) must not take the steps' temp directories for leftovers.
         try:
@@ -400,7 +400,7 @@ class Builder:
             self._run(state, argv, run_env, network, tmpdir, where)
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
-            self.worker.call("remove", path=tmpdir)
+            self.worker.call("sandbox.image.store:remove_path", path=tmpdir)
 
     def _run(self, state, argv, env, network, tmpdir, where):
         from ..runtime import spec as specmod
@@ -460,7 +460,7 @@ class Builder:
             named.append(s)
         # The cache key: the expanded sources and destination, and the content they name.
         src_roots = roots if roots is not None else [self.context]  # [] is an empty stage, not the context
-        content = self.worker.call("hash", roots=src_roots, sources=named, ignore=ignore, where=where)
+        content = self.worker.call("sandbox.image.commit:hash_sources", roots=src_roots, sources=named, ignore=ignore, where=where)
         key = _key(state.key, instr.original, dest, plan, content)
         created_by = instr.original.strip()
         if self._cached(state, key, created_by):
@@ -468,13 +468,13 @@ class Builder:
         tmpdir = self._new_dirs()
         try:
             upper = os.path.join(tmpdir, "upper")
-            self.worker.call("copy", upper=upper, lowers=state.lowers, plan=plan, dest=dest, context=self.context,
-                             roots=roots, ignore=ignore, add=add, chmod=chmod,
+            self.worker.call("sandbox.image.commit:copy_into", upper=upper, lowers=state.lowers, plan=plan, dest=dest,
+                             context=self.context, roots=roots, ignore=ignore, add=add, chmod=chmod,
                              where=where, keep_owners=self.worker.in_userns,
                              owner=self._chown(chown, state, where) if chown else None)
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
-            self.worker.call("remove", path=tmpdir)
+            self.worker.call("sandbox.image.store:remove_path", path=tmpdir)
 
     def _do_add(self, state, instr, env, where):
         self._do_copy(state, instr, env, where, add=True)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 def _store(ctx: typer.Context) -> Store:
     from sandbox.image.store import Store
+    from sandbox.runtime import userns_worker
 
     root = None
     c: Any = ctx
@@ -41,7 +42,7 @@ def _store(ctx: typer.Context) -> Store:
         elif obj is not None:
             root = getattr(obj, "root", None)
         c = c.parent
-    store = Store(root)
+    store = Store(root, workers=userns_worker.mapped)
     if os.path.isdir(store.root):
         store.cleanup()
     return store
@@ -230,12 +231,13 @@ def pull(
     from sandbox.image import reference as refs
     from sandbox.registry.pull import PullOptions
     from sandbox.registry.pull import pull as do_pull
+    from sandbox.runtime.image_root import owner_name
 
     store = _store(ctx)
     ref = refs.parse(image)
     # As Docker does, the layers are unpacked now (for the caller's default id mapping), so the
     # first run starts at once; a run with another mapping unpacks its own copy.
-    opts = PullOptions(platform=plat.parse(platform) if platform else None, jobs=jobs,
+    opts = PullOptions(platform=plat.parse(platform) if platform else None, jobs=jobs, owner=owner_name(),
                        registry=_registry_options(tls_verify, cert_dir, authfile, creds))
     if not quiet:
         typer.echo(f"Pulling {ref.familiar()}")

@@ -22,8 +22,9 @@ from sandbox.image.fsutil import atomic_write, rmtree_writable
 from sandbox.image.store import Store
 
 def _diff(worker, store: Store, root: str, lowers: list[str], base: str | None = None) -> tuple[NewLayer, int]:
-    """(the stored layer, its uncompressed size), diffed by `worker` (sandbox.runtime.nsworker)."""
-    d = worker.call("diff", store=store.root, root=root, lowers=list(lowers), base=base)
+    """(the stored layer, its uncompressed size), diffed by `worker` (sandbox.runtime.userns_worker)."""
+    d = worker.call("sandbox.image.layer:put_layer_in_store", store=store.root, root=root, lowers=list(lowers),
+                    base=base, map_caller_to_root=not worker.in_userns)
     return NewLayer(d["digest"], d["diff_id"], d["size"]), d["tar_size"]
 
 
@@ -503,9 +504,9 @@ def commit_container(c, name: str | None, *, message: str | None = None, author:
     layer with the container's changes; -c changes (Dockerfile instructions) applied."""
     from sandbox.image import reference as refs
     from sandbox.image.compose import compose
-    store = Store()
+    from sandbox.runtime import userns_worker
+    store = Store(workers=userns_worker.mapped)
     store.init()
-    from sandbox.runtime import nsworker
     spec = c.spec
     x = spec["sbx"]
     img = (x.get("image") or {}).get("id")
@@ -516,7 +517,7 @@ def commit_container(c, name: str | None, *, message: str | None = None, author:
         _apply_change(runtime, ch)
     layers = []
     history = []
-    worker = nsworker.start(x.get("userns"))
+    worker = userns_worker.start(x.get("userns"))
     try:
         with store.adding():
             if base is None:

@@ -316,3 +316,23 @@ def put_layer(blobs: Any, root: str | os.PathLike[str], **kw: Any) -> LayerInfo:
     if stored != info.digest:  # two hashes of the same bytes: only a bug gets here
         raise LayerError(f"layer blob digest mismatch: wrote {info.digest}, the store computed {stored}")
     return info
+
+
+def put_layer_in_store(store: str, root: str, lowers: Sequence[str] = (), base: str | None = None,
+                       map_caller_to_root: bool = False) -> dict[str, Any]:
+    """:func:`put_layer` into the blobs of the store at ``store``, with JSON in and out: a worker
+    call (``sandbox.runtime.userns_worker``), run as root of the sandboxes' user namespace where
+    their files have subordinate ids.  ``map_caller_to_root``: in-process in single-id mode, where
+    the caller's files are root's inside the sandboxes.  A big layer takes seconds: a terminal
+    shows it."""
+    from sandbox.image.cas import BlobStore
+    from sandbox.progress import CountingBlobs, Meter
+
+    kw: dict[str, Any] = {}
+    if map_caller_to_root:
+        kw = {"uid_map": [(0, os.geteuid(), 1)], "gid_map": [(0, os.getegid(), 1)]}
+    if base:
+        kw["base"] = base
+    with Meter("", "Committing layer") as m:
+        info = put_layer(CountingBlobs(BlobStore(store), m.add), root, lowers=list(lowers), **kw)
+    return info._asdict()

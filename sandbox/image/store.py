@@ -183,8 +183,13 @@ def check_layer_count(manifest: dict[str, Any], config: dict[str, Any], what: st
 class Store:
     """An image store rooted at ``root``. Cheap to construct; directories are created on first write."""
 
-    def __init__(self, root: str | None = None) -> None:
+    def __init__(self, root: str | None = None, *, workers: Any = None) -> None:
+        """``workers``: a callable that starts a worker in a user namespace mapped to the caller's
+        subuid range (``sandbox.runtime.userns_worker.mapped``), or returns None where ids cannot
+        be mapped; what removes trees of subordinate ids and unpacks with the image's owners.
+        Without it, such trees are left (and reported) and :meth:`unpack_mapped` is refused."""
         self.root = os.path.abspath(root or default_root())
+        self.workers = workers
         self.blobs = BlobStore(self.root)
         self.images_dir = os.path.join(self.root, "images")
         self.layers_dir = os.path.join(self.root, "layers")
@@ -269,27 +274,27 @@ class Store:
         """Remove these trees; return those that could not be removed. Layers unpacked with the
         image's owners, and containers' changes, hold files of subordinate ids that only root of
         a user namespace mapped to the user's range may delete: what the caller cannot remove
-        itself is removed there, by the same worker builds use (`sbx unshare` is the manual way)."""
+        itself is removed there, by a worker from ``self.workers`` (`sbx unshare` is the manual way)."""
         left = []
         for p in paths:
             try:
                 rmtree_writable(p)
             except OSError:
                 left.append(p)
-        if left and _can_map_ids():
+        if left and self.workers is not None:
             from sandbox.image.errors import SandboxError
-            from sandbox.runtime import nsworker
 
             try:
-                w = nsworker.start("helper")
+                w = self.workers()
                 try:
-                    for p in left:
+                    for p in left if w is not None else ():
                         try:
-                            w.call("remove", path=p)
+                            w.call("sandbox.image.store:remove_path", path=p)
                         except SandboxError:
                             continue
                 finally:
-                    w.close()
+                    if w is not None:
+                        w.close()
             except (SandboxError, OSError):
                 pass
             left = [p for p in left if os.path.lexists(p)]
@@ -837,6 +842,19 @@ class Store:
                                               label=f"layer {i + 1}/{n} ({desc['digest'][:19]})"))
         return dirs
 
+    def unpack_mapped(self, image: Image) -> None:
+        """Unpack the layers of ``image`` with the image's owners ("mapped"), in a user namespace
+        mapped to the subuid range (a worker from ``self.workers``).  A terminal shows each
+        layer's progress on stderr."""
+        w = self.workers() if self.workers is not None else None
+        if w is None:
+            raise StoreError(f"cannot unpack {image.short_id} with its owners: no subordinate id range to map",
+                             hint="add ranges for your user to /etc/subuid and /etc/subgid, or use --userns=single")
+        try:
+            w.call("sandbox.image.store:unpack_with_owners", store=self.root, image=image.id)
+        finally:
+            w.close()
+
     def layer_sizes(self, diff_ids: list[str], owner_name: str = "single") -> dict[str, int]:
         sizes = {}
         for d in diff_ids:
@@ -1054,13 +1072,26 @@ def _write(path: str, data: bytes, what: str) -> None:
         raise _store_error(e, what) from None
 
 
-def _can_map_ids() -> bool:
-    """Can this process start a user namespace mapped to the user's subordinate range?  Not from
-    inside one (the worker itself), nor without a range."""
-    from sandbox.image.fsutil import in_user_namespace
-    from sandbox.runtime import idmap
+def unpack_with_owners(store: str, image: str) -> None:
+    """Unpack the layers of image ``image`` of the store at ``store`` keeping the image's owners.
+    A worker call (``Store.unpack_mapped``): runs as root of a user namespace mapped to the
+    subuid range.  A terminal shows each layer's progress on stderr."""
+    import sys
 
-    return not in_user_namespace() and idmap.detect()[0] == "helper"
+    from sandbox.image.unpack import MappedOwnership
+    from sandbox.progress import LayerMeters
+
+    s = Store(store)
+    with LayerMeters() as meters:
+        s.unpack(s.get(image), owner=MappedOwnership(), progress=meters,
+                 warn=lambda m: sys.stderr.write(f"sbx: warning: {m}\n"))
+
+
+def remove_path(path: str) -> None:
+    """Remove ``path`` (a tree too) if it exists.  A worker call: files of subordinate ids are
+    removed as root of the user namespace mapped to them."""
+    if os.path.lexists(path):
+        rmtree_writable(path)
 
 
 def _sizes_ok(sizes: Any, diff_ids: Any) -> bool:

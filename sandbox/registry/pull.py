@@ -43,8 +43,10 @@ class PullOptions:
     platform: plat.Platform | None = None
     jobs: int = 4
     unpack: bool = True
-    #: the --userns whose mapping the layers are unpacked for (None: the caller's default)
-    userns: str | None = None
+    #: the unpacked form the layers get: "single" (owned by the caller, unpacked here) or "mapped"
+    #: (the image's owners, by ``Store.unpack_mapped``: the store's worker in a user namespace
+    #: mapped to the subuid range); the caller knows its sandboxes' mapping (runtime.image_root)
+    owner: str = "single"
     registry: RegistryOptions = field(default_factory=RegistryOptions)
 
 
@@ -179,8 +181,7 @@ def _pull_locked(store: Store, client: RegistryClient, ref: refs.Reference, opti
         # a process in that namespace could delete them): an interrupted or failed unpack leaves
         # the image as a pull without unpacking did, and its first run unpacks the rest.
         fresh = [desc["digest"] for desc, d in zip(layers, diff_ids) if store.layer_meta(d, "mapped") is None]
-        from sandbox.runtime import nsworker
-        nsworker.unpack_mapped(store.root, image.id)
+        store.unpack_mapped(image)
         for d in fresh:
             progress("unpacked", d, 0, None)
     progress("done", digest, 0, None)
@@ -191,8 +192,9 @@ def _owner_name(options: PullOptions) -> str | None:
     """Which unpacked form the pull makes: "single", "mapped" (subuid range) or None."""
     if not options.unpack:
         return None
-    from sandbox.runtime import idmap
-    return "mapped" if idmap.choose(options.userns)[0] == "helper" else "single"
+    if options.owner not in ("single", "mapped"):
+        raise ValueError(f"PullOptions.owner must be 'single' or 'mapped', not {options.owner!r}")
+    return options.owner
 
 
 def _check_platform(ref: refs.Reference, config: dict[str, Any], want: plat.Platform | None, from_index: bool,

@@ -48,10 +48,18 @@ def _ready_layers(store, image, owner_name):
     return dirs
 
 
-def _unpack_mapped(store, image):
-    """Unpack with the image's owners inside a user namespace mapped to the subuid range."""
-    from . import nsworker
-    nsworker.unpack_mapped(store.root, image.id)
+def owner_name(userns=None):
+    """Which unpacked form of the layers sandboxes of `userns` use: "mapped" (the image's owners,
+    with a subuid range) or "single"."""
+    return "mapped" if idmap.choose(userns)[0] == "helper" else "single"
+
+
+def image_store():
+    """The image store of the context in force, able to remove and unpack trees of subordinate
+    ids (through a worker mapped to the subuid range)."""
+    from ..image.store import Store
+    from . import userns_worker
+    return Store(workers=userns_worker.mapped)
 
 
 # --- images in use ------------------------------------------------------------------------
@@ -134,25 +142,24 @@ def prepare(ref, *, pull="missing", platform=None, userns=None, progress=None, w
     are unpacked for the id mapping in use.  Returns an ImageRoot."""
     if pull not in PULL_POLICIES:
         raise UsageError(f"invalid --pull value {pull!r}", hint="use missing, always or never")
-    owner_name = "mapped" if idmap.choose(userns)[0] == "helper" else "single"
+    owner = owner_name(userns)
     root = paths.data_root()
     if pull != "always":
-        hit = _cache_lookup(root, ref, owner_name)
+        hit = _cache_lookup(root, ref, owner)
         if hit is not None:
             return hit
     stamp = _refs_stamp(root)
-    result = _prepare(ref, pull, platform, userns, owner_name, progress, warn)
+    result = _prepare(ref, pull, platform, userns, owner, progress, warn)
     # Cache only what was resolved against an unchanged references file (a pull, or another
     # command, changed it meanwhile: the next run caches).
     if stamp is not None and stamp == _refs_stamp(root):
-        _cache_store(root, ref, owner_name, result, stamp)
+        _cache_store(root, ref, owner, result, stamp)
     return result
 
 
 def _prepare(ref, pull, platform, userns, owner_name, progress, warn):
     from ..image.errors import ImageNotFound
-    from ..image.store import Store
-    store = Store()
+    store = image_store()
     image = None
     if pull != "always":
         try:
@@ -177,7 +184,7 @@ def _prepare(ref, pull, platform, userns, owner_name, progress, warn):
             raise UsageError(f"the image store at {store.root} cannot hold overlay whiteouts",
                              hint="point SBX_ROOT (--root) at a local filesystem such as ext4, xfs or btrfs")
         if owner_name == "mapped":
-            _unpack_mapped(store, image)
+            store.unpack_mapped(image)
             dirs = _ready_layers(store, image, owner_name)
             if dirs is None:
                 raise UsageError(f"unpacking {image.short_id} left layers missing")
