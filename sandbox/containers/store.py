@@ -380,10 +380,10 @@ class ContainerStore:
 
 def _remove_tree(d, spec):
     from ..errors import SandboxError
-    from ..runtime import nsworker
-    w = nsworker.start(spec["sbx"].get("userns"))
+    from ..runtime import userns_worker
+    w = userns_worker.start(spec["sbx"].get("userns"))
     try:
-        w.call("remove", path=d)
+        w.call("sandbox.image.store:remove_path", path=d)
     except OSError as e:
         raise SandboxError(f"cannot remove {d}: {e.strerror}", hint="remove it by hand") from None
     finally:
