@@ -460,7 +460,7 @@ class Builder:
             named.append(s)
         # The cache key: the expanded sources and destination, and the content they name.
         src_roots = roots if roots is not None else [self.context]  # [] is an empty stage, not the context
-        content = self.worker.call("sandbox.image.commit:hash_sources", roots=src_roots, sources=named, ignore=ignore, where=where)
+        content = self.worker.call("sandbox.build.placement:hash_sources", roots=src_roots, sources=named, ignore=ignore, where=where)
         key = _key(state.key, instr.original, dest, plan, content)
         created_by = instr.original.strip()
         if self._cached(state, key, created_by):
@@ -468,7 +468,7 @@ class Builder:
         tmpdir = self._new_dirs()
         try:
             upper = os.path.join(tmpdir, "upper")
-            self.worker.call("sandbox.image.commit:copy_into", upper=upper, lowers=state.lowers, plan=plan, dest=dest,
+            self.worker.call("sandbox.build.placement:copy_into", upper=upper, lowers=state.lowers, plan=plan, dest=dest,
                              context=self.context, roots=roots, ignore=ignore, add=add, chmod=chmod,
                              where=where, keep_owners=self.worker.in_userns,
                              owner=self._chown(chown, state, where) if chown else None)

@@ -236,7 +236,7 @@ def commit(container: str = typer.Argument(..., help="Container name or id."),
            message: Optional[str] = typer.Option(None, "-m", "--message", help="Commit message."),
            author: Optional[str] = typer.Option(None, "-a", "--author", help="Author.")):
     """Make a new image from a container's changes."""
-    from ..image.commit import commit_container
+    from ..containers.commit import commit_container
     c = _store().get(container)
     if c.running:
         from ..errors import UsageError

@@ -1,18 +1,18 @@
-"""From changed directories to layers and images: what `sbx commit` and `sbx build` share.
+"""From changed directories to layers, and config edits: what `sbx commit` and `sbx build` share.
 
-- layer_from_upper: an overlay upper directory -> a layer blob in the store (native diff,
-  layer.put_layer) and the directory itself -> that layer's unpacked form, so it is never
-  unpacked again.  With a subuid range the upper holds files of subordinate ids the caller
-  cannot read, so the diff runs inside a user namespace with the same mapping.
-- copy_into: COPY/ADD sources (the build context, or another stage's or image's layers)
-  placed into an upper directory.
-- commit_container: a kept container's upper -> a new image on top of its image."""
+- diff_layer: a changed tree -> a layer blob in the store (native diff, layer.put_layer), run
+  by the caller's userns worker: with a subuid range the tree holds files of subordinate ids
+  the caller cannot read, so the diff runs inside a user namespace with the same mapping.
+- layer_from_upper: that, for an overlay upper directory, which then becomes the layer's
+  unpacked form, so it is never unpacked again.
+- apply_instruction: one Dockerfile instruction (commit's --change) applied to an image config.
+
+Placement of COPY/ADD sources is the build's (sandbox/build/placement.py); a container's changes
+to an image are the engine's (sandbox/containers/commit.py)."""
 from __future__ import annotations
 
-import glob
 import json
 import os
-import stat
 import time
 from typing import Any
 
@@ -21,8 +21,10 @@ from sandbox.image.errors import ImageError
 from sandbox.image.fsutil import atomic_write, rmtree_writable
 from sandbox.image.store import Store
 
-def _diff(worker, store: Store, root: str, lowers: list[str], base: str | None = None) -> tuple[NewLayer, int]:
-    """(the stored layer, its uncompressed size), diffed by `worker` (sandbox.runtime.userns_worker)."""
+
+def diff_layer(worker, store: Store, root: str, lowers: list[str], base: str | None = None) -> tuple[NewLayer, int]:
+    """(the stored layer, its uncompressed size), diffed by `worker` (sandbox.runtime.userns_worker;
+    `base`: the tree before the changes, when `root` is not an overlay upper)."""
     d = worker.call("sandbox.image.layer:put_layer_in_store", store=store.root, root=root, lowers=list(lowers),
                     base=base, map_caller_to_root=not worker.in_userns)
     return NewLayer(d["digest"], d["diff_id"], d["size"]), d["tar_size"]
@@ -31,7 +33,7 @@ def _diff(worker, store: Store, root: str, lowers: list[str], base: str | None =
 def layer_from_upper(store: Store, worker, upper: str, lowers: list[str], owner: str) -> NewLayer:
     """Store the layer of `upper` (lowers: the layer dirs below, top first) and keep `upper`
     as its unpacked form.  Blobs are idempotent."""
-    lay, tar_size = _diff(worker, store, upper, lowers)
+    lay, tar_size = diff_layer(worker, store, upper, lowers)
     final = store.layer_path(lay.diff_id, owner)
     if os.path.isfile(os.path.join(final, "meta.json")):
         return lay  # the same content was built before
@@ -51,540 +53,41 @@ def layer_from_upper(store: Store, worker, upper: str, lowers: list[str], owner:
     return lay
 
 
-# --- COPY / ADD ------------------------------------------------------------------------------------
-#
-# Sources are read and destinations resolved in merged views (sandbox.image.mergedview): every
-# symlink, whether in the context, another stage, the image's layers or placed by an earlier source
-# of the same step, is resolved inside its own tree.  Writes go to the step's upper directory
-# through directory fds (sandbox.runtime.inroot), each final name acted on with dir_fd= and
-# O_NOFOLLOW / follow_symlinks=False: nothing is ever written, chmod'ed or chown'ed through a link.
-
-def _check_rel(src: str, where: str) -> str:
-    rel = os.path.normpath(src.lstrip("/"))
-    if rel == ".":
-        return ""
-    if rel == ".." or rel.startswith("../"):
-        raise ImageError(f"{where}: source {src!r} is outside the build context")
-    return rel
-
-
-def _matches(view, src: str, where: str = "") -> list[list[str]]:
-    """The canonical paths (as parts) a COPY source names in `view`; globs allowed in the last
-    part.  The parent is resolved inside the view; the last part is not followed (a symlink
-    source is copied as a symlink)."""
-    rel = _check_rel(src, where)
-    parent, name = os.path.split(rel)
-    if not glob.has_magic(name):
-        try:
-            r = view.resolve(rel, follow=False)
-        except (NotADirectoryError, FileNotFoundError):
-            return []
-        except OSError as e:
-            raise ImageError(f"{where}: source {src!r}: {e.strerror}") from None
-        found = [r.parts] if r.entry is not None else []
-        r.close()
-        return found
-    import fnmatch
-    from sandbox.image import mergedview
-    try:
-        r = view.resolve(parent, follow=True)
-    except (NotADirectoryError, FileNotFoundError):
-        return []
-    except OSError as e:
-        raise ImageError(f"{where}: source {src!r}: {e.strerror}") from None
-    try:
-        if r.entry is None or not r.entry.is_dir:
-            return []
-        out = []
-        for n in mergedview.listdir(r.entry.dirs):
-            if fnmatch.fnmatchcase(n, name):
-                e = mergedview.lookup(r.entry.dirs, n)
-                if e is not None:
-                    e.close()
-                    out.append(r.parts + [n])
-        return out
-    finally:
-        r.close()
-
-
-def _walk(view, parts: list[str]):
-    """(relative path, entry) of the source at canonical `parts` and everything below it."""
-    e = view.entry(parts)
-    if e is None:
-        return
-    try:
-        yield "/".join(parts), e
-        if e.is_dir:
-            for sub, se in view.walk(parts, e):
-                yield "/".join(sub), se
-    finally:
-        e.close()
-
-
-def _sources(view, src: str, ignore=None, where: str = ""):
-    for m in _matches(view, src, where):
-        for rel, e in _walk(view, m):
-            if ignore and rel and _ignored(rel, ignore):
-                continue
-            yield rel, e
-
-
-def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str = "") -> str:
-    """A digest of what COPY sources name: paths, types, modes, owners, content."""
-    import hashlib
-    from sandbox.image.mergedview import View
-    h = hashlib.sha256()
-    ignore = [tuple(x) for x in ignore] if ignore else ignore
-    with View(roots) as view:
-        for src in sources:
-            if src.startswith(("http://", "https://")):
-                continue
-            for rel, e in _sources(view, src, ignore, where):
-                st = e.st
-                h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
-                if stat.S_ISREG(st.st_mode):
-                    with os.fdopen(e.open(), "rb") as f:
-                        for chunk in iter(lambda: f.read(1 << 20), b""):
-                            h.update(chunk)
-                elif stat.S_ISLNK(st.st_mode):
-                    h.update(e.readlink().encode())
-    return h.hexdigest()
-
-
-class _Placer:
-    """Writes into the step's upper directory (`ufd`), resolving through `view` (the upper on
-    top of the image's layers)."""
-
-    def __init__(self, upper: str, lowers: list[str], chmod: int | None, owner, where: str):
-        from sandbox.image.mergedview import View
-        self.view = View([upper, *lowers])
-        self.ufd = self.view.fds[0]
-        self.upper = upper
-        self.chmod = chmod
-        self.owner = tuple(owner) if owner else None
-        self.where = where
-        self.dir_modes: list = []  # (canonical parts, mode), applied deepest last-placed first
-        self._dirs: dict[tuple, int] = {}  # canonical parts -> O_PATH fd of that upper directory
-
-    def close(self) -> None:
-        for fd in self._dirs.values():
-            os.close(fd)
-        self._dirs = {}
-        self.view.close()
-
-    def resolve(self, path: str) -> tuple[list[str], object]:
-        """The canonical parts of a destination (symlinks followed inside the image) and the
-        entry there, or None."""
-        try:
-            r = self.view.resolve(path, follow=True, what=path)
-        except NotADirectoryError as e:
-            raise ImageError(f"{self.where}: cannot copy into {e.filename}: it is not a directory in the image") from None
-        except OSError as e:
-            raise ImageError(f"{self.where}: destination {path!r}: {e.strerror}") from None
-        return r.parts, r.take()
-
-    def ensure_dir(self, parts: list[str]) -> int:
-        """The directory at canonical `parts` as a real directory in the upper (created with the
-        mode and owner of the directory it covers in the image, or 0755); its O_PATH fd, kept
-        by the placer (not to be closed)."""
-        key = tuple(parts)
-        fd = self._dirs.get(key)
-        if fd is None:
-            fd = self._dirs[key] = self._ensure_dir(parts)
-        return fd
-
-    def _replace(self, parts: list[str], name: str) -> int:
-        """Make room for `name` in the directory at `parts`: whatever is there is removed (a
-        symlink itself, never its target).  The directory's fd."""
-        dfd = self.ensure_dir(parts)
-        if _remove_at(dfd, name):
-            gone = tuple(parts) + (name,)
-            for key in [k for k in self._dirs if k[:len(gone)] == gone]:
-                os.close(self._dirs.pop(key))
-        return dfd
-
-    def _ensure_dir(self, parts: list[str]) -> int:
-        from sandbox.runtime.inroot import makedirs_in_root, open_in_root
-        try:
-            return open_in_root(self.ufd, "/".join(parts), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            pass
-        except NotADirectoryError:
-            raise ImageError(f"{self.where}: cannot copy into /{'/'.join(parts)}: it is not a directory") from None
-        for i in range(1, len(parts) + 1):
-            # What the image shows there now, before the upper covers it.
-            e = self.view.entry(parts[:i])
-            mode, owner = 0o755, None
-            if e is not None:
-                if e.is_dir:
-                    mode, owner = stat.S_IMODE(e.st.st_mode), (e.st.st_uid, e.st.st_gid)
-                e.close()
-
-            def copy_up(dfd, name, mode=mode, owner=owner):
-                if owner is not None and owner != (os.geteuid(), os.getegid()):
-                    os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
-                os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
-            os.close(makedirs_in_root(self.ufd, "/".join(parts[:i]), 0o700, on_create=copy_up))
-        return open_in_root(self.ufd, "/".join(parts), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
-
-    def target_dir(self, parts: list[str], name: str) -> list[str]:
-        """Where a directory entry `name` of a source goes in the directory at canonical `parts`:
-        an existing directory (or a symlink to one, inside the image) is merged into; anything
-        else there is replaced by a new directory.  Either way a directory of the upper."""
-        e = self.view.entry(parts + [name])
-        found = None
-        try:
-            if e is not None and e.is_dir:
-                found = parts + [name]
-            elif e is not None and e.is_link:
-                try:
-                    cparts, te = self.resolve("/".join(parts + [name]))
-                except ImageError:
-                    te = None
-                if te is not None:
-                    te.close()
-                    if te.is_dir:
-                        found = cparts
-        finally:
-            if e is not None:
-                e.close()
-        if found is None:
-            os.mkdir(name, 0o700, dir_fd=self._replace(parts, name))
-            found = parts + [name]
-        self.ensure_dir(found)
-        return found
-
-    def _finish_file(self, fd: int, mode: int, times=None) -> None:
-        os.fchmod(fd, mode)
-        if self.owner is not None:
-            os.fchown(fd, *self.owner)
-        if times is not None:
-            os.utime(fd, ns=times)
-
-    def create(self, parts: list[str], name: str) -> int:
-        """A new, empty regular file `name` in the directory at canonical `parts`, replacing
-        whatever was there (a symlink is replaced, never written through); an fd to write."""
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                       dir_fd=self._replace(parts, name))
-
-    def write(self, parts: list[str], name: str, chunks, mode: int, times=None) -> None:
-        fd = self.create(parts, name)
-        try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-            self._finish_file(fd, mode, times)
-        finally:
-            os.close(fd)
-
-    def symlink(self, parts: list[str], name: str, target: str) -> None:
-        dfd = self._replace(parts, name)
-        os.symlink(target, name, dir_fd=dfd)
-        if self.owner is not None:
-            os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
-
-    def place(self, e, parts: list[str], name: str) -> list[str] | None:
-        """Copy source entry `e` to `name` in the directory at canonical `parts`; for a directory,
-        the canonical parts its content goes to."""
-        st = e.st
-        if stat.S_ISLNK(st.st_mode):
-            self.symlink(parts, name, e.readlink())
-            return None
-        if stat.S_ISDIR(st.st_mode):
-            d = self.target_dir(parts, name)
-            self.dir_done(d, stat.S_IMODE(st.st_mode))
-            return d
-        if stat.S_ISREG(st.st_mode):
-            src = e.open()
-            with os.fdopen(src, "rb") as f:
-                self.write(parts, name, iter(lambda: f.read(1 << 20), b""),
-                           self.chmod if self.chmod is not None else stat.S_IMODE(st.st_mode),
-                           (st.st_atime_ns, st.st_mtime_ns))
-            return None
-        raise ImageError(f"{self.where}: cannot copy /{'/'.join(parts + [name])}: not a file, directory or symlink")
-
-    def dir_done(self, parts: list[str], mode: int | None) -> None:
-        """A directory this step copies (or the destination directory): its mode (and owner)
-        are applied once its content is in."""
-        self.dir_modes.append((parts, self.chmod if self.chmod is not None else mode))
-
-    def finish(self) -> None:
-        from sandbox.runtime.inroot import parent_in_root
-        for parts, mode in reversed(self.dir_modes):  # deepest first: a 0555 dir after its content
-            if not parts:
-                continue  # the upper's root is not part of the layer
-            dfd, name = parent_in_root(self.ufd, "/".join(parts), create=False)
-            try:
-                if self.owner is not None:
-                    os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
-                if mode is not None:
-                    os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
-            finally:
-                os.close(dfd)
-
-
-def _remove_at(dfd: int, name: str) -> bool:
-    """Remove `name` in directory `dfd` (a tree too), following no symlink; True if it was a
-    directory."""
-    try:
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=dfd)
-        return False
-    if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
-        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dfd, follow_symlinks=False)
-    sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-    try:
-        for n in os.listdir(sub):
-            _remove_at(sub, n)
-    finally:
-        os.close(sub)
-    os.rmdir(name, dir_fd=dfd)
-    return True
-
-
-def _chown_tree(dfd: int, owner) -> None:
-    """--chown over what ADD unpacked into the directory `dfd`, following no symlink."""
-    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
-    try:
-        for name in os.listdir(fd):
-            os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                sub = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                try:
-                    _chown_tree(sub, owner)
-                finally:
-                    os.close(sub)
-    finally:
-        os.close(fd)
-
-
-def _is_archive(e) -> bool:
-    import tarfile
-    if not stat.S_ISREG(e.st.st_mode):
-        return False
-    try:
-        with os.fdopen(e.open(), "rb") as f:
-            return tarfile.is_tarfile(f)
-    except (OSError, tarfile.TarError):
-        return False
-
-
-def copy_into(upper: str, lowers: list[str], plan: list, dest: str, *, context: str,
-              roots: list[str] | None, ignore, add: bool, chmod: int | None, where: str,
-              keep_owners: bool = False, owner=None) -> None:
-    """Docker's COPY/ADD rules: a directory source copies its contents; a destination ending in
-    '/' (or several sources) is a directory; ADD extracts local tar archives (keeping their
-    owners when `keep_owners`, i.e. in a subuid-mapped namespace) and fetches URLs.
-    `plan`: [kind, source, heredoc text] with kind path | url | heredoc; `owner`: --chown's
-    (uid, gid) for what is copied."""
-    from sandbox.image.mergedview import View
-    ignore = [tuple(x) for x in ignore] if ignore else ignore
-    with View(roots if roots is not None else [context]) as src_view:
-        p = _Placer(upper, lowers, chmod, owner, where)
-        try:
-            _copy(p, src_view, plan, dest, from_context=roots is None, ignore=ignore, add=add,
-                  where=where, keep_owners=keep_owners)
-            p.finish()
-        finally:
-            p.close()
-
-
-def _copy(p: _Placer, src_view, plan, dest, *, from_context, ignore, add, where, keep_owners):
-    found = {i: _matches(src_view, s, where) for i, (k, s, _) in enumerate(plan) if k == "path"}
-    n_sources = sum(len(found[i]) if k == "path" else 1 for i, (k, _, _) in enumerate(plan))
-    if n_sources == 0:
-        raise ImageError(f"{where}: no source files were specified" if not plan else
-                         f"{where}: {plan[0][1]!r}: no such file or directory in the build context")
-    # The destination is resolved inside the image, a symlink at its end followed too (Docker
-    # resolves it in the build root); names below it are placed without following links.
-    dparts, dentry = p.resolve(dest)
-    is_dir = dentry is not None and dentry.is_dir
-    if dentry is not None:
-        dentry.close()
-    to_dir = dest.endswith("/") or n_sources > 1 or is_dir
-    if to_dir:
-        if dentry is not None and not is_dir:
-            raise ImageError(f"{where}: cannot copy into /{'/'.join(dparts)}: it is not a directory in the image")
-        p.ensure_dir(dparts)
-        if p.owner is not None:
-            p.dir_modes.append((dparts, None))
-    elif not dparts:
-        raise ImageError(f"{where}: cannot copy onto /: give a directory destination")
-    else:
-        p.ensure_dir(dparts[:-1])
-
-    def final(name):
-        """(directory parts, name) a single-file source goes to."""
-        return (dparts, name) if to_dir else (dparts[:-1], dparts[-1])
-
-    for i, (kind, src, content) in enumerate(plan):
-        if kind == "heredoc":
-            p.write(*final(src), [content.encode()], p.chmod if p.chmod is not None else 0o644)
-            continue
-        if kind == "url":
-            name = os.path.basename(src.split("?")[0]) or "index.html"
-            _fetch(src, p, *final(name), where)
-            continue
-        if not found[i]:
-            raise ImageError(f"{where}: {src!r}: no such file or directory", hint="paths are relative to the build context")
-        for m in found[i]:
-            _copy_source(p, src_view, m, dparts, final, ignore=ignore, archive=add and from_context,
-                         where=where, keep_owners=keep_owners)
-
-
-def _copy_source(p: _Placer, src_view, m: list[str], dparts: list[str], final, *, ignore, archive, where,
-                 keep_owners):
-    """One matched source (canonical parts `m` in the source view) into the destination."""
-    mrel = "/".join(m)
-    placed: dict[str, list[str]] = {}  # source directory -> the canonical directory it went to
-    for rel, e in _walk(src_view, m):
-        if rel == mrel:
-            if archive and _is_archive(e):
-                p.ensure_dir(dparts)
-                with os.fdopen(e.open(), "rb") as f:
-                    _extract(f, os.path.join(p.upper, *dparts), where, keep_owners)
-                if p.owner is not None:
-                    _chown_tree(p.ensure_dir(dparts), p.owner)
-                return
-            if e.is_dir:  # a directory source copies its contents
-                p.ensure_dir(dparts)
-                placed[rel] = dparts
-            elif not (ignore and rel and _ignored(rel, ignore)):
-                p.place(e, *final(m[-1]))
-            continue
-        if ignore and _ignored(rel, ignore):
-            continue
-        parent_rel, name = os.path.split(rel)
-        parent = placed.get(parent_rel)
-        if parent is None:  # its parent was ignored: the directories on the way, as they are
-            parent = dparts
-            for comp in parent_rel.split("/")[len(m):]:
-                parent = p.target_dir(parent, comp)
-            placed[parent_rel] = parent
-        got = p.place(e, parent, name)
-        if got is not None:
-            placed[rel] = got
-
-
-def _ignored(rel, ignore):
-    from sandbox.build.builder import ignored
-    return ignored(rel, ignore)
-
-
-def _extract(archive, target_dir: str, where: str, keep_owners: bool) -> None:
-    """ADD of a local tar: unpacked with the same defences as image layers (.., absolute
-    paths, link escapes and devices refused, no symlink followed below `target_dir`, which is a
-    real directory of the upper with no symlink on its way); owners kept where ids are mapped."""
-    from sandbox.image.unpack import SINGLE_ID, MappedOwnership, UnpackOptions, unpack_layer
-    owner = MappedOwnership() if keep_owners else SINGLE_ID
-    unpack_layer(archive, target_dir, UnpackOptions(whiteouts="overlay", owner=owner, label=f"{where}: ADD"))
-
-
-def _fetch(url: str, p: _Placer, parts: list[str], name: str, where: str) -> None:
-    import urllib3
-    try:
-        r = urllib3.PoolManager().request("GET", url, preload_content=False, timeout=60)
-    except urllib3.exceptions.HTTPError as e:
-        raise ImageError(f"{where}: ADD {url}: {e}") from None
-    if r.status != 200:
-        raise ImageError(f"{where}: ADD {url}: HTTP {r.status}")
-    p.write(parts, name, r.stream(1 << 20), p.chmod if p.chmod is not None else 0o600)
-    r.release_conn()
-
-
-# --- commit --------------------------------------------------------------------------------------
-
-def commit_container(c, name: str | None, *, message: str | None = None, author: str | None = None,
-                     changes: list[str] = ()) -> Any:
-    """A new image: the container's image (or its root filesystem as a first layer) plus one
-    layer with the container's changes; -c changes (Dockerfile instructions) applied."""
-    from sandbox.image import reference as refs
-    from sandbox.image.compose import compose
-    from sandbox.runtime import userns_worker
-    store = Store(workers=userns_worker.mapped)
-    store.init()
-    spec = c.spec
-    x = spec["sbx"]
-    img = (x.get("image") or {}).get("id")
-    base = store.get(img) if img else None
-    runtime = json.loads(json.dumps(base.config.get("config") or {})) if base else {}
-    runtime.setdefault("Cmd", spec["process"]["args"])
-    for ch in changes:
-        _apply_change(runtime, ch)
-    layers = []
-    history = []
-    worker = userns_worker.start(x.get("userns"))
-    try:
-        with store.adding():
-            if base is None:
-                # A container made from a root filesystem directory: that tree is the first layer.
-                lay, _ = _diff(worker, store, spec["root"]["path"], [], base=_empty_dir(store))
-                layers.append(lay)
-                history.append({"created_by": f"sbx commit: root filesystem {spec['root']['path']}"})
-            lay, _ = _diff(worker, store, c.upper, list(x["lowers"]))
-            layers.append(lay)
-            history.append({"created_by": " ".join(spec["process"]["args"]), "comment": message or ""})
-            mdigest = compose(store, base, layers, runtime, history, author=author)
-            names = [refs.parse(name).tagged] if name else []
-            image = store.add_image(mdigest, names=names)
-    finally:
-        worker.close()
-    return image
-
-
-def _empty_dir(store: Store) -> str:
+def empty_dir(store: Store) -> str:
+    """An empty directory in the store's tmp/: the `base` of a diff that takes a whole tree."""
     d = os.path.join(store.tmp_dir, "empty")
     os.makedirs(d, exist_ok=True)
     return d
 
 
-def _apply_change(cfg: dict[str, Any], change: str) -> None:
-    from sandbox.build import dockerfile as dfmod
-    from sandbox.errors import UsageError
-    where = f"--change {change!r}"
-    try:  # the change is parsed after a FROM line of ours: its errors name the change, not a line
-        instrs = dfmod.parse(f"FROM scratch\n{change}\n", name="--change").stages[0].instructions
-    except UsageError as e:
-        raise UsageError(f"{where}: {e.msg.split(': ', 1)[-1]}", hint=e.hint) from None
-    if len(instrs) != 1:
-        raise UsageError(f"{where}: give exactly one instruction per --change",
-                         hint="repeat -c for each instruction")
-    instr = instrs[0]
-    cmd = instr.cmd
-    if instr.flags:
-        raise UsageError(f"{where}: {cmd} takes no flags in a --change")
-    check = {"STOPSIGNAL": dfmod.check_signal, "USER": dfmod.check_user, "EXPOSE": dfmod.parse_ports}
-    try:
-        for a in instr.args if cmd in check else ():
-            check[cmd](a)
-    except UsageError as e:
-        raise UsageError(f"{where}: {e.msg}", hint=e.hint) from None
+def apply_instruction(cfg: dict[str, Any], cmd: str, args: list[str], json_form: bool = False,
+                      where: str = "") -> None:
+    """One parsed Dockerfile instruction (`cmd` upper case, its arguments; `json_form` for the exec
+    form of CMD/ENTRYPOINT; EXPOSE's as port keys, "80/tcp") applied to an image config's "config"
+    section, as commit's --change."""
+    where = where or f"{cmd} {' '.join(args)}"
     shell = cfg.get("Shell") or ["/bin/sh", "-c"]
-    command = list(instr.args) if instr.json_form else shell + [" ".join(instr.args)]
+    command = list(args) if json_form else shell + [" ".join(args)]
     if cmd == "CMD":
         cfg["Cmd"] = command
     elif cmd == "ENTRYPOINT":
         cfg["Entrypoint"] = command
     elif cmd == "ENV":
         env = dict(e.split("=", 1) for e in cfg.get("Env") or [])
-        env.update(p.split("=", 1) for p in instr.args)
+        env.update(p.split("=", 1) for p in args)
         cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
     elif cmd == "WORKDIR":
-        cfg["WorkingDir"] = os.path.normpath(os.path.join(cfg.get("WorkingDir") or "/", instr.args[0]))
+        cfg["WorkingDir"] = os.path.normpath(os.path.join(cfg.get("WorkingDir") or "/", args[0]))
     elif cmd == "USER":
-        cfg["User"] = instr.args[0]
+        cfg["User"] = args[0]
     elif cmd == "LABEL":
-        cfg.setdefault("Labels", {}).update(p.split("=", 1) for p in instr.args)
+        cfg.setdefault("Labels", {}).update(p.split("=", 1) for p in args)
     elif cmd == "EXPOSE":
-        cfg.setdefault("ExposedPorts", {}).update({k: {} for p in instr.args for k in dfmod.parse_ports(p)})
+        cfg.setdefault("ExposedPorts", {}).update({p: {} for p in args})
     elif cmd == "VOLUME":
-        cfg.setdefault("Volumes", {}).update({v: {} for v in instr.args})
+        cfg.setdefault("Volumes", {}).update({v: {} for v in args})
     elif cmd == "STOPSIGNAL":
-        cfg["StopSignal"] = instr.args[0]
+        cfg["StopSignal"] = args[0]
     else:
-        raise ImageError(f"--change {change!r}: {cmd} cannot be applied by commit",
+        raise ImageError(f"{where}: {cmd} cannot be applied by commit",
                          hint="use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME or WORKDIR")

@@ -8,7 +8,7 @@ path lookup ever follows a symlink of a layer.  Symlinks of the view are resolve
 (``resolve``): an absolute target restarts at the view's root, ``..`` stops at it, at most 40
 links; so ``/app -> /opt/app`` in a base image means the image's ``/opt/app``, never the host's.
 
-Build placement (sandbox.image.commit) resolves COPY/ADD destinations here (the step's upper on
+Build placement (sandbox.build.placement) resolves COPY/ADD destinations here (the step's upper on
 top of the image's layers) and reads sources here (the context, or another stage's layers).
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import stat
 from collections import deque
 
 from sandbox.image import whiteout as wh
-from sandbox.runtime.inroot import MAX_LINKS
+
+MAX_LINKS = 40  # the kernel's MAXSYMLINKS, as runtime/inroot.py's resolver (the image layer imports no runtime)
 
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
