@@ -68,6 +68,12 @@ class Context:
         return cls(os.path.abspath(root) if root else default_data_root(env),
                    os.path.abspath(runroot) if runroot else _runtime_root(env))
 
+    def environ(self):
+        """The variables that give a child process this context (`Context.from_env` of them is
+        this context): merge them into the env mapping of a process sbx starts that needs the
+        store, instead of changing our own environment."""
+        return {"SBX_ROOT": self.data_root, "SBX_RUNROOT": self.runtime_root}
+
     def data_dir(self):
         """The data root, created and checked."""
         return ensure_private_dir(self.data_root, "storage directory", DATA_HINT)

@@ -27,6 +27,11 @@ def test_rules_of_the_environment(tmp_path):
     assert config.Context.from_env(env, root="rel").data_root == os.path.abspath("rel")
 
 
+def test_a_child_gets_the_context_from_its_environment_mapping():
+    ctx = config.Context("/data/x", "/run/x")
+    assert config.Context.from_env({"HOME": "/elsewhere", **ctx.environ()}) == ctx
+
+
 def test_a_context_is_frozen_and_a_value():
     ctx = config.Context("/a", "/b")
     with pytest.raises(AttributeError):

@@ -78,3 +78,13 @@ def test_a_failing_call_is_one_error_and_the_worker_goes_on(tmp_path):
             w.call("sandbox.image.store:unpack_with_owners", store=str(tmp_path / "s"), image="no-such-image")
         assert w.call("sandbox.image.fsutil:in_user_namespace") is True
     assert w.returncode == 0
+
+
+@pytest.mark.subuid
+def test_the_worker_process_gets_the_context_in_force(tmp_path, monkeypatch):
+    """Not through our environment (which says otherwise here) but explicitly, at its launch."""
+    from sandbox import config
+    monkeypatch.setenv("SBX_ROOT", str(tmp_path / "from-env"))
+    ctx = config.Context(str(tmp_path / "given"), str(tmp_path / "run"))
+    with config.use(ctx), userns_worker.start("helper") as w:
+        assert w.call("sandbox.runtime.paths:data_root") == ctx.data_root

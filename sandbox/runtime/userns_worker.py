@@ -95,19 +95,22 @@ class UsernsWorker:
     in_userns = True
 
     def __init__(self):
-        from . import launch, spec as specmod
-        env = {"PYTHONPATH": _PKG_PARENT, "PYTHONDONTWRITEBYTECODE": "1",
+        from . import spec as specmod
+        from .process import SandboxProcess
+        from .. import config
+        # The calls name their store; the context goes along explicitly all the same.
+        env = {"PYTHONPATH": _PKG_PARENT, "PYTHONDONTWRITEBYTECODE": "1", **config.current().environ(),
                **{k: os.environ[k] for k in ("SBX_PROGRESS_DELAY",) if k in os.environ}}
         spec = specmod.build([sys.executable, "-m", "sandbox.runtime.userns_worker"], rootfs="/",
                              network="host", userns="auto", namespaces=("user",), env=env,
                              container_id=os.urandom(32).hex())
         self.pending = False
-        self.returncode = None
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
         try:
             r_in, w_out = _high_fd(r_in), _high_fd(w_out)
-            self.pid, self.pidfd = launch.start(spec, stdio=[r_in, w_out, -1])
+            # hold=(): Ctrl-C between calls is sbx's (KeyboardInterrupt), never held for the worker
+            self.proc = SandboxProcess.launch(spec, stdio=(r_in, w_out, -1), hold=())
         except BaseException:
             for fd in (w_in, r_out):
                 os.close(fd)
@@ -118,39 +121,25 @@ class UsernsWorker:
         self.stdin = open(w_in, "w", buffering=1, encoding="utf-8")
         self.stdout = open(r_out, "r", encoding="utf-8")
 
-    def _wait(self, timeout=None):
-        """The exit status once the process has ended; None if it is still running at `timeout`."""
-        import select
-        if self.returncode is None:
-            if timeout is not None and not select.select([self.pidfd], [], [], timeout)[0]:
-                return None
-            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
-            os.close(self.pidfd)
-        return self.returncode
-
-    def kill(self):
-        if self.returncode is None:
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            self._wait()
+    @property
+    def returncode(self):
+        return self.proc.returncode
 
     def _cancel(self):
         """Stop the call an interrupted one left running and drop its reply; a worker that does
         not answer within CANCEL_WAIT seconds is killed."""
         import select
         self.pending = False
-        if self.returncode is not None:
+        if self.proc.poll() is not None:
             return
-        try:
-            signal.pidfd_send_signal(self.pidfd, CANCEL)
-        except ProcessLookupError:
-            return
+        self.proc.send_signal(CANCEL)
         if select.select([self.stdout], [], [], CANCEL_WAIT)[0]:
             try:
                 if self.stdout.readline():
                     return
             except OSError:
                 pass
-        self.kill()
+        self.proc.close()  # kills and reaps
 
     def call(self, fn, **args):
         check_name(fn)  # refused here already, before anything is sent
@@ -173,18 +162,17 @@ class UsernsWorker:
         return reply.get("result")
 
     def close(self):
+        import subprocess
         try:
             if self.pending:
                 self._cancel()
             self.stdin.close()
-            if self._wait(timeout=30) is None:
-                self.kill()
-        except Exception:
-            self.kill()
-        except BaseException:  # Ctrl-C again: do not leave the worker behind
-            self.kill()
-            raise
-        finally:
+            try:
+                self.proc.wait(forward=(), timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:  # killed and reaped if still running (Ctrl-C again included)
+            self.proc.close()
             self.stdout.close()
 
     def __enter__(self):
