@@ -1,0 +1,137 @@
+"""Readiness for harnesses: wait until a container is ready to be used.
+
+    c = sandbox.containers.run(rootfs=R, command=["sh", "-c", "echo listening; exec server"])
+    wait_for_log(c, r"listening", timeout=10)
+    wait_for_exec(c, ["test", "-e", "/run/server.pid"], timeout=10)
+
+Each waits on what the container reports (its log, an exec's exit status) and raises
+`WaitTimeout` (a `TimeoutError` and a `SandboxError`) naming what it waited for and the last
+output it saw, when the time is up or the container ended first.  They work on any object with
+docker-py's `logs()`, `exec_run()`, `reload()`, `status` and `attrs`."""
+import re
+import time
+
+from ..errors import SandboxError, UsageError
+
+_SHOWN = 2000  # characters of the last output a timeout message quotes
+
+
+class WaitTimeout(SandboxError, TimeoutError):
+    """What was awaited did not happen in time (or the container ended first)."""
+
+    def __init__(self, msg, hint=None, last_output=""):
+        SandboxError.__init__(self, msg, hint)
+        self.last_output = last_output
+
+
+def _tail(text):
+    text = text.rstrip("\n")
+    if not text:
+        return "(no output)"
+    return ("..." + text[-_SHOWN:]) if len(text) > _SHOWN else text
+
+
+def _ended(container):
+    """The container's exit status if it is no longer running (None while it runs)."""
+    container.reload()
+    if container.status in ("exited", "dead"):
+        return container.attrs.get("State", {}).get("ExitCode")
+    return None
+
+
+def _check_timeout(timeout):
+    if timeout is None or not timeout >= 0:  # also refuses NaN
+        raise UsageError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+
+
+def wait_for_log(container, pattern, timeout=60, stream=None, interval=0.05):
+    """Wait until the container's log matches `pattern`: a regular expression as a str (searched
+    line by line and across lines, `re.MULTILINE`, as testcontainers does; `re.escape` a literal)
+    or a compiled one (a bytes pattern matches the raw log).  `stream` is "stdout", "stderr" or
+    None for both.  Returns the match."""
+    _check_timeout(timeout)
+    if stream not in (None, "stdout", "stderr"):
+        raise UsageError(f"stream must be 'stdout', 'stderr' or None, not {stream!r}")
+    rx = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern, re.MULTILINE)
+    what = f"a log line matching {rx.pattern!r}" + (f" on {stream}" if stream else "")
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = container.logs(stdout=stream in (None, "stdout"), stderr=stream in (None, "stderr"))
+        text = raw.decode("utf-8", "replace")
+        m = rx.search(raw if isinstance(rx.pattern, bytes) else text)
+        if m:
+            return m
+        code = _ended(container)
+        if code is not None:
+            # One more read: output written just before the exit.
+            raw = container.logs(stdout=stream in (None, "stdout"), stderr=stream in (None, "stderr"))
+            text = raw.decode("utf-8", "replace")
+            m = rx.search(raw if isinstance(rx.pattern, bytes) else text)
+            if m:
+                return m
+            raise WaitTimeout(f"container {container.name} exited (code {code}) before {what} appeared; "
+                              f"last output:\n{_tail(text)}", last_output=text)
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} in container {container.name}; "
+                              f"last output:\n{_tail(text)}", last_output=text)
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def wait_for_exec(container, cmd, timeout=60, interval=0.2):
+    """Run `cmd` in the container every `interval` seconds until it exits 0.  Returns its
+    `ExecResult`.  An exec that outlives the time left is killed."""
+    _check_timeout(timeout)
+    if isinstance(cmd, str):
+        cmd = ["sh", "-c", cmd]
+    what = f"{' '.join(cmd)!r} to exit 0"
+    deadline = time.monotonic() + timeout
+    last, out = None, ""
+    while True:
+        if _ended(container) is not None:
+            raise WaitTimeout(f"container {container.name} is not running (status {container.status}) while "
+                              f"waiting for {what}; last output:\n{_tail(out)}", last_output=out)
+        try:
+            r = container.exec_run(cmd, timeout=max(0.001, deadline - time.monotonic()))
+        except SandboxError as e:  # e.g. the container ended between the check and the exec
+            last, out = None, str(e)
+        else:
+            if r.exit_code == 0:
+                return r
+            last, out = r.exit_code, (r.output or b"").decode("utf-8", "replace")
+        if time.monotonic() >= deadline:
+            got = "it never ran" if last is None else f"its last exit code was {last}"
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} in container {container.name} "
+                              f"({got}); last output:\n{_tail(out)}", last_output=out)
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def wait_for_port(container, port, timeout=60, interval=0.1):
+    """Wait until a TCP connection to `port` succeeds.  Only for containers that share the
+    host's network (`network_mode="host"`), reached on 127.0.0.1: containers with a network of
+    their own have no address the host can reach until networking lands (issue 11)."""
+    _check_timeout(timeout)
+    import socket
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise UsageError(f"port must be a number from 1 to 65535, not {port!r}")
+    mode = (container.attrs.get("HostConfig") or {}).get("NetworkMode") or "none"
+    if mode != "host":
+        raise UsageError(f"cannot wait for port {port} of container {container.name}: its network ({mode}) "
+                         "cannot be reached from the host until networking lands (issue 11)",
+                         hint="run it with network_mode='host', or wait_for_log / wait_for_exec instead")
+    what = f"TCP port {port} on 127.0.0.1 to accept a connection"
+    deadline = time.monotonic() + timeout
+    err = None
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=max(0.05, min(1.0, deadline - time.monotonic()))):
+                return
+        except OSError as e:
+            err = e
+        code = _ended(container)
+        if code is not None:
+            raise WaitTimeout(f"container {container.name} exited (code {code}) before {what}; "
+                              f"last error: {err}", last_output=str(err))
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} (container {container.name}); "
+                              f"last error: {err}", last_output=str(err))
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
