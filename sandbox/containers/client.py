@@ -1,0 +1,770 @@
+"""docker-py's containers API on the engine, in this process, without a daemon:
+
+    from sandbox import containers
+    c = containers.run(rootfs=R, command=["sh", "-c", "echo up; exec sleep 300"], name="web")
+    c.exec_run(["cat", "/etc/hostname"])        # ExecResult(exit_code=0, output=b'...')
+    c.logs()                                    # b'up\\n'
+    c.stop(); c.remove()
+    out = containers.run(rootfs=R, command="echo hi", detach=False, remove=True)   # b'hi\\n'
+
+The names and shapes are docker-py's (`docker.from_env().containers`), so harnesses written
+for it move over by changing the import; where sbx differs it says so below and refuses what
+it cannot do by name (ports and networks until issue 11, resource limits until issue 10).
+
+Differences from docker-py:
+- `run` takes `rootfs=DIR` as an alternative to `image`, and `detach` defaults to True;
+- a container has no network of its own but `lo` unless `network_mode="host"` (Docker's
+  default is a bridge);
+- `Container.image` is the image reference as given (or the `rootfs=` directory), not an Image;
+- `exec_run` takes `timeout=` (seconds; the exec is killed and `WaitTimeout` raised);
+- a detached `exec_run` lives as long as this Python process.
+
+Each `Container` keeps the configuration context (`sandbox.config`) it was made in, so its
+methods act on the same store wherever they are called from."""
+import builtins
+import collections
+import os
+import threading
+import time
+
+from .. import config
+from ..errors import SandboxError, UsageError
+from ..runtime import options as _options
+from . import lifecycle, state as _state
+from .inspect import container_doc
+from .ready import WaitTimeout
+
+NotFound = _state.NoSuchContainer  # docker.errors.NotFound's place: a SandboxError and a LookupError
+
+ExecResult = collections.namedtuple("ExecResult", "exit_code,output")
+
+
+class ContainerError(SandboxError):
+    """docker.errors.ContainerError: a container run with `detach=False` exited non-zero."""
+
+    def __init__(self, container, exit_status, command, image, stderr):
+        self.container, self.exit_status, self.command, self.image, self.stderr = (
+            container, exit_status, command, image, stderr)
+        err = f": {stderr.decode('utf-8', 'replace') if isinstance(stderr, bytes) else stderr}" if stderr else ""
+        SandboxError.__init__(self, f"Command '{command}' in image '{image}' returned non-zero exit status "
+                                    f"{exit_status}{err}")
+
+
+# --- docker-py's arguments -> RunOptions -------------------------------------------------------------
+
+_ISSUE_11 = "networking comes with issue 11"
+_ISSUE_10 = "resource limits need cgroups, which come with issue 10"
+_REFUSED = {  # docker-py run()/create() arguments sbx cannot honour yet, and why
+    **dict.fromkeys(("ports", "publish_all_ports"), f"publishing ports needs a network of the container's own: "
+                                                     f"{_ISSUE_11}; network_mode='host' shares the host's ports"),
+    **dict.fromkeys(("network", "networking_config", "links", "dns", "dns_opt", "dns_search", "extra_hosts",
+                     "mac_address", "domainname"), f"{_ISSUE_11}; network_mode is 'none' or 'host' until then"),
+    **dict.fromkeys(("mem_limit", "memswap_limit", "mem_reservation", "mem_swappiness", "kernel_memory",
+                     "nano_cpus", "cpu_shares", "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime",
+                     "cpuset_cpus", "cpuset_mems", "cpu_count", "cpu_percent", "blkio_weight",
+                     "blkio_weight_device", "device_read_bps", "device_write_bps", "device_read_iops",
+                     "device_write_iops", "pids_limit", "oom_kill_disable", "oom_score_adj", "cgroup_parent",
+                     "shm_size"), _ISSUE_10),
+    "privileged": "sbx has no privileged mode: use cap_add for the capabilities the command needs",
+    **dict.fromkeys(("devices", "device_requests", "device_cgroup_rules"), "sbx passes no host devices in"),
+    **dict.fromkeys(("pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns"),
+                    "sbx always gives a container namespaces of its own"),
+    **dict.fromkeys(("volumes_from", "volume_driver", "mounts", "storage_opt"),
+                    "only bind mounts of host directories (volumes=) and tmpfs= are supported"),
+    **dict.fromkeys(("runtime", "isolation", "sysctls", "log_config", "healthcheck", "lxc_conf", "init_path",
+                     "use_config_proxy", "auto_remove_delay"), "not supported by sbx"),
+}
+
+
+def _words(value, what):
+    """A command or entrypoint: a list of strings, or a str split as a shell would (docker-py)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        import shlex
+        return shlex.split(value)
+    if isinstance(value, (builtins.list, tuple)) and all(isinstance(w, str) for w in value):
+        return builtins.list(value)
+    raise UsageError(f"{what} must be a str or a list of str, not {value!r}")
+
+
+def _env(environment, what="environment"):
+    """A dict, or a list of "KEY=VALUE" strings -> [(key, value)]."""
+    if not environment:
+        return []
+    items = environment.items() if isinstance(environment, dict) else (
+        (k, v) for k, _eq, v in (str(e).partition("=") if "=" in str(e) else (e, "", None) for e in environment))
+    out = []
+    for k, v in items:
+        if v is None:
+            raise UsageError(f"{what}: {k!r} has no value", hint="give KEY=VALUE, or a dict")
+        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+            raise UsageError(f"{what}: invalid variable name {k!r}")
+        out.append((k, v.decode() if isinstance(v, bytes) else str(v)))
+    return out
+
+
+def _volumes(volumes):
+    """docker-py's {host: {"bind": ctr, "mode": "ro"}} (or {host: ctr}) and ["host:ctr[:mode]"] forms."""
+    if not volumes:
+        return ()
+    if isinstance(volumes, dict):
+        out = []
+        for host, v in volumes.items():
+            if isinstance(v, dict):
+                if "bind" not in v:
+                    raise UsageError(f"volume {host!r}: no 'bind' (the path inside the container)",
+                                     hint="use {host: {'bind': '/path', 'mode': 'ro'}}")
+                mode = "ro" if v.get("ro") else v.get("mode", "rw")
+                out.append((str(host), str(v["bind"]), str(mode)))
+            else:
+                out.append((str(host), str(v), "rw"))
+        return tuple(out)
+    if isinstance(volumes, str):
+        return (volumes,)
+    return tuple(str(v) for v in volumes)
+
+
+def _labels(labels):
+    if not labels:
+        return {}
+    if isinstance(labels, dict):
+        pairs = labels.items()
+    else:  # docker-py: a list of keys, each with the empty value
+        pairs = ((k, "") for k in labels)
+    out = {}
+    for k, v in pairs:
+        if not isinstance(k, str) or not k or not isinstance(v, str):
+            raise UsageError(f"invalid label {k!r}: {v!r}", hint="labels are a dict of str to str")
+        out[k] = v
+    return out
+
+
+def _restart(policy):
+    if not policy:
+        return _options.RestartPolicy()
+    if not isinstance(policy, dict):
+        raise UsageError(f"restart_policy must be a dict, not {policy!r}",
+                         hint='e.g. {"Name": "on-failure", "MaximumRetryCount": 3}')
+    name = policy.get("Name") or "no"
+    count = policy.get("MaximumRetryCount") or 0
+    return _options.RestartPolicy.parse(f"{name}:{count}" if count else name)
+
+
+def _tmpfs(tmpfs):
+    if not tmpfs:
+        return ()
+    if isinstance(tmpfs, dict):  # {"/run": "size=64m"}
+        return tuple(f"{path}:{opts}" if opts else str(path) for path, opts in tmpfs.items())
+    return tuple(str(t) for t in tmpfs)
+
+
+def _ulimits(ulimits):
+    """docker.types.Ulimit / {"Name", "Soft", "Hard"} dicts (or "name=soft:hard") -> sbx's form."""
+    out = []
+    for u in ulimits or ():
+        if isinstance(u, str):
+            out.append(u)
+            continue
+        get = u.get if isinstance(u, dict) else (lambda k, _u=u: getattr(_u, k.lower(), None))
+        name, soft, hard = get("Name"), get("Soft"), get("Hard")
+        if not name or soft is None:
+            raise UsageError(f"invalid ulimit {u!r}", hint='give {"Name": "nofile", "Soft": 1024, "Hard": 2048}')
+        out.append(f"{name}={soft}" + (f":{hard}" if hard is not None else ""))
+    return tuple(out)
+
+
+def _security(security_opt):
+    """no-new-privileges[=true|false] and seccomp=default|unconfined|PROFILE.json, as `sbx run`."""
+    nnp, seccomp = False, None
+    for s in security_opt or ():
+        key, sep, value = str(s).partition("=")
+        if not sep and ":" in key:
+            key, _, value = key.partition(":")
+        if key == "no-new-privileges" and value in ("", "true", "false"):
+            nnp = value != "false"
+        elif key == "seccomp" and value:
+            seccomp = value
+        else:
+            raise UsageError(f"unsupported security_opt {s!r}",
+                             hint="supported: no-new-privileges[=true|false], seccomp=default|unconfined|PROFILE.json")
+    return nnp, seccomp
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+
+
+def _hostname(h):
+    if h is None:
+        return None
+    if (not isinstance(h, str) or not 0 < len(h) <= 64 or not set(h) <= _HOST_CHARS
+            or any(not p or p[0] == "-" or p[-1] == "-" for p in h.split("."))):
+        raise UsageError(f"invalid hostname {h!r}", hint="letters, digits and '-' in dot-separated labels")
+    return h
+
+
+def _network(mode):
+    if mode in (None, "none", "host"):
+        return mode or "none"
+    raise UsageError(f"network_mode {mode!r} is not supported: {_ISSUE_11}", hint="use 'none' (default) or 'host'")
+
+
+def run_options(image=None, command=None, *, rootfs=None, detach=True, name=None, environment=None,
+                volumes=None, labels=None, init=False, restart_policy=None, user=None, working_dir=None,
+                entrypoint=None, tty=False, stdin_open=False, auto_remove=False, read_only=False, cap_add=None,
+                cap_drop=None, security_opt=None, tmpfs=None, ulimits=None, hostname=None, network_mode=None,
+                stop_signal=None, stop_timeout=None, group_add=None, userns=None, platform=None, pull="missing",
+                **unsupported):
+    """docker-py's run()/create() arguments -> RunOptions, every value checked."""
+    for key, value in unsupported.items():
+        if key not in _REFUSED:
+            raise TypeError(f"run() got an unexpected keyword argument {key!r}")
+        if value not in (None, False, {}, [], (), ""):
+            raise UsageError(f"{key}= is not supported: {_REFUSED[key]}")
+    if (image is None) == (rootfs is None):
+        raise UsageError("give an image or rootfs= (a root filesystem directory), not both" if image is not None
+                         else "give an image or rootfs= (a root filesystem directory)")
+    if not isinstance(auto_remove, bool) or not isinstance(detach, bool):
+        raise UsageError("detach and auto_remove are True or False")
+    argv = _words(command, "command") or []
+    ep = _words(entrypoint, "entrypoint")
+    if ep is not None:  # RunOptions takes one word; the rest of a list entrypoint leads the command
+        argv = ep[1:] + argv
+        ep = ep[0] if ep else ""
+    nnp, seccomp = _security(security_opt)
+    return _options.RunOptions(
+        argv=tuple(argv), rootfs=None if rootfs is None else os.fspath(rootfs), entrypoint=ep,
+        env=tuple(_env(environment)), cwd=working_dir, user=None if user in (None, "") else str(user),
+        volumes=_volumes(volumes), tmpfs=_tmpfs(tmpfs), network=_network(network_mode), hostname=_hostname(hostname),
+        read_only=bool(read_only), init=bool(init), userns=userns, cap_add=tuple(cap_add or ()),
+        cap_drop=tuple(cap_drop or ()), no_new_privileges=nnp, ulimits=_ulimits(ulimits),
+        group_add=tuple(str(g) for g in group_add or ()), terminal=bool(tty), seccomp=seccomp, image=image,
+        pull=pull, platform=platform, name=name, labels=_labels(labels), detach=detach, auto_remove=auto_remove,
+        interactive=bool(stdin_open), restart=_restart(restart_policy),
+        stop_signal=_options.stop_signal(stop_signal), stop_timeout=_options.stop_timeout(stop_timeout))
+
+
+# --- Container ---------------------------------------------------------------------------------------
+
+class Container:
+    """A container (docker-py's `Container`): `attrs` is its `inspect` document as of the last
+    `reload()` (the verbs below reload it after they act)."""
+
+    def __init__(self, attrs, ctx):
+        self.attrs = attrs
+        self._ctx = ctx
+
+    def __repr__(self):
+        return f"<Container: {self.short_id}>"
+
+    def __eq__(self, other):
+        return isinstance(other, Container) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Always removes the container (killed first if it runs)."""
+        try:
+            self.remove(force=True)
+        except NotFound:
+            pass
+        return False
+
+    id = property(lambda self: self.attrs["Id"])
+    short_id = property(lambda self: self.attrs["Id"][:12])
+    name = property(lambda self: (self.attrs.get("Name") or "").lstrip("/"))
+    status = property(lambda self: self.attrs["State"]["Status"])
+    labels = property(lambda self: dict((self.attrs.get("Config") or {}).get("Labels") or {}))
+    image = property(lambda self: (self.attrs.get("Config") or {}).get("Image"))  # reference, or rootfs
+
+    def _where(self):
+        return lifecycle.store(self._ctx.data_root)
+
+    def _do(self, verb, *args, reload=True, **kw):
+        with config.use(self._ctx):
+            out = getattr(lifecycle, verb)(self._where(), self.id, *args, **kw)
+            if reload:
+                self.reload()
+        return out
+
+    def reload(self):
+        with config.use(self._ctx):
+            self.attrs = lifecycle.inspect(self._where(), self.id)
+
+    def start(self):
+        self._do("start", runtime_root=self._ctx.runtime_root)
+
+    def stop(self, timeout=None):
+        self._do("stop", timeout=timeout)
+
+    def kill(self, signal=None):
+        self._do("kill", "KILL" if signal is None else signal)
+
+    def restart(self, timeout=None):
+        self._do("restart", timeout=timeout, runtime_root=self._ctx.runtime_root)
+
+    def pause(self):
+        self._do("pause")
+
+    def unpause(self):
+        self._do("unpause")
+
+    def rename(self, name):
+        self._do("rename", name)
+
+    def remove(self, v=False, link=False, force=False):
+        """`v`: there are no anonymous volumes to remove; `link`: no links (issue 11)."""
+        if link:
+            raise UsageError(f"link=True: there are no links to remove ({_ISSUE_11})")
+        self._do("remove", force=force, reload=False)
+
+    def wait(self, timeout=None, condition="not-running"):
+        """Block until the container stops (`not-running`), exits next (`next-exit`) or is removed
+        (`removed`): {"StatusCode": code, "Error": None}.  WaitTimeout after `timeout` seconds."""
+        if timeout is None:
+            code = self._do("wait", condition=condition, reload=False)
+        else:
+            box, t = [], threading.Thread(target=lambda: box.append(self._wait_in_thread(condition)), daemon=True)
+            t.start()
+            t.join(timeout)
+            if not box:
+                raise WaitTimeout(f"timed out after {timeout:g}s waiting for container {self.name} ({condition})")
+            if isinstance(box[0], BaseException):
+                raise box[0]
+            code = box[0]
+        return {"StatusCode": code, "Error": None}
+
+    def _wait_in_thread(self, condition):
+        try:
+            return self._do("wait", condition=condition, reload=False)
+        except BaseException as e:
+            return e
+
+    def top(self, ps_args=None):
+        """{"Titles": [...], "Processes": [[...], ...]}, as `docker top`."""
+        from . import top
+        with config.use(self._ctx):
+            return top.top(self._where(), self.id, ps_args)
+
+    def put_archive(self, path, data):
+        """Extract the tar archive `data` (bytes or a binary file) into directory `path`."""
+        from . import files
+        with config.use(self._ctx):
+            files.put_archive(self._where(), self.id, path, data)
+        return True
+
+    def get_archive(self, path, chunk_size=2 * 1024 * 1024, encode_stream=False):
+        """(an iterator of tar chunks, the stat of `path` as Docker's X-Docker-Container-Path-Stat)."""
+        from . import files
+        with config.use(self._ctx):
+            stream, stat = files.get_archive(self._where(), self.id, path)
+        return _chunks(stream, chunk_size), stat
+
+    # -- logs --
+
+    def logs(self, stdout=True, stderr=True, stream=False, timestamps=False, tail="all", since=None,
+             follow=None, until=None):
+        """The container's output, stdout and stderr interleaved in the order written: bytes, or
+        with `stream=True` an iterator of chunks (following new output unless `follow=False`).
+        `tail`: "all" or a number of lines; `since`/`until`: datetime, or seconds since the epoch."""
+        from . import logs as _logs
+        if follow is None:
+            follow = stream
+        if tail != "all" and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
+            raise UsageError(f"tail must be 'all' or a number of lines >= 0, not {tail!r}")
+        wanted = {"stdout"} if stdout else set()
+        if stderr:
+            wanted.add("stderr")
+
+        since, until = _epoch(since, "since"), _epoch(until, "until")
+        with config.use(self._ctx):
+            where = self._where()
+            path = where.get(self.id).path(_logs.LOG)
+
+        def running():
+            rec = where.load(self.id)
+            return rec is not None and rec.status in _state.ACTIVE
+
+        def gen():
+            for s, ts, data in _logs.read(path, tail=None if tail == "all" else tail, since=since, until=until,
+                                          follow=follow, running=running):
+                if s in wanted:
+                    yield (ts.encode() + b" " + data) if timestamps else data
+        return gen() if stream else b"".join(gen())
+
+    # -- exec --
+
+    def exec_run(self, cmd, stdout=True, stderr=True, stdin=False, tty=False, privileged=False, user="",
+                 detach=False, stream=False, socket=False, environment=None, workdir=None, demux=False,
+                 timeout=None):
+        """Run `cmd` in the running container: ExecResult(exit_code, output).  `demux=True` gives
+        output as (stdout, stderr); `stream=True` an iterator of chunks (exit_code None);
+        `detach=True` returns at once (ExecResult(None, b''))."""
+        if socket:
+            raise UsageError("exec_run(socket=True) is not supported: sbx has no daemon socket to hand out",
+                             hint="use stream=True for the output")
+        if stdin:
+            raise UsageError("exec_run(stdin=True) is not supported: there is no socket to write to",
+                             hint="put input in a file (put_archive) or in the command itself")
+        argv = _words(cmd, "cmd")
+        if not argv:
+            raise UsageError("exec_run needs a command")
+        opts = _options.ExecOptions(argv=tuple(argv), env=tuple(_env(environment)), cwd=workdir or None,
+                                    user=None if user in (None, "") else str(user), terminal=bool(tty),
+                                    detach=bool(detach), privileged=bool(privileged))
+        return _Exec(self, opts, stdout, stderr, stream, demux, timeout).result()
+
+
+def _epoch(value, what):
+    """since/until as docker-py takes them: a datetime, or seconds since the epoch."""
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise UsageError(f"{what} must be a datetime or seconds since the epoch, not {value!r}")
+
+
+def _chunks(stream, size):
+    """Bytes or a binary file -> an iterator of chunks of `size`."""
+    if isinstance(stream, (bytes, bytearray)):
+        for i in range(0, len(stream), size):
+            yield bytes(stream[i:i + size])
+        return
+    if hasattr(stream, "read"):
+        try:
+            while True:
+                b = stream.read(size)
+                if not b:
+                    return
+                yield b
+        finally:
+            getattr(stream, "close", lambda: None)()
+    else:
+        yield from stream
+
+
+class _Exec:
+    """One exec_run.  The process is launched and reaped by a thread of its own: a sandbox dies
+    with the thread that started it, and the supervisor holds signals in its thread, so neither
+    touches the caller's thread (a detached exec lives on after exec_run returns).  Its output
+    comes through pipes: one for both streams unless demux, so their order is kept."""
+
+    def __init__(self, container, opts, stdout, stderr, stream, demux, timeout):
+        self.c, self.opts, self.stream, self.demux, self.timeout = container, opts, stream, demux, timeout
+        self.want = (bool(stdout), bool(stderr))
+        self.proc = None
+        self.code = None
+        self.error = None
+        self.launched = threading.Event()
+        self.reaped = threading.Event()
+
+    def result(self):
+        child, mine = self._pipes()
+        try:
+            threading.Thread(target=self._supervise, args=(child,), daemon=True,
+                             name=f"sbx exec in {self.c.name}").start()
+            self.launched.wait()
+        finally:
+            for fd in set(child):
+                os.close(fd)
+        if self.error is not None:
+            for fd in mine:
+                os.close(fd)
+            raise self.error
+        if self.opts.detach:
+            for fd in mine:
+                os.close(fd)
+            return ExecResult(None, b"")
+        if self.stream:
+            return ExecResult(None, self._stream(mine))
+        out = self._collect(mine)
+        self.reaped.wait()
+        return ExecResult(self.code, out)
+
+    def _supervise(self, child):
+        try:
+            with config.use(self.c._ctx):
+                self.proc = lifecycle.exec(self.c._where(), self.c.id, self.opts, stdio=child)
+        except BaseException as e:
+            self.error = e
+            self.launched.set()
+            return
+        self.launched.set()
+        try:
+            self.code = self.proc.wait(forward=())
+        finally:
+            self.proc.close()
+            self.reaped.set()
+
+    def _pipes(self):
+        """(stdin, stdout, stderr) for the exec, and our read ends: [merged] or [out, err]."""
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        want_out, want_err = self.want
+        if self.opts.detach:
+            return (null, null, null), []
+        if not self.demux:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            return (null, w if want_out else null, w if want_err else null), [r]
+        ro, wo = os.pipe2(os.O_CLOEXEC)
+        re_, we = os.pipe2(os.O_CLOEXEC)
+        return (null, wo if want_out else null, we if want_err else null), [ro, re_]
+
+    def _reads(self, fds, deadline):
+        """(fd index, bytes) as output arrives, until every pipe is closed; at the deadline the
+        exec is killed and WaitTimeout raised."""
+        import selectors
+        sel = selectors.DefaultSelector()
+        for i, fd in enumerate(fds):
+            sel.register(fd, selectors.EVENT_READ, i)
+        finished = False
+        try:
+            while sel.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeout(f"exec {' '.join(self.opts.argv)!r} in container {self.c.name} did not "
+                                      f"finish within {self.timeout:g}s")
+                for key, _ in sel.select(left):
+                    b = os.read(key.fd, 65536)
+                    if b:
+                        yield key.data, b
+                    else:
+                        sel.unregister(key.fd)
+            finished = True
+        finally:
+            sel.close()
+            for fd in fds:
+                os.close(fd)
+            if not finished:
+                self.proc.kill()  # given up on: a timeout, an interrupt, a stream closed early
+
+    def _collect(self, fds):
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        bufs = [[] for _ in fds]
+        try:
+            for i, b in self._reads(fds, deadline):
+                bufs[i].append(b)
+        except WaitTimeout as e:
+            out = b"".join(b"".join(v) for v in bufs).decode("utf-8", "replace")
+            self.reaped.wait()
+            raise WaitTimeout(f"{e}; output so far:\n{out[-2000:]}", last_output=out) from None
+        parts = [b"".join(v) for v in bufs]
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(p if w else None for p, w in zip(parts, self.want))
+
+    def _stream(self, fds):
+        reads = self._reads(fds, None)
+        try:
+            for i, b in reads:
+                yield ((b, None) if i == 0 else (None, b)) if self.demux else b
+        finally:
+            reads.close()  # kills the exec if the caller stopped reading early
+            self.reaped.wait()
+
+
+# --- the collection: run, create, get, list, prune --------------------------------------------------
+
+def _ctx():
+    return config.current()
+
+
+def _container(ctx, ref):
+    with config.use(ctx):
+        return Container(container_doc(lifecycle.store(ctx.data_root).get(ref)), ctx)
+
+
+def _create(ctx, opts):
+    """The record of a new container (status created); an image is pulled per `opts.pull` and
+    unpacked first."""
+    with config.use(ctx):
+        root = None
+        if opts.image is not None:
+            from ..runtime import image_root
+            root = image_root.prepare(opts.image, pull=opts.pull, platform=opts.platform, userns=opts.userns)
+        return lifecycle.create(lifecycle.store(ctx.data_root), opts, image=root)
+
+
+def create(image=None, command=None, **kwargs):
+    """A new container, not started (status created): `run`'s arguments."""
+    kwargs.pop("detach", None)
+    ctx = _ctx()
+    rec = _create(ctx, run_options(image, command, **kwargs))
+    return Container(container_doc(rec), ctx)
+
+
+def run(image=None, command=None, *, rootfs=None, detach=True, stdout=True, stderr=False, remove=False,
+        stream=False, **kwargs):
+    """Create and start a container (docker-py's `containers.run`).  With `detach=True` (the
+    default) returns the running `Container`.  With `detach=False` waits for it and returns its
+    output (stdout; `stderr=True` adds stderr), or with `stream=True` an iterator of it; a
+    non-zero exit raises `ContainerError` carrying the exit status and the stderr.  `remove`
+    removes it afterwards (with `detach=True` it means `auto_remove`).  A container that fails
+    to start is kept (created, its error recorded), as Docker's, unless it was to be removed."""
+    if detach and remove:
+        kwargs["auto_remove"] = True
+    elif not detach and kwargs.get("auto_remove"):
+        kwargs["auto_remove"], remove = False, True  # removed once its output and status are read
+    opts = run_options(image, command, rootfs=rootfs, detach=True, **kwargs)
+    ctx = _ctx()
+    rec = _create(ctx, opts)
+    with config.use(ctx):
+        where = lifecycle.store(ctx.data_root)
+        try:
+            rec = lifecycle.run_detached(where, rec, runtime_root=ctx.runtime_root)
+        except BaseException:
+            if remove:
+                try:
+                    lifecycle.remove(where, rec.id, force=True)
+                except SandboxError:
+                    pass
+            raise
+    c = Container(container_doc(rec), ctx)
+    if detach:
+        return c
+    out = _wait_output(c, " ".join(opts.argv), image if image is not None else rootfs, stdout, stderr, remove)
+    return out if stream else b"".join(out)
+
+
+def _wait_output(c, command, image, stdout, stderr, remove):
+    """The output of a container run in the foreground (follows it to its exit), then its exit
+    status checked and the container removed (`remove`), as docker-py's run(detach=False)."""
+    done = False
+    try:
+        yield from c.logs(stdout=stdout, stderr=stderr, stream=True, follow=True)
+        code = c.wait()["StatusCode"]
+        err = c.logs(stdout=False, stderr=True) if code != 0 else None
+        done = True
+    finally:
+        if remove:
+            try:
+                c.remove(force=not done)
+            except NotFound:
+                pass
+    if code != 0:
+        raise ContainerError(c, code, command, image, err)
+
+
+def get(container_id):
+    """The container with this name, id or unique id prefix; NotFound if there is none."""
+    return _container(_ctx(), container_id)
+
+
+def _match_label(labels, want):
+    k, eq, v = want.partition("=")
+    return k in labels and (not eq or labels[k] == v)
+
+
+_FILTERS = {
+    "id": lambda a, v: a["Id"].startswith(v),
+    "name": lambda a, v: v in a["Name"].lstrip("/"),
+    "label": lambda a, v: _match_label((a.get("Config") or {}).get("Labels") or {}, v),
+    "status": lambda a, v: a["State"]["Status"] == v,
+    "ancestor": lambda a, v: (a.get("Config") or {}).get("Image") == v or a.get("Image", "").startswith(v),
+    "exited": lambda a, v: a["State"]["Status"] == "exited" and str(a["State"].get("ExitCode")) == str(v),
+}
+
+
+def _filters(filters):
+    """{"name": "web", "label": ["a=1", "b"]} -> [(test, values)]: every key must match, with
+    any of its values, but every one of the labels (Docker's rules)."""
+    out = []
+    for key, values in (filters or {}).items():
+        if key not in _FILTERS:
+            raise UsageError(f"invalid filter {key!r}", hint="filters: " + ", ".join(_FILTERS))
+        values = [str(values)] if isinstance(values, (str, int)) else [str(v) for v in values]
+        if key == "label":
+            out.extend((_FILTERS[key], [v]) for v in values)
+        else:
+            out.append((_FILTERS[key], values))
+    return out
+
+
+def _list(all=False, before=None, filters=None, limit=-1, since=None, sparse=False, ignore_removed=False):
+    """Containers, newest first: running ones, or every one with `all=True` (or a `limit` > 0,
+    a status, exited, before or since filter, as Docker's).  `filters`: id, name, label, status,
+    ancestor, exited (a value or a list of values each)."""
+    tests = _filters(filters)
+    if (limit or 0) > 0 or before or since or any(k in (filters or {}) for k in ("status", "exited")):
+        all = True
+    ctx = _ctx()
+    out = []
+    with config.use(ctx):
+        where = lifecycle.store(ctx.data_root)
+        recs = where.list()
+        ids = [r.id for r in recs]
+        lo = ids.index(where.get(since).id) if since else len(ids)      # newer than `since`
+        hi = ids.index(where.get(before).id) + 1 if before else 0       # older than `before`
+        for rec in recs[hi:lo]:
+            if not all and rec.status not in _state.ACTIVE:
+                continue
+            a = container_doc(rec)
+            if _all_match(a, tests):
+                out.append(Container(a, ctx))
+            if (limit or 0) > 0 and len(out) >= limit:
+                break
+    return out
+
+
+def _all_match(attrs, tests):
+    return builtins.all(builtins.any(fn(attrs, v) for v in values) for fn, values in tests)
+
+
+def _when(text, what):
+    """RFC 3339, or seconds since the epoch -> seconds since the epoch."""
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else _state.parse_time(text)
+    except ValueError:
+        raise UsageError(f"invalid {what} value {text!r}", hint="give RFC 3339 or seconds since the epoch") from None
+
+
+def _size(path):
+    """Bytes of the files under `path` that we can see (a subuid range's directories may hide some)."""
+    total = 0
+    for top, dirs, files in os.walk(path, onerror=lambda e: None):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(top, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def prune(filters=None):
+    """Remove every container that does not run (created, exited, dead) and matches `filters`
+    (label=K[=V], label!=K[=V], until=TIME: RFC 3339 or seconds since the epoch):
+    {"ContainersDeleted": [ids] or None, "SpaceReclaimed": bytes}."""
+    filters = dict(filters or {})
+    bad = set(filters) - {"label", "label!", "until"}
+    if bad:
+        raise UsageError(f"invalid filter {sorted(bad)[0]!r} for prune", hint="filters: label, label!, until")
+    as_list = lambda v: [str(v)] if isinstance(v, (str, int, float)) else [str(x) for x in v]  # noqa: E731
+    labels, not_labels = as_list(filters.get("label", ())), as_list(filters.get("label!", ()))
+    until = [_when(u, "until") for u in as_list(filters.get("until", ()))]
+    ctx = _ctx()
+    deleted, reclaimed = [], 0
+    with config.use(ctx):
+        where = lifecycle.store(ctx.data_root)
+        for rec in where.list():
+            lab = rec.config.get("Labels") or {}
+            if (rec.status in _state.ACTIVE or rec.status == "removing"
+                    or not builtins.all(_match_label(lab, want) for want in labels)
+                    or builtins.any(_match_label(lab, want) for want in not_labels)
+                    or builtins.any(_state.parse_time(rec.doc["Created"]) >= u for u in until)):
+                continue
+            size = _size(rec.dir)
+            try:
+                lifecycle.remove(where, rec.id)
+            except (NotFound, _state.StateError):
+                continue  # removed or started meanwhile
+            deleted.append(rec.id)
+            reclaimed += size
+    return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+
+list = _list
