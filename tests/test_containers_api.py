@@ -286,7 +286,7 @@ def test_readiness_helpers(R):
         with pytest.raises(WaitTimeout) as e:
             wait_for_log(c, "ready", stream="stderr", timeout=0.3)
         with pytest.raises(WaitTimeout) as e:
-            wait_for_exec(c, ["sh", "-c", "echo not-yet; exit 1"], timeout=0.5)
+            wait_for_exec(c, ["sh", "-c", "echo not-yet; exit 1"], timeout=3)
         assert "not-yet" in str(e.value) and "exit code was 1" in str(e.value)
         with pytest.raises(WaitTimeout):
             wait_for_exec(c, ["sleep", "300"], timeout=0.5)  # a hanging probe is killed at the deadline

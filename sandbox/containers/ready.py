@@ -85,24 +85,29 @@ def wait_for_exec(container, cmd, timeout=60, interval=0.2):
         cmd = ["sh", "-c", cmd]
     what = f"{' '.join(cmd)!r} to exit 0"
     deadline = time.monotonic() + timeout
-    last, out = None, ""
+    last, out, why = None, "", "it never ran"
     while True:
         if _ended(container) is not None:
             raise WaitTimeout(f"container {container.name} is not running (status {container.status}) while "
                               f"waiting for {what}; last output:\n{_tail(out)}", last_output=out)
         try:
             r = container.exec_run(cmd, timeout=max(0.001, deadline - time.monotonic()))
+        except WaitTimeout as e:  # outlived the time left: killed
+            if last is None:
+                why, out = "it did not finish in time", e.last_output
         except SandboxError as e:  # e.g. the container ended between the check and the exec
-            last, out = None, str(e)
+            if last is None:
+                why, out = f"it could not run: {e}", ""
         else:
             if r.exit_code == 0:
                 return r
             last, out = r.exit_code, (r.output or b"").decode("utf-8", "replace")
-        if time.monotonic() >= deadline:
-            got = "it never ran" if last is None else f"its last exit code was {last}"
+            why = f"its last exit code was {last}"
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} in container {container.name} "
-                              f"({got}); last output:\n{_tail(out)}", last_output=out)
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+                              f"({why}); last output:\n{_tail(out)}", last_output=out)
+        time.sleep(min(interval, left))
 
 
 def wait_for_port(container, port, timeout=60, interval=0.1):
