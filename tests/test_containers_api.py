@@ -1,6 +1,7 @@
 """The docker-py-shaped Python API (`sandbox.containers`) and the readiness helpers, on real
 containers: every Container method, run's options reaching the process, detach=False output and
 ContainerError, restart policies, the context manager, get/list/prune with filters, archives."""
+import datetime
 import io
 import re
 import socket
@@ -59,6 +60,11 @@ def test_run_detached_logs_exec_stop_remove(R):
     assert c.exec_run(["sh", "-c", "echo a; echo b >&2"], stderr=False).output == b"a\n"
     assert b"".join(c.exec_run(["echo", "streamed"], stream=True).output) == b"streamed\n"
     assert c.exec_run(["sh", "-c", "echo $HOSTNAME"]).output == c.id[:12].encode() + b"\n"
+    assert c.exec_run(["sh", "-c", "test -t 1 && echo on-a-tty"], tty=True) == (0, b"on-a-tty\r\n")
+    assert c.exec_run(["sh", "-c", "test -t 1 || echo no-tty"]).output == b"no-tty\n"
+    assert c.exec_run(["sleep", "300"], detach=True) == (None, b"")
+    _until(lambda: b"sleep 300" in c.exec_run(["ps", "-o", "args"]).output)
+    assert c.logs(since=time.time() + 3600) == b"" and c.logs(until=datetime.datetime(2000, 1, 1)) == b""
 
     pid = c.attrs["State"]["Pid"]
     assert _alive(pid)

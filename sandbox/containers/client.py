@@ -23,6 +23,7 @@ Each `Container` keeps the configuration context (`sandbox.config`) it was made 
 methods act on the same store wherever they are called from."""
 import builtins
 import collections
+import errno
 import os
 import threading
 import time
@@ -459,6 +460,7 @@ class _Exec:
         self.c, self.opts, self.stream, self.demux, self.timeout = container, opts, stream, demux, timeout
         self.want = (bool(stdout), bool(stderr))
         self.proc = None
+        self.tty = -1
         self.code = None
         self.error = None
         self.launched = threading.Event()
@@ -477,6 +479,8 @@ class _Exec:
             for fd in mine:
                 os.close(fd)
             raise self.error
+        if self.tty >= 0:
+            mine = [self.tty]  # a terminal: its output is the pty's, stdout only (as Docker's)
         if self.opts.detach:
             for fd in mine:
                 os.close(fd)
@@ -495,6 +499,8 @@ class _Exec:
             self.error = e
             self.launched.set()
             return
+        if self.opts.terminal and not self.opts.detach:
+            self.tty = os.dup(self.proc.pty_master)
         self.launched.set()
         try:
             self.code = self.proc.wait(forward=())
@@ -506,7 +512,7 @@ class _Exec:
         """(stdin, stdout, stderr) for the exec, and our read ends: [merged] or [out, err]."""
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         want_out, want_err = self.want
-        if self.opts.detach:
+        if self.opts.detach or self.opts.terminal:
             return (null, null, null), []
         if not self.demux:
             r, w = os.pipe2(os.O_CLOEXEC)
@@ -530,7 +536,12 @@ class _Exec:
                     raise WaitTimeout(f"exec {' '.join(self.opts.argv)!r} in container {self.c.name} did not "
                                       f"finish within {self.timeout:g}s")
                 for key, _ in sel.select(left):
-                    b = os.read(key.fd, 65536)
+                    try:
+                        b = os.read(key.fd, 65536)
+                    except OSError as e:  # a pty master once its last process is gone
+                        if e.errno != errno.EIO:
+                            raise
+                        b = b""
                     if b:
                         yield key.data, b
                     else:
