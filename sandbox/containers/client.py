@@ -327,23 +327,28 @@ class Container:
         """Block until the container stops (`not-running`), exits next (`next-exit`) or is removed
         (`removed`): {"StatusCode": code, "Error": None}.  WaitTimeout after `timeout` seconds."""
         if timeout is None:
-            code = self._do("wait", condition=condition, reload=False)
-        else:
-            box, t = [], threading.Thread(target=lambda: box.append(self._wait_in_thread(condition)), daemon=True)
-            t.start()
-            t.join(timeout)
-            if not box:
-                raise WaitTimeout(f"timed out after {timeout:g}s waiting for container {self.name} ({condition})")
-            if isinstance(box[0], BaseException):
-                raise box[0]
-            code = box[0]
-        return {"StatusCode": code, "Error": None}
-
-    def _wait_in_thread(self, condition):
-        try:
-            return self._do("wait", condition=condition, reload=False)
-        except BaseException as e:
-            return e
+            return {"StatusCode": self._do("wait", condition=condition, reload=False), "Error": None}
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise UsageError(f"invalid condition: {condition!r}", hint="not-running, next-exit or removed")
+        where = self._where()
+        first = where.get(self.id)
+        began = (first.state.get("StartedAt"), first.state.get("FinishedAt"))
+        deadline = time.monotonic() + timeout
+        interval = 0.02
+        while True:
+            rec = where.load(self.id)
+            if rec is None:
+                return {"StatusCode": first.state.get("ExitCode", 0), "Error": None}
+            first = rec
+            if condition != "removed" and rec.status not in _state.ACTIVE and (
+                    condition == "not-running" or (rec.state.get("StartedAt"), rec.state.get("FinishedAt")) != began):
+                return {"StatusCode": rec.state.get("ExitCode", 0), "Error": None}
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(f"timed out after {timeout:g}s waiting for container {self.name} ({condition}); "
+                                  f"it is {rec.status}")
+            time.sleep(min(interval, left))
+            interval = min(interval * 1.5, 0.2)
 
     def top(self, ps_args=None):
         """{"Titles": [...], "Processes": [[...], ...]}, as `docker top`."""
