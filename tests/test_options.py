@@ -50,11 +50,12 @@ def test_default_restart_policy_is_no():
 
 
 @pytest.mark.parametrize("policy", ["always", "on-failure:2", "unless-stopped"])
-def test_run_refuses_restart_policies_it_does_not_carry_out_yet(policy, busybox_rootfs, tmp_path):
+def test_run_refuses_a_restart_policy_with_rm(policy, busybox_rootfs, tmp_path):
+    """Docker's refusal: a container removed when it exits cannot be restarted."""
     marker = tmp_path / "ran"
-    cp = sbx("run", "--rm", "--restart", policy, "-v", f"{tmp_path}:/out", "--rootfs", busybox_rootfs,
+    cp = sbx("run", "-d", "--rm", "--restart", policy, "-v", f"{tmp_path}:/out", "--rootfs", busybox_rootfs,
              "touch", "/out/ran")
-    assert_sbx_error(cp, 125, f"--restart {policy}", "not supported yet")
+    assert_sbx_error(cp, 125, "Conflicting options: --restart and --rm")
     assert not marker.exists()  # refused before anything started
 
 
