@@ -84,7 +84,8 @@ def test_generated_names_avoid_running_rm_sandboxes(busybox_rootfs, tmp_path):
 
     def names(since=0.0):
         docs = [json.loads(x) for x in ok(sbx("ps", "-a", "--format", "json", env=env)).splitlines()]
-        return {d["Names"] for d in docs if d["CreatedAt"] >= since}
+        return {d["Names"] for d in docs  # CreatedAt: Docker's "2006-01-02 15:04:05 -0700 MST", local time
+                if time.mktime(time.strptime(d["CreatedAt"][:19], "%Y-%m-%d %H:%M:%S")) >= int(since)}
     held = []
     try:
         before = names()

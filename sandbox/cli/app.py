@@ -60,10 +60,11 @@ def version():
 
 
 def _register():
-    from . import build, containers, images
+    from . import build, containers, images, ps
     build.register(app)
     containers.register(app)
     images.register(app)
+    ps.register(app)
     for group in app.registered_groups:  # `sbx image ...`, `sbx system ...`
         group.typer_instance.info.cls = Group
 

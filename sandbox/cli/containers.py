@@ -3,7 +3,6 @@ Docker's: 1 for a container that is missing or in the wrong state (named with it
 for bad input; with several containers each error gets its line and the others are still done.
 `sbx container VERB` is the same set of functions."""
 import json
-import time
 from typing import List, Optional
 
 import typer
@@ -12,57 +11,6 @@ import typer
 def _store():
     from ..containers.store import ContainerStore
     return ContainerStore()
-
-
-# `ps --format` fields and their table headers (Docker's names).
-PS_FIELDS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
-             "RunningFor": "CREATED", "Status": "STATUS", "State": "STATE", "Names": "NAMES", "Ports": "PORTS",
-             "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS"}
-
-
-def ps(all_: bool = typer.Option(False, "-a", "--all", help="Show all containers (default: running ones)."),
-       quiet: bool = typer.Option(False, "-q", "--quiet", help="Only print container ids."),
-       no_trunc: bool = typer.Option(False, "--no-trunc", help="Do not truncate ids and commands."),
-       fmt: Optional[str] = typer.Option(None, "--format",
-                                         help="'json' (one object per line), or a Go template: "
-                                              "'{{.Names}}', 'table {{.ID}}\\t{{.Status}}', '{{json .}}'.")):
-    """List containers."""
-    from . import format as _format
-    from ..containers.state import ago as _ago, parse_time
-    template = None if fmt == "json" else _format.compile(fmt, PS_FIELDS)  # a bad template fails first
-    now = time.time()
-    rows = []
-    for c in _store().list():
-        running = c.running
-        if not all_ and not running:
-            continue
-        cmd = " ".join(c.config.get("Cmd") or c.spec["process"]["args"])
-        created = parse_time(c.doc.get("Created")) or now
-        rows.append({"ID": c.id, "Image": c.doc.get("Image", ""), "Command": cmd, "Created": created,
-                     "Status": c.status_text(now), "Names": c.name, "Running": running,
-                     "State": c.status})
-    if quiet:
-        for r in rows:
-            typer.echo(r["ID"] if no_trunc else r["ID"][:12])
-        return
-    if fmt == "json":
-        for r in rows:
-            typer.echo(json.dumps({"ID": r["ID"], "Image": r["Image"], "Command": r["Command"],
-                                   "CreatedAt": r["Created"], "Status": r["Status"], "Names": r["Names"]}))
-        return
-    shown = []
-    for r in rows:
-        cmd = r["Command"] if no_trunc or len(r["Command"]) <= 20 else r["Command"][:19] + "…"
-        shown.append({"ID": r["ID"] if no_trunc else r["ID"][:12], "Image": r["Image"], "Command": f'"{cmd}"',
-                      "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r["Created"])),
-                      "RunningFor": f"{_ago(now - r['Created'])} ago", "Status": r["Status"],
-                      "State": r["State"],
-                      "Names": r["Names"], "Ports": "", "Labels": "", "Mounts": "", "Networks": ""})
-    if template is None:
-        template = _format.Template("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
-                                    PS_FIELDS)
-    for line in template.render(shown):
-        typer.echo(line)
 
 
 def _each(refs, fn, echo=True):
@@ -314,8 +262,7 @@ VERBS = ("logs", "stop", "kill", "diff", "commit", "rm", "start", "restart", "wa
          "unpause", "attach")
 
 
-def register(app):
-    app.command("ps")(ps)
+def register(app):  # ps, ls, list: cli/ps.py; cp, export, top, prune: cli/files.py
     app.command("create", context_settings=_PASSTHROUGH)(create)
     for verb in VERBS:
         app.command(verb)(globals()[verb])
@@ -325,7 +272,6 @@ def register(app):
     for verb in VERBS:
         group.command(verb)(globals()[verb])
     group.command("inspect")(inspect)
-    group.command("ps")(ps)
 
     @group.command("run", context_settings=_PASSTHROUGH)
     def run(ctx: typer.Context):

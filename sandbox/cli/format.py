@@ -129,58 +129,9 @@ def compile(text, fields):
     return Template(text, fields)
 
 
-def render(fmt, fields, rows, default):
-    """The lines to print for `rows` under `--format fmt`, `default` (a 'table ...' template)
-    when none is given.  The one path every listing command prints through."""
-    template = compile(fmt, fields) or Template(default, fields)
-    return template.render(rows)
-
-
 def uses(fmt, field):
     """Whether the --format text mentions {{... .field}} (e.g. ps computes sizes only then)."""
     return fmt is not None and (fmt.strip() == "json" or
-                                any(field in m.group(1).split(".") or m.group(1).split()[-1] == "."
+                                any(field in m.group(1).split(".") or (m.group(1).split() or [""])[-1] == "."
                                     for m in _ACTION.finditer(fmt)))
 
-
-# --- --filter KEY=VALUE, as Docker's filters.Args ----------------------------------------------------
-
-def parse_filters(values, accepted):
-    """`--filter` values -> {key: [value, ...]} (a key given twice ORs its values; different keys
-    AND, which the caller applies).  Keys are lower-cased and values stripped, as Docker's
-    ParseFlag; a value without '=' or a key not in `accepted` is a UsageError naming it."""
-    out = {}
-    for item in values:
-        if "=" not in item:
-            raise UsageError(f"bad format of filter {item!r} (expected name=value)",
-                             hint="e.g. --filter status=exited; keys: " + ", ".join(sorted(accepted)))
-        key, _eq, value = item.partition("=")
-        key = key.strip().lower()
-        if key not in accepted:
-            raise UsageError(f"invalid filter '{key}'", hint="sbx accepts: " + ", ".join(sorted(accepted)))
-        out.setdefault(key, []).append(value.strip())
-    return out
-
-
-def match_text(patterns, text):
-    """Docker's filters.Args.Match: a value matches when it equals `text`, or when, read as a
-    regular expression, it matches somewhere in it (a pattern that does not compile matches
-    nothing)."""
-    for p in patterns:
-        if p == text:
-            return True
-        try:
-            if re.search(p, text):
-                return True
-        except re.error:
-            continue
-    return False
-
-
-def match_labels(patterns, labels):
-    """Docker's MatchKVList: every `KEY` must be a label, every `KEY=VALUE` a label with that value."""
-    for p in patterns:
-        key, eq, value = p.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    return True

@@ -133,13 +133,29 @@ def parse_time(text):
 
 
 def ago(sec):
-    """Docker's human durations: "Less than a second", "5 seconds", "About a minute"... """
-    sec = max(0, int(sec))
-    for unit, n in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if sec >= n:
-            v = sec // n
-            return f"{v} {unit[:-1] if v == 1 else unit}"
-    return "Less than a second" if sec < 1 else f"{sec} seconds"
+    """Docker's human durations (go-units HumanDuration): "Less than a second", "1 second",
+    "5 seconds", "About a minute", "3 minutes", "About an hour", "5 hours", "3 days", "2 weeks",
+    "4 months", "2 years"."""
+    s = max(0, int(sec))
+    if s < 1:
+        return "Less than a second"
+    if s < 60:
+        return "1 second" if s == 1 else f"{s} seconds"
+    m = s // 60
+    if m < 60:
+        return "About a minute" if m == 1 else f"{m} minutes"
+    h = int(sec / 3600 + 0.5)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{int(sec / 3600) // 24 // 365} years"
 
 
 # --- names ---------------------------------------------------------------------------------------
