@@ -60,11 +60,12 @@ def version():
 
 
 def _register():
-    from . import build, containers, images, ps
+    from . import build, containers, files, images, ps
     build.register(app)
     containers.register(app)
     images.register(app)
-    ps.register(app)
+    for verbs in (ps, files):  # after images: `sbx system prune` joins its `system` group
+        verbs.register(app)
     for group in app.registered_groups:  # `sbx image ...`, `sbx system ...`
         group.typer_instance.info.cls = Group
 

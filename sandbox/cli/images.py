@@ -840,7 +840,7 @@ def register(app: typer.Typer) -> None:
     """Add the image commands, and the ``image`` and ``system`` sub-apps, to ``app``."""
     for name, fn in (("pull", pull), ("push", push), ("images", images), ("rmi", rmi), ("tag", tag),
                      ("inspect", inspect), ("login", login), ("logout", logout), ("save", save), ("load", load),
-                     ("import", import_), ("export", export)):
+                     ("import", import_)):  # `sbx export` is cli/files.py's: a container, else an image
         app.command(name)(fn)
     app.command("unshare", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                              "help_option_names": []})(unshare)
@@ -870,6 +870,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.obj = {"root": root}
 
     register(app)
+    app.command("export")(export)  # on its own, `export` is the image's (sbx's is cli/files.py's)
     try:
         app(args=argv, prog_name="sbx", standalone_mode=True)
     except SystemExit as e:
