@@ -98,7 +98,8 @@ def _reply(fd, doc):
 def _serve(req):
     """Run one request; returns the final reply."""
     # Everything the work needs is imported before any chroot (the host's files are gone then).
-    from ..image import commit, mergedview, unpack, whiteout  # noqa: F401
+    from ..build import placement  # noqa: F401
+    from ..image import mergedview, unpack, whiteout  # noqa: F401
     from ..runtime import inroot  # noqa: F401
     ctl = req["ctl"]
     roots = req.get("roots")
@@ -118,8 +119,6 @@ def _serve(req):
     if op == "put":
         src = os.fdopen(0, "rb", buffering=0)
         return _put(roots, req["path"], src, req)
-    if op == "sizes":
-        return {"sizes": [_tree_size(p) for p in req["paths"]]}
     raise ValueError(f"unknown files operation {op!r}")
 
 
@@ -343,7 +342,7 @@ def clean_name(name):
 
 class Extractor:
     """Unpack archive members below the directory at canonical `dest` of a placer's view
-    (image.commit._Placer: the upper over its layers, or one real root).  `owners`: keep the
+    (build.placement._Placer: the upper over its layers, or one real root).  `owners`: keep the
     members' uid/gid (else what the writer creates: the container's root, or the caller)."""
 
     def __init__(self, placer, dest, *, owners=False, rebase=None, warn=None, label="archive", single_id=False):
@@ -531,7 +530,7 @@ def destination(view, path, src_is_dir, src_base, *, stream, where, missing=None
 
 
 def _put(roots, path, src, req):
-    from ..image.commit import _Placer
+    from ..build.placement import _Placer
     from ..image.mergedview import View
     p = _Placer(roots[0], roots[1:], None, None, "cp")
     try:
@@ -565,21 +564,23 @@ def _main(argv):
         reply = {"error": "interrupted"}
     try:
         sys.stdout.flush()
+        _reply(ctl, reply)
     except OSError:
-        pass
-    _reply(ctl, reply)
+        pass  # the caller is gone (it stopped reading): nobody to answer
     return 0
 
 
 # --- the caller's side -------------------------------------------------------------------------------
 
 class _Worker:
-    """One worker process for one request."""
+    """One worker process for one request, supervised by runtime.process.SandboxProcess."""
 
     def __init__(self, place, req, stdin=-1, stdout=-1):
-        from ..runtime import launch, spec as _spec
+        from ..runtime import spec as _spec
+        from ..runtime.process import SandboxProcess
         r, w = os.pipe2(os.O_CLOEXEC)
         self.ctl = os.fdopen(r, "rb")
+        self.proc = None
         req = dict(req, ctl=w, name=place.name, single_id=place.userns != "helper")
         running = place.pid is not None
         if running:
@@ -598,15 +599,14 @@ class _Worker:
             s["linux"]["namespaces"] = [{"type": "user", "path": f"/proc/{place.pid}/ns/user"}]
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         try:
-            self.pid, self.pidfd = launch.start(s, stdio=(null if stdin < 0 else stdin, null if stdout < 0 else stdout,
-                                                          -1), keep_fds=(w,))
+            stdio = (null if stdin < 0 else stdin, null if stdout < 0 else stdout, -1)
+            self.proc = SandboxProcess.launch(s, stdio=stdio, keep_fds=(w,), hold=())
         except BaseException:
             self.ctl.close()
             raise
         finally:
             os.close(w)
             os.close(null)
-        self.status = None
 
     def reply(self):
         line = self.ctl.readline()
@@ -616,9 +616,11 @@ class _Worker:
 
     def finish(self, reply=None):
         """Wait for the worker; raise its error."""
-        if reply is None:
-            reply = self.reply()
-        self.close()
+        try:
+            if reply is None:
+                reply = self.reply()
+        finally:
+            self.close()
         if reply is None:
             raise CopyError("the file worker ended without an answer",
                             hint="check that newuidmap/newgidmap work for you (sbx run --rm --rootfs / true)")
@@ -627,22 +629,18 @@ class _Worker:
         return reply
 
     def close(self):
-        if self.pidfd >= 0:
+        """Reap the worker (Ctrl-C while waiting kills it first)."""
+        if self.proc is not None:
             try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
-            os.close(self.pidfd)
-            self.pidfd = -1
+                self.proc.wait(forward=())
+            finally:
+                self.proc.close()
+                self.proc = None
         self.ctl.close()
 
     def kill(self):
-        if self.pidfd >= 0:
-            import signal
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except (ProcessLookupError, AttributeError):
-                pass
+        if self.proc is not None:
+            self.proc.kill()
 
 
 def _stream(place, req, out_fd=None):
@@ -672,22 +670,43 @@ def get_archive(ref, path, follow=False, *, store=None):
         wk.finish(first)
         raise CopyError("the file worker sent no stat")
 
-    def chunks():
-        done = False
+    return _Archive(wk, r), first["stat"]
+
+
+class _Archive:
+    """The tar bytes a worker writes, chunk by chunk; close() (or an early end) stops the worker
+    whether or not reading began.  A failure of the worker is raised at the end."""
+
+    def __init__(self, wk, fd):
+        self.wk, self.fd = wk, fd
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.fd < 0:
+            raise StopIteration
         try:
-            while True:
-                data = os.read(r, CHUNK)
-                if not data:
-                    break
-                yield data
-            done = True
-        finally:
-            os.close(r)
-            if not done:  # closed early or failed: the worker stops too
-                wk.kill()
-                wk.close()
-        wk.finish()
-    return chunks(), first["stat"]
+            data = os.read(self.fd, CHUNK)
+        except BaseException:
+            self.close()
+            raise
+        if data:
+            return data
+        os.close(self.fd)
+        self.fd = -1
+        self.wk.finish()
+        raise StopIteration
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.wk.kill()
+            self.wk.close()
+
+    def __del__(self):
+        self.close()
 
 
 def put_archive(ref, path, data, *, owners=True, label="archive", store=None):
@@ -743,15 +762,22 @@ def export(ref, out_fd, *, store=None):
     wk.finish()
 
 
+def tree_sizes(paths):
+    """Bytes below each of `paths` (served by the userns worker, runtime/userns_worker.py)."""
+    return [_tree_size(p) for p in paths]
+
+
 def sizes(places):
-    """The bytes of each place's writable layer (Docker's SizeRw), one worker for all."""
+    """The bytes of each place's writable layer (Docker's SizeRw): one userns worker reads them
+    all (subordinate-owned 0700 directories are readable only from inside the mapping)."""
     if not places:
         return []
-    mode = "helper" if any(p.userns == "helper" for p in places) else "single"
-    probe = Place("", places[0].upper, [], mode)
-    wk, r = _stream(probe, {"op": "sizes", "paths": [p.upper for p in places]})
-    os.close(r)
-    return wk.finish()["sizes"]
+    from ..runtime import userns_worker
+    w = userns_worker.start("helper" if any(p.userns == "helper" for p in places) else "single")
+    try:
+        return w.call("sandbox.containers.files:tree_sizes", paths=[p.upper for p in places])
+    finally:
+        w.close()
 
 
 # --- cp: the local side -------------------------------------------------------------------------------
@@ -792,7 +818,7 @@ class _Chunks:
 def local_copy(chunks, src_base, src_is_dir, dest, *, archive=False):
     """Unpack a container's archive to the local path `dest` with Docker's rules; the entries
     stay below the directory they go to (no '..', no writing through links)."""
-    from ..image.commit import _Placer
+    from ..build.placement import _Placer
     from ..image.mergedview import View
     dest_abs = os.path.abspath(dest)
     if os.path.isdir(dest_abs):
