@@ -243,16 +243,16 @@ def test_export(busybox_rootfs, tmp_path):
 def test_python_get_and_put_archive(busybox_rootfs):
     from sandbox.containers import files
     _made(busybox_rootfs, "py", "mkdir /box && echo inside > /box/f")
-    chunks, st = files.get_archive("py", "/box/f")
+    chunks, st = files.get_archive(None, "py", "/box/f")
     assert st["name"] == "f" and st["size"] == 7 and st["mode"] & 0o777 == 0o644 and st["linkTarget"] == ""
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tf:
         assert tf.extractfile("f").read() == b"inside\n"
-    files.put_archive("py", "/box", _tar([("added", "file", b"added\n", 0)]))
-    chunks, st = files.get_archive("py", "/box")
+    files.put_archive(None, "py", "/box", _tar([("added", "file", b"added\n", 0)]))
+    chunks, st = files.get_archive(None, "py", "/box")
     assert st["mode"] & (1 << 31)                                  # Go's ModeDir
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tf:
         assert tf.extractfile("box/added").read() == b"added\n"
     with pytest.raises(files.CopyError, match="must be a directory"):
-        files.put_archive("py", "/box/f", _tar([("x", "file", b"x", 0)]))
+        files.put_archive(None, "py", "/box/f", _tar([("x", "file", b"x", 0)]))
     with pytest.raises(files.CopyError, match="Could not find"):
-        files.get_archive("py", "/nope")
+        files.get_archive(None, "py", "/nope")

@@ -56,12 +56,12 @@ def cp(src: str = typer.Argument(..., metavar="SRC", help="CONTAINER:SRC_PATH, a
         if dpath == "-" and sys.stdout.isatty():
             raise UsageError("refusing to write a tar to a terminal", hint="redirect stdout, or give a local path")
         sys.stdout.flush()
-        files.copy_from(_place(rec), spath, dpath, follow=follow, archive=archive, out=sys.stdout.buffer)
+        files.copy_from(st, _place(rec), spath, dpath, follow=follow, archive=archive, out=sys.stdout.buffer)
         return
     rec = st.get(dname)
     if spath == "-" and sys.stdin.isatty():
         raise UsageError("refusing to read a tar from a terminal", hint="pipe a tar archive into 'sbx cp -'")
-    files.copy_to(_place(rec), spath, dpath, follow=follow, archive=archive, stdin=sys.stdin.buffer)
+    files.copy_to(st, _place(rec), spath, dpath, follow=follow, archive=archive, stdin=sys.stdin.buffer)
 
 
 def export(ctx: typer.Context,
@@ -93,19 +93,18 @@ def _export(rec, output):
         if sys.stdout.isatty():
             raise UsageError("refusing to write a tar to a terminal", hint="use -o FILE or redirect stdout")
         sys.stdout.flush()
-        files.export(place, sys.stdout.fileno())
+        files.export(None, place, sys.stdout.fileno())
         return
-    write_output(output, lambda f: (f.flush(), files.export(place, f.fileno())), "export-")
+    write_output(output, lambda f: (f.flush(), files.export(None, place, f.fileno())), "export-")
 
 
 def top(ctx: typer.Context, container: str = typer.Argument(..., help="Container name or id.")):
     """Show a container's processes (host pids), as `ps -ef`, or `ps` with the options given
     after the container ('sbx top NAME -o pid,user,args')."""
-    from ..containers import state, top as _top
+    from ..containers import top as _top
     from .format import tabulate
-    rec = _store().get(container)
-    state.transition(rec, "top")
-    titles, rows = _top.table(rec.state.get("Pid"), rec.state.get("PidStart"), list(ctx.args) or None)
+    got = _top.top(_store(), container, list(ctx.args) or None)
+    titles, rows = got["Titles"], got["Processes"]
     for line in tabulate(["\t".join(titles)] + ["\t".join(r) for r in rows], minwidth=20):
         typer.echo(line)
 
@@ -140,7 +139,7 @@ def container_prune(force: bool = typer.Option(False, "-f", "--force", help="Do 
                     filter_: List[str] = typer.Option([], "--filter", help="until=TIME|DURATION, label=KEY[=VALUE], "
                                                                             "label!=KEY[=VALUE] (repeatable).")):
     """Remove all stopped containers."""
-    from ..containers import prune
+    from ..containers import pruning as prune
     flt = prune.check(filter_)  # bad filters fail before the question
     if not _confirm(["WARNING! This will remove all stopped containers."], force):
         raise typer.Exit(1)
@@ -153,7 +152,7 @@ def system_prune(all_: bool = typer.Option(False, "-a", "--all", help="Remove al
                  volumes: bool = typer.Option(False, "--volumes", help="Also anonymous volumes (sbx keeps none)."),
                  filter_: List[str] = typer.Option([], "--filter", help="until=, label= (containers)")):
     """Remove stopped containers, dangling images (every unused one with -a) and build cache."""
-    from ..containers import prune
+    from ..containers import pruning as prune
     from ..image.store import Store
     from .images import _in_use_hook, _warn
     flt = prune.check(filter_)

@@ -65,13 +65,14 @@ class Place:
         self.pid, self.pid_start = pid, pid_start
 
     @classmethod
-    def find(cls, ref, store=None):
-        """A Place for `ref`: a Place, a container record, or a name / id / id prefix."""
+    def find(cls, where, ref):
+        """A Place for `ref` (a Place, a container record, or a name / id / id prefix) in
+        `where` (a ContainerStore, a data root, or None: the configured one)."""
         if isinstance(ref, Place):
             return ref
         if isinstance(ref, str):
-            from .store import ContainerStore
-            ref = (store or ContainerStore()).get(ref)
+            from .lifecycle import store
+            ref = store(where).get(ref)
         return cls.of(ref, getattr(ref, "status", "") in ("running", "paused"))
 
     @classmethod
@@ -658,11 +659,11 @@ def _stream(place, req, out_fd=None):
     return wk, r
 
 
-def get_archive(ref, path, follow=False, *, store=None):
+def get_archive(where, ref, path, follow=False):
     """(iterator of tar bytes, stat dict) for `path` in the container `ref` (a name, an id, a
-    record): Docker's GET /containers/{id}/archive.  The iterator raises CopyError if the worker
-    fails midway; closing it early stops the worker."""
-    place = Place.find(ref, store)
+    record) of `where` (a store, a data root, None): Docker's GET /containers/{id}/archive.  The
+    iterator raises CopyError if the worker fails midway; closing it early stops the worker."""
+    place = Place.find(where, ref)
     wk, r = _stream(place, {"op": "get", "path": path, "follow": follow})
     first = wk.reply()
     if first is None or "stat" not in first:
@@ -709,11 +710,11 @@ class _Archive:
         self.close()
 
 
-def put_archive(ref, path, data, *, owners=True, label="archive", store=None):
+def put_archive(where, ref, path, data, *, owners=True, label="archive"):
     """Unpack the tar `data` (bytes, a file object, or an iterable of bytes) into the existing
     directory `path` of the container `ref`: Docker's PUT /containers/{id}/archive, owners kept
     as the archive gives them (inside the container's id mapping)."""
-    place = Place.find(ref, store)
+    place = Place.find(where, ref)
     req = {"op": "put", "path": path, "stream": True, "owners": owners, "label": label,
            "where": f"{place.name}:{path}"}
 
@@ -753,10 +754,10 @@ def _put_with(place, req, feed):
     wk.finish()
 
 
-def export(ref, out_fd, *, store=None):
+def export(where, ref, out_fd):
     """The container's whole filesystem (its upper over its image layers; no volumes, as
     Docker's) as a tar written to `out_fd`."""
-    place = Place.find(ref, store)
+    place = Place.find(where, ref)
     still = Place(place.name, place.upper, place.lowers, place.userns)
     wk, _ = _stream(still, {"op": "export"}, out_fd=out_fd)
     wk.finish()
@@ -782,9 +783,9 @@ def sizes(places):
 
 # --- cp: the local side -------------------------------------------------------------------------------
 
-def copy_from(ref, src, dest, *, follow=False, archive=False, out=None, store=None):
+def copy_from(where, ref, src, dest, *, follow=False, archive=False, out=None):
     """`cp CONTAINER:SRC DEST`: DEST a local path, or '-' for the tar on `out` (a binary file)."""
-    chunks, st = get_archive(ref, src, follow, store=store)
+    chunks, st = get_archive(where, ref, src, follow)
     if dest == "-":
         try:
             for c in chunks:
@@ -844,9 +845,9 @@ def local_copy(chunks, src_base, src_is_dir, dest, *, archive=False):
         chunks.close()
 
 
-def copy_to(ref, src, dest, *, follow=False, archive=False, stdin=None, store=None):
+def copy_to(where, ref, src, dest, *, follow=False, archive=False, stdin=None):
     """`cp SRC CONTAINER:DEST`: SRC a local path, or '-' for a tar stream read from `stdin`."""
-    place = Place.find(ref, store)
+    place = Place.find(where, ref)
     where = f"{place.name}:{dest}"
     if src == "-":
         req = {"op": "put", "path": dest, "stream": True, "owners": archive, "label": "archive from stdin",

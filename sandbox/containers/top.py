@@ -142,6 +142,16 @@ def _boot_time() -> float:
     raise SandboxError("cannot read the boot time from /proc/stat")
 
 
+def top(where, ref, ps_args: list[str] | None = None) -> dict:
+    """`docker top` of the container `ref` in `where` (a store, a data root, None):
+    {"Titles": [...], "Processes": [[...], ...]}; StateError when it does not run."""
+    from . import lifecycle, state
+    rec = lifecycle.store(where).get(ref)
+    state.transition(rec, "top")
+    titles, rows = table(rec.state.get("Pid"), rec.state.get("PidStart"), ps_args)
+    return {"Titles": titles, "Processes": rows}
+
+
 def table(init_pid: int, pid_start: int | None = None, ps_args: list[str] | None = None
           ) -> tuple[list[str], list[list[str]]]:
     """(titles, rows) for the container's processes: `ps -ef`'s columns from /proc without

@@ -1,6 +1,7 @@
 """`container prune`: remove stopped containers (Docker's POST /containers/prune), with its
 filters until= (a time, or a duration before now), label= and label!=.  Returns what went and
-the bytes of their writable layers."""
+the bytes of their writable layers.  (Not `prune.py`: `sandbox.containers.prune` is the
+docker-py-shaped function of client.py.)"""
 import time
 
 from ..errors import UsageError
