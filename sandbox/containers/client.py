@@ -353,8 +353,10 @@ class Container:
     def top(self, ps_args=None):
         """{"Titles": [...], "Processes": [[...], ...]}, as `docker top`."""
         from . import top
+        if isinstance(ps_args, str):
+            ps_args = ps_args.split()
         with config.use(self._ctx):
-            return top.top(self._where(), self.id, ps_args)
+            return top.top(self._where(), self.id, ps_args or None)
 
     def put_archive(self, path, data):
         """Extract the tar archive `data` (bytes or a binary file) into directory `path`."""
@@ -363,12 +365,15 @@ class Container:
             files.put_archive(self._where(), self.id, path, data)
         return True
 
-    def get_archive(self, path, chunk_size=2 * 1024 * 1024, encode_stream=False):
-        """(an iterator of tar chunks, the stat of `path` as Docker's X-Docker-Container-Path-Stat)."""
+    def get_archive(self, path, chunk_size=2 * 1024 * 1024):
+        """(an iterator of the tar of `path` in `chunk_size` pieces, the stat of `path` as Docker's
+        X-Docker-Container-Path-Stat header gives it)."""
         from . import files
+        if not isinstance(chunk_size, int) or chunk_size <= 0:
+            raise UsageError(f"chunk_size must be a number of bytes > 0, not {chunk_size!r}")
         with config.use(self._ctx):
             stream, stat = files.get_archive(self._where(), self.id, path)
-        return _chunks(stream, chunk_size), stat
+        return _rechunk(stream, chunk_size), stat
 
     # -- logs --
 
@@ -436,23 +441,20 @@ def _epoch(value, what):
     raise UsageError(f"{what} must be a datetime or seconds since the epoch, not {value!r}")
 
 
-def _chunks(stream, size):
-    """Bytes or a binary file -> an iterator of chunks of `size`."""
-    if isinstance(stream, (bytes, bytearray)):
-        for i in range(0, len(stream), size):
-            yield bytes(stream[i:i + size])
-        return
-    if hasattr(stream, "read"):
-        try:
-            while True:
-                b = stream.read(size)
-                if not b:
-                    return
-                yield b
-        finally:
-            getattr(stream, "close", lambda: None)()
-    else:
-        yield from stream
+def _rechunk(chunks, size):
+    """An iterator of bytes -> one of `size`-byte pieces (the last one shorter), as docker-py
+    yields an archive; closing it early closes `chunks` (which stops the copier)."""
+    buf = bytearray()
+    try:
+        for c in chunks:
+            buf += c
+            while len(buf) >= size:
+                yield bytes(buf[:size])
+                del buf[:size]
+        if buf:
+            yield bytes(buf)
+    finally:
+        getattr(chunks, "close", lambda: None)()
 
 
 class _Exec:
@@ -671,116 +673,39 @@ def get(container_id):
     return _container(_ctx(), container_id)
 
 
-def _match_label(labels, want):
-    k, eq, v = want.partition("=")
-    return k in labels and (not eq or labels[k] == v)
-
-
-_FILTERS = {
-    "id": lambda a, v: a["Id"].startswith(v),
-    "name": lambda a, v: v in a["Name"].lstrip("/"),
-    "label": lambda a, v: _match_label((a.get("Config") or {}).get("Labels") or {}, v),
-    "status": lambda a, v: a["State"]["Status"] == v,
-    "ancestor": lambda a, v: (a.get("Config") or {}).get("Image") == v or a.get("Image", "").startswith(v),
-    "exited": lambda a, v: a["State"]["Status"] == "exited" and str(a["State"].get("ExitCode")) == str(v),
-}
-
-
-def _filters(filters):
-    """{"name": "web", "label": ["a=1", "b"]} -> [(test, values)]: every key must match, with
-    any of its values, but every one of the labels (Docker's rules)."""
-    out = []
+def _filter_items(filters):
+    """docker-py's filters ({"label": "a=1"} or {"label": ["a=1", "b"]}) -> ["label=a=1", ...],
+    the form the engine's filter parsers check."""
+    items = []
     for key, values in (filters or {}).items():
-        if key not in _FILTERS:
-            raise UsageError(f"invalid filter {key!r}", hint="filters: " + ", ".join(_FILTERS))
-        values = [str(values)] if isinstance(values, (str, int)) else [str(v) for v in values]
-        if key == "label":
-            out.extend((_FILTERS[key], [v]) for v in values)
-        else:
-            out.append((_FILTERS[key], values))
-    return out
+        values = [values] if isinstance(values, (str, int, float)) else values
+        items.extend(f"{key}={v}" for v in values)
+    return items
 
 
 def _list(all=False, before=None, filters=None, limit=-1, since=None, sparse=False, ignore_removed=False):
     """Containers, newest first: running ones, or every one with `all=True` (or a `limit` > 0,
-    a status, exited, before or since filter, as Docker's).  `filters`: id, name, label, status,
-    ancestor, exited (a value or a list of values each)."""
-    tests = _filters(filters)
-    if (limit or 0) > 0 or before or since or any(k in (filters or {}) for k in ("status", "exited")):
-        all = True
+    a status filter, `before` or `since`), as Docker's `ps`.  `filters`: id, name, label, status,
+    ancestor, exited, before, since; a value or a list of values each (Docker's rules: values of
+    one key OR, labels AND, different keys AND)."""
+    from . import filters as _filters
+    items = _filter_items(filters) + [f"{k}={v}" for k, v in (("before", before), ("since", since)) if v]
+    f = _filters.check(items)
     ctx = _ctx()
-    out = []
     with config.use(ctx):
         where = lifecycle.store(ctx.data_root)
-        recs = where.list()
-        ids = [r.id for r in recs]
-        lo = ids.index(where.get(since).id) if since else len(ids)      # newer than `since`
-        hi = ids.index(where.get(before).id) + 1 if before else 0       # older than `before`
-        for rec in recs[hi:lo]:
-            if not all and rec.status not in _state.ACTIVE:
-                continue
-            a = container_doc(rec)
-            if _all_match(a, tests):
-                out.append(Container(a, ctx))
-            if (limit or 0) > 0 and len(out) >= limit:
-                break
-    return out
-
-
-def _all_match(attrs, tests):
-    return builtins.all(builtins.any(fn(attrs, v) for v in values) for fn, values in tests)
-
-
-def _when(text, what):
-    """RFC 3339, or seconds since the epoch -> seconds since the epoch."""
-    try:
-        return float(text) if text.replace(".", "", 1).isdigit() else _state.parse_time(text)
-    except ValueError:
-        raise UsageError(f"invalid {what} value {text!r}", hint="give RFC 3339 or seconds since the epoch") from None
-
-
-def _size(path):
-    """Bytes of the files under `path` that we can see (a subuid range's directories may hide some)."""
-    total = 0
-    for top, dirs, files in os.walk(path, onerror=lambda e: None):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(top, f)).st_blocks * 512
-            except OSError:
-                pass
-    return total
+        recs = _filters.select(where.list(), f, all_=bool(all), limit=limit if limit is not None else -1, store=where)
+        return [Container(container_doc(rec), ctx) for rec in recs]
 
 
 def prune(filters=None):
     """Remove every container that does not run (created, exited, dead) and matches `filters`
-    (label=K[=V], label!=K[=V], until=TIME: RFC 3339 or seconds since the epoch):
-    {"ContainersDeleted": [ids] or None, "SpaceReclaimed": bytes}."""
-    filters = dict(filters or {})
-    bad = set(filters) - {"label", "label!", "until"}
-    if bad:
-        raise UsageError(f"invalid filter {sorted(bad)[0]!r} for prune", hint="filters: label, label!, until")
-    as_list = lambda v: [str(v)] if isinstance(v, (str, int, float)) else [str(x) for x in v]  # noqa: E731
-    labels, not_labels = as_list(filters.get("label", ())), as_list(filters.get("label!", ()))
-    until = [_when(u, "until") for u in as_list(filters.get("until", ()))]
+    (label, label!, until): {"ContainersDeleted": [ids] or None, "SpaceReclaimed": bytes}."""
+    from . import pruning
     ctx = _ctx()
-    deleted, reclaimed = [], 0
     with config.use(ctx):
-        where = lifecycle.store(ctx.data_root)
-        for rec in where.list():
-            lab = rec.config.get("Labels") or {}
-            if (rec.status in _state.ACTIVE or rec.status == "removing"
-                    or not builtins.all(_match_label(lab, want) for want in labels)
-                    or builtins.any(_match_label(lab, want) for want in not_labels)
-                    or builtins.any(_state.parse_time(rec.doc["Created"]) >= u for u in until)):
-                continue
-            size = _size(rec.dir)
-            try:
-                lifecycle.remove(where, rec.id)
-            except (NotFound, _state.StateError):
-                continue  # removed or started meanwhile
-            deleted.append(rec.id)
-            reclaimed += size
-    return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+        ids, reclaimed = pruning.containers(_filter_items(filters), store=lifecycle.store(ctx.data_root))
+    return {"ContainersDeleted": builtins.list(ids) or None, "SpaceReclaimed": reclaimed}
 
 
 list = _list
