@@ -248,6 +248,10 @@ def test_unsupported_arguments_are_refused_by_name(R):
     with pytest.raises(sandbox.UsageError):
         containers.run(rootfs=R, command=["true"], restart_policy={"Name": "sometimes"})
     assert containers.list(all=True) == []                  # nothing was made
+    with containers.run(rootfs=R, command=["sleep", "300"]) as c:
+        for bad in ({"privileged": True}, {"stdin": True}, {"socket": True}):
+            with pytest.raises(sandbox.UsageError, match=next(iter(bad))):
+                c.exec_run(["true"], **bad)
 
 
 def test_archives_round_trip(R):

@@ -421,6 +421,8 @@ class Container:
         if stdin:
             raise UsageError("exec_run(stdin=True) is not supported: there is no socket to write to",
                              hint="put input in a file (put_archive) or in the command itself")
+        if privileged:
+            raise UsageError(f"exec_run(privileged=True) is not supported: {_REFUSED['privileged']}")
         argv = _words(cmd, "cmd")
         if not argv:
             raise UsageError("exec_run needs a command")
