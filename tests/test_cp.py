@@ -67,8 +67,10 @@ def test_from_a_container_follows_dockers_rules(busybox_rootfs, tmp_path):
     _made(busybox_rootfs, "src", "mkdir -p /data/sub && echo a > /data/a && echo b > /data/sub/b && echo f > /file")
     out = tmp_path / "out"
     out.mkdir()
-    ok(sbx("cp", "src:/file", out / "new"))                       # missing destination: a file of that name
-    assert (out / "new").read_text() == "f\n"
+    r = sbx("cp", "src:/file", out / "new")                       # missing destination: a file of that name
+    assert ok(r) == "" and (out / "new").read_text() == "f\n"
+    assert r.stderr == f"Successfully copied 2.05kB to {out / 'new'}\n"   # the archive's bytes, as Docker
+    assert sbx("cp", "-q", "src:/file", out / "quiet").stderr == ""
     ok(sbx("cp", "src:/file", out))                               # an existing directory: into it, by name
     assert (out / "file").read_text() == "f\n"
     (out / "old").write_text("overwrite me")
@@ -97,7 +99,9 @@ def test_into_a_container_follows_dockers_rules(busybox_rootfs, tmp_path):
     (src / "sub").mkdir(parents=True)
     (src / "one").write_text("1\n")
     (src / "sub/two").write_text("2\n")
-    ok(sbx("cp", src / "one", "dst:/srv"))                        # file into a directory
+    assert sbx("cp", src / "one", "dst:/srv").stderr.startswith("Successfully copied ")   # file into a directory
+    (src / "link").symlink_to(src / "one")
+    ok(sbx("cp", "-L", src / "link", "dst:/srv/followed"))       # -L: the file a local link names
     ok(sbx("cp", src / "one", "dst:/srv/plain"))                  # file onto a file: replaced
     ok(sbx("cp", src, "dst:/fresh"))                              # directory to a new path
     ok(sbx("cp", str(src) + "/.", "dst:/srv/keep"))               # contents merged into a directory
@@ -107,6 +111,7 @@ def test_into_a_container_follows_dockers_rules(busybox_rootfs, tmp_path):
     assert got["fresh/one"][1] == b"1\n" and got["fresh/sub/two"][1] == b"2\n"
     assert got["srv/keep/k"][1] == b"k\n" and got["srv/keep/one"][1] == b"1\n"
     assert got["srv/keep/src/sub/two"][1] == b"2\n"
+    assert got["srv/followed"][1] == b"1\n" and got["srv/keep/src/link"][0].issym()
     assert got["srv/one"][0].uid == 0                            # without -a: the container's root
     assert_sbx_error(sbx("cp", src, "dst:/srv/plain"), 1, "cannot copy directory")
     assert_sbx_error(sbx("cp", src / "one", "dst:/nowhere/x"), 1, "Could not find the file /nowhere in container dst")
@@ -247,11 +252,12 @@ def test_python_get_and_put_archive(busybox_rootfs):
     assert st["name"] == "f" and st["size"] == 7 and st["mode"] & 0o777 == 0o644 and st["linkTarget"] == ""
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tf:
         assert tf.extractfile("f").read() == b"inside\n"
-    files.put_archive(None, "py", "/box", _tar([("added", "file", b"added\n", 0)]))
+    files.put_archive(None, "py", "/box", _tar([("added", "file", b"added\n", 0), ("same", "hard", "added", 0)]))
     chunks, st = files.get_archive(None, "py", "/box")
     assert st["mode"] & (1 << 31)                                  # Go's ModeDir
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tf:
         assert tf.extractfile("box/added").read() == b"added\n"
+        assert tf.getmember("box/same").islnk() and tf.getmember("box/same").linkname == "box/added"
     with pytest.raises(files.CopyError, match="must be a directory"):
         files.put_archive(None, "py", "/box/f", _tar([("x", "file", b"x", 0)]))
     with pytest.raises(files.CopyError, match="Could not find"):

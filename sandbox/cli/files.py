@@ -33,7 +33,7 @@ def cp(src: str = typer.Argument(..., metavar="SRC", help="CONTAINER:SRC_PATH, a
        dest: str = typer.Argument(..., metavar="DEST", help="CONTAINER:DEST_PATH, a local path, or - (a tar on stdout)."),
        archive: bool = typer.Option(False, "-a", "--archive", help="Keep uid/gid of the source (archive mode)."),
        follow: bool = typer.Option(False, "-L", "--follow-link", help="Follow a symbolic link given as SRC_PATH."),
-       quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing on success (sbx never prints progress).")):
+       quiet: bool = typer.Option(False, "-q", "--quiet", help="Do not print 'Successfully copied ...' on stderr.")):
     """Copy files between a container and the local filesystem (Docker's rules: a trailing
     '/.' copies a directory's contents, a directory destination receives the source by name)."""
     from ..containers import files
@@ -56,12 +56,21 @@ def cp(src: str = typer.Argument(..., metavar="SRC", help="CONTAINER:SRC_PATH, a
         if dpath == "-" and sys.stdout.isatty():
             raise UsageError("refusing to write a tar to a terminal", hint="redirect stdout, or give a local path")
         sys.stdout.flush()
-        files.copy_from(st, _place(rec), spath, dpath, follow=follow, archive=archive, out=sys.stdout.buffer)
+        n = files.copy_from(st, _place(rec), spath, dpath, follow=follow, archive=archive, out=sys.stdout.buffer)
+        _copied(n, dpath, quiet or dpath == "-")
         return
     rec = st.get(dname)
     if spath == "-" and sys.stdin.isatty():
         raise UsageError("refusing to read a tar from a terminal", hint="pipe a tar archive into 'sbx cp -'")
-    files.copy_to(st, _place(rec), spath, dpath, follow=follow, archive=archive, stdin=sys.stdin.buffer)
+    n = files.copy_to(st, _place(rec), spath, dpath, follow=follow, archive=archive, stdin=sys.stdin.buffer)
+    _copied(n, dest, quiet or spath == "-")
+
+
+def _copied(n, dest, quiet):
+    """Docker's closing line on stderr (not with -q, nor for a tar stream)."""
+    if not quiet:
+        from ..progress import human_size
+        sys.stderr.write(f"Successfully copied {human_size(n)} to {dest}\n")
 
 
 def export(ctx: typer.Context,

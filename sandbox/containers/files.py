@@ -285,6 +285,15 @@ def write_tar(roots, parts, name, out, skip=(), follow_top=False):
                         _prune_walk(e)
         finally:
             top.close()
+        _end(tf)
+
+
+def _end(tf):
+    """End the archive as Go's archive/tar does (two zero blocks), not padded to tarfile's
+    10 KiB records: the bytes cp reports are Docker's."""
+    tf.fileobj.write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+    tf.closed = True
+    tf.fileobj.close()  # the stream's buffer goes out; the caller's file stays open
 
 
 def _skipped(parts, skip):
@@ -303,7 +312,7 @@ def _add(tf, e, name, links):
     info = tarfile.TarInfo(name)
     info.mode = stat.S_IMODE(st.st_mode)
     info.uid, info.gid = st.st_uid, st.st_gid
-    info.mtime = st.st_mtime
+    info.mtime = int(st.st_mtime)  # whole seconds, as moby's archive (no PAX record for it)
     mode = st.st_mode
     if stat.S_ISDIR(mode):
         info.type = tarfile.DIRTYPE
@@ -731,7 +740,9 @@ def put_archive(where, ref, path, data, *, owners=True, label="archive"):
 
 
 def _put_with(place, req, feed):
+    """Run a put worker, `feed(write)` giving it the tar; the bytes given."""
     r, w = os.pipe2(os.O_CLOEXEC)
+    sent = [0]
     try:
         wk = _Worker(place, req, stdin=r)
     except BaseException:
@@ -741,8 +752,11 @@ def _put_with(place, req, feed):
         os.close(r)
     try:
         with os.fdopen(w, "wb") as f:
+            def write(b):
+                sent[0] += len(b)
+                return f.write(b)
             try:
-                feed(f.write)
+                feed(write)
             except BrokenPipeError:
                 pass  # the worker stopped reading: its answer says why
     except BrokenPipeError:
@@ -752,6 +766,7 @@ def _put_with(place, req, feed):
         wk.close()
         raise
     wk.finish()
+    return sent[0]
 
 
 def export(where, ref, out_fd):
@@ -784,18 +799,36 @@ def sizes(places):
 # --- cp: the local side -------------------------------------------------------------------------------
 
 def copy_from(where, ref, src, dest, *, follow=False, archive=False, out=None):
-    """`cp CONTAINER:SRC DEST`: DEST a local path, or '-' for the tar on `out` (a binary file)."""
+    """`cp CONTAINER:SRC DEST`: DEST a local path, or '-' for the tar on `out` (a binary file).
+    Returns the bytes of the archive copied."""
     chunks, st = get_archive(where, ref, src, follow)
+    n = 0
     if dest == "-":
         try:
             for c in chunks:
                 out.write(c)
+                n += len(c)
             out.flush()
         finally:
             chunks.close()
-        return
+        return n
     src_is_dir = bool(st["mode"] & (1 << 31))
-    local_copy(chunks, _base(src), src_is_dir, dest, archive=archive)
+    counted = _Counted(chunks)
+    local_copy(counted, _base(src), src_is_dir, dest, archive=archive)
+    return counted.n
+
+
+class _Counted:
+    def __init__(self, chunks):
+        self.chunks, self.n = chunks, 0
+
+    def __iter__(self):
+        for c in self.chunks:
+            self.n += len(c)
+            yield c
+
+    def close(self):
+        self.chunks.close()
 
 
 class _Chunks:
@@ -846,14 +879,14 @@ def local_copy(chunks, src_base, src_is_dir, dest, *, archive=False):
 
 
 def copy_to(where, ref, src, dest, *, follow=False, archive=False, stdin=None):
-    """`cp SRC CONTAINER:DEST`: SRC a local path, or '-' for a tar stream read from `stdin`."""
+    """`cp SRC CONTAINER:DEST`: SRC a local path, or '-' for a tar stream read from `stdin`.
+    Returns the bytes of the archive copied."""
     place = Place.find(where, ref)
     where = f"{place.name}:{dest}"
     if src == "-":
         req = {"op": "put", "path": dest, "stream": True, "owners": archive, "label": "archive from stdin",
                "where": where}
-        _put_with(place, req, lambda write: [write(c) for c in iter(lambda: stdin.read(CHUNK), b"")])
-        return
+        return _put_with(place, req, lambda write: [write(c) for c in iter(lambda: stdin.read(CHUNK), b"")])
     follow = follow or src.endswith("/") or src.endswith("/.")
     path = os.path.abspath(src) + ("/." if src.endswith("/.") else "")
     try:
@@ -880,7 +913,7 @@ def copy_to(where, ref, src, dest, *, follow=False, archive=False, stdin=None):
             write_tar([top], [], ".", _W())
         else:
             write_tar([parent or "/"], [name], base, _W())
-    _put_with(place, req, feed)
+    return _put_with(place, req, feed)
 
 
 if __name__ == "__main__":
