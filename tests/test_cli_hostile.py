@@ -174,7 +174,27 @@ def _cases():
         ("unshare", ["unshare", "--workdir", "/proc/no-such"], (127, 125)),
         ("system", ["system", "reset", "--no-such-flag"]),
         ("system", ["--root", "/proc/foo", "system", "reset", "-f"], OK),
-        ("<unknown>", ["top"]),
+        ("<unknown>", ["toppp"]),
+        ("ps", ["ps", "--filter", "status=sleeping"]),
+        ("ps", ["ps", "--filter", "before=no-such-container"], (1,)),
+        ("ps", ["ps", "-n", "many"]),
+        ("cp", ["cp", "a", "b"]),
+        ("cp", ["cp", "stopped:/no-such-file", "{dir}/x"], (1,)),
+        ("cp", ["cp", "{dir}", "stopped:/etc/passwd"], (1,)),
+        ("cp", ["cp", "stopped:/etc/passwd", "/proc/x"], (1, 125)),
+        ("cp", ["cp", "-", "stopped:/tmp"], (1,)),  # an empty stream is no tar
+        ("cp", ["cp", "stopped:/bin", "{ro}/x"], (1, 125)),
+        ("export", ["export", "-o", "{dir}", "stopped"]),
+        ("export", ["export", "-o", "/proc/x", "stopped"]),
+        ("top", ["top", "stopped"], (1,)),
+        ("top", ["top", "no-such-container", "-o", "pid"], (1,)),
+        ("container", ["container", "cp", "stopped:/no-such-file", "-"], (1,)),
+        ("container", ["container", "export", "no-such-container"], (1,)),
+        ("container", ["container", "top", "stopped", "--bad"], (1,)),
+        ("container", ["container", "ls", "--filter", "nokey"]),
+        ("container", ["container", "list", "-n", "x"]),
+        ("container", ["container", "prune", "-f", "--filter", "until=soon"]),
+        ("system", ["system", "prune", "-f", "--filter", "name=x"]),
     ]
 
 
