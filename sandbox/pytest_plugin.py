@@ -9,7 +9,8 @@
 `sbx_rootfs` is a busybox root filesystem built once per session from the host's static busybox
 (Debian: busybox-static); `sbx_container(...)` takes `sandbox.containers.run`'s arguments, uses
 `sbx_rootfs` when given neither an image nor a root, and removes every container it started when
-the test ends, whether it passed, failed or left the container running.
+the test ends, whether it passed, failed or left the container running.  A failed test's report
+shows the end of each of those containers' logs.
 
 pytest imports this module in every run of every project that has sbx installed, so it imports
 nothing of the engine: that happens when a fixture is first used."""
@@ -86,6 +87,7 @@ def sbx_container(request):
         started.append(c)
         return c
 
+    start.started = started  # read by pytest_runtest_makereport below
     yield start
     errors = []
     for c in reversed(started):
@@ -97,3 +99,23 @@ def sbx_container(request):
             errors.append(f"{c.name}: {e}")
     if errors:
         pytest.fail("sbx_container could not remove: " + "; ".join(errors), pytrace=False)
+
+
+_LOG_LINES = 50
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report shows the end of the log of every container its sbx_container
+    started (what a server said before the assertion failed is usually the answer)."""
+    outcome = yield
+    rep = outcome.get_result()
+    factory = (getattr(item, "funcargs", None) or {}).get("sbx_container")
+    if rep.when != "call" or not rep.failed or factory is None:
+        return
+    for c in factory.started:
+        try:
+            text = c.logs(tail=_LOG_LINES).decode("utf-8", "replace") or "(no output)"
+        except Exception as e:  # removed by the test, say
+            text = f"(no log: {e})"
+        rep.sections.append((f"sbx container {c.name}: the last {_LOG_LINES} lines of its log", text))

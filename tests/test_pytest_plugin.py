@@ -29,7 +29,8 @@ INNER = textwrap.dedent('''
         assert c.exec_run(["cat", "/etc/hostname"]).output == c.id[:12].encode() + b"\\n"
 
     def test_fails_while_its_container_runs(sbx_container):
-        c = sbx_container(command=["sleep", "300"], name="plug-fail")
+        c = sbx_container(command=["sh", "-c", "echo said-before-failing; exec sleep 300"], name="plug-fail")
+        wait_for_log(c, "said-before-failing")
         _note(c)
         assert c.status == "exited", "deliberate failure"
 
@@ -78,6 +79,9 @@ def test_sbx_container_removes_everything_it_started(tmp_path):
     out = cp.stdout + cp.stderr
     assert cp.returncode == 1, out                                    # exactly the deliberate failure
     assert "1 failed, 3 passed in" in out and "deliberate failure" in out, out   # no teardown error
+    # The failed test's report shows its container's log; the passing ones' do not.
+    assert "sbx container plug-fail: the last 50 lines of its log" in out and "said-before-failing" in out, out
+    assert "sbx container plug-pass" not in out, out
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) == 5
     env = dict(os.environ, SBX_ROOT=str(store))
