@@ -309,6 +309,9 @@ def test_readiness_helpers(R):
         wait_for_log(d, "never", timeout=60)                # ends when the container does, not at 60 s
     assert "exited (code 0)" in str(e.value) and "bye" in str(e.value)
     d.remove()
+    gone = containers.run(rootfs=R, command=["true"], auto_remove=True)
+    with pytest.raises(WaitTimeout, match="was removed"):
+        wait_for_exec(gone, ["true"], timeout=60)
 
 
 def test_wait_for_port_with_the_host_network(R):

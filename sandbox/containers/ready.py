@@ -32,10 +32,13 @@ def _tail(text):
 
 
 def _ended(container):
-    """The container's exit status if it is no longer running (None while it runs)."""
-    container.reload()
+    """None while the container runs, else what became of it: "exited (code 3)", "was removed"."""
+    try:
+        container.reload()
+    except LookupError:  # NotFound: an auto_remove container that ended, or removed by someone
+        return "was removed"
     if container.status in ("exited", "dead"):
-        return container.attrs.get("State", {}).get("ExitCode")
+        return f"exited (code {container.attrs.get('State', {}).get('ExitCode')})"
     return None
 
 
@@ -55,21 +58,26 @@ def wait_for_log(container, pattern, timeout=60, stream=None, interval=0.05):
     rx = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern, re.MULTILINE)
     what = f"a log line matching {rx.pattern!r}" + (f" on {stream}" if stream else "")
     deadline = time.monotonic() + timeout
-    while True:
-        raw = container.logs(stdout=stream in (None, "stdout"), stderr=stream in (None, "stderr"))
+    text = ""
+
+    def look():
+        nonlocal text
+        try:
+            raw = container.logs(stdout=stream in (None, "stdout"), stderr=stream in (None, "stderr"))
+        except LookupError:  # removed: its log went with it
+            return None
         text = raw.decode("utf-8", "replace")
-        m = rx.search(raw if isinstance(rx.pattern, bytes) else text)
+        return rx.search(raw if isinstance(rx.pattern, bytes) else text)
+    while True:
+        m = look()
         if m:
             return m
-        code = _ended(container)
-        if code is not None:
-            # One more read: output written just before the exit.
-            raw = container.logs(stdout=stream in (None, "stdout"), stderr=stream in (None, "stderr"))
-            text = raw.decode("utf-8", "replace")
-            m = rx.search(raw if isinstance(rx.pattern, bytes) else text)
+        ended = _ended(container)
+        if ended is not None:
+            m = look()  # once more: output written just before the exit
             if m:
                 return m
-            raise WaitTimeout(f"container {container.name} exited (code {code}) before {what} appeared; "
+            raise WaitTimeout(f"container {container.name} {ended} before {what} appeared; "
                               f"last output:\n{_tail(text)}", last_output=text)
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} in container {container.name}; "
@@ -87,9 +95,10 @@ def wait_for_exec(container, cmd, timeout=60, interval=0.2):
     deadline = time.monotonic() + timeout
     last, out, why = None, "", "it never ran"
     while True:
-        if _ended(container) is not None:
-            raise WaitTimeout(f"container {container.name} is not running (status {container.status}) while "
-                              f"waiting for {what}; last output:\n{_tail(out)}", last_output=out)
+        ended = _ended(container)
+        if ended is not None:
+            raise WaitTimeout(f"container {container.name} {ended} while waiting for {what}; "
+                              f"last output:\n{_tail(out)}", last_output=out)
         try:
             r = container.exec_run(cmd, timeout=max(0.001, deadline - time.monotonic()))
         except WaitTimeout as e:  # outlived the time left: killed
@@ -132,9 +141,9 @@ def wait_for_port(container, port, timeout=60, interval=0.1):
                 return
         except OSError as e:
             err = e
-        code = _ended(container)
-        if code is not None:
-            raise WaitTimeout(f"container {container.name} exited (code {code}) before {what}; "
+        ended = _ended(container)
+        if ended is not None:
+            raise WaitTimeout(f"container {container.name} {ended} before {what}; "
                               f"last error: {err}", last_output=str(err))
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} (container {container.name}); "
