@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -703,6 +704,16 @@ install_seccomp (const struct sb_config *cfg)
   return (int) syscall (SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
 }
 
+/* Has the parent died?  Its end of the report pipe is then closed, and a pipe whose readers are
+ * all gone polls as an error for its writer.  (getppid() cannot tell: as PID 1 of a new pid
+ * namespace we always see 0.) */
+static int
+parent_gone (int report_fd)
+{
+  struct pollfd p = { .fd = report_fd, .events = POLLOUT, .revents = 0 };
+  return poll (&p, 1, 0) > 0 && (p.revents & POLLERR) != 0;
+}
+
 int
 sb_child_main (void *arg)
 {
@@ -874,6 +885,14 @@ sb_child_main (void *arg)
         CHECK (syscall (SYS_setgroups, cfg->n_groups, cfg->groups), SB_STAGE_SETGROUPS);
       CHECK (syscall (SYS_setresgid, cfg->gid, cfg->gid, cfg->gid), SB_STAGE_SETGID);
       CHECK (syscall (SYS_setresuid, cfg->uid, cfg->uid, cfg->uid), SB_STAGE_SETUID);
+      /* A change of ids clears the parent-death signal (prctl(2)): arm it again, then make sure
+       * the parent did not die in between, which no signal would now tell us. */
+      if (cfg->die_with_parent)
+        {
+          CHECK (prctl (PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), SB_STAGE_PDEATHSIG);
+          if (parent_gone (ctx->report_fd))
+            _exit (127);
+        }
     }
 
   /* A uid 0 process keeps exactly `caps`; any other uid loses them all at execve (and after

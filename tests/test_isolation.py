@@ -199,3 +199,33 @@ def test_only_stdio_fds_inside(busybox_rootfs, tmp_path):
             os.close(fd)
     assert "40" in control.stdout, "the control process should have inherited the fds"
     assert ok(cp).split() == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("user", [
+    pytest.param("0", id="root-inside"),
+    pytest.param("1000:1000", id="other-uid", marks=pytest.mark.subuid),
+])
+def test_sandbox_dies_with_its_sbx_even_after_changing_ids(busybox_rootfs, user):
+    """The kernel clears the parent-death signal when a process changes its ids (prctl(2)), so a
+    sandbox that runs as another user must arm it again: a `kill -9` of the sbx that runs it
+    leaves no process of it behind."""
+    marker = f"{os.getpid() % 1000}.{time.monotonic_ns() % 100000}"
+    p = sbx_popen("run", "--rm", "-u", user, "--rootfs", busybox_rootfs, "sleep", marker,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def sleepers():  # the sandbox's sleep (sbx's own command line holds the same words)
+        return [pid for pid in host_pids_with(f"sleep\0{marker}") if pid != p.pid]
+
+    try:
+        deadline = time.monotonic() + 20
+        while not sleepers() and time.monotonic() < deadline:
+            assert p.poll() is None, "sbx ended before its sandbox started"
+            time.sleep(0.05)
+        assert sleepers(), "the sandbox never started"
+    finally:
+        p.kill()
+        p.wait()
+    deadline = time.monotonic() + 10
+    while sleepers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sleepers() == [], "the sandbox outlived its sbx"
