@@ -13,7 +13,7 @@ import pytest
 import sandbox
 from sandbox import containers
 from sandbox.containers.ready import WaitTimeout, wait_for_exec, wait_for_log, wait_for_port
-from sbxtest import MARKER_CONTENT, ok, sbx
+from sbxtest import DOCKER_DEFAULT_CAP_MASK, MARKER_CONTENT, ok, sbx
 
 
 @pytest.fixture(autouse=True)
@@ -126,8 +126,32 @@ def test_run_options_reach_the_process(R, tmp_path):
     assert run(command=["id", "-u"], user=1000) == b"1000\n"
     assert run(command=["cat", "/proc/1/cmdline"], init=True).split(b"\0")[0] != b"cat"
     assert run(command=["cat", "/proc/1/cmdline"]).split(b"\0")[0] == b"cat"
-    with pytest.raises(containers.ContainerError):        # the capability was dropped
-        run(command=["chown", "1:1", "/tmp"], cap_drop=["CHOWN"])
+    caps = run(command=["grep", "CapEff", "/proc/self/status"], cap_drop=["CHOWN"]).split()[1]
+    assert int(caps, 16) == DOCKER_DEFAULT_CAP_MASK & ~1      # Docker's set without CHOWN (bit 0)
+
+
+def test_tty_stdin_open_cap_add_stop_signal(R):
+    c = containers.run(rootfs=R, command=["sh", "-c", "test -t 1 && echo on-a-tty"], tty=True, stdin_open=True)
+    assert c.wait(timeout=30)["StatusCode"] == 0
+    assert c.logs() == b"on-a-tty\r\n" and c.attrs["Config"]["Tty"] and c.attrs["Config"]["OpenStdin"]
+    c.remove()
+    out = containers.run(rootfs=R, command=["grep", "CapEff", "/proc/self/status"], cap_drop=["ALL"],
+                         cap_add=["CHOWN"], detach=False, remove=True)
+    assert out == b"CapEff:\t0000000000000001\n"          # CHOWN alone
+    c = containers.run(rootfs=R, command=["sh", "-c", "trap 'echo got-usr1; exit 0' USR1; echo up; "
+                                                      "while :; do sleep 0.1; done"], stop_signal="SIGUSR1")
+    wait_for_log(c, "up")
+    c.stop(timeout=30)
+    assert c.wait()["StatusCode"] == 0 and c.logs() == b"up\ngot-usr1\n"
+    assert c.attrs["Config"]["StopSignal"] == "SIGUSR1"
+    c.remove(v=True)
+
+
+@pytest.mark.subuid
+def test_exec_as_another_user(R):
+    with containers.run(rootfs=R, command=["sleep", "300"]) as c:
+        assert c.exec_run(["id", "-u"], user="1000").output == b"1000\n"
+        assert c.exec_run(["id", "-u"]).output == b"0\n"
 
 
 def test_create_start_kill_restart_rename_wait(R):
@@ -171,6 +195,8 @@ def test_pause_is_refused_until_the_freezer_lands(R):
     with containers.run(rootfs=R, command=["sleep", "300"]) as c:
         with pytest.raises(sandbox.SandboxError):
             c.pause()
+        with pytest.raises(sandbox.SandboxError):
+            c.unpause()                                     # it is not paused
         c.reload()
         assert c.status == "running"
 
@@ -228,6 +254,8 @@ def test_get_list_prune_with_filters(R):
         with pytest.raises(containers.NotFound) as e:
             containers.get("no-such")
         assert isinstance(e.value, sandbox.SandboxError) and "no-such" in str(e.value)
+        assert containers.prune(filters={"label": "team=y"}) == {"ContainersDeleted": None, "SpaceReclaimed": 0}
+        assert containers.prune(filters={"label!": "team=x"})["ContainersDeleted"] is None
         assert containers.prune()["ContainersDeleted"] == [b.id]
         assert names(all=True) == ["lst-a"]
     finally:
