@@ -96,7 +96,7 @@ def test_engine_api_lifecycle(benchmark, rootfs, store, full):
         c = containers.run(rootfs=rootfs, command=SLEEP, userns="single")
         c.stop(timeout=0)
         c.remove()
-    with config.use(config.Context(data_root=store, runtime_root=os.path.join(store, "run"))):
+    with config.use(config.Context.from_env(root=store)):  # the store the CLI rows use (SBX_ROOT)
         benchmark.pedantic(life, **_rounds(full, 15))
         assert containers.list(all=True) == []
 
