@@ -41,6 +41,18 @@ OPTIONS = (
     (("--label-file",), "label_file", "list", "FILE", "read labels from a file of K=V lines"),
     (("--stop-signal",), "stop_signal", "value", "SIGNAL", "signal that stops the container (default SIGTERM)"),
     (("--stop-timeout",), "stop_timeout", "value", "SECONDS", "seconds to wait for it to stop before killing it"),
+    (("-m", "--memory"), "memory", "value", "BYTES", "memory limit (64m, 1.5g; needs cgroup v2 'memory')"),
+    (("--memory-swap",), "memory_swap", "value", "BYTES", "memory plus swap limit (-1: unlimited swap)"),
+    (("--memory-reservation",), "memory_reservation", "value", "BYTES", "memory soft limit (memory.low)"),
+    (("--oom-kill-disable",), "oom_kill_disable", "flag", None, "refused: cgroup v2 cannot disable the OOM killer"),
+    (("--cpus",), "cpus", "value", "N", "number of CPUs (1.5; needs cgroup v2 'cpu')"),
+    (("-c", "--cpu-shares"), "cpu_shares", "value", "N", "CPU shares, relative weight (cpu.weight)"),
+    (("--cpu-period",), "cpu_period", "value", "US", "CPU CFS period in microseconds"),
+    (("--cpu-quota",), "cpu_quota", "value", "US", "CPU CFS quota in microseconds"),
+    (("--cpuset-cpus",), "cpuset_cpus", "value", "LIST", "CPUs the container may use (0-3, 0,1)"),
+    (("--cpuset-mems",), "cpuset_mems", "value", "LIST", "memory nodes the container may use (0-3, 0,1)"),
+    (("--pids-limit",), "pids_limit", "value", "N", "maximum number of processes (-1: unlimited)"),
+    (("--blkio-weight",), "blkio_weight", "value", "N", "block IO weight, 10 to 1000 (io.weight)"),
     (("--help",), "help", "flag", None, "show this help"),
 )
 _BY_NAME = {n: o for o in OPTIONS for n in o[0]}
@@ -239,6 +251,23 @@ def security_opts(opts):
     return out
 
 
+LIMITS = ("memory", "memory_swap", "memory_reservation", "cpus", "cpu_shares", "cpu_period", "cpu_quota",
+          "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight", "oom_kill_disable")
+
+
+def resources(opts):
+    """The limit flags -> options.Resources, checked as Docker checks them, and refused unless
+    this machine's cgroups can enforce every one (sandbox.cgroups.v2.require)."""
+    given = {k: opts[k] for k in LIMITS if opts[k] is not None}
+    if not given:
+        return _options.Resources()
+    r = _options.resources(**given)
+    if r:
+        from ..cgroups import v2  # only runs with limits import it
+        v2.require(r)
+    return r
+
+
 def to_options(opts, cmd, environ):
     """The parsed options and command words -> RunOptions, every value checked (nothing is
     pulled or started before this returns).  Without --rootfs the first word is the image."""
@@ -263,4 +292,4 @@ def to_options(opts, cmd, environ):
         name=opts["name"], labels=labels, detach=bool(opts["detach"]),
         auto_remove=bool(opts["rm"]), interactive=bool(opts["interactive"]), restart=restart,
         stop_signal=_options.stop_signal(opts["stop_signal"]),
-        stop_timeout=_options.stop_timeout(opts["stop_timeout"]))
+        stop_timeout=_options.stop_timeout(opts["stop_timeout"]), resources=resources(opts))

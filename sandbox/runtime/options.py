@@ -6,6 +6,8 @@ Frozen records written without `dataclasses`: that module imports `re` and `insp
 one is on every `sbx run`'s path (whose start-up is measured).  They behave as frozen
 dataclasses do: keyword construction with defaults, read-only fields, `==`, `repr`, plus
 `replace(**changes)` and `asdict()`."""
+import os
+
 from ..errors import UsageError
 
 _MISSING = object()
@@ -109,6 +111,19 @@ def _dict():
 DEFAULT_NAMESPACES = ("user", "mount", "pid", "uts", "ipc", "network", "cgroup")
 
 
+class Resources(_Frozen):
+    """A container's cgroup limits, docker-py's names and Docker's units (bytes, nano CPUs,
+    microseconds); None: not set.  Enforced by `sandbox.cgroups` or refused there."""
+    FIELDS = (("mem_limit", None), ("memswap_limit", None), ("mem_reservation", None), ("nano_cpus", None),
+              ("cpu_shares", None), ("cpu_period", None), ("cpu_quota", None), ("cpuset_cpus", None),
+              ("cpuset_mems", None), ("pids_limit", None), ("blkio_weight", None), ("oom_kill_disable", False))
+    __slots__ = tuple(n for n, _ in FIELDS)
+
+    def __bool__(self):
+        """True when any limit is asked for."""
+        return any(v not in (None, False) for v in self.astuple())
+
+
 class RunOptions(_Frozen):
     """Everything a container's run needs.  The first group are spec.build's (same names and
     meanings; `argv` is the command, after the image's name); the rest are the container's."""
@@ -122,7 +137,7 @@ class RunOptions(_Frozen):
         # the container's
         ("image", None), ("pull", "missing"), ("platform", None), ("name", None), ("labels", _dict),
         ("detach", False), ("auto_remove", False), ("interactive", False), ("restart", RestartPolicy),
-        ("stop_signal", None), ("stop_timeout", None),
+        ("stop_signal", None), ("stop_timeout", None), ("resources", Resources),
     )
     __slots__ = tuple(n for n, _ in FIELDS)
 
@@ -198,3 +213,150 @@ def stop_timeout(text, flag="--stop-timeout"):
         raise UsageError(f'invalid argument "{text}" for "{flag}" flag: out of range',
                          hint="give 0 to 2147483647 seconds, or -1 to wait for ever")
     return v
+
+
+# --- resource limits: Docker's units and checks (docker/cli opts, the daemon's verify*Resources) --
+
+MIN_MEMORY = 6 * 1024 * 1024  # the daemon's linuxMinMemory
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def _bad(text, flag, why, hint):
+    return UsageError(f'invalid argument "{text}" for "{flag}" flag: {why}', hint=hint)
+
+
+def ram_in_bytes(text, flag="-m, --memory"):
+    """Docker's RAMInBytes: `64m`, `1.5g`, `512MiB`, `100 k`, `1024` (bytes); binary units."""
+    if isinstance(text, int):
+        return text
+    low = str(text).strip().lower()
+    if low.endswith("b"):
+        low = low[:-1]
+    if low.endswith("i"):
+        low = low[:-1]
+    unit = low[-1:] if low[-1:] in "kmgtp" else ""
+    num = low[:-1] if unit else low
+    if num.endswith(" "):
+        num = num[:-1]
+    parts = num.split(".")
+    ok = num and len(parts) <= 2 and all(p.isdigit() and p.isascii() for p in parts)
+    if not ok:
+        raise _bad(text, flag, f"invalid size: '{text}'", "give a size such as 64m, 1.5g or 1048576 (bytes)")
+    return int(float(num) * _UNITS[unit])
+
+
+def nano_cpus(text, flag="--cpus"):
+    """--cpus 1.5 -> 1500000000 (Docker's NanoCPUs; at most 9 decimals)."""
+    if isinstance(text, int):
+        return text
+    s = str(text).strip()
+    whole, dot, frac = s.partition(".")
+    if not (whole or frac) or not all(p.isdigit() and p.isascii() for p in (whole or "0", frac or "0")) \
+            or (dot and not frac and not whole):
+        raise _bad(text, flag, f"failed to parse {text} as a rational number",
+                   "give a number of CPUs, e.g. --cpus 1.5")
+    if len(frac) > 9:
+        raise _bad(text, flag, "value is too precise", "give at most 9 decimals")
+    return int(whole or "0") * 10 ** 9 + int((frac or "0").ljust(9, "0"))
+
+
+def _int(text, flag, lo=-2 ** 63, hi=2 ** 63 - 1):
+    if isinstance(text, int):
+        v = text
+    else:
+        s = str(text).strip()
+        n = s[1:] if s.startswith("-") else s
+        if not (n.isdigit() and n.isascii()):
+            raise _bad(text, flag, f'strconv.ParseInt: parsing "{text}": invalid syntax', "give an integer")
+        v = int(s)
+    if not lo <= v <= hi:
+        raise _bad(text, flag, f'strconv.ParseInt: parsing "{text}": value out of range', "give a smaller integer")
+    return v
+
+
+def _cpuset(text, what):
+    """A list such as 0-3,5 (Docker: 'Invalid value 0-x for cpuset cpus')."""
+    s = str(text).strip()
+    if s == "":
+        return None
+    for part in s.split(","):
+        lo, dash, hi = part.partition("-")
+        if not (lo.isdigit() and lo.isascii()) or (dash and not (hi.isdigit() and hi.isascii())) \
+                or (dash and int(hi) < int(lo)):
+            raise UsageError(f"Invalid value {text} for cpuset {what}",
+                             hint=f"give a list of {'CPUs' if what == 'cpus' else 'memory nodes'} such as 0-1,3")
+    return s
+
+
+def resources(memory=None, memory_swap=None, memory_reservation=None, cpus=None, cpu_shares=None,
+              cpu_period=None, cpu_quota=None, cpuset_cpus=None, cpuset_mems=None, pids_limit=None,
+              blkio_weight=None, oom_kill_disable=False, ncpu=None):
+    """Docker's limit flags (text as typed, or numbers) -> Resources, checked as the Docker CLI
+    and daemon check them, with their messages."""
+    mem = ram_in_bytes(memory) if memory not in (None, "") else None
+    swap = None
+    if memory_swap not in (None, ""):
+        swap = -1 if str(memory_swap).strip() == "-1" else ram_in_bytes(memory_swap, "--memory-swap")
+    res = ram_in_bytes(memory_reservation, "--memory-reservation") if memory_reservation not in (None, "") else None
+    if mem == 0:
+        mem = None
+    if mem is not None and mem < MIN_MEMORY:
+        raise UsageError("Minimum memory limit allowed is 6MB", hint="give -m 6m or more")
+    if swap is not None and swap != 0:
+        if mem is None:
+            raise UsageError("You should always set the Memory limit when using Memoryswap limit, see usage",
+                             hint="add -m, e.g. -m 64m --memory-swap 128m")
+        if swap > 0 and swap < mem:
+            raise UsageError("Minimum memoryswap limit should be larger than memory limit, see usage",
+                             hint="--memory-swap is memory plus swap: give at least the -m value, or -1")
+    if res is not None:
+        if res == 0:
+            res = None
+        elif res < MIN_MEMORY:
+            raise UsageError("Minimum memory reservation allowed is 6MB", hint="give --memory-reservation 6m or more")
+        elif mem is not None and mem < res:
+            raise UsageError("Minimum memory limit can not be less than memory reservation limit, see usage",
+                             hint="give a -m at least as large as --memory-reservation")
+    nano = nano_cpus(cpus) if cpus not in (None, "") else None
+    period = _int(cpu_period, "--cpu-period") if cpu_period not in (None, "") else None
+    quota = _int(cpu_quota, "--cpu-quota") if cpu_quota not in (None, "") else None
+    nano = nano or None
+    if nano is not None:
+        if period:
+            raise UsageError("Conflicting options: Nano CPUs and CPU Period cannot both be set",
+                             hint="use --cpus alone, or --cpu-period with --cpu-quota")
+        if quota:
+            raise UsageError("Conflicting options: Nano CPUs and CPU Quota cannot both be set",
+                             hint="use --cpus alone, or --cpu-period with --cpu-quota")
+        n = ncpu or os.cpu_count() or 1
+        if nano < 10 ** 7 or nano > n * 10 ** 9:
+            raise UsageError(f"Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available",
+                             hint=f"give --cpus between 0.01 and {n}")
+    if period == 0:
+        period = None
+    if period is not None and not 1000 <= period <= 1000000:
+        raise UsageError("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
+                         hint="give --cpu-period between 1000 and 1000000 microseconds")
+    if quota is not None and quota == 0:
+        quota = None
+    if quota is not None and 0 < quota < 1000:
+        raise UsageError("CPU cfs quota can not be less than 1ms (i.e. 1000)",
+                         hint="give --cpu-quota of 1000 microseconds or more (or -1: no quota)")
+    if quota is not None and quota < 0:
+        quota = None if period is None else -1
+    shares = _int(cpu_shares, "-c, --cpu-shares") if cpu_shares not in (None, "") else None
+    if shares is not None and shares < 0:
+        raise UsageError("shares: invalid argument", hint="give --cpu-shares 2 to 262144 (1024 is the default)")
+    pids = _int(pids_limit, "--pids-limit") if pids_limit not in (None, "") else None
+    if pids == 0:  # Docker: 0 and -1 are unlimited; 0 means "not set"
+        pids = None
+    blkio = _int(blkio_weight, "--blkio-weight", 0, 65535) if blkio_weight not in (None, "") else None
+    if blkio == 0:
+        blkio = None
+    if blkio is not None and not 10 <= blkio <= 1000:
+        raise UsageError("Range of blkio weight is from 10 to 1000", hint="give --blkio-weight between 10 and 1000")
+    return Resources(mem_limit=mem, memswap_limit=swap if swap else None, mem_reservation=res, nano_cpus=nano,
+                     cpu_shares=shares or None, cpu_period=period, cpu_quota=quota,
+                     cpuset_cpus=_cpuset(cpuset_cpus, "cpus") if cpuset_cpus is not None else None,
+                     cpuset_mems=_cpuset(cpuset_mems, "mems") if cpuset_mems is not None else None,
+                     pids_limit=pids, blkio_weight=blkio, oom_kill_disable=bool(oom_kill_disable))

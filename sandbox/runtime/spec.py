@@ -264,14 +264,16 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
           hostname=None, read_only=False, init=False, userns=None, cap_add=(), cap_drop=(),
           no_new_privileges=False, ulimits=(), group_add=(), terminal=False, container_id, seccomp=None,
           upper=None, namespaces=("user", "mount", "pid", "uts", "ipc", "network", "cgroup"),
-          die_with_parent=True, labels=None, stop_signal=None, stop_timeout=None):
+          die_with_parent=True, labels=None, stop_signal=None, stop_timeout=None, resources=None):
     """The runtime description for one sandbox, from a root filesystem directory (`rootfs`) or
     an image (`image`: a runtime.image_root.ImageRoot).  `upper` is a host directory for the
     overlay's writable layer (kept after exit); None puts it in the sandbox's private tmpfs.
     `seccomp`: None or "default" (Docker's default profile), "unconfined", a path to a
     Docker/OCI JSON profile, or a profile dict.  `labels` are added to the image's, and
     `stop_signal` (validated by options.stop_signal) overrides the image's StopSignal; they and
-    `stop_timeout` are kept in the "sbx" annotations."""
+    `stop_timeout` are kept in the "sbx" annotations.  `resources`: an options.Resources whose
+    limits go to OCI's linux.resources and, docker-py's names, to the "sbx" annotations (the
+    cgroup hook reads them there)."""
     iconf = {}
     if image is not None:
         iconf = image.config
@@ -409,6 +411,7 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
             # OCI's linux.seccomp; the default profile is named, not copied, so every record
             # and launch stays small (seccomp_profile() gives the object).
             "seccomp": seccomp_profile,
+            **({"resources": oci_resources(resources)} if resources else {}),
         },
         # What the OCI spec has no words for; runtimes keep such things in annotations.
         "sbx": {
@@ -426,6 +429,8 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
             "seccomp": seccomp_source,
             "mkdir_cwd": cwd is not None,
             "die_with_parent": die_with_parent,
+            **({"resources": {k: v for k, v in resources.asdict().items() if v not in (None, False)}}
+               if resources else {}),
             "files": {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": _resolv_conf(network)},
         },
     }
@@ -445,7 +450,28 @@ def from_options(opts, image=None, **extra):
     kw["env"] = list(opts.env)
     kw["namespaces"] = tuple(opts.namespaces)
     return build(argv, image=image, labels=dict(opts.labels), stop_signal=opts.stop_signal,
-                 stop_timeout=opts.stop_timeout, **kw, **extra)
+                 stop_timeout=opts.stop_timeout, resources=opts.resources or None, **kw, **extra)
+
+
+def oci_resources(r):
+    """options.Resources -> OCI's linux.resources (the runtime-spec's names)."""
+    out = {}
+    memory = {k: v for k, v in (("limit", r.mem_limit), ("swap", r.memswap_limit),
+                                ("reservation", r.mem_reservation)) if v is not None}
+    if memory:
+        out["memory"] = memory
+    cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period),
+                             ("cpus", r.cpuset_cpus), ("mems", r.cpuset_mems)) if v is not None}
+    if r.nano_cpus is not None:
+        cpu["period"] = 100000
+        cpu["quota"] = r.nano_cpus * 100000 // 10 ** 9
+    if cpu:
+        out["cpu"] = cpu
+    if r.pids_limit is not None:
+        out["pids"] = {"limit": r.pids_limit}
+    if r.blkio_weight is not None:
+        out["blockIO"] = {"weight": r.blkio_weight}
+    return out
 
 
 JOIN_ORDER = ("user", "mount", "uts", "ipc", "network", "cgroup", "pid")
