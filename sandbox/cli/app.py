@@ -64,6 +64,7 @@ def _register():
     build.register(app)
     containers.register(app)
     images.register(app)
+    from . import info; info.register(app)  # noqa: E702 - sbx info (cgroups, overlay, id mapping)
     for verbs in (ps, files):  # after images: `sbx system prune` joins its `system` group
         verbs.register(app)
     for group in app.registered_groups:  # `sbx image ...`, `sbx system ...`
