@@ -33,9 +33,9 @@ log() { printf '\n=== %s\n' "$*"; }
 # Build: python3-venv python3-dev gcc libc6-dev libseccomp-dev. Tests: busybox-static (test root filesystem), uidmap
 # (newuidmap/newgidmap), fuse-overlayfs (overlay fallback). Benchmarks: bubblewrap crun hyperfine passt.
 # Image tests: docker-registry skopeo umoci apache2-utils (htpasswd) openssl; podman (podman load, benchmarks);
-# buildah (build comparison and benchmarks).
+# buildah (build comparison and benchmarks). cgroup v2 tests: qemu-system-x86 (a TCG VM, tests/vm/).
 packages=(python3-venv python3-dev gcc libc6-dev libseccomp-dev busybox-static uidmap bubblewrap crun passt
-          fuse-overlayfs docker-registry skopeo umoci apache2-utils openssl hyperfine podman buildah)
+          fuse-overlayfs docker-registry skopeo umoci apache2-utils openssl hyperfine podman buildah qemu-system-x86)
 missing=()
 for p in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

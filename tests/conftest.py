@@ -31,6 +31,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "subuid: needs a /etc/subuid+/etc/subgid range of >= 65536 ids and newuidmap/newgidmap")
     config.addinivalue_line("markers", "nosubuid: needs a user without a subordinate id range")
+    config.addinivalue_line("markers", "cgroup2vm: runs inside the cgroup v2 VM (tests/vm/harness.py)")
 
 
 def pytest_runtest_setup(item):

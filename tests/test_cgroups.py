@@ -1,0 +1,409 @@
+"""Limits, freezing and killing through cgroup v2 (issue 10).
+
+On this machine class (cgroup v1 hybrid, no systemd) every limit flag must be refused, before
+anything is pulled or started, with one line naming the cgroup version or the controller.  The
+cgroup v2 behaviour runs in a QEMU (TCG) VM with a delegated subtree (tests/vm/harness.py): the
+tests marked `cgroup2vm` run there, all in one boot per session, as this same user; outside the
+VM each of them reports the VM's verdict for itself (a VM failure fails it here, with the VM's
+text).  A missing qemu fails them under CI and skips them elsewhere.
+"""
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sbxtest import assert_sbx_error, sbx
+
+from sandbox.cgroups import v2
+from sandbox.errors import UsageError
+from sandbox.runtime import options
+
+IN_VM = os.environ.get("SBX_IN_VM") == "1"
+HERE = Path(__file__).resolve()
+
+
+# --- the VM session ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def vm_results(tmp_path_factory):
+    """Boot the VM once and run every cgroup2vm test of this file in it: {test name: (outcome,
+    text)}."""
+    sys.path.insert(0, str(HERE.parent / "vm"))
+    import harness
+    if os.geteuid() == 0:
+        pytest.skip("the cgroup v2 VM tests run as the unprivileged test users (a delegated subtree is theirs)")
+    missing = [t for t in ("qemu-system-x86_64", "apt-get", "dpkg-deb") if shutil.which(t) is None]
+    if missing:
+        msg = f"the cgroup v2 VM needs {', '.join(missing)} (scripts/test.sh installs qemu-system-x86)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    cache = Path(os.environ.get("SBX_TEST_VM_CACHE") or tmp_path_factory.getbasetemp().parent / "vm-cache")
+    vm = harness.Machine(cache).build()
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "-m", "cgroup2vm",
+            "--basetemp=/tmp/pt", "--junitxml=/tmp/out/junit.xml", str(HERE)]
+    if _has_timeout_plugin():
+        argv[-1:-1] = ["--timeout", "240"]
+    out = tmp_path_factory.mktemp("vm-out")
+    rc, results, console = vm.run_pytest(os.getuid(), os.getgid(), argv, out,
+                                         os.path.dirname(sys.executable) + ":/usr/bin:/bin:/usr/sbin:/sbin")
+    sys.stderr.write(f"\ncgroup v2 VM: pytest exit {rc}, timings {vm.timings}\n")
+    if not results:
+        pytest.fail(f"the VM ran no test (pytest exit {rc}):\n{console[-4000:]}")
+    return results
+
+
+def _has_timeout_plugin():
+    try:
+        import pytest_timeout  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def in_vm(request):
+    """True inside the VM (run the test); outside, the VM's verdict for this test is asserted
+    and False is returned (the caller returns)."""
+    if IN_VM:
+        return True
+    results = request.getfixturevalue("vm_results")
+    outcome, text = results.get(request.node.name, ("missing", "the VM did not report this test"))
+    if outcome == "skipped":
+        pytest.fail(f"skipped in the VM: {text}")
+    if outcome != "passed":
+        pytest.fail(f"in the cgroup v2 VM: {outcome}\n{text}")
+    return False
+
+
+# --- Docker's values ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,value", [
+    ("64m", 64 << 20), ("64M", 64 << 20), ("64mb", 64 << 20), ("512MiB", 512 << 20), ("1.5g", 3 << 29),
+    ("100 k", 100 << 10), ("1048576", 1 << 20), ("1b", 1)])
+def test_memory_units_as_docker(text, value):
+    assert options.ram_in_bytes(text) == value
+
+
+def test_resources_convert_to_cgroup_v2_files():
+    r = options.resources(memory="64m", memory_swap="96m", memory_reservation="32m", cpus="0.5",
+                          cpu_shares="1024", cpuset_cpus="0", cpuset_mems="0", pids_limit="20",
+                          blkio_weight="500")
+    files = dict(v2.limit_files(r))
+    assert files == {"memory.max": str(64 << 20), "memory.swap.max": str(32 << 20), "memory.low": str(32 << 20),
+                     "cpu.max": "50000 100000", "cpu.weight": "39", "cpuset.cpus": "0", "cpuset.mems": "0",
+                     "pids.max": "20", "io.weight": "default 4950"}
+    # Docker's defaults: swap as large as memory; --memory-swap -1 unlimited; quota/period as given
+    assert dict(v2.limit_files(options.resources(memory="64m")))["memory.swap.max"] == str(64 << 20)
+    assert dict(v2.limit_files(options.resources(memory="64m", memory_swap="-1")))["memory.swap.max"] == "max"
+    assert dict(v2.limit_files(options.resources(cpu_period="50000", cpu_quota="25000")))["cpu.max"] == "25000 50000"
+    assert dict(v2.limit_files(options.resources(pids_limit="-1")))["pids.max"] == "max"
+    assert v2.cpu_weight(2) == 1 and v2.cpu_weight(262144) == 10000
+    assert v2.needed(r) == ["memory", "cpu", "cpuset", "pids", "io"]
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["-m", "64x"], ['invalid argument "64x" for "-m, --memory" flag', "invalid size"]),
+    (["-m", "4m"], ["Minimum memory limit allowed is 6MB"]),
+    (["--memory-swap", "1g"], ["You should always set the Memory limit when using Memoryswap limit"]),
+    (["-m", "64m", "--memory-swap", "32m"], ["Minimum memoryswap limit should be larger than memory limit"]),
+    (["--memory-reservation", "1m"], ["Minimum memory reservation allowed is 6MB"]),
+    (["-m", "64m", "--memory-reservation", "128m"], ["can not be less than memory reservation"]),
+    (["--cpus", "x"], ["failed to parse x as a rational number"]),
+    (["--cpus", "0.001"], ["Range of CPUs is from 0.01 to"]),
+    (["--cpus", "1", "--cpu-quota", "50000"], ["Conflicting options: Nano CPUs and CPU Quota"]),
+    (["--cpu-period", "500"], ["CPU cfs period can not be less than 1ms"]),
+    (["--cpu-quota", "10"], ["CPU cfs quota can not be less than 1ms"]),
+    (["--cpuset-cpus", "0-x"], ["Invalid value 0-x for cpuset cpus"]),
+    (["--cpuset-mems", "2-1"], ["Invalid value 2-1 for cpuset mems"]),
+    (["--pids-limit", "many"], ['"--pids-limit" flag']),
+    (["--blkio-weight", "5"], ["Range of blkio weight is from 10 to 1000"]),
+])
+def test_bad_limit_values_are_refused_as_docker_refuses_them(flags, words, tmp_path):
+    cp = sbx("run", *flags, "--rootfs", tmp_path, "true")
+    assert_sbx_error(cp, 125, *words)
+
+
+# --- this machine: refused before anything happens ---------------------------------------------
+
+def _host_cannot_limit():
+    m = v2.probe()
+    if m.usable:
+        pytest.skip(f"this machine can enforce limits ({m.version}, base {m.base})")
+    return m
+
+
+@pytest.mark.parametrize("flags,controller", [
+    (["-m", "64m"], "-m/--memory"), (["--memory-reservation", "64m"], "--memory-reservation"),
+    (["--cpus", "0.5"], "--cpus"), (["--cpu-shares", "512"], "--cpu-shares"),
+    (["--cpu-period", "100000", "--cpu-quota", "50000"], "--cpu-quota"), (["--cpuset-cpus", "0"], "--cpuset-cpus"),
+    (["--cpuset-mems", "0"], "--cpuset-mems"), (["--pids-limit", "20"], "--pids-limit"),
+    (["--blkio-weight", "500"], "--blkio-weight")])
+def test_every_limit_is_refused_before_anything_is_pulled_or_started(flags, controller, tmp_path):
+    """An image that does not exist: a refusal after a pull attempt would name the image.
+    And no container record is left behind."""
+    m = _host_cannot_limit()
+    before = sbx("ps", "-a", "-q", "--no-trunc").stdout
+    for verb in ("run", "create"):
+        cp = sbx(verb, *flags, "registry.invalid/no/such:image", "true")
+        assert_sbx_error(cp, 125, controller, "cannot be enforced", m.reason)
+        assert "registry.invalid" not in cp.stderr
+        assert ("systemd.unified_cgroup_hierarchy=1" in cp.stderr if m.version in ("hybrid", "v1")
+                else "sbx info" in cp.stderr)
+    assert sbx("ps", "-a", "-q", "--no-trunc").stdout == before
+
+
+def test_oom_kill_disable_is_refused_everywhere(tmp_path):
+    """cgroup v2 has no OOM-killer switch (v1's memory.oom_control): never a silent no-op."""
+    cp = sbx("run", "--oom-kill-disable", "-m", "64m", "--rootfs", tmp_path, "true")
+    assert_sbx_error(cp, 125, "--oom-kill-disable", "cgroup v2 has no way to disable the OOM killer")
+    # --oom-kill-disable=false asks for nothing
+    assert options.resources(oom_kill_disable=False) == options.Resources()
+
+
+def test_a_run_without_limits_needs_no_cgroup(tmp_path):
+    (tmp_path / "bin").mkdir()
+    cp = sbx("run", "--pids-limit", "0", "--rootfs", "/", "true")
+    assert cp.returncode == 0, cp.stderr
+
+
+# --- the machine classification, on fake cgroup trees ----------------------------------------
+
+def _fake(tmp_path, lines, own):
+    mi = tmp_path / "mountinfo"
+    mi.write_text("".join(f"{i} 1 0:{i} {root} {mp} rw - {fs} {fs} {opts}\n"
+                          for i, (root, mp, fs, opts) in enumerate(lines, 30)))
+    pc = tmp_path / "cgroup"
+    pc.write_text(own)
+    return dict(mountinfo=str(mi), proc_cgroup=str(pc))
+
+
+def _cgdir(d, controllers="", subtree="", procs=""):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "cgroup.controllers").write_text(controllers + "\n")
+    (d / "cgroup.subtree_control").write_text(subtree + "\n")
+    (d / "cgroup.procs").write_text(procs)
+    (d / "cgroup.freeze").write_text("0\n")
+    (d / "cgroup.kill").write_text("")
+    return d
+
+
+def test_probe_classifies_v1_hybrid_and_none(tmp_path):
+    v1 = [("/", "/sys/fs/cgroup/memory", "cgroup", "rw,memory"), ("/", "/sys/fs/cgroup/pids", "cgroup", "rw,pids")]
+    m = v2.probe(**_fake(tmp_path, v1, "5:memory:/\n4:pids:/\n"))
+    assert (m.version, m.usable) == ("v1", False) and "cgroup v1" in m.reason
+    assert "systemd.unified_cgroup_hierarchy=1" in m.hint
+    m = v2.probe(**_fake(tmp_path, v1 + [("/", str(tmp_path), "cgroup2", "rw")], "0::/\n"))
+    assert (m.version, m.usable) == ("hybrid", False) and "memory, pids are on cgroup v1" in m.reason
+    m = v2.probe(**_fake(tmp_path, [], ""))
+    assert (m.version, m.usable) == ("none", False)
+
+
+def test_probe_makes_containers_siblings_of_a_delegated_leaf(tmp_path):
+    """systemd's layout (and the VM's): the caller in user-N/init, user-N owned by the user."""
+    root = tmp_path / "cg"
+    _cgdir(root, "cpu memory pids io cpuset", "cpu memory pids io cpuset")
+    _cgdir(root / "user-1", "memory pids cpu")
+    _cgdir(root / "user-1" / "init", procs=f"{os.getpid()}\n")
+    m = v2.probe(**_fake(tmp_path, [("/", str(root), "cgroup2", "rw,nsdelegate")], "0::/user-1/init\n"))
+    assert (m.version, m.base, m.self_move) == ("v2", str(root / "user-1"), False)
+    assert m.controllers == ("memory", "pids", "cpu") and m.freeze and m.kill
+    assert v2.refusal(m, ["memory", "pids"]) is None
+    err = v2.refusal(m, ["cpuset"])
+    assert "controller 'cpuset' is not delegated" in err.msg and "Delegate=" in err.hint
+    assert "delegated: memory pids cpu" in err.msg
+
+
+def test_probe_moves_the_caller_out_of_a_delegated_cgroup_it_sits_in(tmp_path):
+    """The no-internal-process rule: processes only in leaves, so the caller goes to init."""
+    root = tmp_path / "cg"
+    _cgdir(root, "memory pids")
+    _cgdir(root / "user-1", "memory pids", procs=f"{os.getpid()}\n")
+    (root / "user-1").parent.chmod(0o555)  # the parent is not the user's
+    try:
+        m = v2.probe(**_fake(tmp_path, [("/", str(root), "cgroup2", "rw")], "0::/user-1\n"))
+    finally:
+        (root / "user-1").parent.chmod(0o755)
+    if os.geteuid() == 0:
+        pytest.skip("root can write every directory: the parent counts as delegated")
+    assert (m.base, m.self_move) == (str(root / "user-1"), True)
+
+
+def test_probe_refuses_a_cgroup_that_is_not_delegated(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write every cgroup file")
+    root = tmp_path / "cg"
+    _cgdir(root, "memory pids")
+    _cgdir(root / "other", "memory pids", procs=f"{os.getpid()}\n")
+    for d in (root, root / "other"):
+        for f in ("cgroup.procs", "cgroup.subtree_control"):
+            (d / f).chmod(0o444)
+    m = v2.probe(**_fake(tmp_path, [("/", str(root), "cgroup2", "rw")], "0::/other\n"))
+    assert not m.usable and "is not delegated" in m.reason and "enable-linger" in m.hint
+    with pytest.raises(v2.CgroupError) as e:
+        v2.require(options.resources(memory="64m"), m)
+    assert e.value.exit_code == 125 and "-m/--memory: cannot be enforced" in e.value.msg
+
+
+def test_resources_reject_bad_python_values():
+    with pytest.raises(UsageError):
+        options.resources(memory="lots")
+    assert options.resources(memory=64 << 20, cpus=None).mem_limit == 64 << 20
+
+
+# --- cgroup v2 for real: in the VM -------------------------------------------------------------
+
+def _launch(argv, resources, stdout=-1, name=None):
+    """A sandbox (the host's files, read-only) with `resources` through the launch hook."""
+    from sandbox.runtime import spec as _spec
+    from sandbox.runtime.process import SandboxProcess
+    sp = _spec.build(list(argv), rootfs="/", container_id=name or os.urandom(32).hex(), resources=resources)
+    hooks = v2.hooks_for(sp)
+    assert len(hooks) == 1
+    p = SandboxProcess.launch(sp, stdio=(-1, stdout, -1), hooks=hooks)
+    return p, hooks[0]
+
+
+@pytest.mark.cgroup2vm
+def test_vm_memory_limit_oom_kills(request):
+    if not in_vm(request):
+        return
+    r = options.resources(memory="32m", memory_swap="32m")
+    base = v2.probe().base
+    before = v2._keyed(open(f"{base}/memory.events").read())["oom_kill"]  # hierarchical
+    p, hook = _launch(["python3", "-c", "x = b'x' * (200 << 20)"], r)
+    path = hook.cgroup.path
+    try:
+        assert hook.cgroup.read("memory.max").strip() == str(32 << 20)
+        assert p.wait() == 137
+    finally:
+        p.close()
+    assert v2._keyed(open(f"{base}/memory.events").read())["oom_kill"] > before
+    assert not os.path.exists(path), "the leaf outlived its container"
+
+
+@pytest.mark.cgroup2vm
+def test_vm_pids_limit_stops_a_fork_loop_and_kill_leaves_nothing(request):
+    if not in_vm(request):
+        return
+    r, w = os.pipe()
+    script = ("import os, time\nn = 0\nfor i in range(40):\n    try:\n        pid = os.fork()\n"
+              "    except OSError:\n        continue\n    if pid == 0:\n        time.sleep(1000)\n        os._exit(0)\n"
+              "    n += 1\nprint(n, flush=True)\ntime.sleep(1000)\n")
+    p, hook = _launch(["python3", "-c", script], options.resources(pids_limit="20"), stdout=w)
+    os.close(w)
+    cg = hook.cgroup
+    try:
+        forked = int(os.read(r, 100))
+        assert 15 <= forked <= 19, f"{forked} forks succeeded under --pids-limit 20"
+        st = cg.stats()
+        assert st["pids_max"] == 20 and st["pids_current"] <= 20
+        assert st["pids_events"]["max"] >= 1  # forks were refused
+        assert len(cg.pids()) >= 19
+        cg.kill()
+        assert cg.pids() == [] and cg.events()["populated"] == 0
+        assert p.wait() == 137
+    finally:
+        os.close(r)
+        p.close()
+    assert not os.path.exists(cg.path)
+
+
+@pytest.mark.cgroup2vm
+def test_vm_cpus_writes_cpu_max_and_throttles(request):
+    if not in_vm(request):
+        return
+    p, hook = _launch(["sh", "-c", "while :; do :; done"], options.resources(cpus="0.5"))
+    cg = hook.cgroup
+    try:
+        assert cg.read("cpu.max").split() == ["50000", "100000"]
+        deadline = time.monotonic() + 60
+        while cg.stats()["cpu"].get("nr_throttled", 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cg.stats()["cpu"]["nr_throttled"] > 0, cg.read("cpu.stat")
+    finally:
+        p.kill()
+        p.wait()
+        p.close()
+
+
+@pytest.mark.cgroup2vm
+def test_vm_freeze_stops_a_counter_and_thaw_resumes_it(request):
+    if not in_vm(request):
+        return
+    r, w = os.pipe()
+    p, hook = _launch(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done"],
+                      options.resources(pids_limit="100"), stdout=w)
+    os.close(w)
+    cg = hook.cgroup
+    os.set_blocking(r, False)
+
+    def drain(wait):
+        got, end = b"", time.monotonic() + wait
+        while time.monotonic() < end:
+            if select.select([r], [], [], max(0, end - time.monotonic()))[0]:
+                try:
+                    got += os.read(r, 65536)
+                except BlockingIOError:
+                    pass
+        return got
+
+    try:
+        assert drain(2.0), "the counter never wrote"
+        cg.freeze()
+        assert cg.frozen and cg.events()["frozen"] == 1
+        drain(0.5)  # what was in flight before the freeze
+        assert drain(2.0) == b"", "a frozen container kept counting"
+        cg.thaw()
+        assert not cg.frozen
+        assert drain(5.0), "the counter did not resume after thaw"
+    finally:
+        os.close(r)
+        p.kill()
+        p.wait()
+        p.close()
+    assert not os.path.exists(cg.path)
+
+
+@pytest.mark.cgroup2vm
+def test_vm_the_delegated_subtree_is_found(request):
+    if not in_vm(request):
+        return
+    m = v2.probe()
+    assert m.version == "v2" and m.usable and not m.self_move, m.asdict()
+    assert {"memory", "pids", "cpu"} <= set(m.controllers)
+    assert m.base.endswith(f"/user-{os.getuid()}")
+
+
+# --- sbx info --------------------------------------------------------------------------------
+
+def test_info_explains_this_machine():
+    import json
+    m = v2.probe()
+    d = json.loads(sbx("info", "--format", "json").stdout)
+    cg = d["Cgroups"]
+    assert cg["Version"] == m.version and cg["Controllers"] == list(m.controllers)
+    if not m.usable:
+        assert cg["Limits"].startswith("refused (exit 125)") and m.reason in cg["Limits"]
+        assert cg["Pause"].startswith("refused (exit 125)")
+    assert d["IdMapping"]["Mode"] == ("helper" if __import__("sbxtest").has_subid_range() else "single")
+    assert d["Storage"]["DataRoot"] == os.environ["SBX_ROOT"]
+    assert set(d["Network"]) >= {"slirp4netns", "pasta"} and d["Version"]
+    text = sbx("info").stdout
+    assert f"Version: {m.version}" in text and "IdMapping:" in text
+    assert_sbx_error(sbx("info", "--format", "{{.Nope}}"), 125, "--format json")
+
+
+@pytest.mark.cgroup2vm
+def test_vm_info_says_limits_are_enforced(request):
+    if not in_vm(request):
+        return
+    import json
+    d = json.loads(sbx("info", "--format", "json").stdout)
+    assert d["Cgroups"]["Version"] == "v2" and d["Cgroups"]["Limits"].startswith("enforced in ")
+    assert d["Cgroups"]["Pause"] == "cgroup.freeze in the container's leaf"
