@@ -18,8 +18,15 @@ from sbxtest import DOCKER_DEFAULT_CAP_MASK, MARKER_CONTENT, ok, sbx
 
 @pytest.fixture(autouse=True)
 def own_store(tmp_path, monkeypatch):
-    """A store of the test's own: list() and `sbx ps -a` see only what the test made."""
+    """A store of the test's own: list() and `sbx ps -a` see only what the test made.  Whatever
+    a failed test left running there is removed afterwards."""
     monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
+    yield
+    for c in containers.list(all=True):
+        try:
+            c.remove(force=True)
+        except containers.NotFound:
+            pass
 
 
 @pytest.fixture()
