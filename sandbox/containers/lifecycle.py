@@ -76,7 +76,10 @@ class Supervision:
                       ExitCode=code, Error=error)
             if not never_ran or not error:
                 st["FinishedAt"] = _state.now()
-        self.rec = self.store.update(self.rec, mark, sync=self.sync)
+        try:
+            self.rec = self.store.update(self.rec, mark, sync=self.sync)
+        except _state.NoSuchContainer:
+            pass  # removed meanwhile (rm -f): nothing to record
 
     def release(self, remove=None):
         """Let go of the container; remove it if it is AutoRemove (or `remove` says so)."""
@@ -88,7 +91,7 @@ class Supervision:
                 try:
                     rec = self.store.update(rec, lambda doc: doc["State"].update(Status="removing"), sync=False)
                 except _state.NoSuchContainer:
-                    return
+                    return  # removed already (rm -f)
                 self.store.remove_dir(rec)
         finally:
             os.close(self.fd)
@@ -150,7 +153,11 @@ def _gone_or_stopped(store, rec):
     now = store.load(rec.id)
     if now is None:
         return True
-    return now if now.status not in _state.ACTIVE else None
+    if now.status not in _state.ACTIVE:
+        return now
+    if now.status == "running" and not _state.pid_alive(now.state.get("Pid"), now.state.get("PidStart")):
+        return now  # ended; its supervisor (e.g. a Python process holding a named sandbox) reaps it later
+    return None
 
 
 def _send(rec, sig):
@@ -216,7 +223,8 @@ def remove(where, ref, force=False):
         _send(rec, 9)
         if rec.status == "restarting":
             _state.signal_checked(rec.state.get("MonitorPid"), None, 15)
-        if not _poll(lambda: not rec.supervised(), 30):
+        if not _poll(lambda: not rec.supervised() or (
+                rec.status == "running" and not _state.pid_alive(rec.state.get("Pid"), rec.state.get("PidStart"))), 30):
             raise _state.ContainerError(f"container {rec.name} did not stop", hint="try again")
 
     def mark(doc):
@@ -304,6 +312,10 @@ def start(where, ref, runtime_root=None):
     container: nothing to do (Docker's rule).  Raises the launch error, the container kept."""
     store_ = store(where)
     rec = store_.get(ref)
+    if rec.status == "running" and not _state.pid_alive(rec.state.get("Pid"), rec.state.get("PidStart")):
+        # It has just ended (a stop returns then); its supervisor is recording that: let it finish.
+        _poll(lambda: not rec.supervised(), 30)
+        rec = store_.get(rec.id)
     if rec.status in _state.ACTIVE:
         return rec
     _state.transition(rec, "start")

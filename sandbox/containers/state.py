@@ -230,6 +230,19 @@ def pid_start(pid):
     return int(fields[19])  # field 22; fields[0] is field 3
 
 
+def pid_alive(pid, start):
+    """Is `pid` still the process that started at `start` (ticks), and not a zombie?"""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[0] not in (b"Z", b"X") and (start is None or int(fields[19]) == start)
+
+
 def signal_checked(pid, start, sig):
     """Send `sig` to `pid` only if it is still the process that started at `start` (ticks):
     a pidfd pins the process, then its start time is compared.  False when it is gone."""
