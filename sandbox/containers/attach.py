@@ -152,23 +152,28 @@ def attach_terminal(d, stdin_fd=0, stdout_fd=1, detach_keys=b"\x10\x11"):
     import signal
     import termios
     import tty
-    s = connect(d, b"attach 1 1 1\n")
+    saved = None
+    if stdin_fd >= 0 and os.isatty(stdin_fd):
+        saved = termios.tcgetattr(stdin_fd)
+        tty.setraw(stdin_fd, termios.TCSANOW)  # TCSANOW: keys typed ahead are kept, not flushed
+    try:
+        s = connect(d, b"attach %d 1 1\n" % (1 if stdin_fd >= 0 else 0))
+    except BaseException:
+        if saved is not None:
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
+        raise
     tfd = stdin_fd if stdin_fd >= 0 and os.isatty(stdin_fd) else (stdout_fd if os.isatty(stdout_fd) else -1)
     size = terminal_size(tfd) if tfd >= 0 else None
     if size:
         resize(d, size)
     wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     old_wakeup = old_handler = None
-    saved = None
     try:
         try:
             old_handler = signal.signal(signal.SIGWINCH, lambda *_: None)
             old_wakeup = signal.set_wakeup_fd(wake_w)
         except ValueError:  # not the main thread
             pass
-        if stdin_fd >= 0 and os.isatty(stdin_fd):
-            saved = termios.tcgetattr(stdin_fd)
-            tty.setraw(stdin_fd)
         watch = [s.fileno(), wake_r] + ([stdin_fd] if stdin_fd >= 0 else [])
         held = b""
         while True:

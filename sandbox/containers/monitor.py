@@ -344,10 +344,13 @@ class Monitor:
         except OSError:
             data = b""
         if not data:
-            # The client's input ended (it may still read output: a half-closed socket).
+            if not c.stdin or self.rec.config.get("Tty"):
+                self._drop(c)  # gone (a terminal client never half-closes: it detached)
+                return
+            # The client's stdin ended; it still reads the output (a half-closed socket).
             c.reading = False
-            if c.stdin and self.stdin_w >= 0 and not self.rec.config.get("Tty"):
-                os.close(self.stdin_w)  # the client's stdin ended: so does the container's
+            if self.stdin_w >= 0:
+                os.close(self.stdin_w)  # so does the container's
                 self.stdin_w = -1
             return
         if not c.stdin:
