@@ -160,6 +160,25 @@ def _gone_or_stopped(store, rec):
     return None
 
 
+def _released(rec, timeout):
+    """Wait until the container's supervisor lets go of it.  One that outlives its process
+    (a Python program holding a named sandbox reaps it when it next polls) is not waited for
+    once the process has been dead for a while: the record goes, its supervisor finds it gone."""
+    import time
+    deadline = time.monotonic() + timeout
+    dead_since = None
+    while rec.supervised():
+        now = time.monotonic()
+        if rec.status == "running" and not _state.pid_alive(rec.state.get("Pid"), rec.state.get("PidStart")):
+            dead_since = dead_since or now
+            if now - dead_since >= 2:
+                return True
+        if now >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _send(rec, sig):
     return _state.signal_checked(rec.state.get("Pid"), rec.state.get("PidStart"), sig)
 
@@ -223,15 +242,16 @@ def remove(where, ref, force=False):
         _send(rec, 9)
         if rec.status == "restarting":
             _state.signal_checked(rec.state.get("MonitorPid"), None, 15)
-        if not _poll(lambda: not rec.supervised() or (
-                rec.status == "running" and not _state.pid_alive(rec.state.get("Pid"), rec.state.get("PidStart"))), 30):
+        if not _released(rec, 30):
             raise _state.ContainerError(f"container {rec.name} did not stop", hint="try again")
 
     def mark(doc):
         status = _effective(doc, rec.dir)
         if status == "removing":
             raise _state.ContainerError(f"removal of container {rec.name} is already in progress")
-        if status in _state.ACTIVE:  # started again meanwhile
+        if status in _state.ACTIVE and not (force and not _state.pid_alive(doc["State"].get("Pid"),
+                                                                         doc["State"].get("PidStart"))):
+            # started again meanwhile (a dead process whose supervisor holds on: see _released)
             raise _state.StateError("remove", rec.name, status,
                                     hint=f"stop it first ('sbx stop {rec.name}'), or force it ('sbx rm -f {rec.name}')")
         doc["State"]["Status"] = "removing"

@@ -124,17 +124,23 @@ class Monitor:
                 if code is None:  # the launch failed: reported, recorded
                     return
                 ran = time.monotonic() - t0
-                rec = self.sup.rec = self.store.load(self.rec.id) or self.sup.rec
+                rec = self.store.load(self.rec.id)
+                if rec is None:  # removed (rm -f): nothing to restart, nothing to record
+                    return
+                self.sup.rec = rec
                 if not self._should_restart(rec, code):
                     return
                 backoff = BACKOFF_START if ran >= BACKOFF_RESET_AFTER else backoff
-                self.sup.restarting()
-                if not self._sleep(backoff):
-                    self.sup.exited(code)
-                    return
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                self.sup.rec = self.store.update(self.sup.rec, lambda d: d["State"].update(
-                    RestartCount=d["State"].get("RestartCount", 0) + 1))
+                try:
+                    self.sup.restarting()
+                    if not self._sleep(backoff):
+                        self.sup.exited(code)
+                        return
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    self.sup.rec = self.store.update(self.sup.rec, lambda d: d["State"].update(
+                        RestartCount=d["State"].get("RestartCount", 0) + 1))
+                except _state.NoSuchContainer:
+                    return  # removed during the back-off
         finally:
             self._close_clients()
             if self.listener is not None:
