@@ -49,10 +49,12 @@ def vm_results(tmp_path_factory):
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "-m", "cgroup2vm",
             "--basetemp=/tmp/pt", "--junitxml=/tmp/out/junit.xml", str(HERE)]
     if _has_timeout_plugin():
-        argv[-1:-1] = ["--timeout", "240"]
+        argv[-1:-1] = ["--timeout", "120"]
     out = tmp_path_factory.mktemp("vm-out")
+    # Within the suite's per-test timeout (300 s): a VM that hangs is reported with its console.
     rc, results, console = vm.run_pytest(os.getuid(), os.getgid(), argv, out,
-                                         os.path.dirname(sys.executable) + ":/usr/bin:/bin:/usr/sbin:/sbin")
+                                         os.path.dirname(sys.executable) + ":/usr/bin:/bin:/usr/sbin:/sbin",
+                                         timeout=270)
     sys.stderr.write(f"\ncgroup v2 VM: pytest exit {rc}, timings {vm.timings}\n")
     if not results:
         pytest.fail(f"the VM ran no test (pytest exit {rc}):\n{console[-4000:]}")
