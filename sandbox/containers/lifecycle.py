@@ -88,10 +88,11 @@ class Supervision:
         rec = self.rec
         try:
             if rec.auto_remove if remove is None else remove:
-                try:
-                    rec = self.store.update(rec, lambda doc: doc["State"].update(Status="removing"), sync=False)
-                except _state.NoSuchContainer:
-                    return  # removed already (rm -f)
+                if self.sync:  # a foreground --rm record (unsynced) goes at once: no write for a moment
+                    try:
+                        rec = self.store.update(rec, lambda doc: doc["State"].update(Status="removing"), sync=False)
+                    except _state.NoSuchContainer:
+                        return  # removed already (rm -f)
                 self.store.remove_dir(rec)
         finally:
             os.close(self.fd)

@@ -7,7 +7,7 @@ renaming and removal hold <data>/containers/.lock while they change names, so a 
 (a creation killed half-way) is cleared by the next creator safely.  Records are written
 atomically (a temporary file, fsync, rename); a foreground `--rm` run's record skips the fsync:
 it is gone when the run ends.  A read-modify-write of one record (`update`) holds that
-container's own <dir>/lock, so the monitor's "exited" and a concurrent `stop`'s StopRequested
+container's own lock (a flock on its directory), so the monitor's "exited" and a concurrent `stop`'s StopRequested
 never overwrite each other."""
 import errno
 import fcntl
@@ -65,7 +65,12 @@ class ContainerStore:
         return fd
 
     def _record_lock(self, cid):
-        fd = os.open(os.path.join(self.root, cid, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """The container's own lock for read-modify-write: a flock on its directory (no file to
+        create: on `sbx run`'s path every inode made costs)."""
+        try:
+            fd = os.open(os.path.join(self.root, cid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NoSuchContainer(cid) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
@@ -204,10 +209,10 @@ class ContainerStore:
                 self.save(rec, sync=persist)
                 link = os.path.join(self.names, name)
                 try:
-                    os.unlink(link)  # a dangling name (name_taken said free)
-                except FileNotFoundError:
-                    pass
-                os.symlink(cid, link)
+                    os.symlink(cid, link)
+                except FileExistsError:  # a dangling name (name_taken said free)
+                    os.unlink(link)
+                    os.symlink(cid, link)
             except BaseException:  # e.g. a full disk: no half-made container left behind
                 self._rmtree_own(d)
                 raise
