@@ -67,13 +67,15 @@ class Supervision:
         self.rec = self.store.update(self.rec, lambda doc: doc["State"].update(
             Status="restarting", Pid=0, PidStart=None), sync=self.sync)
 
-    def exited(self, code, error=""):
-        """Record the exit (or a launch that failed: `error`, status stays created if it never ran)."""
+    def exited(self, code, error="", removing=False):
+        """Record the exit (or a launch that failed: `error`, status stays created if it never ran).
+        `removing`: an AutoRemove container goes from running straight to removing, its exit code
+        recorded (`wait` reads it), never seen as exited by someone waiting for its removal."""
         def mark(doc):
             st = doc["State"]
             never_ran = st["Status"] == "created"
-            st.update(Status="created" if never_ran and error else "exited", Pid=0, PidStart=None,
-                      ExitCode=code, Error=error)
+            st.update(Status="removing" if removing else "created" if never_ran and error else "exited", Pid=0,
+                      PidStart=None, ExitCode=code, Error=error)
             if not never_ran or not error:
                 st["FinishedAt"] = _state.now()
         try:
@@ -88,7 +90,7 @@ class Supervision:
         rec = self.rec
         try:
             if rec.auto_remove if remove is None else remove:
-                if self.sync:  # a foreground --rm record (unsynced) goes at once: no write for a moment
+                if self.sync and rec.status != "removing":  # an unsynced (foreground --rm) one goes at once
                     try:
                         rec = self.store.update(rec, lambda doc: doc["State"].update(Status="removing"), sync=False)
                     except _state.NoSuchContainer:
@@ -248,7 +250,7 @@ def remove(where, ref, force=False):
 
     def mark(doc):
         status = _effective(doc, rec.dir)
-        if status == "removing":
+        if status == "removing" and rec.supervised():
             raise _state.ContainerError(f"removal of container {rec.name} is already in progress")
         if status in _state.ACTIVE and not (force and not _state.pid_alive(doc["State"].get("Pid"),
                                                                          doc["State"].get("PidStart"))):

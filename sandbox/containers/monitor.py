@@ -245,7 +245,7 @@ class Monitor:
                 os.close(self.stdin_w)
                 self.stdin_w = -1
             p.close()
-        self.sup.exited(code)
+        self.sup.exited(code, removing=rec.auto_remove)  # --rm never restarts (refused with --restart)
         return code
 
     _size = (24, 80)

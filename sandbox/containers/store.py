@@ -118,8 +118,9 @@ class ContainerStore:
             rec = self.load(cid)
             if rec is None:
                 continue
-            if rec.auto_remove and rec.state.get("Error") == _state.MONITOR_DIED \
-                    and os.path.exists(rec.path(_state.AUTOREMOVE)):
+            if rec.auto_remove and os.path.exists(rec.path(_state.AUTOREMOVE)) and (
+                    rec.state.get("Error") == _state.MONITOR_DIED
+                    or (rec.status == "removing" and not rec.supervised())):
                 try:
                     self.remove_dir(rec)
                     continue
