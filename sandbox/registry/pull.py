@@ -149,8 +149,12 @@ def _pull_locked(store: Store, client: RegistryClient, ref: refs.Reference, opti
     owner_name = _owner_name(options)
     lower: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="sbx-pull") as ex:
-        futures = [ex.submit(fetch, d) for d in layers]
+        futures: list[Any] = []
         try:
+            # Inside the try: a Ctrl-C that lands while the downloads start must abort those
+            # already started too, or the pull waits for a stalled one before it can exit.
+            for d in layers:
+                futures.append(ex.submit(fetch, d))
             for i, (fut, desc, diff_id) in enumerate(zip(futures, layers, diff_ids)):
                 fut.result()
                 if owner_name == "single":

@@ -117,3 +117,38 @@ def test_ctrl_c_during_a_download(stalling_registry, sbx, tmp_path, command):
     r = sbx("system", "check")
     assert r.returncode == 0 and r.stdout.strip().endswith(": ok"), r.stdout + r.stderr
     assert sbx("images", "-q").stdout.strip() == ""
+
+
+def test_ctrl_c_as_the_downloads_start_stops_them(stalling_registry, tmp_path, monkeypatch):
+    """A Ctrl-C that lands after a layer's download has started but before the pull waits for it
+    (seen under load: the interrupted `sbx pull` then sat on the stalled connection until the
+    registry gave up) aborts that download too.  The interrupt is raised where the signal landed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sandbox.image.store import Store
+    from sandbox.registry import pull as pullmod
+
+    class CtrlCAfterSubmit(ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            fut = super().submit(*args, **kwargs)
+            assert stalling_registry.stalled.wait(60)  # the download is under way, and stalls
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pullmod, "ThreadPoolExecutor", CtrlCAfterSubmit)
+    raised = []
+
+    def run():
+        try:
+            pullmod.pull(Store(str(tmp_path / "store")), f"{stalling_registry.host}/test/stall:1")
+        except BaseException as e:  # noqa: BLE001 - the test looks at what came out
+            raised.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(60)
+    stuck = t.is_alive()
+    stalling_registry.stop.set()  # let a pull that waits on the stalled connection go
+    t.join()
+    assert not stuck, "the interrupted pull still waits for the download it started"
+    assert len(raised) == 1 and isinstance(raised[0], KeyboardInterrupt), raised
+    assert not [th for th in threading.enumerate() if th.name.startswith("sbx-pull")]
