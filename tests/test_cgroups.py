@@ -409,3 +409,15 @@ def test_vm_info_says_limits_are_enforced(request):
     d = json.loads(sbx("info", "--format", "json").stdout)
     assert d["Cgroups"]["Version"] == "v2" and d["Cgroups"]["Limits"].startswith("enforced in ")
     assert d["Cgroups"]["Pause"] == "cgroup.freeze in the container's leaf"
+
+
+def test_an_explicit_swap_limit_without_swap_accounting_is_refused(tmp_path):
+    """Docker's default swap limit is left out where the kernel has no memory.swap.max; an
+    explicit --memory-swap is refused there, never dropped."""
+    (tmp_path / "memory.max").write_text("")
+    cg = v2.Cgroup(str(tmp_path))
+    cg.set(v2.limit_files(options.resources(memory="64m")))
+    assert (tmp_path / "memory.max").read_text() == str(64 << 20)
+    with pytest.raises(v2.CgroupError) as e:
+        cg.set(v2.limit_files(options.resources(memory="64m", memory_swap="128m")), swap_asked=True)
+    assert "--memory-swap cannot be enforced" in e.value.msg and e.value.exit_code == 125

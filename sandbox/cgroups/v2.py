@@ -393,7 +393,7 @@ class Cgroup:
         cg = cls(path)
         if resources is not None:
             try:
-                cg.set(limit_files(resources))
+                cg.set(limit_files(resources), swap_asked=getattr(resources, "memswap_limit", None) is not None)
             except BaseException:
                 cg.remove()
                 raise
@@ -405,13 +405,19 @@ class Cgroup:
     def read(self, name):
         return _read(self.file(name))
 
-    def set(self, files):
+    def set(self, files, swap_asked=False):
+        """Write (file, value) pairs.  Without swap accounting (no memory.swap.max) Docker's
+        default swap limit is left out, but an explicit --memory-swap is refused."""
         for name, value in files:
             try:
                 _write(self.file(name), value)
             except FileNotFoundError:
-                if name == "memory.swap.max":  # no swap accounting: nothing to limit
-                    continue
+                if name == "memory.swap.max":
+                    if not swap_asked:
+                        continue
+                    raise CgroupError("--memory-swap cannot be enforced: the kernel has no swap accounting "
+                                      "(no memory.swap.max)", hint="drop --memory-swap, or boot a kernel with "
+                                      "swap accounting (CONFIG_MEMCG_SWAP, swapaccount=1)") from None
                 raise CgroupError(f"cannot set {name}: the kernel has no such file in {self.path}",
                                   hint=HINT_DELEGATE) from None
             except OSError as e:
