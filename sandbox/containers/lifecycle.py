@@ -31,7 +31,10 @@ class Supervision:
     def __init__(self, store, rec, sync=True):
         from ..runtime import flocks
         self.store, self.rec, self.sync = store, rec, sync
-        self.fd = -1
+        self.fd, rec.monitor_fd = rec.monitor_fd, -1
+        self.fresh = self.fd >= 0  # a private record: locked at creation, first written at start
+        if self.fresh:
+            return
         for delay in (0, 0.001, 0.002, 0.005, 0.01, 0.02):  # a liveness probe holds it for microseconds
             if delay:
                 import time
@@ -50,8 +53,6 @@ class Supervision:
                 raise _state.StateError("start", rec.name, status)
         try:
             self.rec = store.update(rec, check, save=False)
-            if rec.auto_remove:  # from now on, a dead supervisor means a record to clear
-                os.close(os.open(rec.path(_state.AUTOREMOVE), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         except BaseException:
             os.close(self.fd)
             self.fd = -1
@@ -61,6 +62,11 @@ class Supervision:
         def mark(doc):
             doc["State"].update(Status="running", Pid=pid, PidStart=_state.pid_start(pid), MonitorPid=os.getpid(),
                                 StartedAt=_state.now(), FinishedAt=_state.ZERO_TIME, ExitCode=0, Error="")
+        if self.fresh:  # its first write: nobody can have changed a record that did not exist
+            self.fresh = False
+            mark(self.rec.doc)
+            self.store.save(self.rec, sync=self.sync)
+            return
         self.rec = self.store.update(self.rec, mark, sync=self.sync)
 
     def restarting(self):
@@ -88,9 +94,11 @@ class Supervision:
         if self.fd < 0:
             return
         rec = self.rec
+        if self.fresh:  # never started: a record never written
+            remove = True
         try:
             if rec.auto_remove if remove is None else remove:
-                if self.sync and rec.status != "removing":  # an unsynced (foreground --rm) one goes at once
+                if self.sync and rec.status != "removing" and not self.fresh:  # an unsynced (foreground --rm) one goes at once
                     try:
                         rec = self.store.update(rec, lambda doc: doc["State"].update(Status="removing"), sync=False)
                     except _state.NoSuchContainer:

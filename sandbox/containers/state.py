@@ -28,7 +28,6 @@ MONITOR_DIED = "its monitor ended unexpectedly"
 
 RECORD = "container.json"
 MONITOR_LOCK = "monitor.lock"
-AUTOREMOVE = "autoremove"  # made by an AutoRemove container's supervisor once it holds monitor.lock
 
 
 class ContainerError(SandboxError):
@@ -275,6 +274,7 @@ class Record:
         self.dir = dir
         self.doc = doc
         self.version = None  # what the store last wrote: (inode, mtime, size) of the file
+        self.monitor_fd = -1  # a private record's monitor.lock, held from its creation
 
     id = property(lambda self: self.doc["Id"])
     name = property(lambda self: self.doc["Name"])

@@ -118,9 +118,7 @@ class ContainerStore:
             rec = self.load(cid)
             if rec is None:
                 continue
-            if rec.auto_remove and os.path.exists(rec.path(_state.AUTOREMOVE)) and (
-                    rec.state.get("Error") == _state.MONITOR_DIED
-                    or (rec.status == "removing" and not rec.supervised())):
+            if _stale(rec):
                 try:
                     self.remove_dir(rec)
                     continue
@@ -160,20 +158,26 @@ class ContainerStore:
 
     def name_taken(self, name):
         """Does a container have this name?  A name whose container is gone is free, and so is
-        one of an AutoRemove container whose supervisor died (it is removed here: the caller
-        holds the store's lock)."""
+        one of an AutoRemove container whose supervisor died, or of a private record whose
+        creator died before its start (they are removed here: the caller holds the store's
+        lock).  A name that is free costs no json: only a taken one is read."""
         try:
             cid = os.readlink(os.path.join(self.names, name))
         except OSError:
             return False
         d = os.path.join(self.root, cid)
-        if not os.path.exists(os.path.join(d, RECORD)):
+        if not os.path.isdir(d):
             return False
-        if os.path.exists(os.path.join(d, _state.AUTOREMOVE)) and not flocks.held(
-                os.path.join(d, _state.MONITOR_LOCK)):
-            rec = self.load(cid)
-            if rec is not None:
-                self._remove_locked(rec)
+        if flocks.held(os.path.join(d, _state.MONITOR_LOCK)):
+            return True
+        if not os.path.exists(os.path.join(d, RECORD)):
+            if not os.path.exists(os.path.join(d, "config.json")):  # (not a record from before the engine)
+                self._rmtree_own(d)  # a private record never written: its creator died before the start
+                return False
+            return True
+        rec = self.load(cid)
+        if rec is not None and _stale(rec):
+            self._remove_locked(rec)
             return False
         return True
 
@@ -182,8 +186,10 @@ class ContainerStore:
     def create(self, doc, *, persist=True, layer=True):
         """Store the new container `doc` (state.new_doc) under a unique name: its own
         (NameConflict if taken) or a generated one when doc["Name"] is None.  `layer`: make the
-        persistent upper/work directories and point the spec at them.  `persist=False` skips
-        the fsync (a foreground --rm run's record).  Returns the Record."""
+        persistent upper/work directories and point the spec at them.  `persist=False`: a
+        private record (a foreground --rm run's, a named Popen's), which starts at once: its
+        monitor.lock is held from here (rec.monitor_fd, for Supervision) and it is first
+        written, unsynced, when it starts: one write on `sbx run`'s path.  Returns the Record."""
         cid = doc["Id"]
         d = os.path.join(self.root, cid)
         self._migrate()
@@ -201,13 +207,16 @@ class ContainerStore:
                         hint=f"remove (or rename) that container to be able to reuse that name ('sbx rm {name}')")
             doc["Name"] = name
             os.mkdir(d, 0o700)
+            rec = Record(d, doc)
             try:
                 if layer:
                     os.mkdir(os.path.join(d, "upper"), 0o755)
                     os.mkdir(os.path.join(d, "work"), 0o700)
                     doc["Spec"]["sbx"]["upper"] = os.path.join(d, "upper")
-                rec = Record(d, doc)
-                self.save(rec, sync=persist)
+                if persist:
+                    self.save(rec)
+                else:
+                    rec.monitor_fd = flocks.hold(os.path.join(d, _state.MONITOR_LOCK))
                 link = os.path.join(self.names, name)
                 try:
                     os.symlink(cid, link)
@@ -215,6 +224,8 @@ class ContainerStore:
                     os.unlink(link)
                     os.symlink(cid, link)
             except BaseException:  # e.g. a full disk: no half-made container left behind
+                if rec.monitor_fd >= 0:
+                    os.close(rec.monitor_fd)
                 self._rmtree_own(d)
                 raise
             return rec
@@ -382,6 +393,12 @@ class ContainerStore:
                     pass
         finally:
             os.close(fd)
+
+
+def _stale(rec):
+    """An AutoRemove container whose supervisor died before it could remove it."""
+    return rec.auto_remove and (rec.state.get("Error") == _state.MONITOR_DIED
+                                or (rec.status == "removing" and not rec.supervised()))
 
 
 def _remove_tree(d, spec):
