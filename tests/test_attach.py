@@ -16,6 +16,11 @@ from sbxtest import assert_sbx_error, ok, sbx
 @pytest.fixture(autouse=True)
 def own_store(tmp_path, monkeypatch):
     monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
+    yield
+    # Whatever a failed test left running goes with its store.
+    ids = sbx("ps", "-a", "-q").stdout.split()
+    if ids:
+        sbx("rm", "-f", *ids)
 
 
 def _inspect(ref):

@@ -15,6 +15,10 @@ from sbxtest import assert_sbx_error, ok, sbx
 @pytest.fixture(autouse=True)
 def own_store(tmp_path, monkeypatch):
     monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
+    yield
+    ids = sbx("ps", "-a", "-q").stdout.split()  # what a failed test left running
+    if ids:
+        sbx("rm", "-f", *ids)
 
 
 def _inspect(ref):

@@ -14,6 +14,10 @@ from sbxtest import assert_sbx_error, ok, sbx
 @pytest.fixture(autouse=True)
 def own_store(tmp_path, monkeypatch):
     monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
+    yield
+    ids = sbx("ps", "-a", "-q").stdout.split()  # what a failed test left running
+    if ids:
+        sbx("rm", "-f", *ids)
 
 
 def _inspect(ref):
@@ -149,3 +153,11 @@ def test_run_d_returns_at_once_and_the_monitor_is_not_its_child(busybox_rootfs):
     assert rec["Id"] == out.strip()
     ok(sbx("rm", "-f", "bg"))
     assert _wait_for(lambda: not os.path.exists(f"/proc/{mon}"), 20)
+
+
+def test_sigterm_to_the_monitor_stops_the_container_for_good(busybox_rootfs):
+    ok(sbx("run", "-d", "--name", "term", "--restart", "always", "--rootfs", busybox_rootfs, "sh", "-c",
+           "trap 'exit 7' TERM; while true; do sleep 0.05; done"))
+    os.kill(_record("term")["State"]["MonitorPid"], signal.SIGTERM)
+    st = _settled("term")
+    assert st["ExitCode"] == 7 and _inspect("term")["RestartCount"] == 0

@@ -11,7 +11,8 @@ the launch error, message and hint) on fd 3, writes the container's output to it
 (logs.py), serves attach.sock (attach.py: output to attached clients, their input to the
 container's stdin or pty), carries out the restart policy with Docker's back-off (100 ms,
 doubling, back to 100 ms after 10 s of uptime, at most a minute; status "restarting" between
-runs), removes an AutoRemove container at the end, and logs its own failures to
+runs; a SIGTERM to the monitor stops the container with its stop signal and ends the policy),
+removes an AutoRemove container at the end, and logs its own failures to
 <dir>/monitor.log.  Launch hooks' teardowns are the process supervisor's (runtime/process.py);
 they run when each run of the container is reaped.  The container dies with the monitor: the
 launcher's parent-death signal is set on it."""
@@ -231,8 +232,13 @@ class Monitor:
         try:
             for fd in outs:
                 os.set_blocking(fd, False)
+            stopping = False
             while outs:
                 self._poll_once(outs, None, pidfd=p.pidfd)
+                if self.stop and not stopping:  # SIGTERM to the monitor: stop the container, as `sbx stop`
+                    stopping = True
+                    from .lifecycle import signal_number
+                    p.send_signal(signal_number(cfg.get("StopSignal") or "SIGTERM"))
                 if p.poll() is not None:
                     self._drain(outs)
                     break
