@@ -24,17 +24,20 @@ _NOUN = ("turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "knu
          "kepler", "darwin", "tesla", "pike")
 
 
-def generate_name(seed, taken):
-    """Docker-style adjective_noun: every one of the 400 pairs (the noun first chosen by the seed),
-    then with a number appended; never a name for which taken(name) is true."""
-    for i in range(len(_ADJ) * len(_NOUN)):
-        name = f"{_ADJ[i % len(_ADJ)]}_{_NOUN[(i // len(_ADJ) + seed) % len(_NOUN)]}"
+def generate_name(taken, rand=None):
+    """Docker-style adjective_noun, chosen at random (as Docker's name generator does); after a
+    few taken ones a number is appended, from a range that widens with every try.  The cost does
+    not grow with the number of containers a user keeps: a store with thousands of old records
+    tries a handful of names, never the whole list.  Never a name for which taken(name) is true."""
+    rand = rand or (lambda n: int.from_bytes(os.urandom(4), "little") % n)
+    tries = 0
+    while True:
+        name = f"{_ADJ[rand(len(_ADJ))]}_{_NOUN[rand(len(_NOUN))]}"
+        if tries >= 8:
+            name += str(rand(10 ** (1 + (tries - 8) // 8)))
         if not taken(name):
             return name
-    n = 2
-    while taken(f"{name}{n}"):
-        n += 1
-    return f"{name}{n}"
+        tries += 1
 
 
 def _version(st):
@@ -197,7 +200,7 @@ class ContainerStore:
         try:
             name = doc["Name"]
             if name is None:
-                name = generate_name(int(cid[:4], 16), self.name_taken)
+                name = generate_name(self.name_taken)
             else:
                 name = _state.check_name(name)
                 if self.name_taken(name):
