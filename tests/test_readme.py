@@ -54,6 +54,7 @@ def test_shell_examples_run_as_written(readme_env):
     assert "hi\n" in out and "CI=1" in out and "hello.txt" in out
     assert "state\nstate\n" in out  # the kept container's second run saw its first run's change
     assert "V in /tmp" in out
+    assert "out\njob exited 3\n3\n" in out and "data\n" in out, detail
     assert "from an image, as root" in out
     assert "built\n" in out and "x\n" in out
     assert re.search(r"^running \[\"seccomp=default\"\]$", out, re.M), detail
