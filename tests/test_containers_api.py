@@ -192,10 +192,15 @@ def test_create_start_kill_restart_rename_wait(R):
 
 def test_top(R):
     with containers.run(rootfs=R, command=["sh", "-c", "sleep 300 & exec sleep 301"]) as c:
-        top = c.top()
-        assert "PID" in top["Titles"] and "CMD" in top["Titles"]
-        cmds = [p[top["Titles"].index("CMD")] for p in top["Processes"]]
-        assert sorted(cmds) == ["sleep 300", "sleep 301"], top
+        deadline = time.monotonic() + 20
+        while True:  # until the shell has forked its sleep and exec'd the other
+            top = c.top()
+            assert "PID" in top["Titles"] and "CMD" in top["Titles"]
+            cmds = sorted(p[top["Titles"].index("CMD")] for p in top["Processes"])
+            if cmds == ["sleep 300", "sleep 301"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert cmds == ["sleep 300", "sleep 301"], top
 
 
 def test_pause_is_refused_until_the_freezer_lands(R):
