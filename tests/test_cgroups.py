@@ -421,3 +421,15 @@ def test_an_explicit_swap_limit_without_swap_accounting_is_refused(tmp_path):
     with pytest.raises(v2.CgroupError) as e:
         cg.set(v2.limit_files(options.resources(memory="64m", memory_swap="128m")), swap_asked=True)
     assert "--memory-swap cannot be enforced" in e.value.msg and e.value.exit_code == 125
+
+
+@pytest.mark.cgroup2vm
+def test_vm_sbx_run_memory_limit_is_enforced_and_the_leaf_removed(request):
+    """The CLI end to end: the engine's launch places the container in its leaf."""
+    if not in_vm(request):
+        return
+    base = v2.probe().base
+    cp = sbx("run", "--rm", "-m", "32m", "--memory-swap", "32m", "--rootfs", "/",
+             "python3", "-c", "x = b'x' * (200 << 20)", timeout=240)
+    assert cp.returncode == 137, cp.stderr
+    assert not [d for d in os.listdir(base) if d.startswith("sbx-")]

@@ -265,16 +265,8 @@ def resources(opts):
     if r:
         from ..cgroups import v2  # only runs with limits import it
         v2.require(r)
-        if not ENGINE_APPLIES_LIMITS:
-            raise UsageError("limits cannot be enforced yet: this machine has a delegated cgroup v2 subtree, "
-                             "but the container engine does not place containers in it yet",
-                             hint="drop the limit flags; --ulimit (rlimits) works")
     return r
 
-
-#: Whether the engine's launches pass cgroups.v2.hooks_for(spec): until they do, a limit that
-#: the machine could enforce is refused rather than silently ignored.
-ENGINE_APPLIES_LIMITS = False
 
 
 def to_options(opts, cmd, environ):

@@ -401,12 +401,22 @@ def run_foreground(where, rec, interactive=False, terminal=False):
         sup.release()
 
 
+def cgroup_hooks(spec):
+    """The launch hooks of a container with limits (issue 10): its cgroup leaf.  Nothing is
+    imported for a container without limits (the run path's start-up is measured)."""
+    if not spec.get("sbx", {}).get("resources"):
+        return ()
+    from ..cgroups import v2
+    return v2.hooks_for(spec)
+
+
 def _run(spec, interactive, tty, on_start=None):
     """Launch in the foreground and supervise to the end; returns Docker's exit code."""
     from ..runtime import process
     from ..runtime.process import SandboxProcess
+    hooks = cgroup_hooks(spec)
     if tty:
-        p = SandboxProcess.launch(spec, terminal=True, console_size=process.terminal_size(0))
+        p = SandboxProcess.launch(spec, terminal=True, console_size=process.terminal_size(0), hooks=hooks)
         try:
             if on_start is not None:
                 on_start(p.pid)
@@ -420,7 +430,7 @@ def _run(spec, interactive, tty, on_start=None):
     try:
         # The forwarded signals are held from before the launch (launch's default): one that
         # arrives meanwhile reaches the sandbox instead of killing sbx.
-        p = SandboxProcess.launch(spec, stdio=(devnull, -1, -1))
+        p = SandboxProcess.launch(spec, stdio=(devnull, -1, -1), hooks=hooks)
     finally:
         if devnull >= 0:
             os.close(devnull)
@@ -473,6 +483,11 @@ def exec(where, ref, xopts, stdio=(-1, -1, -1), console_size=None):
         raise _state.StateError("exec", rec.name, "exited")  # it ended since the record was read
     spec = _spec.build_exec(rec.spec, pid, list(xopts.argv), env=list(xopts.env), cwd=xopts.cwd, user=xopts.user,
                             terminal=xopts.terminal)
+    hooks = ()
+    if rec.spec.get("sbx", {}).get("resources"):  # the new process joins the container's limits
+        from ..cgroups import v2
+        leaf = v2.leaf_of(pid)
+        hooks = (v2.JoinHook(leaf),) if leaf is not None else ()
     if xopts.terminal:
-        return SandboxProcess.launch(spec, terminal=True, console_size=console_size)
-    return SandboxProcess.launch(spec, stdio=stdio)
+        return SandboxProcess.launch(spec, terminal=True, console_size=console_size, hooks=hooks)
+    return SandboxProcess.launch(spec, stdio=stdio, hooks=hooks)

@@ -180,13 +180,15 @@ class Monitor:
         """Launch, relay until the container exits, record the exit: its code, or None when the
         launch failed (reported to the caller, or logged on a restart)."""
         from ..runtime.process import SandboxProcess
+        from .lifecycle import cgroup_hooks
         rec = self.sup.rec
+        hooks = cgroup_hooks(rec.spec)
         cfg = rec.config
         tty = bool(cfg.get("Tty"))
         fds = []
         try:
             if tty:
-                p = SandboxProcess.launch(rec.spec, terminal=True, console_size=self._size, hold=())
+                p = SandboxProcess.launch(rec.spec, terminal=True, console_size=self._size, hold=(), hooks=hooks)
                 self.pty, p.pty_master = p.pty_master, -1
                 os.set_blocking(self.pty, False)
                 outs = {self.pty: "stdout"}
@@ -201,7 +203,7 @@ class Monitor:
                 err_r, err_w = os.pipe2(os.O_CLOEXEC)
                 fds += [out_w, err_w]
                 try:
-                    p = SandboxProcess.launch(rec.spec, stdio=(stdin, out_w, err_w), hold=())
+                    p = SandboxProcess.launch(rec.spec, stdio=(stdin, out_w, err_w), hold=(), hooks=hooks)
                 except BaseException:
                     for fd in (out_r, err_r, self.stdin_w):
                         if fd >= 0:
