@@ -138,8 +138,19 @@ class Monitor:
                         self.sup.exited(code)
                         return
                     backoff = min(backoff * 2, BACKOFF_MAX)
-                    self.sup.rec = self.store.update(self.sup.rec, lambda d: d["State"].update(
-                        RestartCount=d["State"].get("RestartCount", 0) + 1))
+                    # A stop that came after the exit was read (while the status still said
+                    # running) is seen here, under the record's lock, before the next launch.
+                    stopped = []
+
+                    def count(d):
+                        if d["State"].get("StopRequested"):
+                            stopped.append(True)
+                        else:
+                            d["State"]["RestartCount"] = d["State"].get("RestartCount", 0) + 1
+                    self.sup.rec = self.store.update(self.sup.rec, count)
+                    if stopped or self.stop:
+                        self.sup.exited(code)
+                        return
                 except _state.NoSuchContainer:
                     return  # removed during the back-off
         finally:
