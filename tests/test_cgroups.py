@@ -394,7 +394,8 @@ def test_info_explains_this_machine():
         assert cg["Limits"].startswith("refused (exit 125)") and m.reason in cg["Limits"]
         assert cg["Pause"].startswith("refused (exit 125)")
     assert d["IdMapping"]["Mode"] == ("helper" if __import__("sbxtest").has_subid_range() else "single")
-    assert d["Storage"]["DataRoot"] == os.environ["SBX_ROOT"]
+    from sandbox import config
+    assert d["Storage"]["DataRoot"] == config.Context.from_env().data_root  # SBX_ROOT, else the XDG default
     assert set(d["Network"]) >= {"slirp4netns", "pasta"} and d["Version"]
     text = sbx("info").stdout
     assert f"Version: {m.version}" in text and "IdMapping:" in text
