@@ -74,6 +74,16 @@ def session_store(tmp_path_factory):
     sandbox.run(["rm", "-rf", str(d)], rootfs="/", network="host", namespaces=("user",))
 
 
+@pytest.fixture()
+def own_container_store(tmp_path, monkeypatch):
+    """A container store of the test's own (SBX_ROOT); whatever a failed test left running in it is
+    removed afterwards."""
+    import sbxtest
+    monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
+    yield
+    sbxtest.remove_all_containers()
+
+
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory) -> Path:
     """A busybox root filesystem plus /bin/probe (tests/helpers/probe.c built with gcc -static).

@@ -13,28 +13,13 @@ from ptyrun import Terminal
 from sbxtest import assert_sbx_error, ok, sbx
 
 
-@pytest.fixture(autouse=True)
-def own_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
-    yield
-    # Whatever a failed test left running goes with its store.
-    ids = sbx("ps", "-a", "-q").stdout.split()
-    if ids:
-        sbx("rm", "-f", *ids)
+pytestmark = pytest.mark.usefixtures("own_container_store")
 
 
-def _inspect(ref):
-    return json.loads(ok(sbx("inspect", ref)))[0]
+_inspect = sbxtest.inspect_container
 
 
-def _wait_for(pred, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    return pred()
+_wait_for = sbxtest.wait_for
 
 
 def _monitor_sockets(ref, attached=None):

@@ -12,17 +12,10 @@ import sbxtest
 from sbxtest import assert_sbx_error, ok, sbx
 
 
-@pytest.fixture(autouse=True)
-def own_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
-    yield
-    ids = sbx("ps", "-a", "-q").stdout.split()  # what a failed test left running
-    if ids:
-        sbx("rm", "-f", *ids)
+pytestmark = pytest.mark.usefixtures("own_container_store")
 
 
-def _inspect(ref):
-    return json.loads(ok(sbx("inspect", ref)))[0]
+_inspect = sbxtest.inspect_container
 
 
 def _status(ref):
@@ -30,14 +23,7 @@ def _status(ref):
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def _wait_for(pred, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    return pred()
+_wait_for = sbxtest.wait_for
 
 
 LOOP = "trap 'exit 7' TERM; while true; do sleep 0.05; done"

@@ -11,13 +11,7 @@ import sbxtest
 from sbxtest import assert_sbx_error, ok, sbx
 
 
-@pytest.fixture(autouse=True)
-def own_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
-    yield
-    ids = sbx("ps", "-a", "-q").stdout.split()  # what a failed test left running
-    if ids:
-        sbx("rm", "-f", *ids)
+pytestmark = pytest.mark.usefixtures("own_container_store")
 
 
 def _log_file(ref):
@@ -25,14 +19,7 @@ def _log_file(ref):
     return os.path.join(os.environ["SBX_ROOT"], "containers", cid, "container.log")
 
 
-def _wait_for(pred, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    return pred()
+_wait_for = sbxtest.wait_for
 
 
 class Steps:

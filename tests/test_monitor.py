@@ -11,17 +11,10 @@ import sbxtest
 from sbxtest import assert_sbx_error, ok, sbx
 
 
-@pytest.fixture(autouse=True)
-def own_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
-    yield
-    ids = sbx("ps", "-a", "-q").stdout.split()  # what a failed test left running
-    if ids:
-        sbx("rm", "-f", *ids)
+pytestmark = pytest.mark.usefixtures("own_container_store")
 
 
-def _inspect(ref):
-    return json.loads(ok(sbx("inspect", ref)))[0]
+_inspect = sbxtest.inspect_container
 
 
 def _record(ref):
@@ -32,13 +25,7 @@ def _record(ref):
 
 
 def _wait_for(pred, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    return pred()
+    return sbxtest.wait_for(pred, timeout)
 
 
 def _settled(ref):

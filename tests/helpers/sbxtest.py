@@ -322,3 +322,28 @@ def tree_snapshot(root: Path) -> dict[str, tuple]:
             snap[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                          st.st_nlink, extra, xattrs)
     return snap
+
+
+def inspect_container(ref: str) -> dict:
+    """`sbx inspect REF`'s document (Docker's shape)."""
+    import json
+    return json.loads(ok(sbx("inspect", ref)))[0]
+
+
+def wait_for(pred, timeout: float = 30):
+    """pred()'s first true value, polling until `timeout` seconds; then its last value."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    return pred()
+
+
+def remove_all_containers() -> None:
+    """What a failed test left in its store (running ones included) goes."""
+    ids = sbx("ps", "-a", "-q").stdout.split()
+    if ids:
+        sbx("rm", "-f", *ids)
