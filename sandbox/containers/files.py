@@ -37,6 +37,7 @@ import tarfile
 import time
 
 from ..errors import SandboxError, UsageError
+from . import state as _state
 
 CHUNK = 1 << 20
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -135,7 +136,7 @@ def _enter_root(pid, pid_start):
                 left, _sep, right = line.partition(" - ")
                 if right.split(" ", 1)[0] in _PSEUDO_FS:
                     skip.add(left.split()[4].encode().decode("unicode_escape"))
-        if pid_start is not None and _start_time(pid) != int(pid_start):
+        if pid_start is not None and _state.pid_start(pid) != int(pid_start):
             raise CopyError("the container stopped while copying", hint="try again")
         os.fchdir(fd)
         os.chroot(".")
@@ -143,15 +144,6 @@ def _enter_root(pid, pid_start):
     finally:
         os.close(fd)
     return skip
-
-
-def _start_time(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return int(data[data.rfind(b")") + 2:].split()[19])
 
 
 def _tree_size(path):

@@ -217,29 +217,27 @@ def dumps(obj):
 
 # --- processes -----------------------------------------------------------------------------------
 
-def pid_start(pid):
-    """The start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat), or None
-    once it is gone."""
+def _stat_fields(pid):
+    """Fields 3.. of /proc/PID/stat (after the command name), or None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return int(fields[19])  # field 22; fields[0] is field 3
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def pid_start(pid):
+    """The start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat), or None
+    once it is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])  # field 22; fields[0] is field 3
 
 
 def pid_alive(pid, start):
     """Is `pid` still the process that started at `start` (ticks), and not a zombie?"""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return fields[0] not in (b"Z", b"X") and (start is None or int(fields[19]) == start)
+    fields = _stat_fields(pid) if pid else None
+    return fields is not None and fields[0] not in (b"Z", b"X") and (start is None or int(fields[19]) == start)
 
 
 def signal_checked(pid, start, sig):
