@@ -34,8 +34,10 @@ log() { printf '\n=== %s\n' "$*"; }
 # (newuidmap/newgidmap), fuse-overlayfs (overlay fallback). Benchmarks: bubblewrap crun hyperfine passt.
 # Image tests: docker-registry skopeo umoci apache2-utils (htpasswd) openssl; podman (podman load, benchmarks);
 # buildah (build comparison and benchmarks). cgroup v2 tests: qemu-system-x86 (a TCG VM, tests/vm/).
+# Networking: slirp4netns and passt (pasta). OCI runtime interoperability: runc (the reference), containerd.
 packages=(python3-venv python3-dev gcc libc6-dev libseccomp-dev busybox-static uidmap bubblewrap crun passt
-          fuse-overlayfs docker-registry skopeo umoci apache2-utils openssl hyperfine podman buildah qemu-system-x86)
+          fuse-overlayfs docker-registry skopeo umoci apache2-utils openssl hyperfine podman buildah qemu-system-x86
+          slirp4netns runc containerd)
 missing=()
 for p in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -149,6 +151,13 @@ allow_userns() {  # sysctl-name wanted-value
 }
 allow_userns kernel.unprivileged_userns_clone 1
 allow_userns kernel.apparmor_restrict_unprivileged_userns 0
+
+# Rootless networking (slirp4netns, pasta) opens /dev/net/tun in the user's namespace. udev makes it
+# 0666 on desktops; a machine without udev leaves it 0600 root, so do what udev does.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+    log "chmod 0666 /dev/net/tun (as udev does; it was $(stat -c %a /dev/net/tun))"
+    chmod 0666 /dev/net/tun
+fi
 
 # --- 5/6. The runs ------------------------------------------------------------------------------
 declare -a summary=()

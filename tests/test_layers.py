@@ -18,9 +18,9 @@ SRC = Path(__file__).resolve().parent.parent / "sandbox"
 #: docs/engine.md, "Layers": the rank of each top-level package or module of `sandbox`.
 RANKS = {
     "cli": 5, "server": 5, "__main__": 5,
-    "containers": 4, "api": 4, "pytest_plugin": 4, "testing": 4, "__init__": 4,
+    "containers": 4, "oci": 4, "api": 4, "pytest_plugin": 4, "testing": 4, "__init__": 4,
     "build": 3,
-    "runtime": 2, "cgroups": 2,
+    "runtime": 2, "cgroups": 2, "network": 2,
     "image": 1, "registry": 1,
     "errors": 0, "config": 0, "progress": 0, "interrupts": 0, "_native": 0, "includes": 0, "_version": 0,
 }
