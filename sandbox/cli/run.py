@@ -20,7 +20,7 @@ def main(argv, create_only=False):
     if not cmd and not (opts["rootfs"] is not None and opts["entrypoint"]):
         raise UsageError(f"'sbx {verb}' requires at least 1 argument", hint=runopts.USAGE.replace("run", verb, 1))
     # Everything the user typed is checked before anything is pulled or started.
-    o = runopts.to_options(opts, cmd, os.environ)
+    o = runopts.to_options(opts, cmd, os.environ, warn=_warn)
     detach = o.detach or create_only
     if o.restart.name != "no":
         if o.auto_remove:

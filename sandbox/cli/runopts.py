@@ -25,7 +25,15 @@ OPTIONS = (
     (("--tmpfs",), "tmpfs", "list", "PATH[:OPTS]", "mount a tmpfs"),
     (("--read-only",), "read_only", "flag", None, "mount the root filesystem read-only"),
     (("-h", "--hostname"), "hostname", "value", "NAME", "container host name (default: the short id)"),
-    (("--network", "--net"), "network", "value", "MODE", "none (default) or host"),
+    (("--network", "--net"), "network", "value", "MODE",
+     "none, host, slirp4netns[:OPTS], pasta[:OPTS], bridge (default for an IMAGE), container:NAME or a network"),
+    (("-p", "--publish"), "publish", "list", "[IP:][HOST:]CTR[/PROTO]", "publish a container port on the host"),
+    (("-P", "--publish-all"), "publish_all", "flag", None, "publish every exposed port on a free host port"),
+    (("--expose",), "expose", "list", "PORT[/PROTO]", "expose a port (or a range) without publishing it"),
+    (("--dns",), "dns", "list", "IP", "a name server for /etc/resolv.conf"),
+    (("--dns-search",), "dns_search", "list", "DOMAIN", "a search domain for /etc/resolv.conf"),
+    (("--dns-option",), "dns_option", "list", "OPT", "an option for /etc/resolv.conf (ndots:2)"),
+    (("--add-host",), "add_host", "list", "NAME:IP", "add a line to /etc/hosts (IP may be host-gateway)"),
     (("--init",), "init", "flag", None, "run an init as PID 1 that forwards signals and reaps zombies"),
     (("-i", "--interactive"), "interactive", "flag", None, "keep stdin open"),
     (("-t", "--tty"), "tty", "flag", None, "allocate a pseudo-terminal"),
@@ -269,9 +277,40 @@ def resources(opts):
 
 
 
-def to_options(opts, cmd, environ):
+def network(opts, image_run, warn=None):
+    """--network: "none" or "host" as text, else a Mode resolved now (sandbox.network.modes):
+    the helper found, the tap device checked.  Without --network an IMAGE gets the default
+    private network (or, where it cannot work, `none` and one line through `warn`); a --rootfs
+    sandbox keeps none.  Nothing of sandbox.network is imported for none or host."""
+    text = opts["network"]
+    if text is None and not image_run:
+        return "none"
+    if text in ("none", "host"):
+        return text
+    from ..network import modes
+    m = modes.resolve(text, default=text in (None, "default"), warn=warn)
+    return m.kind if m.kind in ("none", "host") else m
+
+
+def publish(opts):
+    """-p values -> sandbox.network.ports dicts, checked (ranges, privileged host ports)."""
+    if not opts["publish"]:
+        return ()
+    from ..network import ports
+    return tuple(ports.check([p for s in opts["publish"] for p in ports.parse(s)]))
+
+
+def expose(opts):
+    if not opts["expose"]:
+        return ()
+    from ..network import ports
+    return tuple(e for s in opts["expose"] for e in ports.parse_expose(s))
+
+
+def to_options(opts, cmd, environ, warn=None):
     """The parsed options and command words -> RunOptions, every value checked (nothing is
-    pulled or started before this returns).  Without --rootfs the first word is the image."""
+    pulled or started before this returns).  Without --rootfs the first word is the image.
+    `warn(line)`: says why a default network falls back to none."""
     if opts["rootfs"] is None and cmd:
         image, argv = cmd[0], list(cmd[1:])
     else:
@@ -285,7 +324,10 @@ def to_options(opts, cmd, environ):
     return _options.RunOptions(
         argv=tuple(argv), rootfs=opts["rootfs"], entrypoint=opts["entrypoint"], env=tuple(parse_env(opts, environ)),
         cwd=opts["workdir"], user=user(opts), volumes=tuple(opts["volume"]), tmpfs=tuple(opts["tmpfs"]),
-        network=opts["network"] or "none", hostname=hostname(opts), read_only=bool(opts["read_only"]),
+        network=network(opts, image is not None, warn), hostname=hostname(opts), read_only=bool(opts["read_only"]),
+        ports=publish(opts), publish_all=bool(opts["publish_all"]), expose=expose(opts), dns=tuple(opts["dns"]),
+        dns_search=tuple(opts["dns_search"]), dns_options=tuple(opts["dns_option"]),
+        extra_hosts=tuple(opts["add_host"]),
         init=bool(opts["init"]), userns=opts["userns"], cap_add=tuple(opts["cap_add"]),
         cap_drop=tuple(opts["cap_drop"]), no_new_privileges=security["no_new_privileges"],
         ulimits=tuple(opts["ulimit"]), group_add=tuple(group_add(opts)), terminal=bool(opts["tty"]),

@@ -126,7 +126,10 @@ class Resources(_Frozen):
 
 class RunOptions(_Frozen):
     """Everything a container's run needs.  The first group are spec.build's (same names and
-    meanings; `argv` is the command, after the image's name); the rest are the container's."""
+    meanings; `argv` is the command, after the image's name); the rest are the container's.
+    `network`: "none", "host", or a mode resolved by sandbox.network.modes.resolve (a Mode);
+    `ports`: sandbox.network.ports dicts (-p), `publish_all` (-P), `expose` ("80/tcp" strings),
+    `dns`, `dns_search`, `dns_options`, `extra_hosts` (NAME:IP, NAME:host-gateway)."""
     FIELDS = (
         # spec.build's
         ("argv", _tuple), ("rootfs", None), ("entrypoint", None), ("env", _tuple), ("cwd", None),
@@ -134,6 +137,8 @@ class RunOptions(_Frozen):
         ("read_only", False), ("init", False), ("userns", None), ("cap_add", _tuple), ("cap_drop", _tuple),
         ("no_new_privileges", False), ("ulimits", _tuple), ("group_add", _tuple), ("terminal", False),
         ("seccomp", None), ("namespaces", DEFAULT_NAMESPACES),
+        ("ports", _tuple), ("publish_all", False), ("expose", _tuple), ("dns", _tuple), ("dns_search", _tuple),
+        ("dns_options", _tuple), ("extra_hosts", _tuple),
         # the container's
         ("image", None), ("pull", "missing"), ("platform", None), ("name", None), ("labels", _dict),
         ("detach", False), ("auto_remove", False), ("interactive", False), ("restart", RestartPolicy),
@@ -143,7 +148,8 @@ class RunOptions(_Frozen):
 
     SPEC_FIELDS = ("rootfs", "entrypoint", "env", "cwd", "user", "volumes", "tmpfs", "network", "hostname",
                    "read_only", "init", "userns", "cap_add", "cap_drop", "no_new_privileges", "ulimits",
-                   "group_add", "terminal", "seccomp", "namespaces")
+                   "group_add", "terminal", "seccomp", "namespaces", "ports", "publish_all", "expose", "dns",
+                   "dns_search", "dns_options", "extra_hosts")
 
 
 class ExecOptions(_Frozen):

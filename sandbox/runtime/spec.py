@@ -40,9 +40,6 @@ RLIMITS = {
     "stack": 3, "as": 9,
 }
 
-NETWORKS = ("none", "host")
-
-
 def parse_volume(v):
     """HOST:CTR[:ro|rw] (string) or (host, ctr[, mode]) -> (host, ctr, readonly)."""
     if isinstance(v, (tuple, list)):
@@ -209,20 +206,8 @@ def parse_ulimit(u):
 _host_resolv = None
 
 
-def _hosts_file(network, hostname):
-    if network == "host":
-        try:
-            with open("/etc/hosts") as f:
-                return f.read()
-        except OSError:
-            pass
-    return f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-
-
-def _resolv_conf(network):
+def _host_resolv_conf():
     global _host_resolv
-    if network == "none":
-        return "# no network (--network none)\n"
     if _host_resolv is None:
         try:
             with open("/etc/resolv.conf") as f:
@@ -230,6 +215,123 @@ def _resolv_conf(network):
         except OSError:
             _host_resolv = ""
     return _host_resolv
+
+
+def network_annotation(network):
+    """`network` as spec.build takes it -> the "sbx" annotation's "network" dict: "none" or
+    "host" (text), or a resolved mode from sandbox.network.modes (an object with `annotation()`,
+    or that dict itself).  Other text is refused: the network layer resolves modes, the runtime
+    only records them."""
+    if isinstance(network, dict):
+        return dict(network)
+    if isinstance(network, str) or network is None:
+        if network in (None, "none", "host"):
+            return {"mode": network or "none"}
+        raise UsageError(f"network mode {network!r} is not supported here",
+                         hint="resolve it with sandbox.network.modes.resolve(), or use none or host")
+    return network.annotation()
+
+
+def _is_ip(text):
+    t = str(text)
+    if ":" in t:  # IPv6: hex groups, at most one '::'
+        return t.count("::") <= 1 and all(len(g) <= 4 and all(c in "0123456789abcdefABCDEF" for c in g)
+                                          for g in t.split(":")) and t.count(":") <= 7
+    parts = t.split(".")
+    return len(parts) == 4 and all(p.isdigit() and p.isascii() and int(p) < 256 for p in parts)
+
+
+def extra_host(item, net):
+    """--add-host NAME:IP (Docker's; also NAME=IP) -> (name, ip); host-gateway is the address
+    that reaches the host from this network."""
+    s = str(item)
+    sep = "=" if "=" in s else ":"
+    name, _, ip = s.partition(sep)
+    if not name or not ip:
+        raise UsageError(f"invalid --add-host {s!r}", hint="use NAME:IP, e.g. --add-host db:10.0.2.2 or NAME:host-gateway")
+    if ip == "host-gateway":
+        mode = net.get("mode")
+        if mode == "host":
+            ip = "127.0.0.1"
+        elif net.get("gateway"):
+            ip = net["gateway"]
+        else:
+            raise UsageError(f"--add-host {s}: the {mode} network has no gateway to the host",
+                             hint="give an address instead of host-gateway, or use a network with outbound access")
+    if not _is_ip(ip):
+        raise UsageError(f"invalid IP address {ip!r} in --add-host {s!r}", hint="use NAME:IP")
+    return name, ip
+
+
+def _hosts_file(net, hostname, extra_hosts=()):
+    """/etc/hosts: the host's with --network host; else localhost, the container's own name on
+    its address, and --add-host entries."""
+    extra = "".join(f"{ip}\t{name}\n" for name, ip in (extra_host(e, net) for e in extra_hosts or ()))
+    if net.get("mode") == "host":
+        try:
+            with open("/etc/hosts") as f:
+                return f.read() + extra
+        except OSError:
+            pass
+    addr = net.get("address")
+    if addr:
+        return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                f"{addr}\t{hostname}\n" + extra)
+    return f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n" + extra
+
+
+def _resolv_conf(net, dns=(), dns_search=(), dns_options=()):
+    """/etc/resolv.conf for the mode: none has no resolver; slirp4netns's DNS (10.0.2.3) or
+    pasta's forwarded address replaces the host's nameservers; --dns, --dns-search and
+    --dns-option replace the nameservers, search domains and options."""
+    for d in dns or ():
+        if not _is_ip(d):
+            raise UsageError(f"invalid --dns {d!r}: not an IP address", hint="give the name server's address, e.g. 10.0.2.3")
+    mode = net.get("mode", "none")
+    if mode == "none" and not (dns or dns_search or dns_options):
+        return "# no network (--network none)\n"
+    host = _host_resolv_conf()
+    if mode == "host" and not (dns or dns_search or dns_options):
+        return host
+    servers, search, options = [], [], []
+    for line in host.splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0] == "nameserver":
+            servers.append(f[1])
+        elif f and f[0] in ("search", "domain"):
+            search = f[1:]
+        elif f and f[0] == "options":
+            options += f[1:]
+    if net.get("dns"):
+        servers = [net["dns"]]
+    servers = list(dns) if dns else servers
+    search = list(dns_search) if dns_search else search
+    options = list(dns_options) if dns_options else options
+    out = "".join(f"nameserver {s}\n" for s in servers)
+    if search and search != ["."]:
+        out += "search " + " ".join(search) + "\n"
+    if options:
+        out += "options " + " ".join(options) + "\n"
+    return out
+
+
+def published_ports(net, ports, publish_all, exposed):
+    """The ports to publish: `ports` (sandbox.network.ports dicts) and, with -P, every exposed
+    port not published already (on a random host port).  Refused without a network of the
+    container's own: nothing could reach them."""
+    ports = [dict(p) for p in ports or ()]
+    if publish_all:
+        have = {(p["container_port"], p["proto"]) for p in ports}
+        for e in exposed:
+            port, _, proto = e.partition("/")
+            if (int(port), proto or "tcp") not in have:
+                ports.append({"proto": proto or "tcp", "host_ip": "", "host_port": 0, "container_port": int(port)})
+    if ports and net.get("mode") not in ("slirp4netns", "pasta", "network"):
+        raise UsageError(f"cannot publish ports with --network {net.get('mode')}: the container has no network "
+                         f"of its own to forward them to" if net.get("mode") != "host" else
+                         "cannot publish ports with --network host: the container uses the host's ports directly",
+                         hint="drop -p/-P, or use the default network (or --network slirp4netns or pasta)")
+    return ports
 
 
 def seccomp_option(value):
@@ -264,7 +366,8 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
           hostname=None, read_only=False, init=False, userns=None, cap_add=(), cap_drop=(),
           no_new_privileges=False, ulimits=(), group_add=(), terminal=False, container_id, seccomp=None,
           upper=None, namespaces=("user", "mount", "pid", "uts", "ipc", "network", "cgroup"),
-          die_with_parent=True, labels=None, stop_signal=None, stop_timeout=None, resources=None):
+          die_with_parent=True, labels=None, stop_signal=None, stop_timeout=None, resources=None,
+          ports=(), publish_all=False, expose=(), dns=(), dns_search=(), dns_options=(), extra_hosts=()):
     """The runtime description for one sandbox, from a root filesystem directory (`rootfs`) or
     an image (`image`: a runtime.image_root.ImageRoot).  `upper` is a host directory for the
     overlay's writable layer (kept after exit); None puts it in the sandbox's private tmpfs.
@@ -273,7 +376,10 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
     `stop_signal` (validated by options.stop_signal) overrides the image's StopSignal; they and
     `stop_timeout` are kept in the "sbx" annotations.  `resources`: an options.Resources whose
     limits go to OCI's linux.resources and, docker-py's names, to the "sbx" annotations (the
-    cgroup hook reads them there)."""
+    cgroup hook reads them there).  `network`: "none", "host" or a mode resolved by
+    sandbox.network.modes (see network_annotation); `ports` (sandbox.network.ports dicts),
+    `publish_all` (-P: the image's EXPOSE and `expose`), `dns`, `dns_search`, `dns_options` and
+    `extra_hosts` (NAME:IP) go to the "sbx" annotations' "network" and the /etc files."""
     iconf = {}
     if image is not None:
         iconf = image.config
@@ -298,12 +404,18 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
                              hint="give --rootfs a directory holding a root filesystem")
         rootfs = os.path.realpath(rootfs)
         lowers = [rootfs]
-    if network not in NETWORKS:
-        raise UsageError(f"network mode {network!r} is not supported yet",
-                         hint="use --network none or --network host")
+    net = network_annotation(network)
+    exposed = list(dict.fromkeys([*(iconf.get("ExposedPorts") or {}), *expose]))
+    exposed = [e if "/" in e else e + "/tcp" for e in exposed]
+    net["ports"] = published_ports(net, ports, publish_all, exposed)
+    net["exposed"] = exposed
+    network = net["mode"]
     host_root = rootfs == "/"
     read_only = bool(read_only) or host_root
     ns = [n for n in namespaces if not (n == "network" and network == "host")]
+    if network not in ("none", "host") and "network" not in ns:
+        raise UsageError(f"--network {network} needs a network namespace of the sandbox's own",
+                         hint="keep the network namespace, or use --network host")
 
     uid, gid, home, uname = resolve_user(lowers, user)
     mode, urange, grange, newuidmap, newgidmap = idmap.choose(userns)
@@ -382,7 +494,7 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
         extra = [o for o in topts.split(",") if o] if topts else ["mode=1777"]
         m(os.path.normpath(path), "tmpfs", "tmpfs", "nosuid", "nodev", *extra)
 
-    hosts = _hosts_file(network, hostname)
+    hosts = _hosts_file(net, hostname, extra_hosts)
     rlimits = [parse_ulimit(u) for u in ulimits or ()]
     if cwd is not None and not str(cwd).startswith("/"):
         raise UsageError(f"working directory {cwd!r} is not absolute")
@@ -431,7 +543,9 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
             "die_with_parent": die_with_parent,
             **({"resources": {k: v for k, v in resources.asdict().items() if v not in (None, False)}}
                if resources else {}),
-            "files": {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": _resolv_conf(network)},
+            "network": net,
+            "files": {"hostname": hostname + "\n", "hosts": hosts,
+                      "resolv.conf": _resolv_conf(net, dns, dns_search, dns_options)},
         },
     }
 

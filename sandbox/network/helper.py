@@ -1,0 +1,150 @@
+"""A network helper process (slirp4netns, pasta) of one launch: its runtime directory (API socket,
+pid FIFO, log), its start with posix_spawn (no fork of the caller, fds placed with dup2), its
+readiness, its end (killed and reaped through its pidfd, never a reused pid) and the removal of
+what it left.  The helper runs in a session of its own, so a Ctrl-C at the terminal reaches the
+container through sbx, not the helper."""
+import os
+import select
+
+from ..errors import SandboxError
+
+
+class HelperError(SandboxError):
+    """A helper failed to start or to publish a port (exit 125, as Docker's daemon errors on run)."""
+
+
+def rundir(spec, kind):
+    """A fresh directory for this launch's helper: <runtime root>/net/<id16>-<kind>."""
+    from ..runtime import paths
+    base = os.path.join(paths.runtime_dir(), "net")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    d = os.path.join(base, f"{spec['sbx']['id'][:16]}-{kind}")
+    remove_tree(d)
+    os.mkdir(d, 0o700)
+    return d
+
+
+def remove_tree(d):
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return
+    for n in names:
+        try:
+            os.unlink(os.path.join(d, n))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
+
+
+def _high(fd):
+    """fd moved to >= 10 (close-on-exec): a dup2 onto 3 or 4 must never be a no-op dup2(3, 3)
+    that would leave close-on-exec set."""
+    if fd >= 10:
+        return fd
+    import fcntl
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return new
+
+
+def pipe():
+    r, w = os.pipe2(os.O_CLOEXEC)
+    return _high(r), _high(w)
+
+
+_SIGNALS = tuple(range(1, 32))  # SIGKILL and SIGSTOP are left as they are by posix_spawn
+
+
+class Process:
+    """One running helper: `pid`, `pidfd`, `log` (its stderr and stdout, kept in its directory)."""
+
+    def __init__(self, argv, directory, fds=(), name=None):
+        """Start argv[0] with `fds` (a sequence of (our fd, its fd)) and stdin on /dev/null."""
+        self.dir = directory
+        self.log = os.path.join(directory, "log")
+        self.name = name or os.path.basename(argv[0])
+        logfd = _high(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+        try:
+            actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                       (os.POSIX_SPAWN_DUP2, logfd, 1), (os.POSIX_SPAWN_DUP2, logfd, 2)]
+            actions += [(os.POSIX_SPAWN_DUP2, ours, theirs) for ours, theirs in fds]
+            try:
+                # Our caller may hold signals blocked or ignored (a launch holds the ones it
+                # forwards): the helper starts with none blocked and the default dispositions.
+                self.pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True,
+                                          setsigmask=(), setsigdef=_SIGNALS)
+            except OSError as e:
+                raise HelperError(f"cannot start {argv[0]}: {e.strerror}",
+                                  hint="check that the package is installed and runs") from None
+        finally:
+            os.close(logfd)
+        self.pidfd = os.pidfd_open(self.pid)  # our unreaped child: the pid cannot be reused yet
+        self.status = None
+
+    def wait_readable(self, fd, timeout, what):
+        """Wait until `fd` is readable or the helper ends; HelperError (with its log) if it ended
+        or `timeout` seconds passed."""
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        p.register(self.pidfd, select.POLLIN)
+        events = dict(p.poll(int(timeout * 1000)))
+        if events.get(fd, 0) & select.POLLIN:
+            return
+        if self.pidfd in events:
+            self.reap()
+            raise HelperError(f"{self.name} failed to {what}: {self.tail() or f'exit status {self.status}'}",
+                              hint=self.hint())
+        raise HelperError(f"{self.name} did not {what} within {timeout:g} s: {self.tail() or 'no message'}",
+                          hint=self.hint())
+
+    def tail(self):
+        try:
+            with open(self.log, "rb") as f:
+                text = f.read(65536).decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "syslog" not in ln]
+        return "; ".join(lines[-3:])
+
+    def hint(self):
+        from . import modes
+        why = modes.tun_problem()
+        if why:
+            return modes._tun_hint(why)
+        return f"its messages are above; run it by hand to see more ({self.name} --help)"
+
+    def alive(self):
+        return self.status is None and not select.select([self.pidfd], [], [], 0)[0]
+
+    def reap(self):
+        if self.status is None:
+            _, st = os.waitpid(self.pid, 0)
+            self.status = os.waitstatus_to_exitcode(st)
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def stop(self, grace=1.0):
+        """End it (SIGTERM, SIGKILL after `grace` seconds) and reap it; idempotent."""
+        if self.status is not None:
+            return
+        import signal
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except ProcessLookupError:
+                pass
+            if wait is None or select.select([self.pidfd], [], [], wait)[0]:
+                break
+        self.reap()
+
+
+def settings(net, pid, ports, address=None, gateway=None):
+    """The container's NetworkSettings (Docker's names) once its helper is attached."""
+    from . import ports as _ports
+    return {"IPAddress": address or net.get("address") or "", "Gateway": gateway or net.get("gateway") or "",
+            "IPPrefixLen": net.get("prefix") or 0, "MacAddress": "", "SandboxKey": f"/proc/{pid}/ns/net",
+            "Ports": _ports.docker_ports(ports, net.get("exposed") or ())}

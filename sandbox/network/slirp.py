@@ -1,0 +1,94 @@
+"""slirp4netns for a held sandbox, podman's way: `slirp4netns --configure --ready-fd --exit-fd
+[--api-socket S] [--disable-host-loopback] PID tap0`, ready when it writes to the ready fd;
+published ports added through its API socket (`add_hostfwd`, one JSON request per connection,
+the write side shut down after it).  It ends when the exit fd's other end closes: at teardown,
+and also when the supervising process dies, whatever kills it."""
+import os
+import socket
+
+from ..runtime.hooks import Hook
+from . import helper, ports as _ports
+
+READY_TIMEOUT = 10.0
+
+
+class Slirp4netns(Hook):
+    name = "network (slirp4netns)"
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.net = spec["sbx"]["network"]
+        self.ports = spec["sbx"]["network"].get("ports") or []
+        self.proc = None
+        self.exit_w = -1
+        self.settings = None
+
+    def argv(self, pid, sock):
+        n = self.net
+        a = [n["helper"], "--configure", f"--mtu={n.get('mtu') or 65520}", "--ready-fd=3", "--exit-fd=4"]
+        if sock:
+            a.append(f"--api-socket={sock}")
+        if not n.get("allow_host_loopback"):
+            a.append("--disable-host-loopback")
+        if n.get("cidr"):
+            a.append(f"--cidr={n['cidr']}")
+        if n.get("enable_ipv6"):
+            a.append("--enable-ipv6")
+        for k in ("outbound_addr", "outbound_addr6"):
+            if n.get(k):
+                a.append(f"--{k.replace('_', '-')}={n[k]}")
+        return a + [str(pid), "tap0"]
+
+    def attach(self, pid):
+        d = helper.rundir(self.spec, "slirp4netns")
+        sock = os.path.join(d, "api.sock") if self.ports else None
+        ready_r, ready_w = helper.pipe()
+        exit_r, self.exit_w = helper.pipe()
+        try:
+            self.proc = helper.Process(self.argv(pid, sock), d, fds=((ready_w, 3), (exit_r, 4)))
+        finally:
+            os.close(ready_w)
+            os.close(exit_r)
+        try:
+            self.proc.wait_readable(ready_r, READY_TIMEOUT, "connect the container's network")
+        finally:
+            os.close(ready_r)
+        published = _ports.assign(self.ports)
+        for p in published:
+            self._add_hostfwd(sock, p)
+        self.settings = helper.settings(self.net, pid, published)
+
+    def _add_hostfwd(self, sock, p):
+        import json
+        req = {"execute": "add_hostfwd", "arguments": {"proto": p["proto"], "host_addr": p["host_ip"] or "0.0.0.0",
+                                                        "host_port": p["host_port"], "guest_port": p["container_port"]}}
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.connect(sock)
+            s.sendall(json.dumps(req).encode())
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            s.close()
+        try:
+            reply = json.loads(data or b"{}")
+        except ValueError:
+            reply = {}
+        if "return" in reply:
+            return reply["return"].get("id")
+        why = _ports.busy(p) or (reply.get("error") or {}).get("desc") or "no reply from slirp4netns"
+        raise _ports.busy_error(p, why)
+
+    def teardown(self):
+        if self.exit_w >= 0:
+            os.close(self.exit_w)  # slirp4netns's --exit-fd: it ends on this EOF
+            self.exit_w = -1
+        if self.proc is not None:
+            self.proc.stop()
+            helper.remove_tree(self.proc.dir)
+            self.proc = None
