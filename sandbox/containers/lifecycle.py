@@ -58,10 +58,15 @@ class Supervision:
             self.fd = -1
             raise
 
-    def started(self, pid):
+    def started(self, pid, network=None):
+        """Record the start; `network`: the NetworkSettings its network hook reported."""
         def mark(doc):
             doc["State"].update(Status="running", Pid=pid, PidStart=_state.pid_start(pid), MonitorPid=os.getpid(),
                                 StartedAt=_state.now(), FinishedAt=_state.ZERO_TIME, ExitCode=0, Error="")
+            if network is not None:
+                doc["NetworkSettings"] = network
+            else:
+                doc.pop("NetworkSettings", None)
         if self.fresh:  # its first write: nobody can have changed a record that did not exist
             self.fresh = False
             mark(self.rec.doc)
@@ -84,6 +89,7 @@ class Supervision:
                       PidStart=None, ExitCode=code, Error=error)
             if not never_ran or not error:
                 st["FinishedAt"] = _state.now()
+            doc.pop("NetworkSettings", None)  # its ports and address went with its helper
         try:
             self.rec = self.store.update(self.rec, mark, sync=self.sync)
         except _state.NoSuchContainer:
@@ -410,16 +416,35 @@ def cgroup_hooks(spec):
     return v2.hooks_for(spec)
 
 
+def network_hooks(spec):
+    """The launch hooks of a container's network (issue 11: slirp4netns, pasta, a user-defined
+    network); nothing is imported for none and host."""
+    if (spec.get("sbx", {}).get("network") or {}).get("mode", "none") in ("none", "host"):
+        return ()
+    from ..network import hooks
+    return hooks.hooks_for(spec)
+
+
+def launch_hooks(spec):
+    """Every hook a container's launch needs: its cgroup leaf, then its network."""
+    return cgroup_hooks(spec) + network_hooks(spec)
+
+
+def network_settings(hooks):
+    """The NetworkSettings the attached network hook reports (for Supervision.started), or None."""
+    return next((h.settings for h in hooks if getattr(h, "settings", None) is not None), None)
+
+
 def _run(spec, interactive, tty, on_start=None):
     """Launch in the foreground and supervise to the end; returns Docker's exit code."""
     from ..runtime import process
     from ..runtime.process import SandboxProcess
-    hooks = cgroup_hooks(spec)
+    hooks = launch_hooks(spec)
     if tty:
         p = SandboxProcess.launch(spec, terminal=True, console_size=process.terminal_size(0), hooks=hooks)
         try:
             if on_start is not None:
-                on_start(p.pid)
+                on_start(p.pid, network=network_settings(hooks))
             # No detach keys: a foreground sandbox has no other supervisor to detach to.
             return p.relay_pty(stdin_fd=0 if interactive else -1, stdout_fd=1, detach_keys=None)
         finally:
@@ -436,7 +461,7 @@ def _run(spec, interactive, tty, on_start=None):
             os.close(devnull)
     try:
         if on_start is not None:
-            on_start(p.pid)
+            on_start(p.pid, network=network_settings(hooks))
         return p.wait()
     finally:
         p.close()

@@ -191,9 +191,9 @@ class Monitor:
         """Launch, relay until the container exits, record the exit: its code, or None when the
         launch failed (reported to the caller, or logged on a restart)."""
         from ..runtime.process import SandboxProcess
-        from .lifecycle import cgroup_hooks
+        from .lifecycle import launch_hooks, network_settings
         rec = self.sup.rec
-        hooks = cgroup_hooks(rec.spec)
+        hooks = launch_hooks(rec.spec)
         cfg = rec.config
         tty = bool(cfg.get("Tty"))
         fds = []
@@ -236,7 +236,7 @@ class Monitor:
         for fd in fds:
             os.close(fd)
         try:
-            self.sup.started(p.pid)
+            self.sup.started(p.pid, network=network_settings(hooks))
         except BaseException as e:
             p.close()
             self.report_error(e)
