@@ -11,6 +11,17 @@ def seccomp_opt(x):
     return f"seccomp={src}"
 
 
+def network_settings(live, mode, net):
+    """Docker's NetworkSettings: what the network hook reported at start (`live`, gone once the
+    container stopped), else the exposed ports alone."""
+    ports = live.get("Ports") or {e: None for e in net.get("exposed") or ()}
+    one = {"NetworkID": "", "IPAddress": live.get("IPAddress", ""), "IPPrefixLen": live.get("IPPrefixLen", 0),
+           "Gateway": live.get("Gateway", ""), "MacAddress": live.get("MacAddress", "")}
+    return {"Bridge": "", "SandboxID": "", "SandboxKey": live.get("SandboxKey", ""), "Ports": ports,
+            "IPAddress": one["IPAddress"], "IPPrefixLen": one["IPPrefixLen"], "Gateway": one["Gateway"],
+            "MacAddress": one["MacAddress"], "Networks": {mode: dict(live.get("Networks", {}).get(mode) or one)}}
+
+
 def container_doc(rec):
     s = rec.spec
     x = s["sbx"]
@@ -70,7 +81,5 @@ def container_doc(rec):
         "Mounts": mounts,
         "Config": dict(doc["Config"], AttachStdin=bool(doc["Config"].get("OpenStdin")),
                        AttachStdout=True, AttachStderr=True, StdinOnce=False),
-        "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {},
-                            "Networks": {network: {"NetworkID": "", "IPAddress": "", "Gateway": "",
-                                                   "MacAddress": ""}}},
+        "NetworkSettings": network_settings(doc.get("NetworkSettings") or {}, network, x.get("network") or {}),
     }

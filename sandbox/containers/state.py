@@ -388,7 +388,7 @@ def new_doc(spec, *, name, image=None, command=None, auto_remove=False, restart=
             "RestartPolicy": {"Name": restart[0], "MaximumRetryCount": int(restart[1] or 0)},
             "Binds": binds or None,
             "Tmpfs": tmpfs or None,
-            "NetworkMode": "none" if "network" in ns else "host",
+            "NetworkMode": (x.get("network") or {}).get("text") or ("none" if "network" in ns else "host"),
             "Init": bool(x.get("init")),
             "CapAdd": sorted("CAP_" + c for c in caps - defaults) or None,
             "CapDrop": sorted("CAP_" + c for c in defaults - caps) or None,
