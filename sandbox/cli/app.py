@@ -65,6 +65,7 @@ def _register():
     containers.register(app)
     images.register(app)
     from . import info; info.register(app)  # noqa: E702 - sbx info (cgroups, overlay, id mapping)
+    from . import stats; stats.register(app)  # noqa: E702 - sbx stats
     for verbs in (ps, files):  # after images: `sbx system prune` joins its `system` group
         verbs.register(app)
     for group in app.registered_groups:  # `sbx image ...`, `sbx system ...`
