@@ -196,16 +196,21 @@ def _mount_table(p, spec, overlay_driver):
     # The host's own tree is bound read-only (an overlay of / would hide its submounts); any
     # other root is an overlay, made read-only at the end with --read-only, so mount points
     # missing in the image can still be created in its private upper layer (as Docker does).
-    bind_root = rootfs == "/"
+    # An OCI bundle's root (x["bind_root"], issue 13) is bound as it is, writable: the caller
+    # (podman, containerd) made it for this container and expects writes to land there.
+    oci_root = bool(x.get("bind_root"))
+    bind_root = rootfs == "/" or oci_root
     fuse = overlay_driver == "fuse" and not bind_root
     # fuse-overlayfs runs chrooted in a bind of / at M/host and mounts where it sees M/root.
     root = f"{base}/host{base}/root" if fuse else f"{base}/root"
     p.op(OP_MOUNT, base, src="sbx", fstype="tmpfs", data="mode=0755", mflags=MS_FLAGS["nosuid"],
          what="private tmpfs")
     p.op(OP_MKDIR, f"{base}/root", mode=0o755)
-    skeleton = bind_root and _host_root_lacks_mount_points(spec["mounts"])
+    skeleton = rootfs == "/" and not oci_root and _host_root_lacks_mount_points(spec["mounts"])
     if skeleton:
         _host_skeleton(p, root)
+    elif oci_root:
+        p.op(OP_BIND, root, src=rootfs, mode=x.get("root_attrs", 0), what=f"root filesystem {rootfs}")
     elif bind_root:
         p.op(OP_BIND, root, src=rootfs, mode=MOUNT_ATTR["ro"], what=f"root filesystem {rootfs}")
     else:
@@ -283,7 +288,7 @@ def _mount_table(p, spec, overlay_driver):
             p.op(OP_BIND, rel, src=rel, mode=MOUNT_ATTR["ro"], flags=OPF_OPTIONAL | OPF_INROOT | OPF_SRC_INROOT,
                  what=f"read-only {path}")
 
-    if spec["root"]["readonly"] and (skeleton or not bind_root):
+    if spec["root"]["readonly"] and (skeleton or oci_root or not bind_root):
         p.op(OP_SETATTR, root, mode=MOUNT_ATTR["ro"], flags=OPF_NONREC, what="read-only root")
     return root
 
@@ -315,7 +320,7 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
 
     if "mount" in ns:
         p.newroot = _enc(_mount_table(p, spec, overlay_driver))
-    if "uts" in ns:
+    if "uts" in ns and spec["hostname"] is not None:  # None: keep the inherited name (OCI)
         p.hostname = spec["hostname"].encode()
     p.loopback = "network" in ns
 
@@ -353,7 +358,9 @@ def _process(p, spec, stdio, keep_fds, console_socket, console_size):
     p.cwd = _enc(proc["cwd"])
     p.mkdir_cwd = x["mkdir_cwd"]
     user = proc["user"]
-    if x["userns"] == "helper":
+    if "ids" in x:  # (uid, gid, groups or None): set as given (OCI bundles, issue 13)
+        p.ids = tuple(x["ids"])
+    elif x["userns"] == "helper":
         p.ids = (user["uid"], user["gid"], [user["gid"], *user["additionalGids"]])
     caps = 0
     from .spec import CAPS
