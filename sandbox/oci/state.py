@@ -1,0 +1,153 @@
+"""Per-container state under the runtime's --root: ROOT/ID/state.json, ROOT/ID/start.fifo.
+
+state.json is written once the container's process exists (atomically: tmp + rename) and
+records the pid with its start time (field 22 of /proc/PID/stat), so a pid the kernel reused
+is never taken for the container.  The status is the kernel's, read on each call:
+    stopped   the process is gone (or a zombie, or another process has its pid)
+    created   the process waits on start.fifo (start removes the FIFO)
+    paused    its cgroup v2 leaf is frozen
+    running   otherwise
+Each verb that changes a container holds an exclusive flock on its directory."""
+import fcntl
+import json
+import os
+import re
+import time
+
+from ..containers.state import _stat_fields as stat_fields, pid_alive, pid_start
+from .errors import NoSuchContainer, OCIError
+
+ID_RE = re.compile(r"^[\w+\-.]+$")
+FIFO = "start.fifo"
+
+
+def default_root():
+    """runc's: /run/sbx-runc as root, else $XDG_RUNTIME_DIR/sbx-runc (/tmp/sbx-runc-UID without it)."""
+    if os.geteuid() == 0:
+        return "/run/sbx-runc"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
+        return os.path.join(xdg, "sbx-runc")
+    return f"/tmp/sbx-runc-{os.geteuid()}"
+
+
+def check_id(cid):
+    if not cid or not ID_RE.match(cid) or cid in (".", ".."):
+        raise OCIError(f"invalid container id {cid!r}", hint="ids are letters, digits and + - . _")
+    return cid
+
+
+def ensure_root(root):
+    try:
+        os.makedirs(root, 0o700, exist_ok=True)
+    except OSError as e:
+        raise OCIError(f"cannot create the state directory {root}: {e.strerror}",
+                       hint="give --root a directory you can write") from None
+    return root
+
+
+def start_time(pid):
+    """The start time of `pid` (clock ticks since boot), or None once it is gone."""
+    return pid_start(pid)
+
+
+def alive(pid, start):
+    """Is `pid` the process that started at `start`, and not a zombie?"""
+    return bool(pid and pid > 0 and start is not None) and pid_alive(pid, start)
+
+
+class Container:
+    """One container's directory and its state.json."""
+
+    def __init__(self, root, cid):
+        self.root, self.id = root, cid
+        self.dir = os.path.join(root, cid)
+        self.data = None
+        self._lock = -1
+
+    @classmethod
+    def load(cls, root, cid):
+        c = cls(root, check_id(cid))
+        try:
+            with open(os.path.join(c.dir, "state.json"), "rb") as f:
+                c.data = json.loads(f.read())
+        except FileNotFoundError:
+            raise NoSuchContainer(cid) from None
+        except (OSError, ValueError) as e:
+            raise OCIError(f"cannot read the state of container {cid}: {e}") from None
+        return c
+
+    @property
+    def fifo(self):
+        return os.path.join(self.dir, FIFO)
+
+    @property
+    def pid(self):
+        return self.data["pid"]
+
+    def lock(self):
+        """An exclusive flock on the container's directory (released by close/unlock)."""
+        if self._lock < 0:
+            try:
+                self._lock = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise NoSuchContainer(self.id) from None
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+        return self
+
+    def unlock(self):
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+    def save(self):
+        tmp = os.path.join(self.dir, f".state.json.{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(self.data, f)
+        os.rename(tmp, os.path.join(self.dir, "state.json"))
+
+    def alive(self):
+        return alive(self.data["pid"], self.data["pid_start"])
+
+    def cgroup(self):
+        path = self.data.get("cgroup")
+        if not path:
+            return None
+        from ..cgroups.v2 import Cgroup
+        return Cgroup(path)
+
+    def status(self):
+        if not self.alive():
+            return "stopped"
+        if os.path.exists(self.fifo):
+            return "created"
+        cg = self.cgroup()
+        if cg is not None:
+            try:
+                if cg.frozen():
+                    return "paused"
+            except OSError:
+                pass
+        return "running"
+
+    def oci_state(self):
+        """The runtime-spec state object (as `runc state` prints it, runc's extra keys too)."""
+        st = self.status()
+        d = self.data
+        return {"ociVersion": d["ociVersion"], "id": self.id, "pid": d["pid"] if st != "stopped" else 0,
+                "status": st, "bundle": d["bundle"], "rootfs": d["rootfs"], "created": d["created"],
+                "owner": d.get("owner", ""),
+                **({"annotations": d["annotations"]} if d.get("annotations") else {})}  # runc: omitempty
+
+
+def now_rfc3339():
+    t = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 10**9)) + f".{t % 10**9:09d}Z"
+
+
+def ids(root):
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if ID_RE.match(n) and os.path.exists(os.path.join(root, n, "state.json"))]
