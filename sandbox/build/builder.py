@@ -95,9 +95,9 @@ class Builder:
             raise UsageError(f"cannot read {path}: {e.strerror}", hint="give the Dockerfile with -f") from None
         df = dfmod.parse(text, name=os.path.basename(path))
         target = df.target(self.opts.target)
-        stages = df.stages[: target.index + 1]
-        self.total = sum(len(s.instructions) + 1 for s in stages)
         self.df = df
+        stages = self._needed(target)
+        self.total = sum(len(s.instructions) + 1 for s in stages)
         for st in stages:  # every refusal the file itself earns comes before any work
             if st.platform is not None:
                 self._check_platform(st, self._global_args())
@@ -117,6 +117,34 @@ class Builder:
                 return self._finish(final)
         finally:
             self.worker.close()
+
+    def _needed(self, target):
+        """The stages the target needs, in file order: BuildKit builds only those reachable from
+        the target through FROM, COPY --from and RUN --mount from=, so an unused stage that
+        would fail does not fail the build."""
+        gargs = self._global_args()
+        need = {target.index}
+        for st in reversed(self.df.stages[: target.index + 1]):
+            if st.index not in need:
+                continue
+            refs = [dfmod.expand(st.base, gargs, escape=self.df.escape, where=f"{self.df.name}:{st.line}")]
+            args = dict(gargs)
+            for instr in st.instructions:
+                where = f"{self.df.name}:{instr.line}"
+                if instr.cmd == "ARG":
+                    self._do_arg_values(args, instr, args, where, gargs)
+                elif instr.cmd in ("COPY", "ADD") and instr.flags.get("from"):
+                    refs.append(self._x(instr.flags["from"], args, where))
+                elif instr.cmd == "RUN":
+                    for m in instr.flags.get("mount", ()):
+                        mount = _checked(lambda v: dfmod.parse_mount(v, args, escape=self.df.escape), m, where)
+                        if mount.get("from"):
+                            refs.append(mount["from"])
+            for ref in refs:
+                dep = self.df.stage(ref, before=st.index)
+                if dep is not None:
+                    need.add(dep.index)
+        return [st for st in self.df.stages if st.index in need]
 
     def _preflight(self, instr):
         """Refuse a flag sbx does not carry out (never accept and ignore it), and a literal value
@@ -198,7 +226,8 @@ class Builder:
 
     def _from(self, ref, st):
         if ref == "scratch":
-            return Stage(None, [], [], {}, [], {}, _key("scratch"), "1970-01-01T00:00:00Z")
+            return Stage(None, [], [], {"Env": [f"PATH={DEFAULT_PATH}"]}, [], {}, _key("scratch"),
+                         "1970-01-01T00:00:00Z")
         prev = self.df.stage(ref, before=st.index)
         if prev is not None and prev.index in self.done:
             p = self.done[prev.index]
@@ -208,6 +237,8 @@ class Builder:
         root = image_root.prepare(ref, pull="always" if self.opts.pull else "missing", userns=self.opts.userns)
         image = self.store.get(root.image_id)
         cfg = json.loads(json.dumps(image.config.get("config") or {}))
+        if "PATH" not in _env_dict(cfg.get("Env")):  # BuildKit: PATH is always set in the image
+            cfg["Env"] = list(cfg.get("Env") or []) + [f"PATH={DEFAULT_PATH}"]
         return Stage(image, list(root.lowers), [], cfg, [], {}, _key("from", image.id),
                      image.created or "1970-01-01T00:00:00Z")
 
@@ -238,21 +269,29 @@ class Builder:
         return dfmod.expand(word, env, escape=self.df.escape, where=where)
 
     def _do_arg(self, state, instr, env, where):
+        self._do_arg_values(state.args, instr, env, where, self._global_args())
+        self._meta(state, instr)
+
+    def _do_arg_values(self, args, instr, env, where, gargs):
+        """ARG's names into `args`: a --build-arg, else the default (expanded with the values from
+        before the instruction, as BuildKit does for every pair of one line), else a global ARG."""
+        env = dict(env)
         for a in instr.args:
             name, eq, default = a.partition("=")
             if name in self.opts.build_args:
-                state.args[name] = self.opts.build_args[name]
+                args[name] = self.opts.build_args[name]
             elif eq:
-                state.args[name] = self._x(default, env, where)
-            elif name in self._global_args():
-                state.args[name] = self._global_args()[name]
-        self._meta(state, instr)
+                args[name] = self._x(default, env, where)
+            elif name in gargs:
+                args[name] = gargs[name]
 
     def _do_env(self, state, instr, env, where):
+        # Every value of the line is expanded with the environment from before the instruction
+        # (Docker's rule: ENV a=1 b=$a gives b the earlier a).
         envd = _env_dict(state.config.get("Env"))
         for pair in instr.args:
             k, _, v = pair.partition("=")
-            envd[k] = self._x(v, {**env, **envd}, where)
+            envd[k] = self._x(v, env, where)
         state.config["Env"] = [f"{k}={v}" for k, v in envd.items()]
         self._meta(state, instr)
 
