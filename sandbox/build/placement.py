@@ -114,15 +114,21 @@ class _Placer:
     """Writes into the step's upper directory (`ufd`), resolving through `view` (the upper on
     top of the image's layers)."""
 
-    def __init__(self, upper: str, lowers: list[str], chmod: int | None, owner, where: str):
+    def __init__(self, upper: str, lowers: list[str], chmod: int | None, owner, where: str,
+                 keep_owners: bool = False):
         from ..image.mergedview import View
         self.view = View([upper, *lowers])
         self.ufd = self.view.fds[0]
         self.upper = upper
         self.chmod = chmod
         self.owner = tuple(owner) if owner else None
+        # COPY --from without --chown: what is copied keeps its source's owners (BuildKit).
+        self.keep_owners = keep_owners
         self.where = where
-        self.dir_modes: list = []  # (canonical parts, mode), applied deepest last-placed first
+        self.dir_modes: list = []  # (canonical parts, mode, owner), applied deepest last-placed first
+        # Directories this step made (not copied up from the image): only these take --chown's
+        # or the source's owner; a directory the image already has keeps its own (BuildKit).
+        self.created: set[tuple] = set()
         self._dirs: dict[tuple, int] = {}  # canonical parts -> O_PATH fd of that upper directory
 
     def close(self) -> None:
@@ -179,6 +185,10 @@ class _Placer:
                     mode, owner = stat.S_IMODE(e.st.st_mode), (e.st.st_uid, e.st.st_gid)
                 e.close()
 
+            if owner is None:  # new: --chown's owner (BuildKit's MkdirAll with the chown user), or root
+                owner = self.owner
+                self.created.add(tuple(parts[:i]))
+
             def copy_up(dfd, name, mode=mode, owner=owner):
                 if owner is not None and owner != (os.geteuid(), os.getegid()):
                     os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
@@ -210,13 +220,24 @@ class _Placer:
         if found is None:
             os.mkdir(name, 0o700, dir_fd=self._replace(parts, name))
             found = parts + [name]
+            self.created.add(tuple(found))
         self.ensure_dir(found)
         return found
 
-    def _finish_file(self, fd: int, mode: int, times=None) -> None:
-        os.fchmod(fd, mode)
+    def owner_of(self, st) -> tuple | None:
+        """The owner a copied entry gets: --chown's, else the source's when owners are kept
+        (COPY --from), else None (the placing process's, root)."""
         if self.owner is not None:
-            os.fchown(fd, *self.owner)
+            return self.owner
+        if self.keep_owners and st is not None:
+            return (st.st_uid, st.st_gid)
+        return None
+
+    def _finish_file(self, fd: int, mode: int, times=None, owner=None) -> None:
+        os.fchmod(fd, mode)
+        owner = owner or self.owner
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            os.fchown(fd, *owner)
         if times is not None:
             os.utime(fd, ns=times)
 
@@ -226,57 +247,65 @@ class _Placer:
         return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                        dir_fd=self._replace(parts, name))
 
-    def write(self, parts: list[str], name: str, chunks, mode: int, times=None) -> None:
+    def write(self, parts: list[str], name: str, chunks, mode: int, times=None, owner=None) -> None:
         fd = self.create(parts, name)
         try:
             for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
-            self._finish_file(fd, mode, times)
+            self._finish_file(fd, mode, times, owner)
         finally:
             os.close(fd)
 
-    def symlink(self, parts: list[str], name: str, target: str) -> None:
+    def symlink(self, parts: list[str], name: str, target: str, owner=None) -> None:
         dfd = self._replace(parts, name)
         os.symlink(target, name, dir_fd=dfd)
-        if self.owner is not None:
-            os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
+        owner = owner or self.owner
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
 
     def place(self, e, parts: list[str], name: str) -> list[str] | None:
         """Copy source entry `e` to `name` in the directory at canonical `parts`; for a directory,
         the canonical parts its content goes to."""
         st = e.st
+        owner = self.owner_of(st)
         if stat.S_ISLNK(st.st_mode):
-            self.symlink(parts, name, e.readlink())
+            self.symlink(parts, name, e.readlink(), owner)
             return None
         if stat.S_ISDIR(st.st_mode):
             d = self.target_dir(parts, name)
-            self.dir_done(d, stat.S_IMODE(st.st_mode))
+            self.dir_done(d, stat.S_IMODE(st.st_mode), owner)
             return d
         if stat.S_ISREG(st.st_mode):
             src = e.open()
             with os.fdopen(src, "rb") as f:
                 self.write(parts, name, iter(lambda: f.read(1 << 20), b""),
                            self.chmod if self.chmod is not None else stat.S_IMODE(st.st_mode),
-                           (st.st_atime_ns, st.st_mtime_ns))
+                           (st.st_atime_ns, st.st_mtime_ns), owner)
             return None
         raise ImageError(f"{self.where}: cannot copy /{'/'.join(parts + [name])}: not a file, directory or symlink")
 
-    def dir_done(self, parts: list[str], mode: int | None) -> None:
-        """A directory this step copies (or the destination directory): its mode (and owner)
-        are applied once its content is in."""
-        self.dir_modes.append((parts, self.chmod if self.chmod is not None else mode))
+    def dir_done(self, parts: list[str], mode: int | None, owner=None) -> None:
+        """A directory this step copies (or the destination directory): its mode (and owner,
+        if the step made it) are applied once its content is in."""
+        self.dir_modes.append((parts, self.chmod if self.chmod is not None else mode, owner or self.owner))
 
     def finish(self) -> None:
         from ..runtime.inroot import parent_in_root
-        for parts, mode in reversed(self.dir_modes):  # deepest first: a 0555 dir after its content
+        for parts, mode, owner in reversed(self.dir_modes):  # deepest first: a 0555 dir after its content
             if not parts:
                 continue  # the upper's root is not part of the layer
             dfd, name = parent_in_root(self.ufd, "/".join(parts), create=False)
             try:
-                if self.owner is not None:
-                    os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
+                # A source directory takes its metadata to the directory it goes to, whether the
+                # step made it or merges into one the image has (fsutil's copy, which BuildKit
+                # uses, overwrites a target's metadata below the destination): the owner is
+                # --chown's, or the source's, or root; the destination itself is left alone.
+                owner = owner or (os.geteuid(), os.getegid())
+                if (tuple(parts) not in self.created or owner != (os.geteuid(), os.getegid())) and \
+                        os.stat(name, dir_fd=dfd, follow_symlinks=False)[4:6] != owner:
+                    os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
                 if mode is not None:
                     os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
             finally:
@@ -343,7 +372,7 @@ def copy_into(upper: str, lowers: list[str], plan: list, dest: str, *, context: 
     from ..image.mergedview import View
     ignore = [tuple(x) for x in ignore] if ignore else ignore
     with View(roots if roots is not None else [context]) as src_view:
-        p = _Placer(upper, lowers, chmod, owner, where)
+        p = _Placer(upper, lowers, chmod, owner, where, keep_owners=keep_owners and roots is not None)
         try:
             _copy(p, src_view, plan, dest, from_context=roots is None, ignore=ignore, add=add,
                   where=where, keep_owners=keep_owners)
@@ -369,8 +398,6 @@ def _copy(p: _Placer, src_view, plan, dest, *, from_context, ignore, add, where,
         if dentry is not None and not is_dir:
             raise ImageError(f"{where}: cannot copy into /{'/'.join(dparts)}: it is not a directory in the image")
         p.ensure_dir(dparts)
-        if p.owner is not None:
-            p.dir_modes.append((dparts, None))
     elif not dparts:
         raise ImageError(f"{where}: cannot copy onto /: give a directory destination")
     else:
@@ -406,6 +433,18 @@ def _copy_source(p: _Placer, src_view, m: list[str], dparts: list[str], final, *
                 p.ensure_dir(dparts)
                 with os.fdopen(e.open(), "rb") as f:
                     _extract(f, os.path.join(p.upper, *dparts), where, keep_owners)
+                    f.seek(0)
+                    root = _archive_root(f)
+                if root is not None and dparts:  # the archive's "./" entry is the destination's own
+                    from ..runtime.inroot import parent_in_root
+                    dfd, name = parent_in_root(p.ufd, "/".join(dparts), create=False)
+                    try:
+                        owner = p.owner or (root[1:] if keep_owners else None)
+                        if owner is not None and owner != (os.geteuid(), os.getegid()):
+                            os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
+                        os.chmod(name, root[0], dir_fd=dfd, follow_symlinks=False)
+                    finally:
+                        os.close(dfd)
                 if p.owner is not None:
                     _chown_tree(p.ensure_dir(dparts), p.owner)
                 return
@@ -432,6 +471,19 @@ def _copy_source(p: _Placer, src_view, m: list[str], dparts: list[str], final, *
 def _ignored(rel, ignore):
     from .builder import ignored
     return ignored(rel, ignore)
+
+
+def _archive_root(f):
+    """(mode, uid, gid) of the archive's root entry ("./" or "."), when it has one first."""
+    import tarfile
+    try:
+        with tarfile.open(fileobj=f, mode="r:*") as tf:
+            m = tf.next()
+    except (OSError, tarfile.TarError, EOFError):
+        return None
+    if m is None or not m.isdir() or m.name.strip("/") not in (".", ""):
+        return None
+    return (m.mode & 0o7777, m.uid, m.gid)
 
 
 def _extract(archive, target_dir: str, where: str, keep_owners: bool) -> None:
