@@ -499,7 +499,8 @@ def _enforce_device_rules(rules, mounts, dev_binds):
                           f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}), which sbx-runc always gives "
                           "a container; without a devices cgroup it cannot take it away")
     for m in mounts:
-        if "nodev" not in m["options"]:
+        # A devpts instance holds only ptys, which runc's AllowedDevices always allow too.
+        if m["type"] != "devpts" and "nodev" not in m["options"]:
             m["options"].append("nodev")
 
 
