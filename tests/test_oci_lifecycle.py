@@ -10,15 +10,8 @@ import time
 
 import pytest
 
-from ocitest import Runtime, make_bundle, proc_exe, wait_file
-
-
-@pytest.fixture()
-def rt(tmp_path):
-    r = Runtime(tmp_path / "state")
-    yield r
-    for cid in json.loads(r("list", "--format", "json").stdout or "[]") or ():
-        r("delete", "--force", cid["id"])
+from ocitest import rt  # noqa: F401 - the fixture
+from ocitest import make_bundle, proc_exe, wait_file
 
 
 def test_contract_sequence(rt, tmp_path):

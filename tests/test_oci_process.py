@@ -9,17 +9,9 @@ import socket
 import subprocess
 import time
 
-import pytest
 
+from ocitest import rt  # noqa: F401 - the fixture
 from ocitest import Runtime, edit_config, make_bundle, runc_argv, wait_file
-
-
-@pytest.fixture()
-def rt(tmp_path):
-    r = Runtime(tmp_path / "state")
-    yield r
-    for c in json.loads(r("list", "--format", "json").stdout or "[]") or ():
-        r("delete", "--force", c["id"])
 
 
 def _running(rt, tmp_path, cid="e1"):

@@ -166,7 +166,7 @@ def translate(config, bundle, cid, rootless):
             raise Refused(f"linux.sysctl.{k}", "the value must be a string")
         t.sysctl[k] = v
 
-    mounts = _mounts(_obj(config.get("mounts"), "mounts", list), bundle)
+    mounts = _mounts(_obj(config.get("mounts"), "mounts", list), bundle, "cgroup" in namespaces)
     dev_binds = _devices(_obj(linux.get("devices"), "linux.devices", list), userns)
     t.cgroups_path = linux.get("cgroupsPath") or None
     resources = _obj(linux.get("resources"), "linux.resources")
@@ -349,7 +349,7 @@ def _process(proc, mode, userns):
              "rlimits": rlimits, "noNewPrivileges": bool(proc.get("noNewPrivileges"))}, ids)
 
 
-def _mounts(entries, bundle):
+def _mounts(entries, bundle, cgroupns):
     out = []
     for i, m in enumerate(entries):
         field = f"mounts[{i}]"
@@ -405,10 +405,22 @@ def _mounts(entries, bundle):
                         "options": keep})
             continue
         if typ == "cgroup":
-            # cgroup v1 hierarchies cannot be mounted in a user namespace; the v2 tree can (in
-            # the container's cgroup namespace when it has one).
-            typ = "cgroup2"
-            keep = [o for o in keep if o in MS_FLAGS]
+            # cgroup v1 hierarchies cannot be mounted in a user namespace.  The v2 tree can be,
+            # in a cgroup namespace of the container's own or by root; otherwise (rootless,
+            # the host's cgroup namespace) the caller's own v2 directory is bound read-only,
+            # as runc does when the kernel refuses the mount.
+            flags = [o for o in keep if o in MS_FLAGS]
+            if cgroupns or os.geteuid() == 0:
+                typ, keep = "cgroup2", flags
+            else:
+                from ..cgroups import v2
+                m = v2.probe()
+                if m.path is None:
+                    raise Refused(f"{field}.type", f"cgroup: no cgroup v2 tree to show the container ({m.reason})",
+                                  hint="add a cgroup namespace (linux.namespaces), or drop the mount")
+                out.append({"destination": os.path.normpath(dest), "type": "bind", "source": m.path,
+                            "options": ["rbind", "ro", *(f for f in flags if f in BIND_ATTRS)]})
+                continue
         if not typ or typ == "none":
             raise Refused(f"{field}.type", "is missing (and the options say no bind)")
         out.append({"destination": os.path.normpath(dest), "type": typ, "source": src or typ, "options": keep})

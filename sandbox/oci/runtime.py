@@ -541,7 +541,7 @@ def default_spec(rootless=False, args=("sh",)):
     else:
         linux["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
     return {
-        "ociVersion": SPEC_VERSION,
+        "ociVersion": "1.1.0",  # what the runtimes of Debian 12 all accept (crun 1.8 refuses 1.2)
         "process": {"terminal": True, "user": {"uid": 0, "gid": 0}, "args": list(args),
                     "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
                     "cwd": "/",

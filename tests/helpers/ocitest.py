@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from sbxtest import build_busybox_rootfs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,10 @@ class Runtime:
         glob = ["--root", str(self.root)]
         if self.log is not None:
             glob += ["--log", str(self.log), "--log-format", "json"]
-        kw.setdefault("stdin", subprocess.DEVNULL)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
+        elif isinstance(kw["input"], str) and "stdout" not in kw:
+            kw["input"] = kw["input"].encode()
         argv = [*self.argv, *glob, *map(str, args)]
         if "stdout" in kw or "capture_output" in kw:
             cp = subprocess.run(argv, text=True, timeout=timeout, **kw)
@@ -123,3 +127,12 @@ def proc_exe(pid: int) -> str:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+@pytest.fixture()
+def rt(tmp_path):
+    """sbx-runc with a --root of the test's own; whatever the test left is deleted after."""
+    r = Runtime(tmp_path / "state")
+    yield r
+    for c in json.loads(r("list", "--format", "json").stdout or "[]") or ():
+        r("delete", "--force", c["id"])
