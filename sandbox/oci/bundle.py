@@ -545,6 +545,8 @@ def _resources(r):
                                    "cpus/mems, pids.limit and blockIO.weight")
             if section == "pids" and isinstance(v, int) and v <= 0:
                 continue  # 0 or -1: no limit (runc's and podman's meaning)
+            if (section, key) == ("cpu", "shares") and v == 1024:
+                continue  # the kernel's default weight (containerd's default spec asks for it)
             kw[name] = v
     if not kw:
         return None
