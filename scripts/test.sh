@@ -24,7 +24,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 work=${SBX_TEST_DIR:-/var/tmp/sbx-test}
 runs=${SBX_TEST_RUNS:-"sbxsub sbxnosub root benches"}
 read -r -a extra_args <<<"${SBX_TEST_ARGS:-}"
-per_run_timeout=900
+per_run_timeout=1200   # one user run; CI as a whole must stay under 30 minutes
 python=/usr/bin/python3   # not a pyenv/other python under /root: unprivileged users must be able to run it
 
 log() { printf '\n=== %s\n' "$*"; }
