@@ -109,8 +109,8 @@ class Logger:
         from ..oci.state import now_rfc3339
         t = now_rfc3339()
         if self.fmt == "json":
-            import json
-            line = json.dumps({"level": level, "msg": msg, "time": t})
+            from ..oci.jsonc import dumps
+            line = dumps({"level": level, "msg": msg, "time": t})
         else:
             esc = msg.replace("\\", "\\\\").replace('"', '\\"')
             line = f'time="{t}" level={level} msg="{esc}"'
@@ -133,19 +133,25 @@ def _one_id(rest, cmd, more=False):
 
 
 def _print_json(obj, indent=None):
-    import json
-    sys.stdout.write(json.dumps(obj, indent=indent) + "\n")
+    """Indented for a person at a terminal (as runc), compact for a program (no `json` import)."""
+    if indent is not None and os.isatty(1):
+        import json
+        text = json.dumps(obj, indent=indent)
+    else:
+        from ..oci.jsonc import dumps
+        text = dumps(obj)
+    sys.stdout.write(text + "\n")
 
 
 def _exec_process(flags, args, c_spec):
     """The OCI process of `exec`: --process FILE, else the container's process with the args
     and the flags applied."""
-    import json
+    from ..oci.jsonc import loads
     if flags.get("process"):
         path = flags["process"]
         try:
             with (sys.stdin if path == "-" else open(path)) as f:
-                proc = json.load(f)
+                proc = loads(f.read())
         except (OSError, ValueError) as e:
             raise CLIError(f"--process {path}: {e}") from None
         if args:
@@ -257,10 +263,10 @@ def dispatch(g, cmd, flags, rest, log):
         src = flags.get("resources")
         if not src:
             raise CLIError("update needs --resources FILE (- for stdin)")
-        import json
+        from ..oci.jsonc import loads
         try:
             with (sys.stdin if src == "-" else open(src)) as f:
-                res = json.load(f)
+                res = loads(f.read())
         except (OSError, ValueError) as e:
             raise CLIError(f"--resources {src}: {e}") from None
         rt.update(root, cid, res)

@@ -11,13 +11,13 @@ asks of runtimes.  What is applied where:
                              hooks, linux.resources (a cgroup v2 leaf where one is delegated)
     the create process       process.user.umask (inherited by the child)
 """
-import json
 import os
 import stat
 
 from ..runtime import idmap
 from ..runtime.plan import MOUNT_ATTR, MS_FLAGS, RLIMIT_NUM
 from ..runtime.spec import CAPS, DEVICES
+from . import jsonc
 from .errors import OCIError, Refused
 
 SUPPORTED_NS = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
@@ -45,7 +45,7 @@ def load(bundle):
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            config = json.loads(f.read())
+            config = jsonc.loads(f.read())
     except FileNotFoundError:
         raise OCIError(f"{path}: no such file", hint="give --bundle the directory that holds config.json "
                        "(make one with 'sbx-runc spec')") from None
@@ -118,6 +118,10 @@ def translate(config, bundle, cid, rootless):
 
     namespaces = _namespaces(_obj(linux.get("namespaces"), "linux.namespaces", list), rootless)
     userns = "user" in namespaces
+    if userns and rootless and not linux.get("uidMappings") and not linux.get("gidMappings"):
+        # crun's rule (`crun spec --rootless` writes none): our own ids become root inside
+        linux = dict(linux, uidMappings=[{"containerID": 0, "hostID": os.geteuid(), "size": 1}],
+                     gidMappings=[{"containerID": 0, "hostID": os.getegid(), "size": 1}])
     uid_maps = _mappings(linux.get("uidMappings"), "linux.uidMappings", userns)
     gid_maps = _mappings(linux.get("gidMappings"), "linux.gidMappings", userns)
     mode, newuidmap, newgidmap = _userns_mode(userns, uid_maps, gid_maps)

@@ -9,11 +9,10 @@ When they run (runtime-spec runtime.md "Lifecycle"), as placed on the engine's t
                               whose mount namespace has the container's root by then
     poststart                 start, after the FIFO was written; a failure is only logged
     poststop                  delete, after the container is gone; a failure is only logged"""
-import json
 import os
-import subprocess
 
 from ..runtime.hooks import Hook
+from . import jsonc
 from .errors import OCIError
 
 NS_ORDER = ("user", "mnt", "uts", "ipc", "net", "cgroup")
@@ -59,6 +58,7 @@ def run(kind, hook, state, in_container_of=None):
     preexec, fds = (None, [])
     if in_container_of is not None:
         preexec, fds = _enter(in_container_of)
+    import subprocess
     name = f"{kind} hook {hook['path']}"
     try:
         p = subprocess.Popen(hook["args"], executable=hook["path"], env=dict(e.split("=", 1) for e in hook["env"]
@@ -74,7 +74,7 @@ def run(kind, hook, state, in_container_of=None):
         for fd in fds:
             os.close(fd)
     try:
-        _, err = p.communicate(json.dumps(state).encode(), timeout=hook.get("timeout"))
+        _, err = p.communicate(jsonc.dumps(state).encode(), timeout=hook.get("timeout"))
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()

@@ -6,10 +6,8 @@ create  translate config.json, launch.create(wait_start=True, start_dir=ROOT/ID)
         (no parent-death signal): it is re-parented to the caller's subreaper or to init.
 start   startContainer hooks, one byte on the FIFO (launch.start_fifo), poststart hooks.
 kill, delete, state, run, exec, ps, list, pause, resume, update: see each function."""
-import json
+import _signal  # the C module: `signal` builds enums (10 ms)
 import os
-import shutil
-import signal as _signal
 
 from .. import __version__
 from ..errors import SandboxError
@@ -150,7 +148,7 @@ def create(root, cid, bundle_dir, *, pid_file=None, console_socket=None, preserv
             os.umask(old_umask)
         if h is not None:
             h.abort()  # kills the waiting child, tears the launch hooks down
-        shutil.rmtree(c.dir, ignore_errors=True)
+        c.remove_dir()
         raise
     finally:
         if sock is not None:
@@ -201,9 +199,9 @@ def signal_number(text):
                 n = (_signal.SIGRTMIN + int(off)) if base == "RTMIN" else (_signal.SIGRTMAX - int(off))
                 if _signal.SIGRTMIN <= n <= _signal.SIGRTMAX:
                     return n
-        sig = getattr(_signal.Signals, name, None) if name.isidentifier() else None
-        if sig is not None:
-            return int(sig)
+        sig = getattr(_signal, name, None) if name[3:].isalnum() else None  # not SIG_IGN, SIG_BLOCK...
+        if isinstance(sig, int) and 0 < sig < 65:
+            return sig
     raise OCIError(f"unknown signal {text!r}", hint="give a number (15) or a name (TERM, SIGKILL)")
 
 
@@ -347,7 +345,7 @@ def delete(root, cid, force=False, log=None):
                     log("warning", f"cannot remove the cgroup {cg.path}: {e}")
         state = c.oci_state()
         state["status"] = "stopped"
-        shutil.rmtree(c.dir, ignore_errors=True)
+        c.remove_dir()
         try:
             _hooks.run_all(("poststop",), c.data.get("hooks") or {}, state)
         except OCIError as e:
@@ -559,6 +557,7 @@ def write_spec(bundle_dir, rootless=False):
     path = os.path.join(bundle_dir or ".", "config.json")
     if os.path.exists(path):
         raise OCIError(f"{path} exists: remove it first")
+    import json
     with open(path, "x") as f:
         json.dump(default_spec(rootless), f, indent="\t")
         f.write("\n")

@@ -9,15 +9,14 @@ is never taken for the container.  The status is the kernel's, read on each call
     running   otherwise
 Each verb that changes a container holds an exclusive flock on its directory."""
 import fcntl
-import json
 import os
-import re
 import time
 
 from ..containers.state import _stat_fields as stat_fields, pid_alive, pid_start
+from . import jsonc
 from .errors import NoSuchContainer, OCIError
 
-ID_RE = re.compile(r"^[\w+\-.]+$")
+ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 FIFO = "start.fifo"
 
 
@@ -32,7 +31,7 @@ def default_root():
 
 
 def check_id(cid):
-    if not cid or not ID_RE.match(cid) or cid in (".", ".."):
+    if not cid or not ID_CHARS.issuperset(cid) or cid in (".", ".."):
         raise OCIError(f"invalid container id {cid!r}", hint="ids are letters, digits and + - . _")
     return cid
 
@@ -70,7 +69,7 @@ class Container:
         c = cls(root, check_id(cid))
         try:
             with open(os.path.join(c.dir, "state.json"), "rb") as f:
-                c.data = json.loads(f.read())
+                c.data = jsonc.loads(f.read())
         except FileNotFoundError:
             raise NoSuchContainer(cid) from None
         except (OSError, ValueError) as e:
@@ -103,8 +102,24 @@ class Container:
     def save(self):
         tmp = os.path.join(self.dir, f".state.json.{os.getpid()}")
         with open(tmp, "w") as f:
-            json.dump(self.data, f)
+            f.write(jsonc.dumps(self.data))
         os.rename(tmp, os.path.join(self.dir, "state.json"))
+
+    def remove_dir(self):
+        """Remove the container's directory (state.json, the FIFO, temporary files)."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(self.dir)
+        except FileNotFoundError:
+            pass
 
     def alive(self):
         return alive(self.data["pid"], self.data["pid_start"])
@@ -150,4 +165,4 @@ def ids(root):
         names = sorted(os.listdir(root))
     except FileNotFoundError:
         return []
-    return [n for n in names if ID_RE.match(n) and os.path.exists(os.path.join(root, n, "state.json"))]
+    return [n for n in names if ID_CHARS.issuperset(n) and os.path.exists(os.path.join(root, n, "state.json"))]
