@@ -107,6 +107,8 @@ PAIRS = (
     ("test_cli_true", "test_unshare_true", None),
     ("test_api_true_two_phase", "test_api_true_fast_path", None),  # create + no-op hook + release
     ("test_api_true_two_phase_auto", "test_api_true_fast_path_auto", None),
+    ("test_oci_sbx_runc_run", "test_oci_crun_run", 1.0),  # the OCI runtimes: run of /bin/true
+    ("test_oci_sbx_runc_run", "test_oci_runc_run", None),
 )
 
 
