@@ -88,6 +88,7 @@ def crun(rootfs, tmp_path_factory):
     (bundle / "config.json").write_text(json.dumps(cfg))
     (d / "empty").write_text("")
     drv = CrunDriver(str(bundle), str(d / "empty"), str(d / "state"))
+    drv.dir = d  # benches/test_oci.py runs the same bundle through sbx-runc and runc
     try:
         drv.run()
     except Exception as e:

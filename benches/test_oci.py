@@ -1,7 +1,7 @@
 """sbx-runc against crun and runc as OCI runtimes: `run` (create + start + wait + delete) of
 /bin/true, the same bundle for all three (`crun spec --rootless` plus a network namespace, as
-the crun bench in conftest.py), each with its own --root.  crun goes through conftest's
-CrunDriver (hybrid-cgroup workaround, shared/README.md), which adds a pipe round trip.
+conftest's crun bench), each with its own --root.  crun goes through conftest's CrunDriver
+(hybrid-cgroup workaround, shared/README.md), which adds a pipe round trip.
 
 The ratios (sbx-runc / crun, sbx-runc / runc) are printed in the summary (conftest.PAIRS).
 sbx-runc is a Python program: its start-up (~10 ms of interpreter) is part of what it costs."""
@@ -14,36 +14,21 @@ import sys
 
 import pytest
 
-from conftest import CrunDriver
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ids = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def oci_bundle(rootfs, tmp_path_factory):
-    if not shutil.which("crun"):
-        pytest.skip("crun not installed")
-    d = tmp_path_factory.mktemp("oci")
-    bundle = d / "bundle"
-    bundle.mkdir()
-    os.symlink(rootfs, bundle / "rootfs")
-    subprocess.run(["crun", "spec", "--rootless"], cwd=bundle, check=True)
-    cfg = json.loads((bundle / "config.json").read_text())
-    cfg["process"]["args"] = ["/bin/true"]
-    cfg["process"]["terminal"] = False
-    cfg["root"]["readonly"] = True
-    if not any(n["type"] == "network" for n in cfg["linux"]["namespaces"]):
-        cfg["linux"]["namespaces"].append({"type": "network"})
-    (bundle / "config.json").write_text(json.dumps(cfg))
-    # runc wants the id maps spelled out (crun and sbx-runc map our ids to root without them)
-    # and the root as a real path
-    rb = d / "runc-bundle"
-    rb.mkdir()
-    cfg["root"]["path"] = os.path.realpath(rootfs)  # and no symlink for its root
+def oci_bundle(crun):
+    """conftest's crun bundle, and a copy of its config for runc, which wants the id maps spelled
+    out (crun and sbx-runc map our ids to root without them) and a root that is no symlink."""
+    d = crun.dir
+    cfg = json.loads((d / "bundle/config.json").read_text())
+    cfg["root"]["path"] = os.path.realpath(d / "bundle/rootfs")
     cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
     cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
-    (rb / "config.json").write_text(json.dumps(cfg))
+    (d / "runc-bundle").mkdir(exist_ok=True)
+    (d / "runc-bundle/config.json").write_text(json.dumps(cfg))
     return d
 
 
@@ -74,11 +59,5 @@ def test_oci_runc_run(benchmark, oci_bundle):
     benchmark(run)
 
 
-def test_oci_crun_run(benchmark, oci_bundle):
-    (oci_bundle / "empty").write_text("")
-    drv = CrunDriver(str(oci_bundle / "bundle"), str(oci_bundle / "empty"), str(oci_bundle / "crun-state"))
-    try:
-        drv.run()
-        benchmark(drv.run)
-    finally:
-        drv.close()
+def test_oci_crun_run(benchmark, crun):
+    benchmark(crun.run)
