@@ -745,11 +745,13 @@ sb_child_main (void *arg)
    * children, so then fork once more; CLONE_PARENT makes the new process a child of the
    * caller (which waits for it), and this one reports its pid and leaves. */
   int joined_pid = 0;
-  if (cfg->n_setns)
+  if (cfg->n_setns && !cfg->clone_flags)
     {
       /* Before anything of the sandbox can see us: non-dumpable, so its processes cannot open
        * our /proc/N/{environ,exe,fd,cwd,mem} or ptrace us (runc's setns process does the same;
-       * execve makes the command dumpable again), and nothing of the caller's argv/env. */
+       * execve makes the command dumpable again), and nothing of the caller's argv/env.  A new
+       * sandbox that only joins a user namespace has nobody in its namespaces yet, and its
+       * hooks (the network holder) must open its /proc/N/ns files. */
       CHECK (prctl (PR_SET_DUMPABLE, 0, 0, 0, 0), SB_STAGE_DUMPABLE);
       scrub_inherited_args ();
     }
@@ -757,6 +759,14 @@ sb_child_main (void *arg)
     {
       CHECK (setns (cfg->setns_fds[i], cfg->setns_types[i]), SB_STAGE_SETNS);
       joined_pid |= cfg->setns_types[i] == CLONE_NEWPID;
+    }
+  /* New namespaces besides joined ones (a container joining the network holder's user
+   * namespace): made now, so they belong to the joined user namespace; a new pid namespace,
+   * like a joined one, takes the fork below. */
+  if (cfg->n_setns && cfg->clone_flags)
+    {
+      CHECK (unshare (cfg->clone_flags), SB_STAGE_SETNS);
+      joined_pid |= (cfg->clone_flags & CLONE_NEWPID) != 0;
     }
   if (cfg->n_setns && !joined_pid)
     close (ctx->pid_fd);  /* no fork, no pid to send: EOF now, not at exec (a held child waits) */

@@ -372,7 +372,9 @@ spawn_begin (const struct sb_config *cfg, int hold, struct sb_handle *h, struct 
    * helpers, a hold and a start fd all need the parent running while the child waits, and an
    * exec joining a sandbox wipes its inherited argv/environment and turns non-dumpable before
    * it joins, which must happen in memory of its own, never in the caller's. */
-  int flags = cfg->clone_flags | SIGCHLD | CLONE_PIDFD;
+  /* With namespaces to join, the new ones are made by the child after it joined (unshare):
+   * made inside a joined user namespace, they belong to it. */
+  int flags = (cfg->n_setns ? 0 : cfg->clone_flags) | SIGCHLD | CLONE_PIDFD;
   if (!helper && !hold && !cfg->n_setns)
     flags |= CLONE_VM | CLONE_VFORK;
   pid = clone (sb_child_main, (char *) stack + SB_STACK_SIZE, flags, &ctx, &pidfd);

@@ -301,9 +301,13 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
     p = Plan()
     p.start_fd = start_fd
     joins = [n for n in linux["namespaces"] if n.get("path")]
-    if joins:
+    ns = {n["type"] for n in linux["namespaces"] if not n.get("path")}
+    if joins and not ns:
         return _compile_exec(p, spec, joins, stdio, keep_fds, console_socket, console_size)
-    ns = {n["type"] for n in linux["namespaces"]}
+    if joins:
+        # Join these (a user-defined network's holder user namespace) and make the rest inside
+        # them: the child setns()es, then unshares the others (csrc/sb_child.c).
+        p.setns = _open_joins(joins)
     for n in ns:
         p.clone_flags |= CLONE_FLAGS[n]
 
@@ -331,6 +335,12 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
 def _compile_exec(p, spec, joins, stdio, keep_fds, console_socket, console_size):
     """Join a running sandbox's namespaces (paths from spec.build_exec) instead of making new
     ones: the files are opened here, the child setns()es them, user namespace first."""
+    p.setns = _open_joins(joins)
+    _process(p, spec, stdio, keep_fds, console_socket, console_size)
+    return p
+
+
+def _open_joins(joins):
     fds = []
     try:
         for n in joins:
@@ -341,9 +351,7 @@ def _compile_exec(p, spec, joins, stdio, keep_fds, console_socket, console_size)
         from ..errors import UsageError
         raise UsageError(f"cannot join the sandbox's namespaces ({e.filename}): {e.strerror}",
                          hint="is it still running?") from None
-    p.setns = fds
-    _process(p, spec, stdio, keep_fds, console_socket, console_size)
-    return p
+    return fds
 
 
 def _process(p, spec, stdio, keep_fds, console_socket, console_size):
