@@ -67,6 +67,7 @@ def _register():
     from . import info; info.register(app)  # noqa: E702 - sbx info (cgroups, overlay, id mapping)
     from . import stats; stats.register(app)  # noqa: E702 - sbx stats
     from . import oci; oci.register(app)  # noqa: E702 - sbx oci: the OCI runtime (sbx-runc)
+    from . import network; network.register(app)  # noqa: E702 - sbx network (user-defined networks)
     for verbs in (ps, files):  # after images: `sbx system prune` joins its `system` group
         verbs.register(app)
     for group in app.registered_groups:  # `sbx image ...`, `sbx system ...`
