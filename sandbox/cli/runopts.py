@@ -27,6 +27,9 @@ OPTIONS = (
     (("-h", "--hostname"), "hostname", "value", "NAME", "container host name (default: the short id)"),
     (("--network", "--net"), "network", "value", "MODE",
      "none, host, slirp4netns[:OPTS], pasta[:OPTS], bridge (default for an IMAGE), container:NAME or a network"),
+    (("--network-alias", "--net-alias"), "network_alias", "list", "NAME", "another name of the container on its network"),
+    (("--ip",), "ip", "value", "IPV4", "the container's address on its user-defined network"),
+    (("--mac-address",), "mac_address", "value", "MAC", "the container's MAC address on its user-defined network"),
     (("-p", "--publish"), "publish", "list", "[IP:][HOST:]CTR[/PROTO]", "publish a container port on the host"),
     (("-P", "--publish-all"), "publish_all", "flag", None, "publish every exposed port on a free host port"),
     (("--expose",), "expose", "list", "PORT[/PROTO]", "expose a port (or a range) without publishing it"),
@@ -283,13 +286,26 @@ def network(opts, image_run, warn=None):
     private network (or, where it cannot work, `none` and one line through `warn`); a --rootfs
     sandbox keeps none.  Nothing of sandbox.network is imported for none or host."""
     text = opts["network"]
-    if text is None and not image_run:
-        return "none"
-    if text in ("none", "host"):
-        return text
+    own = {"aliases": list(opts["network_alias"]), "ip": opts["ip"], "mac": opts["mac_address"]}
+    if text is None and not image_run or text in ("none", "host"):
+        _network_own(own, text or "none")
+        return text or "none"
     from ..network import modes
     m = modes.resolve(text, default=text in (None, "default"), warn=warn)
-    return m.kind if m.kind in ("none", "host") else m
+    if m.kind != "network":
+        _network_own(own, m.text)
+        return m.kind if m.kind in ("none", "host") else m
+    from ..network import bridge
+    bridge.check_options(own)
+    return modes.Mode("network", {**own, "name": opts["name"]}, target=m.target)  # bridge.py reads them
+
+
+def _network_own(own, mode):
+    """--network-alias, --ip and --mac-address belong to a user-defined network (Docker's rule)."""
+    given = [f for f, k in (("--network-alias", "aliases"), ("--ip", "ip"), ("--mac-address", "mac")) if own[k]]
+    if given:
+        raise UsageError(f"{given[0]} needs a user-defined network, not --network {mode}",
+                         hint="create one (sbx network create NAME) and run with --network NAME")
 
 
 def publish(opts):

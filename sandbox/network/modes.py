@@ -83,6 +83,7 @@ class Mode:
         elif self.kind == "container":
             a["container"] = self.target
         elif self.kind == "network":
+            a.update(self.options or {})  # bridge.py's: the container's name, --network-alias, --ip, --mac-address
             a["network"] = self.target
         return a
 
