@@ -18,8 +18,11 @@ from . import holder, ipam, netstore
 
 
 def check(name):
-    """`--network NAME` names an existing network (NoSuchNetwork otherwise)."""
-    return netstore.get(name)
+    """`--network NAME` names an existing network; else UsageError (exit 125, as `docker run`)."""
+    try:
+        return netstore.get(name)
+    except netstore.NetworkError as e:
+        raise UsageError(str(e), hint=e.hint) from None
 
 
 def annotation(name):

@@ -487,6 +487,13 @@ class Holder:
         n = Net()
         n.id, n.name, n.internal = spec["id"], spec["name"], bool(spec["internal"])
         n.subnet = ipam.parse_cidr(spec["subnet"])
+        for other in list(self.nets.values()):  # a network of another sbx root (or one removed meanwhile)
+            if ipam.overlaps(other.subnet, n.subnet):
+                if other.members:
+                    raise HolderError(f"subnet {spec['subnet']} of network {n.name} overlaps network {other.name}'s, "
+                                      "which has running containers in this user's network holder",
+                                      hint="give one of them another --subnet")
+                self.drop_net(other)
         n.gateway = ipam.to_int(spec["gateway"])
         n.bridge = "sbx-" + n.id[:8]
         n.members = {}
@@ -544,8 +551,11 @@ class Holder:
             self.remove_member(old)
         pidfd = os.pidfd_open(pid)
         try:
-            ns = os.stat(f"/proc/{pid}/ns/user")
-            if ns.st_ino != os.stat("/proc/self/ns/user").st_ino:
+            try:
+                ours = os.stat(f"/proc/{pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino
+            except PermissionError:  # another user namespace's process: not ours to look into
+                ours = False
+            if not ours:
                 raise HolderError(f"container {req.get('name') or cid[:12]} does not share the network holder's user "
                                   "namespace, so no link can be moved into its network namespace",
                                   hint="only containers started on a user-defined network (sbx run --network NAME) "
@@ -672,8 +682,17 @@ class Holder:
         if q is None:
             return
         name = q[1]
-        hits = [m.ip for m in n.members.values()
-                if name and (name == m.name.lower() or name in m.aliases or name == m.cid[:12] or name == m.cid)]
+        # The asker's networks, this one first: a container connected to several resolves the
+        # members of each (Docker's embedded DNS does the same).
+        from . import ipam
+        src = ipam.to_int(addr[0])
+        asker = next((m.cid for m in n.members.values() if m.ip == src), None)
+        hits = []
+        for net in [n] + [o for o in self.nets.values() if o is not n and asker in o.members]:
+            hits = [m.ip for m in net.members.values()
+                    if name and (name == m.name.lower() or name in m.aliases or name == m.cid[:12] or name == m.cid)]
+            if hits:
+                break
         if hits:
             n.dns.sendto(dns.reply(data, q, hits if q[2] == dns.A else ()), addr)
             return
