@@ -271,3 +271,41 @@ def test_concurrent_create_of_one_name(netenv):
     assert len(wins) == 1, results
     assert all(r[0] == 1 and "already exists" in r[2] for r in results if r[0] != 0), results
     assert ok(sbx("network", "ls", "-q")).split() == [wins[0][1].strip()[:12]]
+
+
+def _read_line(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.settimeout(5)
+        return s.recv(100).decode()
+
+
+def test_published_port_reaches_the_container(netenv):
+    ok(sbx("network", "create", "pubnet"))
+    ok(sbx("network", "create", "--internal", "hidden"))
+    server(netenv, "pubnet", "pubweb", extra=("-p", "127.0.0.1::8080"))
+    ports = json.loads(ok(sbx("inspect", "pubweb")))[0]["NetworkSettings"]["Ports"]
+    assert list(ports) == ["8080/tcp"] and ports["8080/tcp"][0]["HostIp"] == "127.0.0.1", ports
+    host_port = int(ports["8080/tcp"][0]["HostPort"])
+    assert wait_for(lambda: _try_read(host_port), timeout=10) == "hello-from-pubweb\n"
+    assert not _free(host_port)
+    ok(sbx("rm", "-f", "pubweb"))
+    # The forward goes with the container: the port is free again.
+    assert wait_for(lambda: _free(host_port), timeout=10)
+    assert_sbx_error(run_in(netenv, "hidden", "true", extra=("-p", "8080")), 125, "internal")
+
+
+def _try_read(port):
+    try:
+        return _read_line(port)
+    except OSError:
+        return None
+
+
+def _free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # our connection's TIME_WAIT is no user
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False

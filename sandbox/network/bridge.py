@@ -78,18 +78,25 @@ class BridgeHook(Hook):
         self.cname = container_name(spec)
         self.aliases = list(net.get("aliases") or ())
         self.ip, self.mac = net.get("ip"), net.get("mac")
+        self.ports, self.exposed = list(net.get("ports") or ()), list(net.get("exposed") or ())
         self.pid = None
         self.settings = None
 
     def attach(self, pid):
+        from . import ports as _ports
+        published = _ports.assign(self.ports)
+        for p in published:
+            why = _ports.busy(p)
+            if why:
+                raise _ports.busy_error(p, why)
         rep = self.ref.request(op="attach", net=_net_req(self.rec), pid=pid, cid=self.cid, name=self.cname,
-                               aliases=self.aliases, ip=self.ip, mac=self.mac)
+                               aliases=self.aliases, ip=self.ip, mac=self.mac, ports=published)
         self.pid = pid
         ep = {"NetworkID": self.rec["Id"], "EndpointID": "", "Gateway": rep["gateway"], "IPAddress": rep["ip"],
               "IPPrefixLen": rep["prefix"], "MacAddress": rep["mac"], "Aliases": [self.cid[:12], *self.aliases]}
         self.settings = {"IPAddress": rep["ip"], "IPPrefixLen": rep["prefix"], "Gateway": rep["gateway"],
                          "MacAddress": rep["mac"], "SandboxKey": f"/proc/{pid}/ns/net",
-                         "Networks": {self.rec["Name"]: ep}}
+                         "Ports": _ports.docker_ports(published, self.exposed), "Networks": {self.rec["Name"]: ep}}
 
     def teardown(self):
         if self.pid is not None:
@@ -116,6 +123,10 @@ def hook_for(spec, name):
                          "mapped there",
                          hint="add the user to /etc/subuid and /etc/subgid (usermod --add-subuids/--add-subgids), "
                               "or run as root (--user 0)")
+    if net.get("ports") and rec["Internal"]:
+        raise UsageError(f"cannot publish ports of a container on network {rec['Name']}: it is --internal "
+                         "(nothing outside reaches it)",
+                         hint="publish from a container on a network that is not --internal, or leave -p out")
     ref = holder.ensure()
     try:
         for n in spec["linux"]["namespaces"]:

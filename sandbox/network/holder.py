@@ -254,7 +254,7 @@ def main(argv):
                     raise HolderError(f"{os.path.basename(helper)} failed for the network holder: {cp.stderr.strip()}")
         os.write(to_x_w, b"m")
         _read_byte(from_x_r)  # its network namespace exists
-        _start_slirp(pid, exit_r)
+        _start_slirp(pid, exit_r, os.path.join(d, "slirp.sock"))
         os.write(to_x_w, b"s")
     except EOFError:
         pass  # the holder failed and reports why itself
@@ -269,7 +269,7 @@ def main(argv):
     os._exit(0)
 
 
-def _start_slirp(pid, exit_r):
+def _start_slirp(pid, exit_r, api):
     import select
     import subprocess
     slirp = _which("slirp4netns")
@@ -278,7 +278,11 @@ def _start_slirp(pid, exit_r):
                           hint="install the package slirp4netns")
     ready_r, ready_w = os.pipe()
     try:
-        p = subprocess.Popen([slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
+        os.unlink(api)
+    except FileNotFoundError:
+        pass
+    try:
+        p = subprocess.Popen([slirp, "--configure", "--mtu=65520", "--disable-host-loopback", f"--api-socket={api}",
                               f"--ready-fd={ready_w}", f"--exit-fd={exit_r}", str(pid), "tap0"],
                              pass_fds=(ready_w, exit_r), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, start_new_session=True)
@@ -320,7 +324,7 @@ class Net:
 
 
 class Member:
-    __slots__ = ("net", "cid", "name", "aliases", "ip", "mac", "pid", "pidfd", "host_if", "ifname")
+    __slots__ = ("net", "cid", "name", "aliases", "ip", "mac", "pid", "pidfd", "host_if", "ifname", "fwds")
 
 
 class Holder:
@@ -440,7 +444,7 @@ class Holder:
         except BlockingIOError:
             os.close(fd)
             return False
-        for name in ("holder.sock", "holder.pid"):
+        for name in ("holder.sock", "holder.pid", "slirp.sock"):
             try:
                 os.unlink(os.path.join(self.d, name))
             except FileNotFoundError:
@@ -573,7 +577,15 @@ class Holder:
             m.name = req.get("name") or ""
             m.aliases = [a.lower() for a in req.get("aliases") or ()]
             m.host_if = f"v{cid[:6]}{n.id[:6]}"
+            m.fwds = []
             self.wire(n, m)
+            try:
+                for p in req.get("ports") or ():
+                    self.publish(m, p)
+            except BaseException:
+                self.unpublish(m)
+                self.unwire(m)
+                raise
         except BaseException:
             os.close(pidfd)
             raise
@@ -629,7 +641,65 @@ class Holder:
                 except Exception:  # noqa: BLE001 - gone with the container's namespace
                     pass
 
+    def publish(self, m, p):
+        """Host HOST_IP:HOST_PORT -> container port: slirp4netns forwards the host's port to a
+        port of ours on tap0 (its API, add_hostfwd), and the kernel's DNAT sends that on to the
+        container's address (iptables-nft, PREROUTING on tap0)."""
+        from . import ipam
+        kind = socket.SOCK_STREAM if p["proto"] == "tcp" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind((SLIRP_GUEST, 0))
+            guest_port = probe.getsockname()[1]  # the kernel's free pick, on our side of tap0
+        rule = ("PREROUTING", "-i", "tap0", "-p", p["proto"], "--dport", str(guest_port), "-j", "DNAT",
+                "--to-destination", f"{ipam.to_text(m.ip)}:{p['container_port']}")
+        self._ipt("-t", "nat", "-A", *rule)
+        m.fwds.append(("ipt", rule))
+        rep = self._slirp({"execute": "add_hostfwd", "arguments": {
+            "proto": p["proto"], "host_addr": p["host_ip"] or "0.0.0.0", "host_port": int(p["host_port"]),
+            "guest_addr": SLIRP_GUEST, "guest_port": guest_port}})
+        if "return" not in rep:
+            why = (rep.get("error") or {}).get("desc") or "no reply from slirp4netns"
+            raise HolderError(f"cannot publish {p['host_ip'] or '0.0.0.0'}:{p['host_port']}/{p['proto']} -> "
+                              f"{p['container_port']}: {why}",
+                              hint="another program may hold that host port: pick another one, or let sbx choose "
+                                   f"(-p {p['container_port']})")
+        m.fwds.append(("slirp", rep["return"].get("id")))
+
+    def unpublish(self, m):
+        for kind, what in reversed(m.fwds):
+            try:
+                if kind == "ipt":
+                    self._ipt("-t", "nat", "-D", *what)
+                else:
+                    self._slirp({"execute": "remove_hostfwd", "arguments": {"id": what}})
+            except (OSError, HolderError, ValueError) as e:
+                _log(self.d, f"unpublish {what}: {e!r}")
+        m.fwds = []
+
+    def _slirp(self, req):
+        """One request to slirp4netns's API socket (the write side shut after it, as it wants)."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.settimeout(10.0)
+        try:
+            dfd = os.open(self.d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                s.connect(f"/proc/self/fd/{dfd}/slirp.sock")
+            finally:
+                os.close(dfd)
+            s.sendall(json.dumps(req).encode())
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                data += b
+        finally:
+            s.close()
+        return json.loads(data or b"{}")
+
     def remove_member(self, m):
+        self.unpublish(m)
         if m.net.members.get(m.cid) is m:
             del m.net.members[m.cid]
         if self.watch.pop(m.pidfd, None) is not None:
