@@ -1,6 +1,7 @@
-"""Engines driving sbx-runc through runc's contract: podman with --runtime (as root, with its own
-storage in the test's directory: vfs, cgroupfs, file events, since this host runs no systemd),
-and containerd's runc shim (`ctr run --runc-binary`) against a private containerd."""
+"""Engines driving sbx-runc through runc's contract: podman with --runtime (as root, and rootless
+with a subuid range, where podman with crun cannot start any container on this hybrid-cgroup
+host; each with its own storage in the test's directory: vfs, cgroupfs, file events, since no
+systemd runs), and containerd's runc shim (`ctr run --runc-binary`) against a private containerd."""
 from __future__ import annotations
 
 import os
@@ -8,13 +9,13 @@ import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import time
 
 import pytest
 
 from ocitest import make_bundle, wrapper
-
-pytestmark = pytest.mark.root
+from sbxtest import subid_range
 
 # This host's bounding set lacks CAP_SYS_RESOURCE, so no runtime may raise a hard rlimit above
 # the caller's: podman's default RLIMIT_NOFILE/NPROC (1048576/32768) fail under crun as under
@@ -23,28 +24,73 @@ pytestmark = pytest.mark.root
 LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--pids-limit=-1"]
 
 
-@pytest.fixture(scope="module")
-def podman(tmp_path_factory):
+def _podman(d, rootless):
     exe = shutil.which("podman")
     assert exe, "podman is not installed (scripts/test.sh installs it)"
-    d = tmp_path_factory.mktemp("podman")
     rootfs = make_bundle(d / "bundle", ["true"], rootless=False) / "rootfs"
     with tarfile.open(d / "rootfs.tar", "w") as tar:
         tar.add(rootfs, arcname=".")
     runtime = wrapper(d / "sbx-runc")
-    base = [exe, "--root", str(d / "storage"), "--runroot", str(d / "run"), "--cgroup-manager", "cgroupfs",
-            "--events-backend", "file", "--storage-driver", "vfs", "--runtime", str(runtime)]
+    runroot = tempfile.mkdtemp(prefix="sbx-pm-")  # podman: at most 50 characters
+    os.symlink(runroot, d / "run")
+    base = [exe, "--root", str(d / "storage"), "--runroot", runroot, "--cgroup-manager", "cgroupfs",
+            "--events-backend", "file", "--storage-driver", "vfs"]
+    env = dict(os.environ)
+    if rootless:  # podman's rootless state (its pause process's pid) in the test's directory
+        (d / "xdg").mkdir(mode=0o700)
+        env.update(XDG_RUNTIME_DIR=str(d / "xdg"), HOME=str(d))
 
-    def run(*args, timeout=60):
-        return subprocess.run([*base, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
+    def run(*args, runtime=runtime, timeout=60):
+        return subprocess.run([*base, "--runtime", str(runtime), *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, env=env)
     cp = run("import", str(d / "rootfs.tar"), "localhost/sbx-busybox:test")
     assert cp.returncode == 0, cp.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("podman as root: see test_rootless_podman for the users")
+    d = tmp_path_factory.mktemp("podman")
+    run = _podman(d, rootless=False)
     yield run
     run("rm", "--all", "--force")
     subprocess.run(["umount", "-R", str(d / "storage")], capture_output=True)
+    shutil.rmtree(os.path.realpath(d / "run"), ignore_errors=True)
 
 
+@pytest.mark.subuid
+def test_rootless_podman(tmp_path):
+    """podman's own user namespace (a subuid range), its runtime run as root there: sbx-runc
+    starts the container where crun refuses the hybrid cgroups."""
+    if os.geteuid() == 0:
+        pytest.skip("rootless podman: the test users run it")
+    run = _podman(tmp_path, rootless=True)
+    try:
+        cp = run("run", "--rm", "--network", "none", "localhost/sbx-busybox:test",
+                 "sh", "-c", "cat /etc/marker; id -u; cat /proc/self/uid_map")
+        assert cp.returncode == 0, cp.stderr
+        lines = cp.stdout.splitlines()
+        assert lines[:2] == ["sbx test rootfs marker", "0"]
+        assert [line.split() for line in lines[2:]] == [["0", str(os.getuid()), "1"],
+                                                        ["1", *map(str, subid_range("/etc/subuid"))]]
+        crun = run("run", "--rm", "--network", "none", "localhost/sbx-busybox:test", "true",
+                   runtime=shutil.which("crun"))
+        assert crun.returncode != 0 and "hybrid mode not supported" in crun.stderr  # the peer, same host
+    finally:
+        run("rm", "--all", "--force")
+        run("unshare", "rm", "-rf", str(tmp_path / "storage"), os.path.realpath(tmp_path / "run"))
+        pid = tmp_path / "xdg/libpod/tmp/pause.pid"
+        if pid.exists():
+            try:
+                os.kill(int(pid.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        shutil.rmtree(os.path.realpath(tmp_path / "run"), ignore_errors=True)  # podman unshare made it again
+
+
+@pytest.mark.root
 def test_podman_run_rm(podman):
     cp = podman("run", "--rm", "--network", "none", *LIMITS, "localhost/sbx-busybox:test",
                 "sh", "-c", "cat /etc/marker; id -u; cat /proc/self/uid_map")
@@ -52,6 +98,7 @@ def test_podman_run_rm(podman):
     assert cp.stdout.split() == ["sbx", "test", "rootfs", "marker", "0", "0", "0", "4294967295"]
 
 
+@pytest.mark.root
 def test_podman_detached_exec_stop_logs(podman):
     cp = podman("run", "-d", "--name", "sbx-d1", "--network", "none", *LIMITS, "localhost/sbx-busybox:test",
                 "sh", "-c", "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done")
@@ -66,6 +113,7 @@ def test_podman_detached_exec_stop_logs(podman):
     assert podman("rm", "sbx-d1").returncode == 0
 
 
+@pytest.mark.root
 def test_podman_default_pids_limit_is_refused(podman):
     cp = podman("run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
                 "localhost/sbx-busybox:test", "true")
@@ -91,6 +139,8 @@ state = "{d}/state"
 
 @pytest.fixture(scope="module")
 def ctr(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("containerd runs as root")
     containerd, ctr_exe = shutil.which("containerd"), shutil.which("ctr")
     assert containerd and ctr_exe, "containerd is not installed (scripts/test.sh installs it)"
     d = tmp_path_factory.mktemp("ctrd")
@@ -157,6 +207,7 @@ def _oci_archive(d):
     return path
 
 
+@pytest.mark.root
 def test_ctr_run_to_exit(ctr):
     cp = ctr("run", "--rm", "--runc-binary", str(ctr.runtime), "localhost/sbx-busybox:test", "c1",
              "sh", "-c", "cat /etc/marker; exit 3")
@@ -164,6 +215,7 @@ def test_ctr_run_to_exit(ctr):
     assert cp.returncode == 3, cp.stderr
 
 
+@pytest.mark.root
 def test_ctr_detached_exec_kill_delete(ctr):
     cp = ctr("run", "-d", "--runc-binary", str(ctr.runtime), "localhost/sbx-busybox:test", "c2",
              "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done")

@@ -170,7 +170,7 @@ def translate(config, bundle, cid, rootless):
             raise Refused(f"linux.sysctl.{k}", "the value must be a string")
         t.sysctl[k] = v
 
-    mounts = _mounts(_obj(config.get("mounts"), "mounts", list), bundle, "cgroup" in namespaces)
+    mounts = _mounts(_obj(config.get("mounts"), "mounts", list), bundle, "cgroup" in namespaces, rootless)
     dev_binds = _devices(_obj(linux.get("devices"), "linux.devices", list), userns)
     t.cgroups_path = linux.get("cgroupsPath") or None
     resources = _obj(linux.get("resources"), "linux.resources")
@@ -249,7 +249,8 @@ def _namespaces(entries, rootless):
         seen.append(typ)
     if "mount" not in seen:
         raise Refused("linux.namespaces", "sbx-runc needs a new mount namespace (type \"mount\")")
-    if rootless and "user" not in seen:
+    if rootless and os.geteuid() != 0 and "user" not in seen:
+        # (root of a user namespace, e.g. under rootless podman, mounts in its own namespace)
         raise Refused("linux.namespaces", "a rootless container needs a user namespace (type \"user\") "
                       "with uidMappings and gidMappings", hint="make the bundle's config with 'sbx-runc spec --rootless'")
     return seen
@@ -353,7 +354,7 @@ def _process(proc, mode, userns):
              "rlimits": rlimits, "noNewPrivileges": bool(proc.get("noNewPrivileges"))}, ids)
 
 
-def _mounts(entries, bundle, cgroupns):
+def _mounts(entries, bundle, cgroupns, rootless):
     out = []
     for i, m in enumerate(entries):
         field = f"mounts[{i}]"
@@ -414,7 +415,7 @@ def _mounts(entries, bundle, cgroupns):
             # the host's cgroup namespace) the caller's own v2 directory is bound read-only,
             # as runc does when the kernel refuses the mount.
             flags = [o for o in keep if o in MS_FLAGS]
-            if cgroupns or os.geteuid() == 0:
+            if cgroupns or not rootless:
                 typ, keep = "cgroup2", flags
             else:
                 from ..cgroups import v2

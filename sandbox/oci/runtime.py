@@ -80,7 +80,8 @@ def create(root, cid, bundle_dir, *, pid_file=None, console_socket=None, preserv
     check_id(cid)
     config, bundle_dir = _bundle.load(bundle_dir)
     if rootless is None:
-        rootless = os.geteuid() != 0
+        from .state import rootless as _rootless
+        rootless = _rootless()
     t = _bundle.translate(config, bundle_dir, cid, rootless)
     t.spec["sbx"]["die_with_parent"] = die_with_parent
     if t.terminal and console_socket is None and _keep_pty is None:

@@ -20,9 +20,21 @@ ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 FIFO = "start.fifo"
 
 
+def rootless():
+    """runc's test: not root, or root of a user namespace (rootless podman runs its runtime as
+    uid 0 in its own namespace, where /run is not its to write)."""
+    if os.geteuid() != 0:
+        return True
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
 def default_root():
     """runc's: /run/sbx-runc as root, else $XDG_RUNTIME_DIR/sbx-runc (/tmp/sbx-runc-UID without it)."""
-    if os.geteuid() == 0:
+    if not rootless():
         return "/run/sbx-runc"
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
