@@ -134,6 +134,9 @@ def test_kill_all_reaches_every_process(rt, tmp_path):
     wait_file(b / "rootfs/up")
     ps = json.loads(rt("ps", "--format", "json", "k2", check=True).stdout)
     assert len(ps) == 3 and rt.state("k2")["pid"] in ps
+    table = rt("ps", "k2", check=True).stdout.splitlines()   # the host's `ps -ef`, its rows
+    col = table[0].split().index("PID")
+    assert sorted(int(row.split()[col]) for row in table[1:]) == sorted(ps)
     rt("kill", "--all", "k2", "KILL", check=True)
     rt.wait_status("k2", "stopped")
     for p in ps:
