@@ -51,6 +51,9 @@ class Options:
     labels: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
     userns: str | None = None
+    secrets: dict[str, bytes] = field(default_factory=dict)   # --secret id -> content
+    ssh: dict[str, str] = field(default_factory=dict)         # --ssh id -> agent socket
+    force: str | None = None      # root emulation in RUN: "seccomp", "none"; None: seccomp for single-id builds
 
 
 @dataclass
@@ -76,6 +79,12 @@ class Builder:
         self.store.init()
         self.mode = idmap.choose(opts.userns)[0]
         self.owner = "mapped" if self.mode == "helper" else "single"
+        if opts.force not in (None, "seccomp", "none"):
+            raise UsageError(f"invalid --force value {opts.force!r}", hint="use seccomp or none")
+        # Root emulation (issue 9): with one id mapped, chown/setuid/... in RUN report success
+        # and do nothing, so package installs and useradd work; files all stay root's.
+        self.emulate = opts.force == "seccomp" or (opts.force is None and self.mode != "helper")
+        self._told_emulation = False
         self.context = os.path.realpath(opts.context)
         if not os.path.isdir(self.context):
             raise UsageError(f"build context {opts.context!r} is not a directory")
@@ -159,6 +168,13 @@ class Builder:
                                  hint=_UNSUPPORTED[instr.cmd, flag][1])
         if "chmod" in instr.flags:
             self._check(dfmod.parse_chmod, instr.flags["chmod"], where)
+        for value in instr.flags.get("mount", ()) if instr.cmd == "RUN" else ():
+            from . import mounts
+            m = _checked(dfmod.parse_mount, value, where)
+            mounts.check(m, f"{where}: --mount={value}")
+            sid = m.get("id", "default")
+            if m["type"] == "ssh" and "$" not in sid and sid not in self.opts.ssh:
+                raise mounts.no_ssh(sid, where)
         words = {"STOPSIGNAL": dfmod.check_signal, "USER": dfmod.check_user, "EXPOSE": dfmod.parse_ports}
         for a in instr.args if instr.cmd in words else ():
             self._check(words[instr.cmd], a, where)
@@ -419,8 +435,10 @@ class Builder:
         return lay
 
     def _do_run(self, state, instr, env, where):
+        from . import mounts
         created_by = instr.original.strip()
-        key = _key(state.key, instr.original, sorted(state.args.items()))
+        mlist = mounts.parse(instr.flags.get("mount", ()), env, self.df.escape, state.config.get("WorkingDir"), where)
+        key = _key(state.key, instr.original, sorted(state.args.items()), *mounts.key_parts(self, mlist, where))
         if self._cached(state, key, created_by):
             return
         if instr.json_form:
@@ -435,20 +453,44 @@ class Builder:
             network = self.opts.network
         run_env = {**state.args, **_env_dict(state.config.get("Env"))}
         tmpdir = self._new_dirs()
+        prepared = None
         try:
-            self._run(state, argv, run_env, network, tmpdir, where)
+            prepared = mounts.prepare(self, mlist, tmpdir, where)
+            if self.emulate:
+                mounts.apt_as_root(state.lowers, tmpdir, prepared)
+            for note in prepared.notes:
+                self.out(f"sbx: warning: {note}")
+            self._run(state, argv, {**run_env, **prepared.env}, network, tmpdir, where,
+                      volumes=prepared.volumes, tmpfs=prepared.tmpfs)
+            if prepared.targets:
+                self.worker.call("sandbox.build.placement:remove_mount_stubs", upper=os.path.join(tmpdir, "upper"),
+                                 lowers=state.lowers, targets=prepared.targets)
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
+            if prepared is not None:
+                prepared.close()
             self.worker.call("sandbox.image.store:remove_path", path=tmpdir)
 
-    def _run(self, state, argv, env, network, tmpdir, where):
+    def _run(self, state, argv, env, network, tmpdir, where, volumes=(), tmpfs=()):
         from ..runtime import spec as specmod
         from ..runtime.image_root import ImageRoot
         if not state.lowers:
             raise BuildError(f"{where}: RUN needs a base image with a shell; this stage is FROM scratch")
         root = ImageRoot("build", None, list(state.lowers), {"User": state.config.get("User") or None,
                                                              "WorkingDir": state.config.get("WorkingDir") or None})
+        seccomp = None
+        if self.emulate:
+            from ..runtime import seccomp as seccompmod
+            seccomp = seccompmod.root_emulation_profile()
+            if not self._told_emulation and not self.opts.quiet:
+                self._told_emulation = True
+                why = "this build maps a single id (no subordinate id range)" if self.mode != "helper" else \
+                    "--force=seccomp"
+                self.out(f"sbx: note: {why}: RUN steps emulate root: chown, setuid, setgroups, mknod of "
+                         f"devices and the like report success and change nothing, so every file stays owned "
+                         f"by root (--force=none turns this off)")
         spec = specmod.build(argv, image=root, entrypoint="", env=env, network=network, userns=self.opts.userns,
+                             volumes=volumes, tmpfs=tmpfs, seccomp=seccomp,
                              container_id=os.urandom(32).hex(), upper=os.path.join(tmpdir, "upper"),
                              cwd=state.config.get("WorkingDir") or None)
         out = -1
@@ -469,12 +511,13 @@ class Builder:
             p.close()
         if code != 0:
             msg = f"{where}: RUN {' '.join(argv[-1:])[:120]!r} returned a non-zero code: {code}"
-            if self.mode != "helper" and _OWNER_CHANGE.search(" ".join(argv)):
+            if self.mode != "helper" and not self.emulate and _OWNER_CHANGE.search(" ".join(argv)):
                 # chown to another id fails with a bare EINVAL where only one id is mapped.
                 raise BuildError(msg + "; this build maps a single id (no subordinate id range), so files and "
                                  "processes cannot change to other owners ('Invalid argument')",
                                  hint="add a range for your user: sudo usermod --add-subuids 100000-165535 "
-                                      "--add-subgids 100000-165535 $USER (and install uidmap), then build again")
+                                      "--add-subgids 100000-165535 $USER (and install uidmap), then build again, "
+                                      "or build without --force=none (root emulation)")
             raise BuildError(msg, hint="nothing of this step was stored; fix the command and build again")
 
     def _do_copy(self, state, instr, env, where, add=False):
@@ -566,8 +609,6 @@ class Builder:
 _REWRITE = "rewrite the step without it"
 #: (instruction, flag) -> (values that need nothing sbx lacks, hint): every other value is refused.
 _UNSUPPORTED = {
-    ("RUN", "mount"): ((), _REWRITE + ": COPY what the command needs into the image first (a cache or "
-                           "secret mount has no equivalent yet)"),
     ("RUN", "security"): (("sandbox",), _REWRITE + "; a build step always runs sandboxed"),
     ("COPY", "exclude"): ((), _REWRITE + ": list the sources to copy, or leave files out with .dockerignore"),
     ("ADD", "exclude"): ((), _REWRITE + ": list the sources to add, or leave files out with .dockerignore"),

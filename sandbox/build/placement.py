@@ -505,3 +505,117 @@ def _fetch(url: str, p: _Placer, parts: list[str], name: str, where: str) -> Non
         raise ImageError(f"{where}: ADD {url}: HTTP {r.status}")
     p.write(parts, name, r.stream(1 << 20), p.chmod if p.chmod is not None else 0o600)
     r.release_conn()
+
+
+# --- RUN --mount sources ------------------------------------------------------------------------------
+# Called through the build's worker, like copy_into: the files they make get their owners there.
+
+def materialize(dest: str, roots: list[str], source: str, ignore, where: str, keep_owners: bool = False) -> str:
+    """A copy of `source` (a directory's content, or one file) of `roots` (the context, a stage
+    or an image) in the new directory `dest`: what a bind mount shows.  The path to bind."""
+    from ..image.mergedview import View
+    ignore = [tuple(x) for x in ignore] if ignore else ignore
+    with View(roots) as view:
+        found = _matches(view, source, where)
+        if not found:
+            raise ImageError(f"{where}: mount source {source!r}: no such file or directory")
+        e = view.entry(found[0])
+        try:
+            is_dir, st = e.is_dir, e.st
+        finally:
+            e.close()
+    name = found[0][-1] if found[0] else ""
+    target = "/" if is_dir else "/" + name
+    copy_into(dest, [], [["path", source, None]], target, context=roots[0], roots=roots, ignore=ignore,
+              add=False, chmod=None, where=where, keep_owners=keep_owners)
+    if is_dir:  # the mount's root is the source directory itself
+        if keep_owners and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            os.chown(dest, st.st_uid, st.st_gid)
+        os.chmod(dest, stat.S_IMODE(st.st_mode))
+        return dest
+    return os.path.join(dest, name)
+
+
+def make_cache_dir(path: str, mode: int, uid: int, gid: int, roots, source, ignore, where: str,
+                   mapped: bool) -> None:
+    """A cache mount's directory at `path`, made once: empty (or a copy of `source` of `roots`),
+    mode `mode`, owned by uid:gid where ids are mapped (one id: the builder's, as every file)."""
+    if os.path.isdir(path):
+        return
+    tmp = f"{path}.new-{os.getpid()}"
+    os.mkdir(tmp, 0o700)
+    try:
+        if roots is not None:
+            materialize(tmp, roots, source or "/", ignore, where, keep_owners=mapped)
+        if mapped and (uid, gid) != (os.geteuid(), os.getegid()):
+            os.chown(tmp, uid, gid)
+        os.chmod(tmp, mode)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not os.path.isdir(path):
+                raise
+    finally:
+        if os.path.lexists(tmp):
+            _remove_tree(tmp)
+
+
+def write_secret(path: str, data: str, mode: int, uid: int, gid: int, mapped: bool) -> None:
+    """A secret's file for one step (the caller removes it): mode `mode`, owned by uid:gid where
+    ids are mapped.  `data` is latin-1 text (bytes through JSON)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data.encode("latin-1"))
+        while view:
+            view = view[os.write(fd, view):]
+        if mapped and (uid, gid) != (os.geteuid(), os.getegid()):
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def remove_mount_stubs(upper: str, lowers: list[str], targets: list[str]) -> None:
+    """Remove what the step's mounts left in the upper directory: each mount point that the image
+    does not have (an empty directory or file the launcher made to mount on) and the empty
+    directories made on its way, so no mount shows in the layer (as BuildKit's stub cleaner)."""
+    from ..image.mergedview import View
+    from ..runtime.inroot import parent_in_root
+    ufd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for t in sorted(targets, key=lambda t: -t.count("/")):
+            with View(lowers) as v:
+                try:
+                    r = v.resolve(t, follow=True)
+                except OSError:
+                    continue
+                parts, missing = r.parts, r.missing
+                r.close()
+            for i in range(len(parts), len(parts) - missing, -1):
+                try:
+                    dfd, name = parent_in_root(ufd, "/".join(parts[:i]), create=False)
+                except OSError:
+                    break
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        os.rmdir(name, dir_fd=dfd)
+                    elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                        os.unlink(name, dir_fd=dfd)
+                    else:
+                        break
+                except OSError:  # not empty, or gone: what is left is the step's own
+                    break
+                finally:
+                    os.close(dfd)
+    finally:
+        os.close(ufd)
+
+
+def _remove_tree(path: str) -> None:
+    parent, name = os.path.split(path)
+    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _remove_at(dfd, name)
+    finally:
+        os.close(dfd)

@@ -16,8 +16,16 @@ def build(context: str = typer.Argument(..., help="Build context directory."),
           label: List[str] = typer.Option([], "-l", "--label", help="Add a label KEY[=VALUE] to the image (repeatable)."),
           label_file: List[str] = typer.Option([], "--label-file", help="Read labels from a file of KEY=VALUE lines."),
           quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image id."),
-          userns: Optional[str] = typer.Option(None, "--userns", help="auto (default) or single.")):
+          userns: Optional[str] = typer.Option(None, "--userns", help="auto (default) or single."),
+          secret: List[str] = typer.Option([], "--secret", help="A secret for RUN --mount=type=secret: "
+                                            "id=ID,src=FILE or id=ID,env=VAR (repeatable)."),
+          ssh: List[str] = typer.Option([], "--ssh", help="An SSH agent for RUN --mount=type=ssh: default "
+                                        "($SSH_AUTH_SOCK) or ID=SOCKET (repeatable)."),
+          force: Optional[str] = typer.Option(None, "--force", help="Root emulation in RUN steps: seccomp "
+                                              "(default without a subordinate id range: chown, setuid... "
+                                              "succeed without effect) or none.")):
     """Build an image from a Dockerfile."""
+    from ..build import mounts
     from ..build.builder import Builder, Options
     from ..errors import UsageError
     from . import labels
@@ -41,7 +49,9 @@ def build(context: str = typer.Argument(..., help="Build context directory."),
     t0 = time.monotonic()
     b = Builder(Options(context=context, dockerfile=file, tags=tuple(tag), build_args=pairs(build_arg, "--build-arg"),
                         target=target, no_cache=no_cache, pull=pull, network=network,
-                        labels=labels.parse(label, label_file), quiet=quiet, userns=userns), out=typer.echo)
+                        labels=labels.parse(label, label_file), quiet=quiet, userns=userns,
+                        secrets=mounts.read_secrets(secret), ssh=mounts.read_ssh(ssh), force=force),
+                out=typer.echo)
     image = b.build()
     if quiet:
         typer.echo(image.id)

@@ -82,6 +82,39 @@ def default_profile():
     }
 
 
+# Root emulation for builds that map a single id (Charliecloud's --force=seccomp): the calls that
+# give files or processes other owners report success and do nothing, so package managers and
+# useradd, which chown and switch users as a matter of course, run as they do under real root.
+FAKED_CALLS = ("chown chown32 fchown fchown32 fchownat lchown lchown32 setuid setuid32 setgid setgid32 "
+               "setreuid setreuid32 setregid setregid32 setresuid setresuid32 setresgid setresgid32 "
+               "setgroups setgroups32 setfsuid setfsuid32 setfsgid setfsgid32")
+_S_IFMT, _S_IFCHR, _S_IFBLK = 0o170000, 0o020000, 0o060000
+# mknod/mknodat: a device node is faked (nothing made), every other type is made as usual.
+_MKNOD_MODE_ARG = {"mknod": 1, "mknodat": 2}
+_NODE_TYPES = (0, 0o100000, 0o010000, 0o140000)  # S_IFREG by default (0), S_IFREG, S_IFIFO, S_IFSOCK
+
+
+def root_emulation_profile():
+    """Docker's default profile with FAKED_CALLS, and mknod/mknodat of devices, answered by
+    SCMP_ACT_ERRNO with errno 0: the call returns 0 and has no effect."""
+    prof = default_profile()
+    faked = set(FAKED_CALLS.split()) | set(_MKNOD_MODE_ARG)
+    for entry in prof["syscalls"]:
+        if entry["action"] == "SCMP_ACT_ALLOW" and not entry.get("args"):
+            entry["names"] = [n for n in entry["names"] if n not in faked]
+    prof["syscalls"].append({"names": FAKED_CALLS.split(), "action": "SCMP_ACT_ERRNO", "errnoRet": 0})
+    for name, arg in _MKNOD_MODE_ARG.items():
+        for kind in (_S_IFCHR, _S_IFBLK):
+            prof["syscalls"].append({"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 0,
+                                     "args": [{"index": arg, "value": _S_IFMT, "valueTwo": kind,
+                                               "op": "SCMP_CMP_MASKED_EQ"}]})
+        for kind in _NODE_TYPES:
+            prof["syscalls"].append({"names": [name], "action": "SCMP_ACT_ALLOW",
+                                     "args": [{"index": arg, "value": _S_IFMT, "valueTwo": kind,
+                                               "op": "SCMP_CMP_MASKED_EQ"}]})
+    return prof
+
+
 def load(value):
     """`--security-opt seccomp=VALUE`: "unconfined" -> None, else the path of a Docker/OCI JSON
     profile -> the profile dict, checked.  Bad input raises UsageError naming the file."""
