@@ -60,7 +60,7 @@ def version():
 
 
 def _register():
-    from . import build, containers, files, images, ps
+    from . import build, containers, files, images, port, ps
     build.register(app)
     containers.register(app)
     images.register(app)
@@ -68,7 +68,7 @@ def _register():
     from . import stats; stats.register(app)  # noqa: E702 - sbx stats
     from . import oci; oci.register(app)  # noqa: E702 - sbx oci: the OCI runtime (sbx-runc)
     from . import network; network.register(app)  # noqa: E702 - sbx network (user-defined networks)
-    for verbs in (ps, files):  # after images: `sbx system prune` joins its `system` group
+    for verbs in (ps, files, port):  # after images: `sbx system prune` joins its `system` group
         verbs.register(app)
     for group in app.registered_groups:  # `sbx image ...`, `sbx system ...`
         group.typer_instance.info.cls = Group

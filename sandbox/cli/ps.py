@@ -4,7 +4,7 @@ Which containers: running ones; all with -a, a status filter, -n N / -l (the N n
 status) or before=/since=.  Filters are Docker's (daemon/list.go): values of one key OR
 (label ANDs, as Docker's MatchKVList), different keys AND; name= and id= match the whole
 text or a regular expression anywhere in it.  Columns, status strings and --format fields
-are Docker's; PORTS stays empty until sbx has networking."""
+are Docker's; PORTS shows a running container's published ports."""
 import time
 from typing import List, Optional
 
@@ -33,6 +33,15 @@ def _quote(s):
     return json.dumps(s, ensure_ascii=False)
 
 
+def _ports(doc, status):
+    """The PORTS column: published ports of a running container (Docker's text)."""
+    net = doc.get("NetworkSettings")
+    if not net or status not in ("running", "paused"):
+        return ""
+    from ..network.ports import summary
+    return summary(net.get("Ports"))
+
+
 def rows(records, *, no_trunc=False, sizes=None, now=None):
     """Docker's fields of each record (the --format context)."""
     from ..containers.state import ago, parse_time
@@ -49,7 +58,7 @@ def rows(records, *, no_trunc=False, sizes=None, now=None):
         row = {"ID": rec.id if no_trunc else rec.id[:12], "Image": doc.get("Image") or "",
                "Command": _quote(cmd if no_trunc else _ellipsis(cmd, 20)),
                "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(created)),
-               "RunningFor": f"{ago(now - created)} ago", "Ports": "", "State": rec.status, "Status": status,
+               "RunningFor": f"{ago(now - created)} ago", "Ports": _ports(doc, rec.status), "State": rec.status, "Status": status,
                "Names": rec.name, "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
                "Mounts": ",".join(m if no_trunc else _ellipsis(m, 15) for m in mounts), "Networks": "",
                "LocalVolumes": "0"}

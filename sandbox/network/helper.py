@@ -59,6 +59,19 @@ def pipe():
 _SIGNALS = tuple(range(1, 32))  # SIGKILL and SIGSTOP are left as they are by posix_spawn
 
 
+def _inheritable(low, keep):
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= low and fd not in keep:
+            try:
+                if os.get_inheritable(fd):
+                    out.append(fd)
+            except OSError:
+                pass  # the listing's own fd, closed by now
+    return out
+
+
 class Process:
     """One running helper: `pid`, `pidfd`, `log` (its stderr and stdout, kept in its directory)."""
 
@@ -72,6 +85,9 @@ class Process:
             actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                        (os.POSIX_SPAWN_DUP2, logfd, 1), (os.POSIX_SPAWN_DUP2, logfd, 2)]
             actions += [(os.POSIX_SPAWN_DUP2, ours, theirs) for ours, theirs in fds]
+            # Nothing else of ours: an inherited pipe end (the monitor's report pipe) held open
+            # by a long-lived helper would keep its reader waiting for EOF.
+            actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable(3, {t for _, t in fds})]
             try:
                 # Our caller may hold signals blocked or ignored (a launch holds the ones it
                 # forwards): the helper starts with none blocked and the default dispositions.
@@ -128,11 +144,12 @@ class Process:
             self.pidfd = -1
 
     def stop(self, grace=1.0):
-        """End it (SIGTERM, SIGKILL after `grace` seconds) and reap it; idempotent."""
+        """End it (SIGTERM, SIGKILL after `grace` seconds; 0: SIGKILL) and reap it; idempotent."""
         if self.status is not None:
             return
         import signal
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        steps = ((signal.SIGTERM, grace),) if grace else ()
+        for sig, wait in steps + ((signal.SIGKILL, None),):
             try:
                 signal.pidfd_send_signal(self.pidfd, sig)
             except ProcessLookupError:

@@ -73,6 +73,6 @@ class Pasta(Hook):
 
     def teardown(self):
         if self.proc is not None:
-            self.proc.stop()
+            self.proc.stop(grace=0)  # nothing of pasta's to save: SIGKILL at once
             helper.remove_tree(self.proc.dir)
             self.proc = None

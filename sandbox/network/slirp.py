@@ -40,6 +40,15 @@ class Slirp4netns(Hook):
         return a + [str(pid), "tap0"]
 
     def attach(self, pid):
+        for p in self.ports:
+            if p["proto"] == "udp" and p["host_ip"].startswith("127.") and not self.net.get("allow_host_loopback"):
+                # slirp4netns sees such clients as 10.0.2.2, the host loopback it was told to
+                # refuse, and drops the answers: the port would take datagrams and never reply.
+                raise helper.HelperError(
+                    f"cannot publish {p['host_ip']}:{p['host_port'] or ''}:{p['container_port']}/udp through "
+                    "slirp4netns without host loopback: it drops the answers to loopback clients",
+                    hint="publish on every address (-p HOSTPORT:CTRPORT/udp), or allow it with "
+                         "--network slirp4netns:allow_host_loopback=true")
         d = helper.rundir(self.spec, "slirp4netns")
         sock = os.path.join(d, "api.sock") if self.ports else None
         ready_r, ready_w = helper.pipe()
