@@ -145,7 +145,8 @@ def test_slirp4netns_reaches_the_host_loopback_only_when_allowed(busybox_rootfs,
 def test_pasta_reaches_the_host_loopback_through_the_mapped_gateway(busybox_rootfs, host_server):
     gw = _gateway()
     out = ok(sbx("run", "--rm", "--network", "pasta:--map-gw", "--rootfs", str(busybox_rootfs),
-                 "sh", "-c", f"cat /etc/resolv.conf; nc -w 5 {gw} {host_server.port}"))
+                 # this pasta (2023-03) at times passes the data but not the server's close: bounded
+                 "sh", "-c", f"cat /etc/resolv.conf; timeout 5 nc -w 5 {gw} {host_server.port}; true"))
     assert "nameserver 169.254.1.1" in out and "hello-from-host" in out
     assert host_server.peers == ["127.0.0.1"]
 
