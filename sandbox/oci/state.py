@@ -151,7 +151,7 @@ class Container:
         cg = self.cgroup()
         if cg is not None:
             try:
-                if cg.frozen():
+                if cg.frozen:
                     return "paused"
             except OSError:
                 pass
