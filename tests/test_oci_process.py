@@ -204,3 +204,21 @@ def test_failing_and_timed_out_hooks_abort_create(rt, tmp_path):
     cp = rt("create", "--bundle", b, "h3")
     assert cp.returncode == 1 and "createContainer hook /bin/sh failed: exit status 3" in cp.stderr
     assert rt("list", "-q").stdout == ""
+
+
+def test_terminal_without_console_socket_in_the_foreground(rt, tmp_path):
+    """run and exec with a terminal and no --console-socket: the runtime relays the pty itself
+    (runc's foreground mode); --cap adds a capability to the exec'd process's sets."""
+    b = make_bundle(tmp_path / "b", ["sh", "-c", "tty; echo in-run"], terminal=True)
+    cp = rt("run", "--bundle", b, "f1")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.replace("\r\n", "\n") == "/dev/pts/0\nin-run\n"
+    b2 = _running(rt, tmp_path / "x", cid="f2")
+    cp = rt("exec", "-t", "f2", "sh", "-c", "tty; exit 5")
+    assert cp.returncode == 5 and cp.stdout.strip().startswith("/dev/pts/"), cp.stderr
+    cp = rt("exec", "--cap", "CAP_SYS_ADMIN", "f2", "sh", "-c", "grep CapBnd /proc/self/status")
+    bnd = int(cp.stdout.split()[1], 16)
+    assert bnd & (1 << 21) and cp.returncode == 0               # CAP_SYS_ADMIN is bit 21
+    cp = rt("exec", "f2", "sh", "-c", "grep CapBnd /proc/self/status")
+    assert not int(cp.stdout.split()[1], 16) & (1 << 21)        # only for that process
+    assert b2.exists()
