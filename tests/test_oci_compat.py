@@ -177,3 +177,34 @@ def test_pause_and_update_without_a_cgroup_say_why(rt, tmp_path):
         cp = rt(*args, input='{"pids": {"limit": 10}}') if "update" in args else rt(*args)
         assert cp.returncode == 1 and "has no cgroup v2 leaf" in cp.stderr, cp.stderr
     assert rt.status("p1") == "running"
+
+
+def test_config_fields_are_applied(rt, tmp_path):
+    """What config.json asks of the process and the namespaces, seen from inside."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("from the host\n")
+    script = ("umask; cat /proc/self/oom_score_adj; cat /proc/sys/net/ipv4/ip_forward; "
+              "cat /proc/sys/kernel/domainname; hostname; ulimit -n; grep NoNewPrivs /proc/self/status | tr -d '\\t'; "
+              "pwd; echo $MYVAR; cat /data/f; echo x > /data/g || echo ro-bind; echo x > /etc/new || echo ro-root; "
+              "ls -l /proc/keys | cut -c1; "
+              "echo 1 > /proc/sys/kernel/hostname 2>/dev/null || echo ro-proc-sys")
+
+    def change(c):
+        c["process"].update(cwd="/home/app", env=c["process"]["env"] + ["MYVAR=my-value"], oomScoreAdj=500,
+                            rlimits=[{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 77}], noNewPrivileges=True)
+        c["process"]["user"]["umask"] = 0o027
+        c["root"]["readonly"] = True
+        c["hostname"], c["domainname"] = "oci-host", "oci-domain"
+        c["linux"]["namespaces"].append({"type": "network"}) if not any(
+            n["type"] == "network" for n in c["linux"]["namespaces"]) else None
+        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        c["mounts"].append({"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind", "ro"]})
+    b = make_bundle(tmp_path / "b", ["sh", "-c", script])
+    edit_config(b, change)
+    cp = rt("run", "--bundle", b, "f1")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split("\n")[:-1] == [
+        "0027", "500", "1", "oci-domain", "oci-host", "77", "NoNewPrivs:1", "/home/app", "my-value",
+        "from the host", "ro-bind", "ro-root", "c", "ro-proc-sys"], cp.stdout
+    assert not (data / "g").exists()

@@ -130,10 +130,13 @@ def _sysctl(pid, writes):
         try:
             preexec()
             for k, v in writes.items():
+                if k in ("kernel.hostname", "kernel.domainname"):
+                    _set_uts_name(k, v)  # /proc/sys checks the global root for these
+                    continue
                 with open("/proc/sys/" + k.replace(".", "/"), "w") as f:
                     f.write(v)
         except OSError as e:
-            os.write(w, f"{getattr(e, 'filename', '') or ''}: {e.strerror}".encode())
+            os.write(w, f"{e.filename or ''}: {e.strerror}".encode())
             code = 1
         os._exit(code)
     os.close(w)
@@ -144,3 +147,14 @@ def _sysctl(pid, writes):
     _, status = os.waitpid(child, 0)
     if status != 0:
         raise OCIError(f"linux.sysctl: cannot write {msg}")
+
+
+def _set_uts_name(key, value):
+    """sethostname/setdomainname in the uts namespace we joined."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.sethostname if key == "kernel.hostname" else libc.setdomainname
+    data = value.encode()
+    if fn(data, len(data)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), key)
