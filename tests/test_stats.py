@@ -121,6 +121,45 @@ def test_stream_refreshes_until_ctrl_c(busybox_rootfs):
     assert p.returncode == 0 and err.strip() == b"", err
 
 
+def test_python_stats_has_dockers_shape(busybox_rootfs):
+    from sandbox import containers
+    c = containers.run(rootfs="/", command=[PY, "-c", "import time; sum(range(10 ** 7)); print('up', flush=True); "
+                                                     "time.sleep(1000)"],
+                       name="pystats")
+    with c:
+        assert sbxtest.wait_for(lambda: b"up" in c.logs())
+        d = c.stats(stream=False)
+        for key in ("read", "preread", "cpu_stats", "precpu_stats", "memory_stats", "pids_stats", "blkio_stats",
+                    "networks", "name", "id"):
+            assert key in d, key
+        assert d["name"] == "/pystats" and d["id"] == c.id and d["sbx"]["source"] == "proc"
+        assert d["preread"] < d["read"]                       # two samples, a second apart
+        cpu, pre = d["cpu_stats"], d["precpu_stats"]
+        assert cpu["online_cpus"] == os.sysconf("SC_NPROCESSORS_ONLN")
+        assert cpu["system_cpu_usage"] > pre["system_cpu_usage"] > 0
+        assert cpu["cpu_usage"]["total_usage"] >= pre["cpu_usage"]["total_usage"] > 0   # its sum() counted
+        assert set(cpu["cpu_usage"]) >= {"total_usage", "usage_in_kernelmode", "usage_in_usermode"}
+        assert d["memory_stats"]["limit"] == _host_mem_total()
+        assert 0 < d["memory_stats"]["usage"] < d["memory_stats"]["limit"]
+        assert d["pids_stats"]["current"] == 1
+        assert {e["op"] for e in d["blkio_stats"]["io_service_bytes_recursive"]} == {"read", "write"}
+        assert d["networks"] == {}                             # only lo
+        gen = c.stats(decode=True)
+        a, b = next(gen), next(gen)
+        gen.close()
+        assert b["precpu_stats"] == a["cpu_stats"] and b["preread"] == a["read"]
+        raw = c.stats(stream=True)
+        assert json.loads(next(raw))["id"] == c.id             # docker-py: JSON bytes without decode
+        raw.close()
+        one = c.stats(stream=False, one_shot=True)
+        assert one["preread"] == "0001-01-01T00:00:00Z" and one["pids_stats"]["current"] == 1
+        c.kill()
+        c.wait()
+        z = c.stats(stream=False)
+        assert z["read"] == "0001-01-01T00:00:00Z" and z["sbx"]["source"] == "none" and z["memory_stats"] == {}
+        assert list(c.stats(decode=True)) == [z]                # a stream ends with the container
+
+
 def test_stats_figures_follow_dockers_formulas():
     """The arithmetic of docker/cli's stats_helpers.go on a fixed document."""
     from sandbox.containers import stats

@@ -65,7 +65,7 @@ def _register():
     containers.register(app)
     images.register(app)
     from . import info; info.register(app)  # noqa: E702 - sbx info (cgroups, overlay, id mapping)
-    from . import stats; stats.register(app)  # noqa: E702 - sbx stats
+    from . import stats; stats.register(app)  # noqa: E702 - sbx stats, sbx update
     from . import oci; oci.register(app)  # noqa: E702 - sbx oci: the OCI runtime (sbx-runc)
     from . import network; network.register(app)  # noqa: E702 - sbx network (user-defined networks)
     for verbs in (ps, files, port):  # after images: `sbx system prune` joins its `system` group

@@ -1,5 +1,5 @@
-"""`sbx stats` (also under `sbx container`): parse, call the engine (sandbox.containers.stats),
-print as Docker does."""
+"""`sbx stats` and `sbx update` (also under `sbx container`): parse, call the engine
+(sandbox.containers.stats / update), print as Docker does."""
 import sys
 from typing import List, Optional
 
@@ -111,7 +111,47 @@ def stats(containers: List[str] = typer.Argument(None, help="Containers (names o
         raise
 
 
+UPDATE_FLAGS = ("blkio_weight", "cpu_period", "cpu_quota", "cpu_shares", "cpus", "cpuset_cpus", "cpuset_mems",
+                "memory", "memory_reservation", "memory_swap", "pids_limit")
+
+
+def update(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
+           blkio_weight: Optional[str] = typer.Option(None, "--blkio-weight", help="Block IO weight, 10 to 1000."),
+           cpu_period: Optional[str] = typer.Option(None, "--cpu-period", help="CPU CFS period (microseconds)."),
+           cpu_quota: Optional[str] = typer.Option(None, "--cpu-quota", help="CPU CFS quota (microseconds)."),
+           cpu_shares: Optional[str] = typer.Option(None, "-c", "--cpu-shares", help="CPU shares (relative weight)."),
+           cpus: Optional[str] = typer.Option(None, "--cpus", help="Number of CPUs (1.5)."),
+           cpuset_cpus: Optional[str] = typer.Option(None, "--cpuset-cpus", help="CPUs allowed (0-3, 0,1)."),
+           cpuset_mems: Optional[str] = typer.Option(None, "--cpuset-mems", help="Memory nodes allowed (0-3, 0,1)."),
+           memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit (64m, 1.5g)."),
+           memory_reservation: Optional[str] = typer.Option(None, "--memory-reservation", help="Memory soft limit."),
+           memory_swap: Optional[str] = typer.Option(None, "--memory-swap",
+                                                     help="Memory plus swap limit (-1: unlimited swap)."),
+           pids_limit: Optional[str] = typer.Option(None, "--pids-limit",
+                                                    help="Maximum number of processes (-1: unlimited)."),
+           restart: Optional[str] = typer.Option(None, "--restart",
+                                                 help="Restart policy: no, on-failure[:N], always, unless-stopped.")):
+    """Change containers' limits and restart policy, running or not.  A running container's
+    cgroup gets the new limits at once; the record keeps them for its next start.  Limits need
+    cgroup v2 with the controllers delegated ('sbx info'); --restart works everywhere."""
+    from ..containers import update as _update
+    from ..errors import UsageError
+    from .containers import _each
+    values = dict(blkio_weight=blkio_weight, cpu_period=cpu_period, cpu_quota=cpu_quota, cpu_shares=cpu_shares,
+                  cpus=cpus, cpuset_cpus=cpuset_cpus, cpuset_mems=cpuset_mems, memory=memory,
+                  memory_reservation=memory_reservation, memory_swap=memory_swap, pids_limit=pids_limit)
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given and restart is None:
+        raise UsageError("you must provide one or more flags when using this command",
+                         hint="e.g. 'sbx update --memory 256m NAME' or 'sbx update --restart always NAME'")
+    change = _update.Change.parse(given, restart)   # bad values fail before any container is touched
+    st = _store()
+    _each(containers, lambda ref: _update.update(st, ref, change) and None)
+
+
 def register(app):
     app.command("stats")(stats)
+    app.command("update")(update)
     c = group(app, "container", "Manage containers.")
     c.command("stats")(stats)
+    c.command("update")(update)

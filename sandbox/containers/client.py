@@ -9,7 +9,8 @@
 
 The names and shapes are docker-py's (`docker.from_env().containers`), so harnesses written
 for it move over by changing the import; where sbx differs it says so below and refuses what
-it cannot do by name (ports and networks until issue 11, resource limits until issue 10).
+it cannot do by name (ports and networks until issue 11).  Resource limits (mem_limit, nano_cpus,
+pids_limit, ...) are enforced through cgroup v2 or refused, with the message `sbx run` gives.
 
 Differences from docker-py:
 - `run` takes `rootfs=DIR` as an alternative to `image`, and `detach` defaults to True;
@@ -54,18 +55,20 @@ class ContainerError(SandboxError):
 # --- docker-py's arguments -> RunOptions -------------------------------------------------------------
 
 _ISSUE_11 = "networking comes with issue 11"
-_ISSUE_10 = "resource limits need cgroups, which come with issue 10"
+_NO_V2 = "cgroup v2 has no such control"
 _REFUSED = {  # docker-py run()/create() arguments sbx cannot honour yet, and why
     **dict.fromkeys(("ports", "publish_all_ports"), f"publishing ports needs a network of the container's own: "
                                                      f"{_ISSUE_11}; network_mode='host' shares the host's ports"),
     **dict.fromkeys(("network", "networking_config", "links", "dns", "dns_opt", "dns_search", "extra_hosts",
                      "mac_address", "domainname"), f"{_ISSUE_11}; network_mode is 'none' or 'host' until then"),
-    **dict.fromkeys(("mem_limit", "memswap_limit", "mem_reservation", "mem_swappiness", "kernel_memory",
-                     "nano_cpus", "cpu_shares", "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime",
-                     "cpuset_cpus", "cpuset_mems", "cpu_count", "cpu_percent", "blkio_weight",
-                     "blkio_weight_device", "device_read_bps", "device_write_bps", "device_read_iops",
-                     "device_write_iops", "pids_limit", "oom_kill_disable", "oom_score_adj", "cgroup_parent",
-                     "shm_size"), _ISSUE_10),
+    **dict.fromkeys(("mem_swappiness", "kernel_memory", "cpu_rt_period", "cpu_rt_runtime"),
+                    f"{_NO_V2} (Docker ignores or refuses it there too)"),
+    **dict.fromkeys(("cpu_count", "cpu_percent"), "Windows containers only; use nano_cpus"),
+    **dict.fromkeys(("blkio_weight_device", "device_read_bps", "device_write_bps", "device_read_iops",
+                     "device_write_iops"), "per-device I/O limits (io.max) are not implemented; blkio_weight is"),
+    "oom_score_adj": "not supported by sbx",
+    "cgroup_parent": "sbx makes each container's cgroup under the caller's delegated one ('sbx info')",
+    "shm_size": "use tmpfs={'/dev/shm': 'size=64m'}",
     "privileged": "sbx has no privileged mode: use cap_add for the capabilities the command needs",
     **dict.fromkeys(("devices", "device_requests", "device_cgroup_rules"), "sbx passes no host devices in"),
     **dict.fromkeys(("pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns"),
@@ -210,6 +213,39 @@ def _network(mode):
     raise UsageError(f"network_mode {mode!r} is not supported: {_ISSUE_11}", hint="use 'none' (default) or 'host'")
 
 
+#: docker-py's limit arguments and the types it documents for them
+LIMITS = {"mem_limit": (int, str), "memswap_limit": (int, str), "mem_reservation": (int, str), "nano_cpus": (int,),
+          "cpu_shares": (int,), "cpu_period": (int,), "cpu_quota": (int,), "cpuset_cpus": (str,),
+          "cpuset_mems": (str,), "pids_limit": (int,), "blkio_weight": (int,), "oom_kill_disable": (bool,)}
+
+
+def limit_args(limits):
+    """docker-py's limit arguments -> options.resources() keywords (Docker's flags), types checked
+    (bytes as an int or "64m"; nano_cpus an int: CPUs x 10^9)."""
+    from .update import ARG_OF
+    out = {}
+    for key, value in limits.items():
+        if value is None:
+            continue
+        types = LIMITS[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UsageError(f"{key} must be {' or '.join(t.__name__ for t in types)}, not {value!r}",
+                             hint="nano_cpus=1_500_000_000 is 1.5 CPUs" if key == "nano_cpus"
+                             else "sizes are bytes (an int) or text such as '64m'" if str in types else None)
+        out[ARG_OF[key]] = value
+    return out
+
+
+def resources(**limits):
+    """docker-py's limit arguments -> options.Resources, checked as `sbx run` checks the flags,
+    and refused (CgroupError, exit 125, `sbx run`'s message) unless this machine enforces them."""
+    r = _options.resources(**limit_args(limits))
+    if r:
+        from ..cgroups import v2
+        v2.require(r)
+    return r
+
+
 def run_options(image=None, command=None, *, rootfs=None, detach=True, name=None, environment=None,
                 volumes=None, labels=None, init=False, restart_policy=None, user=None, working_dir=None,
                 entrypoint=None, tty=False, stdin_open=False, auto_remove=False, read_only=False, cap_add=None,
@@ -217,6 +253,7 @@ def run_options(image=None, command=None, *, rootfs=None, detach=True, name=None
                 stop_signal=None, stop_timeout=None, group_add=None, userns=None, platform=None, pull="missing",
                 **unsupported):
     """docker-py's run()/create() arguments -> RunOptions, every value checked."""
+    limits = {k: unsupported.pop(k) for k in builtins.list(unsupported) if k in LIMITS}
     for key, value in unsupported.items():
         if key not in _REFUSED:
             raise TypeError(f"run() got an unexpected keyword argument {key!r}")
@@ -242,7 +279,8 @@ def run_options(image=None, command=None, *, rootfs=None, detach=True, name=None
         group_add=tuple(str(g) for g in group_add or ()), terminal=bool(tty), seccomp=seccomp, image=image,
         pull=pull, platform=platform, name=name, labels=_labels(labels), detach=detach, auto_remove=auto_remove,
         interactive=bool(stdin_open), restart=_restart(restart_policy),
-        stop_signal=_options.stop_signal(stop_signal), stop_timeout=_options.stop_timeout(stop_timeout))
+        stop_signal=_options.stop_signal(stop_signal), stop_timeout=_options.stop_timeout(stop_timeout),
+        resources=resources(**limits))
 
 
 # --- Container ---------------------------------------------------------------------------------------
@@ -309,10 +347,54 @@ class Container:
         self._do("restart", timeout=timeout, runtime_root=self._ctx.runtime_root)
 
     def pause(self):
+        """Freeze every process of the container (the cgroup v2 freezer; refused without one)."""
         self._do("pause")
 
     def unpause(self):
         self._do("unpause")
+
+    def stats(self, decode=None, stream=True, one_shot=None):
+        """docker-py's: Docker's stats document (cpu_stats, precpu_stats, memory_stats, pids_stats,
+        blkio_stats, networks...).  `stream=True` (docker-py's default): a generator of one a
+        second, JSON bytes unless `decode=True`, ending when the container stops; else one dict,
+        from two samples a second apart unless `one_shot`.  `doc["sbx"]["source"]` says where
+        the figures come from: "cgroup" (the container's own), "proc" (its processes in /proc:
+        it has no cgroup) or "none" (it does not run)."""
+        from . import stats as _stats
+        if decode and not stream:
+            raise UsageError("decode is only available in conjunction with stream=True")
+        if one_shot and stream:
+            raise UsageError("one_shot is only available in conjunction with stream=False")
+        with config.use(self._ctx):
+            out = _stats.stats(self._where(), self.id, stream=bool(stream), one_shot=bool(one_shot))
+        if not stream:
+            return out
+        if decode:
+            return out
+        import json
+        return (json.dumps(doc).encode() + b"\n" for doc in out)
+
+    def update(self, blkio_weight=None, cpu_period=None, cpu_quota=None, cpu_shares=None, cpuset_cpus=None,
+               cpuset_mems=None, mem_limit=None, mem_reservation=None, memswap_limit=None, kernel_memory=None,
+               restart_policy=None, nano_cpus=None, pids_limit=None):
+        """docker-py's `update`: new limits (merged into the container's) and restart policy,
+        running or not; a running container's cgroup gets them at once.  Refused as `sbx update`
+        refuses (CgroupError, exit 125) where this machine cannot enforce them.  nano_cpus and
+        pids_limit are the Engine API's (docker-py's update lacks them)."""
+        from . import update as _update
+        if kernel_memory is not None:
+            raise UsageError(f"kernel_memory= is not supported: {_REFUSED['kernel_memory']}")
+        args = limit_args(dict(blkio_weight=blkio_weight, cpu_period=cpu_period, cpu_quota=cpu_quota,
+                               cpu_shares=cpu_shares, cpuset_cpus=cpuset_cpus, cpuset_mems=cpuset_mems,
+                               mem_limit=mem_limit, mem_reservation=mem_reservation, memswap_limit=memswap_limit,
+                               nano_cpus=nano_cpus, pids_limit=pids_limit))
+        if not args and restart_policy is None:
+            raise UsageError("update() needs a limit or restart_policy", hint="e.g. c.update(mem_limit='256m')")
+        change = _update.Change.parse(args, None if restart_policy is None else _restart(restart_policy))
+        with config.use(self._ctx):
+            _update.update(self._where(), self.id, change)
+            self.reload()
+        return {"Warnings": []}
 
     def rename(self, name):
         self._do("rename", name)
