@@ -3,16 +3,23 @@ or not.  On this host (cgroup v1 hybrid) every limit is refused as `run` refuses
 record is left as it was; --restart works everywhere.  In the cgroup v2 VM (tests/vm/, one boot
 for this file) a running container's leaf gets the new limits, its record keeps them for its
 next start, and stats read them from the leaf."""
+import json
 import os
 
 import pytest
 
+import cgvm
 import sbxtest
 from sbxtest import assert_sbx_error, ok, sbx
 
 from sandbox.cgroups import v2
 
 pytestmark = pytest.mark.usefixtures("own_container_store")
+
+
+@pytest.fixture(scope="session")
+def update_vm(tmp_path_factory):
+    return cgvm.boot(tmp_path_factory, [__file__])
 
 
 def _host_cannot_limit():
@@ -100,3 +107,65 @@ def test_restart_policy_of_a_running_container_is_followed_at_its_exit(busybox_r
     # Docker's rule: an --rm container cannot get a restart policy
     ok(sbx("run", "-d", "--rm", "--name", "r2", "--rootfs", busybox_rootfs, "sleep", "1000"))
     assert_sbx_error(sbx("update", "--restart", "always", "r2"), 1, "AutoRemove is enabled")
+
+
+# --- cgroup v2: in the VM ------------------------------------------------------------------------
+
+def _leaf(name):
+    """The cgroup directory of the container's first process."""
+    pid = sbxtest.inspect_container(name)["State"]["Pid"]
+    with open(f"/proc/{pid}/cgroup") as f:
+        rel = next(ln for ln in f.read().splitlines() if ln.startswith("0::"))[3:]
+    return f"/sys/fs/cgroup{rel}"
+
+
+def _cat(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+@pytest.mark.cgroup2vm
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
+def test_vm_stats_and_update_of_a_running_container(request):
+    """One container through stats, sbx update and Python update: the leaf's files change at
+    once, stats read them, the record has them."""
+    if not cgvm.inside(request, "update_vm"):
+        return
+    from sandbox import containers
+    ok(sbx("run", "-d", "--name", "lim", "-m", "64m", "--pids-limit", "50", "--rootfs", "/", "/bin/busybox", "sh",
+           "-c", "sleep 1001 & sleep 1002 & wait", timeout=120))
+    leaf = _leaf("lim")
+    assert os.path.basename(leaf).startswith("sbx-") and _cat(f"{leaf}/memory.max") == str(64 << 20)
+    row = json.loads(ok(sbx("stats", "--no-stream", "--format", "json", "lim", timeout=120)))
+    assert row["Source"] == "cgroup" and row["MemUsage"].endswith(" / 64MiB") and row["PIDs"] == "3"
+    assert ok(sbx("update", "-m", "96m", "--pids-limit", "40", "lim", timeout=120)) == "lim\n"
+    assert _cat(f"{leaf}/memory.max") == str(96 << 20) and _cat(f"{leaf}/pids.max") == "40"
+    c = containers.get("lim")
+    assert c.attrs["HostConfig"]["Memory"] == 96 << 20 and c.attrs["HostConfig"]["PidsLimit"] == 40
+    c.update(mem_limit="128m")                                  # pids_limit kept: a merge, as Docker's
+    assert _cat(f"{leaf}/memory.max") == str(128 << 20) and _cat(f"{leaf}/pids.max") == "40"
+    d = c.stats(stream=False)
+    assert d["sbx"]["source"] == "cgroup" and d["memory_stats"]["limit"] == 128 << 20
+    assert d["pids_stats"] == {"current": 3, "limit": 40} and d["memory_stats"]["usage"] > 0
+    assert "inactive_file" in d["memory_stats"]["stats"]
+    c.remove(force=True)
+
+
+@pytest.mark.cgroup2vm
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
+def test_vm_a_container_started_without_limits_gets_them_at_its_next_start(request):
+    """A running container without a leaf is refused; stopped, its record takes the limits and
+    its next start enforces them."""
+    if not cgvm.inside(request, "update_vm"):
+        return
+    from sandbox import containers
+    c = containers.run(rootfs="/", command=["/bin/busybox", "sleep", "1000"], name="nolim")
+    with c:
+        with pytest.raises(v2.CgroupError, match="no cgroup of its own"):
+            c.update(mem_limit="64m")
+        assert "Memory" not in c.attrs["HostConfig"] or not c.attrs["HostConfig"]["Memory"]
+        c.stop(timeout=0)
+        c.update(mem_limit="64m")
+        c.start()
+        assert sbxtest.wait_for(lambda: sbxtest.inspect_container("nolim")["State"]["Status"] == "running")
+        assert _cat(f"{_leaf('nolim')}/memory.max") == str(64 << 20)
