@@ -121,6 +121,19 @@ def test_stream_refreshes_until_ctrl_c(busybox_rootfs):
     assert p.returncode == 0 and err.strip() == b"", err
 
 
+def test_net_io_is_read_in_the_containers_network_namespace():
+    """A container with a network of its own: its interface's counters (not lo's, not the host's)."""
+    from sandbox import containers
+    _run_d("net", "--network", "slirp4netns", "/bin/busybox", "sh", "-c",
+           "ping -c 3 -W 1 10.0.2.2; echo up; sleep 1000")
+    _ready("net", "up")
+    nets = containers.get("net").stats(stream=False, one_shot=True)["networks"]
+    assert len(nets) == 1 and "lo" not in nets, nets
+    assert next(iter(nets.values()))["tx_packets"] >= 3                 # the three echo requests at least
+    row = json.loads(ok(sbx("stats", "--no-stream", "--format", "json", "net")))
+    assert row["NetIO"].split(" / ")[1] != "0B"
+
+
 def test_python_stats_has_dockers_shape(busybox_rootfs):
     from sandbox import containers
     c = containers.run(rootfs="/", command=[PY, "-c", "import time; sum(range(10 ** 7)); print('up', flush=True); "
