@@ -208,3 +208,42 @@ def test_config_fields_are_applied(rt, tmp_path):
         "0027", "500", "1", "oci-domain", "oci-host", "77", "NoNewPrivs:1", "/home/app", "my-value",
         "from the host", "ro-bind", "ro-root", "c", "ro-proc-sys"], cp.stdout
     assert not (data / "g").exists()
+
+
+def test_devices_seccomp_and_groups_are_applied(rt, tmp_path):
+    from sbxtest import has_subid_range
+    groups = os.geteuid() == 0 or has_subid_range()  # setgroups needs more than a single-id map
+    script = "ls -l /dev/net/tun | cut -c1; mkdir /tmp/d 2>&1 || true; id -G"
+
+    def change(c):
+        c["linux"]["devices"] = [{"path": "/dev/net/tun", "type": "c", "major": 10, "minor": 200}]
+        if "resources" in c["linux"]:  # root's spec denies every device: allow this one, as podman does
+            c["linux"]["resources"]["devices"].append({"allow": True, "type": "c", "major": 10, "minor": 200,
+                                                       "access": "rwm"})
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                 "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                                               "errnoRet": 13}]}
+        if groups:
+            c["process"]["user"]["additionalGids"] = [5, 7]
+            if os.geteuid() != 0:  # the user's range, as `sbx-runc spec --rootless` maps only us
+                from sbxtest import subid_range
+                for key, path, own in (("uidMappings", "/etc/subuid", os.getuid()),
+                                       ("gidMappings", "/etc/subgid", os.getgid())):
+                    start, _ = subid_range(path)
+                    c["linux"][key] = [{"containerID": 0, "hostID": own, "size": 1},
+                                       {"containerID": 1, "hostID": start, "size": 65536}]
+    b = make_bundle(tmp_path / "b", ["sh", "-c", script])
+    edit_config(b, change)
+    cp = rt("run", "--bundle", b, "g1")
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stdout.splitlines()
+    assert lines[0] == "c" and "Permission denied" in lines[1]
+    assert lines[2].split() == (["0", "5", "7"] if groups else ["0"])
+    if not groups:  # a single-id map cannot set groups: refused, not dropped
+        edit_config(b, lambda c: c["process"]["user"].update(additionalGids=[5]))
+        cp = rt("run", "--bundle", b, "g2")
+        assert cp.returncode == 1 and "process.user.additionalGids" in cp.stderr
+    if os.geteuid() == 0:  # the rules must allow what linux.devices gives
+        edit_config(b, lambda c: c["linux"]["resources"]["devices"].pop())
+        cp = rt("run", "--bundle", b, "g3")
+        assert cp.returncode == 1 and "linux.resources.devices: the rules deny /dev/net/tun" in cp.stderr

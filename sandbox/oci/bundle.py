@@ -513,8 +513,9 @@ def _enforce_device_rules(rules, mounts, dev_binds):
         typ = "c" if stat.S_ISCHR(st.st_mode) else "b"
         if not _rule_allows(rules, typ, os.major(st.st_rdev), os.minor(st.st_rdev)):
             raise Refused("linux.resources.devices", f"the rules deny {d['destination']} ({typ} "
-                          f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}), which sbx-runc always gives "
-                          "a container; without a devices cgroup it cannot take it away")
+                          f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}), which linux.devices gives the "
+                          "container; without a devices cgroup sbx-runc cannot give it and deny its use",
+                          hint="allow it in linux.resources.devices, or drop it from linux.devices")
     for m in mounts:
         # A devpts instance holds only ptys, which runc's AllowedDevices always allow too.
         if m["type"] != "devpts" and "nodev" not in m["options"]:
