@@ -1,0 +1,240 @@
+"""POST /containers/create's body (Config, HostConfig, NetworkingConfig) -> RunOptions, every
+value checked as the CLI's parser checks it.  What sbx cannot do is refused by name (400, or
+501 where the missing piece is a part of sbx still to come), never dropped: a client that asked
+for an isolation or a limit gets it or an error."""
+from ..containers import client as _client
+from ..containers import volumes as _volumes
+from ..errors import UsageError
+from ..runtime import options as _options
+from .http import ApiError, not_implemented
+
+# Fields whose zero value (what clients send when nothing is asked) is all sbx accepts.
+_ZERO_ONLY = {
+    "Privileged": "sbx has no privileged mode: add the capabilities the command needs (CapAdd)",
+    "Devices": "sbx passes no host devices into a container",
+    "DeviceRequests": "sbx passes no host devices into a container",
+    "DeviceCgroupRules": "sbx passes no host devices into a container",
+    "PidMode": "sbx always gives a container its own pid namespace",
+    "IpcMode": "sbx always gives a container its own ipc namespace",
+    "UTSMode": "sbx always gives a container its own uts namespace",
+    "CgroupParent": "sbx places limited containers in its own delegated cgroup",
+    "Sysctls": "sbx sets no sysctls",
+    "VolumesFrom": "volumes_from is not supported: name the volumes (Binds, Mounts)",
+    "VolumeDriver": "only the local volume driver exists",
+    "StorageOpt": "storage options are not supported",
+    "OomScoreAdj": "oom_score_adj is not supported",
+    "ShmSize": "the size of /dev/shm is fixed (64 MiB tmpfs)",
+    "Links": "links need user-defined networks (h-bridge, issue 11)",
+    "Dns": "DNS settings need the container networking of issue 11 (h-net)",
+    "DnsOptions": "DNS settings need the container networking of issue 11 (h-net)",
+    "DnsSearch": "DNS settings need the container networking of issue 11 (h-net)",
+    "ExtraHosts": "extra hosts need the container networking of issue 11 (h-net)",
+    "PublishAllPorts": "publishing ports needs the port plumbing of issue 11 (h-net)",
+    "CpuCount": "cpu_count is a Windows limit", "CpuPercent": "cpu_percent is a Windows limit",
+    "IOMaximumIOps": "a Windows limit", "IOMaximumBandwidth": "a Windows limit",
+    "BlkioWeightDevice": "per-device block IO limits are not supported",
+    "BlkioDeviceReadBps": "per-device block IO limits are not supported",
+    "BlkioDeviceWriteBps": "per-device block IO limits are not supported",
+    "BlkioDeviceReadIOps": "per-device block IO limits are not supported",
+    "BlkioDeviceWriteIOps": "per-device block IO limits are not supported",
+    "CpuRealtimePeriod": "realtime CPU limits are not supported",
+    "CpuRealtimeRuntime": "realtime CPU limits are not supported",
+    "KernelMemory": "kernel memory limits do not exist in cgroup v2",
+    "KernelMemoryTCP": "kernel memory limits do not exist in cgroup v2",
+    "MemorySwappiness": None,  # -1 / null: the default
+}
+_CONFIG_ZERO_ONLY = {
+    "Domainname": "a domain name needs the container networking of issue 11 (h-net)",
+    "MacAddress": "a MAC address needs the container networking of issue 11 (h-net)",
+    "Healthcheck": "sbx runs no health checks",
+    "OnBuild": "ONBUILD applies to builds, not containers",
+}
+_ZERO = (None, False, 0, "", [], {}, "default", "private", "none")
+
+
+def _bad(msg):
+    return ApiError(400, msg)
+
+
+def _words(v, what):
+    try:
+        return _client._words(v, what)
+    except UsageError as e:
+        raise _bad(str(e)) from None
+
+
+def _binds(binds):
+    """HostConfig.Binds ["src:dst[:opts]"] -> sbx volume specs; a src without '/' is a named volume."""
+    out = []
+    for b in binds or ():
+        if not isinstance(b, str):
+            raise _bad(f"invalid bind {b!r}: give SOURCE:DESTINATION[:OPTIONS]")
+        parts = b.split(":")
+        if len(parts) not in (2, 3):
+            raise _bad(f"invalid volume specification: {b!r}")
+        src, dst = parts[0], parts[1]
+        ro = False
+        for o in (parts[2].split(",") if len(parts) == 3 and parts[2] else ()):
+            if o == "ro":
+                ro = True
+            elif o in ("rw", "z", "Z", "rprivate", "private", "nocopy"):
+                continue  # Docker's defaults here: no SELinux relabelling exists to do, no propagation asked
+            else:
+                raise _bad(f"invalid mode {o!r} in bind {b!r}: sbx supports ro and rw")
+        out.append(f"{src}:{dst}:{'ro' if ro else 'rw'}")
+    return out
+
+
+def _mounts(mounts):
+    """HostConfig.Mounts -> (volume specs, tmpfs specs)."""
+    vols, tmpfs = [], []
+    for m in mounts or ():
+        if not isinstance(m, dict):
+            raise _bad(f"invalid mount {m!r}")
+        kind, src, dst = m.get("Type") or "", m.get("Source") or "", m.get("Target") or ""
+        if not dst:
+            raise _bad(f"invalid mount {m!r}: Target is required")
+        ro = bool(m.get("ReadOnly"))
+        if kind == "bind":
+            if not src.startswith("/"):
+                raise _bad(f"invalid mount config for type \"bind\": invalid mount path: {src!r} mount path must be absolute")
+            vols.append(f"{src}:{dst}:{'ro' if ro else 'rw'}")
+        elif kind == "volume":
+            if (m.get("VolumeOptions") or {}).get("DriverConfig"):
+                raise _bad("volume driver options are not supported: only the local driver exists")
+            name = src or _volumes.create(None, anonymous=True)["Name"]
+            vols.append(f"{name}:{dst}:{'ro' if ro else 'rw'}")
+        elif kind == "tmpfs":
+            t = m.get("TmpfsOptions") or {}
+            opts = []
+            if t.get("SizeBytes"):
+                opts.append(f"size={int(t['SizeBytes'])}")
+            if t.get("Mode"):
+                opts.append(f"mode={int(t['Mode']):o}")
+            if ro:
+                opts.append("ro")
+            tmpfs.append(f"{dst}:{','.join(opts)}" if opts else dst)
+        else:
+            raise _bad(f"mount type {kind!r} is not supported: use bind, volume or tmpfs")
+    return vols, tmpfs
+
+
+def _network(host, netcfg):
+    """NetworkMode (and NetworkingConfig) -> RunOptions.network, or a refusal."""
+    mode = host.get("NetworkMode") or "default"
+    endpoints = (netcfg or {}).get("EndpointsConfig") or {}
+    for net, ep in endpoints.items():
+        if net != mode and not (mode == "default" and net in ("bridge", "default")):
+            raise not_implemented(f"network {net!r} in NetworkingConfig",
+                                  "user-defined networks come with h-bridge (issue 11); use NetworkMode")
+        if ep and any(ep.get(k) for k in ("Aliases", "IPAMConfig", "Links", "IPAddress", "MacAddress")):
+            raise not_implemented("endpoint settings (aliases, addresses)",
+                                  "user-defined networks come with h-bridge (issue 11)")
+    if mode in ("default", "bridge"):
+        return None  # sbx's default network
+    return mode
+
+
+def _ports(host, cfg):
+    bindings = host.get("PortBindings") or {}
+    if any(v for v in bindings.values()):
+        raise not_implemented("HostConfig.PortBindings (publishing ports)",
+                              "the port plumbing of issue 11 (h-net) has not landed; use NetworkMode host")
+
+
+def _resources(host):
+    from ..cgroups import v2
+    pids = host.get("PidsLimit")
+    r = _options.resources(
+        memory=host.get("Memory") or None, memory_swap=host.get("MemorySwap") or None,
+        memory_reservation=host.get("MemoryReservation") or None, cpus=host.get("NanoCpus") or None,
+        cpu_shares=host.get("CpuShares") or None, cpu_period=host.get("CpuPeriod") or None,
+        cpu_quota=host.get("CpuQuota") or None, cpuset_cpus=host.get("CpusetCpus") or None,
+        cpuset_mems=host.get("CpusetMems") or None, pids_limit=pids if pids and pids > 0 else None,
+        blkio_weight=host.get("BlkioWeight") or None, oom_kill_disable=bool(host.get("OomKillDisable")))
+    if r:
+        v2.require(r)
+    return r
+
+
+def _refuse_unsupported(host, cfg):
+    for k, why in _ZERO_ONLY.items():
+        v = host.get(k)
+        if k == "MemorySwappiness" and v in (None, -1):
+            continue
+        if k == "MemorySwappiness":
+            raise _bad("MemorySwappiness is a cgroup v1 setting: cgroup v2 has none")
+        if v not in _ZERO:
+            raise _bad(f"HostConfig.{k} is not supported: {why}")
+    for k, why in _CONFIG_ZERO_ONLY.items():
+        v = cfg.get(k)
+        if k == "Healthcheck" and isinstance(v, dict) and v.get("Test") in (None, [], ["NONE"]):
+            continue
+        if v not in _ZERO:
+            raise _bad(f"Config.{k} is not supported: {why}")
+    log = (host.get("LogConfig") or {}).get("Type") or ""
+    if log not in ("", "json-file", "local", "k8s-file"):
+        raise _bad(f"logging driver {log!r} is not supported: sbx keeps each container's log in its own file")
+    runtime = host.get("Runtime") or ""
+    if runtime not in ("", "sbx", "runc"):
+        raise _bad(f"runtime {runtime!r} is not supported")
+    userns = host.get("UsernsMode") or ""
+    if userns not in ("", "host", "auto", "single"):
+        raise _bad(f"UsernsMode {userns!r} is not supported: use auto or single")
+    cgroupns = host.get("CgroupnsMode") or ""
+    if cgroupns not in ("", "private"):
+        raise _bad(f"CgroupnsMode {cgroupns!r} is not supported: sbx always gives a container its own")
+
+
+def to_options(body, name=None, platform=None):
+    """The create body -> RunOptions (with `image`; pull 'never': an image that is not local is
+    Docker's 404 "No such image", after which clients pull and retry)."""
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    cfg = body
+    host = body.get("HostConfig") or {}
+    if not isinstance(host, dict):
+        raise _bad("HostConfig must be an object")
+    image = cfg.get("Image")
+    if not image or not isinstance(image, str):
+        raise _bad("Config.Image is required")
+    _refuse_unsupported(host, cfg)
+    _ports(host, cfg)
+    argv = _words(cfg.get("Cmd"), "Cmd")
+    ep = cfg.get("Entrypoint")
+    entrypoint = None
+    if ep is not None:
+        ep = _words(ep, "Entrypoint")
+        if ep:
+            entrypoint, argv = ep[0], ep[1:] + (argv or [])
+        else:
+            entrypoint = ""
+    volumes = _binds(host.get("Binds"))
+    mvols, mtmpfs = _mounts(host.get("Mounts"))
+    volumes += mvols
+    tmpfs = list(_client._tmpfs(host.get("Tmpfs"))) + mtmpfs
+    taken = {v.split(":")[1] for v in volumes} | {t.split(":")[0] for t in tmpfs}
+    for path in (cfg.get("Volumes") or {}):  # anonymous volumes (Config.Volumes not otherwise mounted)
+        if path not in taken:
+            volumes.append(f"{_volumes.create(None, anonymous=True)['Name']}:{path}:rw")
+    try:
+        volumes = _volumes.resolve(volumes)
+        nnp, seccomp = _client._security(host.get("SecurityOpt"))
+        network = _network(host, body.get("NetworkingConfig"))
+        userns = host.get("UsernsMode") or None
+        return _options.RunOptions(
+            argv=tuple(argv or ()), entrypoint=entrypoint, env=tuple(_client._env(cfg.get("Env"), "Env")),
+            cwd=cfg.get("WorkingDir") or None, user=cfg.get("User") or None, volumes=tuple(volumes),
+            tmpfs=tuple(tmpfs), **({"network": network} if network else {}),
+            hostname=_client._hostname(cfg.get("Hostname") or None), read_only=bool(host.get("ReadonlyRootfs")),
+            init=bool(host.get("Init")), userns=None if userns in (None, "host") else userns,
+            cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
+            no_new_privileges=nnp, ulimits=_client._ulimits(host.get("Ulimits")),
+            group_add=tuple(str(g) for g in host.get("GroupAdd") or ()), terminal=bool(cfg.get("Tty")),
+            seccomp=seccomp, image=image, pull="never", platform=platform or None, name=name or None,
+            labels=_client._labels(cfg.get("Labels")), detach=True, auto_remove=bool(host.get("AutoRemove")),
+            interactive=bool(cfg.get("OpenStdin")), restart=_client._restart(host.get("RestartPolicy")),
+            stop_signal=_options.stop_signal(cfg.get("StopSignal") or None),
+            stop_timeout=_options.stop_timeout(cfg.get("StopTimeout")), resources=_resources(host))
+    except UsageError as e:
+        raise _bad(f"{e} ({e.hint})" if e.hint else str(e)) from None
