@@ -337,9 +337,13 @@ def to_options(opts, cmd, environ, warn=None):
     if opts["label"] or opts["label_file"]:
         from . import labels as _labels  # one module fewer on a plain run's path
         labels = _labels.parse(opts["label"], opts["label_file"])
+    volumes = opts["volume"]
+    if volumes and any(v[:1] not in ("/", ".") for v in volumes):  # -v NAME:/path: a named volume
+        from ..containers import volumes as _volumes
+        volumes = _volumes.resolve(volumes)
     return _options.RunOptions(
         argv=tuple(argv), rootfs=opts["rootfs"], entrypoint=opts["entrypoint"], env=tuple(parse_env(opts, environ)),
-        cwd=opts["workdir"], user=user(opts), volumes=tuple(opts["volume"]), tmpfs=tuple(opts["tmpfs"]),
+        cwd=opts["workdir"], user=user(opts), volumes=tuple(volumes), tmpfs=tuple(opts["tmpfs"]),
         network=network(opts, image is not None, warn), hostname=hostname(opts), read_only=bool(opts["read_only"]),
         ports=publish(opts), publish_all=bool(opts["publish_all"]), expose=expose(opts), dns=tuple(opts["dns"]),
         dns_search=tuple(opts["dns_search"]), dns_options=tuple(opts["dns_option"]),
