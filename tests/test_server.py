@@ -1,0 +1,315 @@
+"""`sbx system service`: the Docker Engine API on a unix socket, driven by the real clients
+(docker-py, testcontainers-python) unchanged, against real sandboxes.  One service per session
+(its own socket, the session's store); images are the session's busybox root filesystem
+imported as `busybox:latest` and builds on it: nothing comes from a hub."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+import sbxtest
+from baseimage import import_busybox
+from sbxtest import ok, sbx
+
+docker = pytest.importorskip("docker")
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, session_store):
+    """A running `sbx system service` on a socket of the session's; yields its path."""
+    d = tmp_path_factory.mktemp("svc")
+    path = d / "sbx.sock"
+    p = sbxtest.sbx_popen("system", "service", "--socket", f"unix://{path}")
+    line = p.stdout.readline()
+    assert line.strip() == f"export DOCKER_HOST=unix://{path}", (line, p.stderr.read() if p.poll() else "")
+    yield path
+    p.terminate()
+    assert p.wait(30) == 0
+    assert not path.exists(), "the service left its socket behind"
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory, busybox_rootfs, session_store):
+    return import_busybox(tmp_path_factory, busybox_rootfs, "busybox:latest")
+
+
+@pytest.fixture()
+def client(service, image):
+    c = docker.DockerClient(base_url=f"unix://{service}", version="auto", timeout=60)
+    yield c
+    for ct in c.containers.list(all=True, filters={"label": "sbx-test=server"}):
+        try:
+            ct.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    c.close()
+
+
+LABELS = {"sbx-test": "server"}
+
+
+def _raw(path, request: bytes) -> bytes:
+    """One request on a fresh connection; the whole answer (the server closes or we read to the length)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(path))
+    s.sendall(request)
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        out += b
+    s.close()
+    return out
+
+
+def test_socket_mode_and_ping_headers(service):
+    assert (os.stat(service).st_mode & 0o777) == 0o600
+    head = _raw(service, b"HEAD /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").decode()
+    assert head.startswith("HTTP/1.1 200"), head
+    lower = head.lower()
+    for h in ("api-version: 1.44", "ostype: linux", "docker-experimental: false", "builder-version:"):
+        assert h in lower, head
+    body = _raw(service, b"GET /v1.30/_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert body.endswith(b"\r\n\r\nOK")
+
+
+def test_version_negotiation_and_errors(client, service):
+    v = client.version()
+    assert v["ApiVersion"] == "1.44" and v["MinAPIVersion"] == "1.24" and v["Os"] == "linux"
+    assert client.api.api_version == "1.44"
+    assert client.ping() is True
+    assert client.info()["OSType"] == "linux"
+    with pytest.raises(docker.errors.NotFound) as e:
+        client.containers.get("no-such-container-here")
+    assert "No such container: no-such-container-here" in str(e.value)
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.api.create_container("no-such-image-here:1", "true")
+    r = client.api._get(client.api._url("/frobnicate/{0}", "x"))
+    assert r.status_code == 501 and "/frobnicate/x" in r.json()["message"]
+    too_new = _raw(service, b"GET /v1.99/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").decode()
+    assert too_new.startswith("HTTP/1.1 400") and "Maximum supported API version is 1.44" in too_new
+
+
+def test_run_output_printed_at_once(client):
+    """The docker-py #425 case: a command that prints and exits at once is still seen."""
+    assert client.containers.run("busybox", ["echo", "hello"], remove=True, labels=LABELS) == b"hello\n"
+    with pytest.raises(docker.errors.ContainerError) as e:
+        client.containers.run("busybox", ["sh", "-c", "echo bad >&2; exit 3"], remove=True, labels=LABELS)
+    assert e.value.exit_status == 3 and b"bad" in e.value.stderr
+
+
+def test_detached_container_lifecycle(client):
+    c = client.containers.run("busybox", ["sh", "-c", "echo up; echo oops >&2; exec sleep 300"], detach=True,
+                              name="api-web", labels=dict(LABELS, role="web"))
+    sbxtest.wait_for(lambda: b"up" in c.logs())
+    c.reload()
+    assert c.status == "running" and c.name == "api-web"
+    assert c.logs(stdout=True, stderr=False) == b"up\n"
+    assert c.logs(stdout=False, stderr=True) == b"oops\n"
+    assert c.exec_run(["echo", "at once"]) == (0, b"at once\n")
+    code, (out, err) = c.exec_run(["sh", "-c", "echo o; echo e >&2; exit 4"], demux=True)
+    assert (code, out, err) == (4, b"o\n", b"e\n")
+    chunks = list(c.exec_run(["sh", "-c", "echo one; echo two"], stream=True).output)
+    assert b"".join(chunks) == b"one\ntwo\n"
+    tty = c.exec_run(["sh", "-c", "tty >/dev/null && echo tty"], tty=True)
+    assert tty.exit_code == 0 and tty.output.strip() == b"tty"
+    assert [x.name for x in client.containers.list(filters={"label": "role=web"})] == ["api-web"]
+    assert client.containers.list(filters={"label": "role=nobody"}) == []
+    top = c.top()
+    assert any("sleep" in " ".join(p) for p in top["Processes"])
+    with pytest.raises(docker.errors.APIError) as e:  # the name is taken
+        client.containers.create("busybox", "true", name="api-web", labels=LABELS)
+    assert e.value.status_code == 409
+    with pytest.raises(docker.errors.APIError) as e:  # running: not without force
+        c.remove()
+    assert e.value.status_code == 409
+    c.kill(signal="KILL")  # (TERM: sleep as pid 1 has no handler, so the kernel drops it, as in Docker)
+    assert c.wait()["StatusCode"] == 137
+    c.reload()
+    assert c.status == "exited"
+    c.remove()
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get("api-web")
+
+
+def test_archive_put_get_and_changes(client):
+    c = client.containers.run("busybox", ["sleep", "300"], detach=True, labels=LABELS)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b"payload\n"
+        ti = tarfile.TarInfo("f.txt")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    assert c.put_archive("/tmp", buf.getvalue())
+    assert c.exec_run(["cat", "/tmp/f.txt"]).output == b"payload\n"
+    c.exec_run(["sh", "-c", "mkdir /tmp/dir && echo more > /tmp/dir/g"])
+    bits, stat = c.get_archive("/tmp/dir")
+    assert stat["name"] == "dir"
+    with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tf:
+        assert tf.extractfile("dir/g").read() == b"more\n"
+    with pytest.raises(docker.errors.NotFound):
+        c.get_archive("/no/such/path")
+    assert {"Path": "/tmp/f.txt", "Kind": 1} in c.diff()
+    c.remove(force=True)
+
+
+def test_attach_stream_and_logs(client):
+    c = client.containers.create("busybox", ["sh", "-c", "echo first; sleep 0.3; echo second >&2"], labels=LABELS)
+    stream = c.attach(stream=True, logs=True, demux=True)
+    c.start()
+    got = list(stream)
+    out = b"".join(o for o, _ in got if o)
+    err = b"".join(e for _, e in got if e)
+    assert (out, err) == (b"first\n", b"second\n")
+    assert c.wait()["StatusCode"] == 0
+    c.remove()
+
+
+def test_cli_and_socket_share_containers(client):
+    c = client.containers.create("busybox", ["true"], name="api-made", labels=LABELS)
+    assert "api-made" in ok(sbx("ps", "-a", "--format", "{{.Names}}")).split()
+    ok(sbx("create", "--name", "cli-made", "--label", "sbx-test=server", "busybox", "true"))
+    got = client.containers.get("cli-made")
+    assert got.labels["sbx-test"] == "server" and got.status == "created"
+    ok(sbx("rm", "api-made"))
+    with pytest.raises(docker.errors.NotFound):
+        c.reload()
+
+
+def test_named_volume_from_api_and_cli(client):
+    v = client.volumes.create("api-vol", labels={"k": "v"})
+    assert v.attrs["Mountpoint"].endswith("/api-vol/_data")
+    ok(sbx("run", "--rm", "-v", "api-vol:/data", "busybox", "sh", "-c", "echo from-cli > /data/f"))
+    out = client.containers.run("busybox", ["cat", "/data/f"], volumes={"api-vol": {"bind": "/data", "mode": "ro"}},
+                                remove=True, labels=LABELS)
+    assert out == b"from-cli\n"
+    keep = client.containers.create("busybox", "true", volumes=["api-vol:/data"], labels=LABELS)
+    with pytest.raises(docker.errors.APIError) as e:
+        v.remove()
+    assert e.value.status_code == 409
+    keep.remove()
+    assert [x.name for x in client.volumes.list(filters={"label": "k=v"})] == ["api-vol"]
+    v.remove()
+    with pytest.raises(docker.errors.NotFound):
+        client.volumes.get("api-vol")
+
+
+def test_build_from_tar_context(client):
+    ctx = io.BytesIO()
+    with tarfile.open(fileobj=ctx, mode="w") as tf:
+        for name, data in (("Dockerfile", b"FROM busybox\nARG WHO\nCOPY hello.txt /hello.txt\n"
+                                          b"RUN echo \"built for $WHO\" >> /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n"),
+                           ("hello.txt", b"hello\n")):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    ctx.seek(0)
+    img, logs = client.images.build(fileobj=ctx, custom_context=True, tag="api-built:1", buildargs={"WHO": "api"},
+                                    labels={"made-by": "api"})
+    assert "api-built:1" in img.tags and img.labels == {"made-by": "api"}
+    assert any("STEP" in x.get("stream", "") for x in logs)
+    assert client.containers.run("api-built:1", remove=True, labels=LABELS) == b"hello\nbuilt for api\n"
+    bad = io.BytesIO()
+    with tarfile.open(fileobj=bad, mode="w") as tf:
+        data = b"FROM busybox\nRUN exit 7\n"
+        ti = tarfile.TarInfo("Dockerfile")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    bad.seek(0)
+    with pytest.raises(docker.errors.BuildError) as e:
+        client.images.build(fileobj=bad, custom_context=True, tag="api-bad:1")
+    assert "non-zero code: 7" in str(e.value)
+    client.images.remove("api-built:1")
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get("api-built:1")
+
+
+def test_push_and_pull_through_the_loopback_registry(client, tmp_path_factory):
+    lib = _image_testlib()
+    reg, _ = lib.start_registry(tmp_path_factory.mktemp("api-registry"))
+    try:
+        where = f"127.0.0.1:{reg.port}/api/busybox"
+        assert client.images.get("busybox:latest").tag(where, "v1")
+        out = client.images.push(where, tag="v1", stream=True, decode=True)
+        msgs = list(out)
+        assert not [m for m in msgs if "error" in m], msgs
+        assert any("digest: sha256:" in m.get("status", "") for m in msgs)
+        client.images.remove(f"{where}:v1")
+        pulled = client.images.pull(where, tag="v1")
+        assert f"{where}:v1" in pulled.tags
+        assert pulled.id == client.images.get("busybox:latest").id
+        assert any(f"{where}:v1" in i.tags for i in client.images.list())
+        with pytest.raises(docker.errors.NotFound):
+            client.images.pull(f"127.0.0.1:{reg.port}/api/nothing", tag="v1")
+    finally:
+        reg.stop()
+
+
+def _image_testlib():
+    import importlib.util
+    import sys
+    if "sbx_image_testlib" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "sbx_image_testlib", Path(__file__).parent / "image" / "sbx_image_testlib.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["sbx_image_testlib"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["sbx_image_testlib"]
+
+
+def test_events_report_start_and_die(client):
+    since = time.time()
+    c = client.containers.run("busybox", ["true"], detach=True, labels=LABELS)
+    assert c.wait()["StatusCode"] == 0
+    seen = []
+    for ev in client.events(since=since, until=time.time() + 10, decode=True, filters={"container": c.id}):
+        seen.append(ev["Action"])
+        if "die" in seen:
+            break
+    assert "start" in seen and "die" in seen, seen
+    c.remove()
+
+
+def test_testcontainers_with_log_wait(service, image, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{service}")
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    from testcontainers.core.config import testcontainers_config
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
+    with DockerContainer("busybox:latest").with_command(
+            ["sh", "-c", "echo starting; sleep 0.2; echo Ready to serve; exec sleep 300"]) \
+            .with_env("GREETING", "hi").with_kwargs(labels=LABELS) \
+            .waiting_for(LogMessageWaitStrategy("Ready to serve").with_startup_timeout(20)) as tc:
+        assert b"Ready to serve" in tc.get_wrapped_container().logs()
+        code, out = tc.exec(["sh", "-c", "echo $GREETING"])
+        assert (code, out) == (0, b"hi\n")
+        wrapped = tc.get_wrapped_container()
+        wrapped.reload()
+        assert wrapped.status == "running" and wrapped.labels["sbx-test"] == "server"
+        cid = wrapped.id
+    with pytest.raises(docker.errors.NotFound):
+        docker.DockerClient(base_url=f"unix://{service}").containers.get(cid)
+
+
+def test_service_idle_timeout_and_signal(tmp_path):
+    path = tmp_path / "s.sock"
+    p = sbxtest.sbx_popen("system", "service", "--socket", f"unix://{path}", "--timeout", "1")
+    assert p.stdout.readline().strip() == f"export DOCKER_HOST=unix://{path}"
+    assert p.wait(20) == 0 and not path.exists()
+    p = sbxtest.sbx_popen("system", "service", "--socket", f"unix://{path}")
+    assert p.stdout.readline().strip() == f"export DOCKER_HOST=unix://{path}"
+    busy = sbxtest.sbx("system", "service", "--socket", f"unix://{path}")
+    assert busy.returncode == 125 and "already listens" in busy.stderr
+    p.send_signal(2)
+    assert p.wait(20) == 0 and not path.exists()
+    bad = sbxtest.sbx("system", "service", "--socket", "tcp://127.0.0.1:2375")
+    assert bad.returncode == 125 and "unix socket" in bad.stderr and "Traceback" not in bad.stderr
