@@ -455,42 +455,65 @@ def _write_all(fd, data):
 
 
 def attach(req):
+    """Hijacked attach.  The output comes from the container's log, followed (the monitor
+    writes every byte there first), so nothing printed between a start and this connection is
+    lost (compose attaches to a created container, then starts it); stdin goes to the monitor's
+    attach socket."""
     from ..containers import attach as _attach, logs as _logs
+    from ..containers.state import parse_time
     st = _store()
     rec = st.get(req.params[0])
     tty = bool(rec.config.get("Tty"))
     want_in = req.flag("stdin") and bool(rec.config.get("OpenStdin"))
-    want_out, want_err = req.flag("stdout"), req.flag("stderr")
+    want = {s for s in ("stdout", "stderr") if req.flag(s)}
     stream, with_logs = req.flag("stream"), req.flag("logs")
     if not (stream or with_logs):
         raise ApiError(400, "Bad parameters: you must choose at least one of stream or logs")
     sock = req.hijack(_stream_type(req, tty))
+    since = None if with_logs or rec.status == "created" else time.time()
+    conn = None
     try:
-        if with_logs:
-            for s, _ts, data in _logs.read(rec.path(_logs.LOG)):
-                if (s == "stdout" and want_out) or (s == "stderr" and want_err):
-                    sock.sendall(data if tty else frame(2 if s == "stderr" else 1, data))
-        if not stream:
-            return
-        conn = None
-        while conn is None:  # a created container: its output once it starts (compose attaches first)
-            now = st.load(rec.id)
-            if now is None or now.status not in _state.ACTIVE + ("created",):
-                return
-            if now.status in _state.ACTIVE:
-                try:
-                    conn = _attach.connect(now.dir, b"attach %d %d %d\n" % (want_in, want_out, want_err))
-                except OSError:
-                    conn = None
-            if conn is None:
+        if stream:
+            while True:  # a created container: from its start
+                now = st.load(rec.id)
+                if now is None or now.status not in _state.ACTIVE + ("created",):
+                    break
+                if now.status in _state.ACTIVE:
+                    if since is None and not with_logs:
+                        since = parse_time(now.state.get("StartedAt"))
+                    break
                 time.sleep(0.05)
-        try:
-            _pump(sock, [(conn, 0)], stdin_fd=conn if want_in else None, frames=False,
-                  on_stdin_end=lambda: conn.shutdown(socket.SHUT_WR))
-        finally:
-            conn.close()
+        if want_in and stream:
+            try:
+                conn = _attach.connect(rec.dir, b"attach 1 0 0\n")
+            except OSError:
+                conn = None
+            if conn is not None:
+                threading.Thread(target=_stdin_relay, args=(sock, conn), daemon=True).start()
+
+        def running():
+            now = st.load(rec.id)
+            return now is not None and now.status in _state.ACTIVE
+        for s, _ts, data in _logs.read(rec.path(_logs.LOG), since=since, follow=stream, running=running,
+                                       poll=0.05):
+            if s in want:
+                sock.sendall(data if tty else frame(2 if s == "stderr" else 1, data))
     finally:
+        if conn is not None:
+            conn.close()
         _close(sock)
+
+
+def _stdin_relay(sock, conn):
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def _close(sock):

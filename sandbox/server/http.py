@@ -451,6 +451,8 @@ def serve(path, ctx, timeout=0, *, announce=None, verbose=False, stop=None):
         os.makedirs(d, mode=0o700, exist_ok=True)
         _clear_stale(path)
     srv = Server(path if made else "", ctx, sock=sock, verbose=verbose)
+    from . import system
+    system.start_events(srv)  # from now on: /events?since= sees what happened before it was asked
     stop = stop or threading.Event()
     old = {}
     if threading.current_thread() is threading.main_thread():

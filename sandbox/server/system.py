@@ -142,9 +142,8 @@ class Events:
         self.subs = []
         self.lock = threading.Lock()
         self.snap = None
-        t = threading.Thread(target=self._watch, name="sbx events", daemon=True)
-        t.start()
         self.ready = threading.Event()
+        threading.Thread(target=self._watch, name="sbx events", daemon=True).start()
 
     def _view(self):
         from ..containers.store import ContainerStore
@@ -227,11 +226,16 @@ class Events:
 _events_lock = threading.Lock()
 
 
-def event_watcher(server):
+def start_events(server):
     with _events_lock:
         ev = server.state.get("events")
         if ev is None:
             ev = server.state["events"] = Events(server.ctx)
+    return ev
+
+
+def event_watcher(server):
+    ev = start_events(server)
     ev.ready.wait(5)
     return ev
 
