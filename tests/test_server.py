@@ -313,3 +313,33 @@ def test_service_idle_timeout_and_signal(tmp_path):
     assert p.wait(20) == 0 and not path.exists()
     bad = sbxtest.sbx("system", "service", "--socket", "tcp://127.0.0.1:2375")
     assert bad.returncode == 125 and "unix socket" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_published_random_port_and_stats(client):
+    """HostPort "" (docker-py's ports={"8080/tcp": None}) gets a free host port that reaches the
+    container; stats come as one document and as a stream."""
+    import urllib.request
+    c = client.containers.run("busybox", ["sh", "-c", "mkdir -p /www && echo hello > /www/index.html && "
+                                                      "exec httpd -f -p 8080 -h /www"],
+                              detach=True, ports={"8080/tcp": None}, labels=LABELS)
+    c.reload()
+    port = int(c.ports["8080/tcp"][0]["HostPort"])
+    assert port > 0
+    got = []
+
+    def fetch():
+        try:
+            got.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2).read())
+            return True
+        except OSError:
+            return False
+    sbxtest.wait_for(fetch, timeout=15)
+    assert got == [b"hello\n"]
+    listed = client.api.containers(filters={"id": c.id})[0]["Ports"]
+    assert listed == [{"IP": "0.0.0.0", "PrivatePort": 8080, "PublicPort": port, "Type": "tcp"}]
+    one = c.stats(stream=False)
+    assert one["id"] == c.id and one["pids_stats"]["current"] >= 1
+    s = c.stats(stream=True, decode=True)
+    assert next(s)["id"] == c.id
+    s.close()
+    c.remove(force=True)

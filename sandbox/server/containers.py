@@ -56,16 +56,25 @@ def inspect_doc(rec):
 
 def summary(rec):
     """One entry of `GET /containers/json`."""
+    from ..containers.inspect import container_doc
     from ..containers.state import parse_time
     d = rec.doc
     cmd = " ".join([d.get("Path") or ""] + list(d.get("Args") or [])).strip()
-    net = (rec.host_config or {}).get("NetworkMode") or "none"
+    full = container_doc(rec)
+    net = full["HostConfig"].get("NetworkMode") or "none"
+    ports = []
+    for key, binds in sorted((full["NetworkSettings"].get("Ports") or {}).items()):
+        port, _, proto = key.partition("/")
+        for b in binds or [None]:
+            ports.append({"PrivatePort": int(port), "Type": proto or "tcp"} if b is None else
+                         {"IP": b.get("HostIp") or "0.0.0.0", "PrivatePort": int(port),
+                          "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
     return {"Id": rec.id, "Names": ["/" + rec.name], "Image": d.get("Image") or rec.config.get("Image") or "",
             "ImageID": d.get("ImageID") or "", "Command": cmd, "Created": int(parse_time(d.get("Created")) or 0),
-            "Ports": [], "Labels": rec.config.get("Labels") or {}, "State": rec.status, "Status": rec.status_text(),
-            "HostConfig": {"NetworkMode": net},
-            "NetworkSettings": {"Networks": {net: {"NetworkID": "", "IPAddress": "", "Gateway": ""}}},
-            "Mounts": []}
+            "Ports": ports, "Labels": rec.config.get("Labels") or {}, "State": rec.status,
+            "Status": rec.status_text(), "HostConfig": {"NetworkMode": net},
+            "NetworkSettings": {"Networks": full["NetworkSettings"].get("Networks") or {}},
+            "Mounts": full["Mounts"]}
 
 
 # --- create, list, inspect, the simple verbs ----------------------------------------------------------
@@ -77,13 +86,13 @@ def create(req):
     name = req.arg("name")
     if name is not None and name.startswith("/"):
         name = name[1:]
-    opts = mapper.to_options(req.json(), name=name, platform=req.arg("platform"))
+    opts, warnings = mapper.to_options(req.json(), name=name, platform=req.arg("platform"))
     try:
         root = image_root.prepare(opts.image, pull="never", platform=opts.platform, userns=opts.userns)
     except ImageNotFound:
         raise ApiError(404, f"No such image: {opts.image}") from None
     rec = lifecycle.create(_store(), opts, image=root)
-    req.json_reply({"Id": rec.id, "Warnings": []}, status=201)
+    req.json_reply({"Id": rec.id, "Warnings": warnings}, status=201)
 
 
 def list_(req):
@@ -247,8 +256,20 @@ def prune(req):
 
 
 def stats(req):
-    raise not_implemented(f"GET /containers/{req.params[0]}/stats",
-                          "container statistics come with containers/stats.py (issue 10, h-stats), not landed yet")
+    """docker-py's `stats`: one document (two samples a second apart, or one with one-shot), or
+    with stream a document a second until the container stops (containers/stats.py)."""
+    from ..containers import stats as _stats
+    stream = req.flag("stream", True)
+    out = _stats.stats(_store(), req.params[0], stream=stream, one_shot=req.flag("one-shot"))
+    if not stream:
+        return req.json_reply(out)
+    w = req.stream()
+    try:
+        for doc in out:
+            w.json(doc)
+    finally:
+        out.close()
+    w.close()
 
 
 def update(req):

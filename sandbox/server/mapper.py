@@ -25,11 +25,6 @@ _ZERO_ONLY = {
     "OomScoreAdj": "oom_score_adj is not supported",
     "ShmSize": "the size of /dev/shm is fixed (64 MiB tmpfs)",
     "Links": "links need user-defined networks (h-bridge, issue 11)",
-    "Dns": "DNS settings need the container networking of issue 11 (h-net)",
-    "DnsOptions": "DNS settings need the container networking of issue 11 (h-net)",
-    "DnsSearch": "DNS settings need the container networking of issue 11 (h-net)",
-    "ExtraHosts": "extra hosts need the container networking of issue 11 (h-net)",
-    "PublishAllPorts": "publishing ports needs the port plumbing of issue 11 (h-net)",
     "CpuCount": "cpu_count is a Windows limit", "CpuPercent": "cpu_percent is a Windows limit",
     "IOMaximumIOps": "a Windows limit", "IOMaximumBandwidth": "a Windows limit",
     "BlkioWeightDevice": "per-device block IO limits are not supported",
@@ -120,26 +115,49 @@ def _mounts(mounts):
 
 
 def _network(host, netcfg):
-    """NetworkMode (and NetworkingConfig) -> RunOptions.network, or a refusal."""
+    """NetworkMode (and NetworkingConfig) -> RunOptions.network, resolved as the CLI resolves
+    --network (sandbox.network.modes): Docker's default (`default`, `bridge`) is sbx's private
+    network for an image, `none` where no helper can give one (said in the create's Warnings)."""
     mode = host.get("NetworkMode") or "default"
     endpoints = (netcfg or {}).get("EndpointsConfig") or {}
     for net, ep in endpoints.items():
         if net != mode and not (mode == "default" and net in ("bridge", "default")):
-            raise not_implemented(f"network {net!r} in NetworkingConfig",
-                                  "user-defined networks come with h-bridge (issue 11); use NetworkMode")
-        if ep and any(ep.get(k) for k in ("Aliases", "IPAMConfig", "Links", "IPAddress", "MacAddress")):
-            raise not_implemented("endpoint settings (aliases, addresses)",
-                                  "user-defined networks come with h-bridge (issue 11)")
-    if mode in ("default", "bridge"):
-        return None  # sbx's default network
-    return mode
+            raise not_implemented(f"network {net!r} in NetworkingConfig (a second network)",
+                                  "a container joins one network at create; connect it to others after")
+        if ep and any(ep.get(k) for k in ("IPAMConfig", "Links", "IPAddress", "MacAddress")):
+            raise not_implemented("endpoint addresses and links in NetworkingConfig",
+                                  "sbx's networks assign addresses themselves")
+        if ep and ep.get("Aliases"):
+            raise not_implemented("network aliases", "aliases come with user-defined networks (h-bridge, issue 11)")
+    if mode in ("none", "host"):
+        return mode, []
+    from ..network import modes
+    warnings = []
+    m = modes.resolve(mode, default=mode in ("default", "bridge"), warn=warnings.append)
+    return (m.kind if m.kind in ("none", "host") else m), warnings
 
 
 def _ports(host, cfg):
-    bindings = host.get("PortBindings") or {}
-    if any(v for v in bindings.values()):
-        raise not_implemented("HostConfig.PortBindings (publishing ports)",
-                              "the port plumbing of issue 11 (h-net) has not landed; use NetworkMode host")
+    """PortBindings ({"80/tcp": [{"HostIp": "", "HostPort": ""}]}: "" is a random host port) and
+    ExposedPorts -> RunOptions.ports / expose (sandbox.network.ports, checked as -p is)."""
+    from ..network import ports as _p
+    out = []
+    for key, binds in (host.get("PortBindings") or {}).items():
+        body, _, proto = str(key).partition("/")
+        proto = proto or "tcp"
+        if proto not in ("tcp", "udp", "sctp") or not (body.isdigit() and 1 <= int(body) <= 65535):
+            raise _bad(f"invalid port {key!r} in PortBindings")
+        for b in binds or [{}]:
+            hp = str((b or {}).get("HostPort") or "0")
+            lo = hp.split("-")[0]
+            if not lo.isdigit() or not 0 <= int(lo) <= 65535:
+                raise _bad(f"invalid host port {hp!r} for {key}")
+            out.append({"proto": proto, "host_ip": (b or {}).get("HostIp") or "", "host_port": int(lo),
+                        "container_port": int(body)})
+    expose = []
+    for key in (cfg.get("ExposedPorts") or {}):
+        expose.extend(_p.parse_expose(str(key)))
+    return tuple(_p.check(out)) if out else (), tuple(expose)
 
 
 def _resources(host):
@@ -187,7 +205,7 @@ def _refuse_unsupported(host, cfg):
 
 
 def to_options(body, name=None, platform=None):
-    """The create body -> RunOptions (with `image`; pull 'never': an image that is not local is
+    """The create body -> (RunOptions, warnings) (with `image`; pull 'never': an image that is not local is
     Docker's 404 "No such image", after which clients pull and retry)."""
     if not isinstance(body, dict):
         raise _bad("the body must be a JSON object")
@@ -199,7 +217,6 @@ def to_options(body, name=None, platform=None):
     if not image or not isinstance(image, str):
         raise _bad("Config.Image is required")
     _refuse_unsupported(host, cfg)
-    _ports(host, cfg)
     argv = _words(cfg.get("Cmd"), "Cmd")
     ep = cfg.get("Entrypoint")
     entrypoint = None
@@ -220,12 +237,15 @@ def to_options(body, name=None, platform=None):
     try:
         volumes = _volumes.resolve(volumes)
         nnp, seccomp = _client._security(host.get("SecurityOpt"))
-        network = _network(host, body.get("NetworkingConfig"))
+        network, warnings = _network(host, body.get("NetworkingConfig"))
+        ports, expose = _ports(host, cfg)
         userns = host.get("UsernsMode") or None
         return _options.RunOptions(
             argv=tuple(argv or ()), entrypoint=entrypoint, env=tuple(_client._env(cfg.get("Env"), "Env")),
             cwd=cfg.get("WorkingDir") or None, user=cfg.get("User") or None, volumes=tuple(volumes),
-            tmpfs=tuple(tmpfs), **({"network": network} if network else {}),
+            tmpfs=tuple(tmpfs), network=network, ports=ports, publish_all=bool(host.get("PublishAllPorts")),
+            expose=expose, dns=tuple(host.get("Dns") or ()), dns_search=tuple(host.get("DnsSearch") or ()),
+            dns_options=tuple(host.get("DnsOptions") or ()), extra_hosts=tuple(host.get("ExtraHosts") or ()),
             hostname=_client._hostname(cfg.get("Hostname") or None), read_only=bool(host.get("ReadonlyRootfs")),
             init=bool(host.get("Init")), userns=None if userns in (None, "host") else userns,
             cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
@@ -235,6 +255,6 @@ def to_options(body, name=None, platform=None):
             labels=_client._labels(cfg.get("Labels")), detach=True, auto_remove=bool(host.get("AutoRemove")),
             interactive=bool(cfg.get("OpenStdin")), restart=_client._restart(host.get("RestartPolicy")),
             stop_signal=_options.stop_signal(cfg.get("StopSignal") or None),
-            stop_timeout=_options.stop_timeout(cfg.get("StopTimeout")), resources=_resources(host))
+            stop_timeout=_options.stop_timeout(cfg.get("StopTimeout")), resources=_resources(host)), warnings
     except UsageError as e:
         raise _bad(f"{e} ({e.hint})" if e.hint else str(e)) from None
