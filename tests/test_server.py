@@ -343,3 +343,24 @@ def test_published_random_port_and_stats(client):
     assert next(s)["id"] == c.id
     s.close()
     c.remove(force=True)
+
+
+def test_socket_activation(tmp_path):
+    """systemd's socket activation (contrib/systemd): the listening socket arrives as fd 3 with
+    LISTEN_PID/LISTEN_FDS; the service serves it and leaves it in place when it ends."""
+    import subprocess
+    path = tmp_path / "act.sock"
+    ls = socket.socket(socket.AF_UNIX)
+    ls.bind(str(path))
+    ls.listen()
+    fd = ls.fileno()
+    p = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh",
+                          *sbxtest.sbx_argv("system", "service", "--socket", f"unix://{path}", "--timeout", "1")],
+                         close_fds=False, preexec_fn=lambda: os.dup2(fd, 3), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=sbxtest.NEUTRAL_CWD)
+    ls.close()
+    c = docker.DockerClient(base_url=f"unix://{path}", version="1.44")
+    assert c.ping() is True
+    c.close()
+    assert p.wait(20) == 0, p.stderr.read()
+    assert path.exists()
