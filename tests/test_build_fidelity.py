@@ -505,6 +505,33 @@ def test_run_network_flag(base, tmp_path):
     assert sbx("run", "--rm", "fid-net:1", "cat", "/ifs").stdout == "lo\n"
 
 
+# --- 8. RUN's network ------------------------------------------------------------------------------------
+
+def test_run_has_a_network_by_default_and_network_failures_name_it(base, tmp_path):
+    """Docker's RUN has a network by default: sbx gives build steps the default private network
+    of `sbx run` (slirp4netns or pasta: an interface beside lo, a resolver).  A step that fails
+    with output that looks like a network failure says which network it had, and how to change it."""
+    ctx = ctx_of(tmp_path, "FROM base:1\nRUN cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /ifs "
+                 "&& grep -c nameserver /etc/resolv.conf > /dns\n")
+    build(ctx, "fid-defnet:1")
+    r = sbx("run", "--rm", "fid-defnet:1", "cat", "/ifs", "/dns")
+    words = r.stdout.split()
+    assert "lo" in words and len(words) >= 3 and words[-1] != "0", r.stdout + r.stderr
+    fail = ctx_of(tmp_path, "FROM base:1\nRUN echo ran\nRUN nc -w 2 192.0.2.1 80 </dev/null\n", name="fail")
+    for args in (("--network", "none"), ()):
+        r = sbx("build", *args, str(fail), timeout=120)
+        err = [x for x in r.stderr.splitlines() if x.startswith("sbx: Dockerfile:3")]
+        if args:
+            assert r.returncode == 125 and len(err) == 1, r.stdout + r.stderr
+            assert "looks like a network failure, and the step had no network (none)" in err[0]
+            assert "--network default" in r.stderr
+        else:  # with the private network the connection is answered (refused): not blamed on the network
+            assert r.returncode == 125 and len(err) == 1, r.stdout + r.stderr
+            assert "non-zero code" in err[0] and "network failure" not in err[0]
+    r = sbx("build", "--network", "container:x", str(fail), timeout=60)
+    assert r.returncode == 125 and "not supported for builds" in r.stderr
+
+
 @pytest.mark.parametrize("step,words", [
     ("RUN --mount=type=cache,target=/c,bogus=1 true", ["unexpected key 'bogus'"]),
     ("RUN --mount=type=bind,target=/c,size=1m true", ["unexpected key 'size' for mount type 'bind'"]),

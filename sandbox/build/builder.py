@@ -23,6 +23,11 @@ from typing import Any
 from ..errors import SandboxError, UsageError
 from . import dockerfile as dfmod
 
+# What a step's output says when it could not reach the network (apt, curl, wget, pip, getaddrinfo).
+_NETWORK_FAILURE = re.compile(r"Temporary failure (in name )?resolution|Could not resolve|Unable to locate package|"
+                              r"Name or service not known|bad address|Network is unreachable|No route to host|"
+                              r"Failed to establish a new connection|Failed to fetch|Could not connect to|"
+                              r"No address associated with hostname|getaddrinfo")
 # Commands that give files or processes other owners: they fail with only one id mapped.
 _OWNER_CHANGE = re.compile(r"\b(chown|chgrp|useradd|adduser|addgroup|groupadd|usermod|setpriv|su|"
                            r"chroot --userspec|install -[og])\b")
@@ -47,7 +52,7 @@ class Options:
     target: str | None = None
     no_cache: bool = False
     pull: bool = False
-    network: str = "none"
+    network: str = "default"     # RUN's network: default (the private network, as `sbx run`), none, host, ...
     labels: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
     userns: str | None = None
@@ -85,6 +90,7 @@ class Builder:
         # and do nothing, so package installs and useradd work; files all stay root's.
         self.emulate = opts.force == "seccomp" or (opts.force is None and self.mode != "helper")
         self._told_emulation = False
+        self._network = None
         self.context = os.path.realpath(opts.context)
         if not os.path.isdir(self.context):
             raise UsageError(f"build context {opts.context!r} is not a directory")
@@ -448,9 +454,7 @@ class Builder:
             argv = list(state.config.get("Shell") or DEFAULT_SHELL) + [script]
             if heredoc is not None:
                 raise BuildError(f"{where}: RUN with a '#!' heredoc script is not supported yet")
-        network = instr.flags.get("network") or self.opts.network
-        if network == "default":
-            network = self.opts.network
+        network = self._step_network(instr.flags.get("network"))
         run_env = {**state.args, **_env_dict(state.config.get("Env"))}
         tmpdir = self._new_dirs()
         prepared = None
@@ -470,6 +474,21 @@ class Builder:
             if prepared is not None:
                 prepared.close()
             self.worker.call("sandbox.image.store:remove_path", path=tmpdir)
+
+    def _step_network(self, flag):
+        """RUN --network=none|host as asked; default (or no flag): the build's --network, by
+        default the private network `sbx run` gives images (slirp4netns or pasta; where neither
+        can work, none, said once), resolved on the first step that needs it."""
+        if flag in ("none", "host"):
+            return flag
+        text = self.opts.network or "default"
+        if text in ("none", "host"):
+            return text
+        if self._network is None:
+            from ..network import modes
+            m = modes.resolve(text, default=text == "default", warn=lambda line: self.out(f"sbx: warning: {line}"))
+            self._network = m.kind if m.kind in ("none", "host") else m
+        return self._network
 
     def _run(self, state, argv, env, network, tmpdir, where, volumes=(), tmpfs=()):
         from ..runtime import spec as specmod
@@ -493,24 +512,33 @@ class Builder:
                              volumes=volumes, tmpfs=tmpfs, seccomp=seccomp,
                              container_id=os.urandom(32).hex(), upper=os.path.join(tmpdir, "upper"),
                              cwd=state.config.get("WorkingDir") or None)
-        out = -1
-        if self.opts.quiet:
-            out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        hooks = ()
+        if spec["sbx"]["network"].get("mode", "none") not in ("none", "host"):
+            from ..network import hooks as nethooks
+            hooks = nethooks.hooks_for(spec)
+        relay = _Relay(self.opts.quiet)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         from .. import interrupts
         from ..runtime.process import SandboxProcess
         try:  # Ctrl-C is held from before the launch ...
-            p = SandboxProcess.launch(spec, stdio=(devnull, out, out), hold=interrupts.HELD)
+            p = SandboxProcess.launch(spec, stdio=(devnull, *relay.write_fds), hooks=hooks, hold=interrupts.HELD)
+        except BaseException:
+            relay.close()
+            raise
         finally:
             os.close(devnull)
-            if out >= 0:
-                os.close(out)
+            relay.started()
         try:  # ... raised once the wait begins, which kills and reaps the step's sandbox first
             code = p.wait(forward=())
         finally:
             p.close()
+            relay.close()
         if code != 0:
             msg = f"{where}: RUN {' '.join(argv[-1:])[:120]!r} returned a non-zero code: {code}"
+            if _NETWORK_FAILURE.search(relay.tail()):
+                what, hint = _network_words(spec["sbx"]["network"])
+                raise BuildError(f"{msg}; its output looks like a network failure, and the step had {what}",
+                                 hint=hint)
             if self.mode != "helper" and not self.emulate and _OWNER_CHANGE.search(" ".join(argv)):
                 # chown to another id fails with a bare EINVAL where only one id is mapped.
                 raise BuildError(msg + "; this build maps a single id (no subordinate id range), so files and "
@@ -617,6 +645,85 @@ _UNSUPPORTED = {
     ("ADD", "unpack"): ((), _REWRITE + ": ADD unpacks a local tar; fetch and unpack a remote one with RUN"),
     ("ADD", "keep-git-dir"): ((), _REWRITE + ": clone the repository with RUN git clone"),
 }
+
+
+def _network_words(net):
+    """(which network a step had, a hint) for a failure that looks like a network one."""
+    mode = net.get("mode", "none")
+    if mode == "none":
+        return ("no network (none)", "give the step a network: build with --network default (the default: a private "
+                "network, as sbx run gives), or write RUN --network=default or --network=host for the step")
+    if mode == "host":
+        return ("the host's network (host)", "check that this machine reaches the address (its DNS, proxy, routes)")
+    return (f"the default private network ({mode})", f"{mode} reaches what the host reaches, through the host's "
+            "resolvers: check that this machine reaches the address, or try --network host")
+
+
+class _Relay:
+    """A RUN step's stdout and stderr, copied to ours (nowhere with -q) by a thread, the last
+    32 KiB kept to tell what a failure looks like."""
+
+    KEEP = 32 << 10
+
+    def __init__(self, quiet: bool):
+        import threading
+        self.quiet = quiet
+        self._tail = bytearray()
+        self.read_fds, self.write_fds = [], []
+        for _ in range(2):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            self.read_fds.append(r)
+            self.write_fds.append(w)
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+
+    def started(self):
+        """The child holds the write ends now: ours close, the copying starts."""
+        for w in self.write_fds:
+            os.close(w)
+        self.write_fds = []
+        if self.read_fds:
+            self._thread.start()
+
+    def _pump(self):
+        import selectors
+        sel = selectors.DefaultSelector()
+        for r, to in zip(self.read_fds, (1, 2)):
+            sel.register(r, selectors.EVENT_READ, to)
+        open_fds = len(self.read_fds)
+        while open_fds:
+            for key, _ in sel.select():
+                try:
+                    data = os.read(key.fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(key.fd)
+                    open_fds -= 1
+                    continue
+                self._tail += data
+                del self._tail[:-self.KEEP]
+                if not self.quiet:
+                    view = memoryview(data)
+                    try:
+                        while view:
+                            view = view[os.write(key.data, view):]
+                    except OSError:
+                        pass
+        sel.close()
+
+    def close(self):
+        for w in self.write_fds:
+            os.close(w)
+        self.write_fds = []
+        if self._thread.is_alive():
+            self._thread.join(10)
+        if not self._thread.is_alive():
+            for r in self.read_fds:
+                os.close(r)
+            self.read_fds = []
+
+    def tail(self) -> str:
+        return self._tail.decode("utf-8", "replace")
 
 
 def _checked(fn, value, where):

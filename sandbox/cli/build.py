@@ -12,7 +12,8 @@ def build(context: str = typer.Argument(..., help="Build context directory."),
           target: Optional[str] = typer.Option(None, "--target", help="Build this stage (name or index)."),
           no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, ignore the layer cache."),
           pull: bool = typer.Option(False, "--pull", help="Always pull base images."),
-          network: str = typer.Option("none", "--network", help="Network for RUN steps: none or host."),
+          network: str = typer.Option("default", "--network", help="Network for RUN steps: default (a private "
+                                      "network, as sbx run gives), none, host, slirp4netns[:OPTS] or pasta[:OPTS]."),
           label: List[str] = typer.Option([], "-l", "--label", help="Add a label KEY[=VALUE] to the image (repeatable)."),
           label_file: List[str] = typer.Option([], "--label-file", help="Read labels from a file of KEY=VALUE lines."),
           quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image id."),
@@ -44,8 +45,9 @@ def build(context: str = typer.Argument(..., help="Build context directory."),
             out[k] = v
         return out
 
-    if network not in ("none", "host"):
-        raise UsageError(f"network mode {network!r} is not supported for builds", hint="use none or host")
+    if network.split(":")[0] not in ("default", "none", "host", "slirp4netns", "pasta", "private", "bridge"):
+        raise UsageError(f"network mode {network!r} is not supported for builds",
+                         hint="use default, none, host, slirp4netns or pasta")
     t0 = time.monotonic()
     b = Builder(Options(context=context, dockerfile=file, tags=tuple(tag), build_args=pairs(build_arg, "--build-arg"),
                         target=target, no_cache=no_cache, pull=pull, network=network,
