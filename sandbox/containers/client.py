@@ -9,13 +9,14 @@
 
 The names and shapes are docker-py's (`docker.from_env().containers`), so harnesses written
 for it move over by changing the import; where sbx differs it says so below and refuses what
-it cannot do by name (ports and networks until issue 11).  Resource limits (mem_limit, nano_cpus,
+it cannot do by name (user-defined networks by name).  Resource limits (mem_limit, nano_cpus,
 pids_limit, ...) are enforced through cgroup v2 or refused, with the message `sbx run` gives.
 
 Differences from docker-py:
 - `run` takes `rootfs=DIR` as an alternative to `image`, and `detach` defaults to True;
-- a container has no network of its own but `lo` unless `network_mode="host"` (Docker's
-  default is a bridge);
+- a container of an image gets the default private network (slirp4netns or pasta, as `sbx run`);
+  one of `rootfs=` has only `lo` unless `network_mode` names a mode ("slirp4netns", "pasta",
+  "bridge", "host"); `ports=` publish on the host as docker-py's, `Container.ports` shows them;
 - `Container.image` is the image reference as given (or the `rootfs=` directory), not an Image;
 - `exec_run` takes `timeout=` (seconds; the exec is killed and `WaitTimeout` raised);
 - a detached `exec_run` lives as long as this Python process.
@@ -57,10 +58,9 @@ class ContainerError(SandboxError):
 _ISSUE_11 = "networking comes with issue 11"
 _NO_V2 = "cgroup v2 has no such control"
 _REFUSED = {  # docker-py run()/create() arguments sbx cannot honour yet, and why
-    **dict.fromkeys(("ports", "publish_all_ports"), f"publishing ports needs a network of the container's own: "
-                                                     f"{_ISSUE_11}; network_mode='host' shares the host's ports"),
-    **dict.fromkeys(("network", "networking_config", "links", "dns", "dns_opt", "dns_search", "extra_hosts",
-                     "mac_address", "domainname"), f"{_ISSUE_11}; network_mode is 'none' or 'host' until then"),
+    **dict.fromkeys(("network", "networking_config", "links", "mac_address", "domainname"),
+                    "user-defined networks are not offered here yet: use network_mode (none, host, slirp4netns, "
+                    "pasta, bridge)"),
     **dict.fromkeys(("mem_swappiness", "kernel_memory", "cpu_rt_period", "cpu_rt_runtime"),
                     f"{_NO_V2} (Docker ignores or refuses it there too)"),
     **dict.fromkeys(("cpu_count", "cpu_percent"), "Windows containers only; use nano_cpus"),
@@ -207,10 +207,32 @@ def _hostname(h):
     return h
 
 
-def _network(mode):
-    if mode in (None, "none", "host"):
+def _network(mode, image_run):
+    """network_mode as `sbx run --network` takes it; an image's default is the private network."""
+    if mode in ("none", "host") or (mode is None and not image_run):
         return mode or "none"
-    raise UsageError(f"network_mode {mode!r} is not supported: {_ISSUE_11}", hint="use 'none' (default) or 'host'")
+    from ..network import modes
+    m = modes.resolve(mode, default=mode is None, warn=_warn)
+    return m.kind if m.kind in ("none", "host") else m
+
+
+def _warn(line):
+    import warnings
+    warnings.warn(line, RuntimeWarning, stacklevel=4)
+
+
+def _extra_hosts(value):
+    """docker-py's extra_hosts: {"name": "ip"} or ["name:ip"]."""
+    if isinstance(value, dict):
+        return tuple(f"{k}:{v}" for k, v in value.items())
+    return tuple(str(v) for v in value or ())
+
+
+def _ports(ports):
+    if not ports:
+        return ()
+    from ..network import ports as _p
+    return tuple(_p.from_docker_py(ports))
 
 
 #: docker-py's limit arguments and the types it documents for them
@@ -251,6 +273,7 @@ def run_options(image=None, command=None, *, rootfs=None, detach=True, name=None
                 entrypoint=None, tty=False, stdin_open=False, auto_remove=False, read_only=False, cap_add=None,
                 cap_drop=None, security_opt=None, tmpfs=None, ulimits=None, hostname=None, network_mode=None,
                 stop_signal=None, stop_timeout=None, group_add=None, userns=None, platform=None, pull="missing",
+                ports=None, publish_all_ports=False, dns=None, dns_search=None, dns_opt=None, extra_hosts=None,
                 **unsupported):
     """docker-py's run()/create() arguments -> RunOptions, every value checked."""
     limits = {k: unsupported.pop(k) for k in builtins.list(unsupported) if k in LIMITS}
@@ -273,7 +296,9 @@ def run_options(image=None, command=None, *, rootfs=None, detach=True, name=None
     return _options.RunOptions(
         argv=tuple(argv), rootfs=None if rootfs is None else os.fspath(rootfs), entrypoint=ep,
         env=tuple(_env(environment)), cwd=working_dir, user=None if user in (None, "") else str(user),
-        volumes=_volumes(volumes), tmpfs=_tmpfs(tmpfs), network=_network(network_mode), hostname=_hostname(hostname),
+        volumes=_volumes(volumes), tmpfs=_tmpfs(tmpfs), network=_network(network_mode, image is not None), hostname=_hostname(hostname),
+        ports=_ports(ports), publish_all=bool(publish_all_ports), dns=tuple(dns or ()),
+        dns_search=tuple(dns_search or ()), dns_options=tuple(dns_opt or ()), extra_hosts=_extra_hosts(extra_hosts),
         read_only=bool(read_only), init=bool(init), userns=userns, cap_add=tuple(cap_add or ()),
         cap_drop=tuple(cap_drop or ()), no_new_privileges=nnp, ulimits=_ulimits(ulimits),
         group_add=tuple(str(g) for g in group_add or ()), terminal=bool(tty), seccomp=seccomp, image=image,
@@ -319,6 +344,7 @@ class Container:
     status = property(lambda self: self.attrs["State"]["Status"])
     labels = property(lambda self: dict((self.attrs.get("Config") or {}).get("Labels") or {}))
     image = property(lambda self: (self.attrs.get("Config") or {}).get("Image"))  # reference, or rootfs
+    ports = property(lambda self: dict((self.attrs.get("NetworkSettings") or {}).get("Ports") or {}))
 
     def _where(self):
         return lifecycle.store(self._ctx.data_root)
