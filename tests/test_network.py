@@ -357,3 +357,24 @@ def test_dns_add_host_and_hostname_are_visible_inside(busybox_rootfs):
                          str(busybox_rootfs), "true"), 125, "not-an-ip")
     assert_sbx_error(sbx("run", "--rm", "--add-host", "x:host-gateway", "--rootfs", str(busybox_rootfs), "true"),
                      125, "host-gateway")
+
+
+# --- the Python containers API ------------------------------------------------------------------
+
+def test_python_api_ports(busybox_rootfs):
+    from sandbox import containers
+    from sandbox.network.ports import free_port
+    fixed = free_port("tcp", "127.0.0.1")
+    serve = "while true; do echo hi-$0 | nc -l -p 8080; done"
+    with containers.run(rootfs=busybox_rootfs, command=["sh", "-c", serve, "any"], network_mode="slirp4netns",
+                        ports={"8080/tcp": None}) as a, \
+            containers.run(rootfs=busybox_rootfs, command=["sh", "-c", serve, "fixed"], network_mode="pasta",
+                           ports={8080: ("127.0.0.1", fixed)}) as b:
+        port = int(a.ports["8080/tcp"][0]["HostPort"])
+        assert a.ports["8080/tcp"][0]["HostIp"] == "0.0.0.0" and _connect_read(port) == b"hi-any\n"
+        assert b.ports == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(fixed)}]}
+        assert _connect_read(fixed) == b"hi-fixed\n"
+        assert a.attrs["HostConfig"]["NetworkMode"] == "slirp4netns" and a.attrs["NetworkSettings"]["IPAddress"] == "10.0.2.100"
+    from sandbox.errors import UsageError
+    with pytest.raises(UsageError, match="--network none"):
+        containers.run(rootfs=busybox_rootfs, command=["true"], ports={"80/tcp": None})
