@@ -136,15 +136,22 @@ class Process:
     def alive(self):
         return self.status is None and not select.select([self.pidfd], [], [], 0)[0]
 
-    def reap(self):
+    def reap(self, block=True):
+        """Collect its exit status; without `block`, only if it has ended (else False)."""
         if self.status is None:
-            _, st = os.waitpid(self.pid, 0)
+            pid, st = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            if pid == 0:
+                return False
             self.status = os.waitstatus_to_exitcode(st)
             os.close(self.pidfd)
             self.pidfd = -1
+        return True
 
     def stop(self, grace=1.0):
-        """End it (SIGTERM, SIGKILL after `grace` seconds; 0: SIGKILL) and reap it; idempotent."""
+        """End it (SIGTERM, SIGKILL after `grace` seconds; 0: SIGKILL at once); idempotent.  A
+        killed helper takes tens of milliseconds to die (the kernel tears its tap device down):
+        it is not waited for; it is reaped later (`reap_stopped`), by whoever stops the next one
+        or by this process's exit."""
         if self.status is not None:
             return
         import signal
@@ -156,7 +163,17 @@ class Process:
                 pass
             if wait is None or select.select([self.pidfd], [], [], wait)[0]:
                 break
-        self.reap()
+        if not self.reap(block=False):
+            _stopped.append(self)
+        reap_stopped()
+
+
+_stopped = []
+
+
+def reap_stopped():
+    """Reap the helpers killed before that have ended since."""
+    _stopped[:] = [p for p in _stopped if not p.reap(block=False)]
 
 
 def settings(net, pid, ports, address=None, gateway=None):

@@ -98,6 +98,6 @@ class Slirp4netns(Hook):
             os.close(self.exit_w)  # slirp4netns's --exit-fd: it ends on this EOF
             self.exit_w = -1
         if self.proc is not None:
-            self.proc.stop()
+            self.proc.stop(grace=0)  # its exit on the exit fd takes tens of ms; nothing to save
             helper.remove_tree(self.proc.dir)
             self.proc = None
