@@ -110,6 +110,9 @@ PAIRS = (
     ("test_api_true_two_phase_auto", "test_api_true_fast_path_auto", None),
     ("test_oci_sbx_runc_run", "test_oci_crun_run", 1.0),  # the OCI runtimes: run of /bin/true
     ("test_oci_sbx_runc_run", "test_oci_runc_run", None),
+    ("test_net_cli_default", "test_net_cli_none", 1.5),  # issue 11: the default network's start-up
+    ("test_net_cli_pasta", "test_net_cli_none", None),
+    ("test_net_bare_slirp4netns", "test_net_bare_unshare", None),  # the helper alone, without sbx
 )
 
 
