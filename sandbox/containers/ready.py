@@ -119,26 +119,45 @@ def wait_for_exec(container, cmd, timeout=60, interval=0.2):
         time.sleep(min(interval, left))
 
 
+def _stays_open(c):
+    """A connection that neither closes nor fails within 50 ms, or that brings data."""
+    c.settimeout(0.05)
+    try:
+        return c.recv(1, __import__("socket").MSG_PEEK) != b""
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+
+
 def wait_for_port(container, port, timeout=60, interval=0.1):
-    """Wait until a TCP connection to `port` succeeds.  Only for containers that share the
-    host's network (`network_mode="host"`), reached on 127.0.0.1: containers with a network of
-    their own have no address the host can reach until networking lands (issue 11)."""
+    """Wait until a TCP connection to `port` succeeds: on 127.0.0.1 for a container sharing the
+    host's network, else through the host port it is published on (`ports=`).  A forwarder
+    (slirp4netns, pasta) accepts before the container listens and then closes at once: a
+    connection closed within 50 ms without a byte does not count."""
     _check_timeout(timeout)
     import socket
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise UsageError(f"port must be a number from 1 to 65535, not {port!r}")
     mode = (container.attrs.get("HostConfig") or {}).get("NetworkMode") or "none"
+    host, hport = "127.0.0.1", port
     if mode != "host":
-        raise UsageError(f"cannot wait for port {port} of container {container.name}: its network ({mode}) "
-                         "cannot be reached from the host until networking lands (issue 11)",
-                         hint="run it with network_mode='host', or wait_for_log / wait_for_exec instead")
-    what = f"TCP port {port} on 127.0.0.1 to accept a connection"
+        binds = ((container.attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp")
+        if not binds:
+            raise UsageError(f"cannot wait for port {port} of container {container.name}: it is not published "
+                             f"on the host (network {mode})",
+                             hint=f"publish it (ports={{'{port}/tcp': None}}), or use wait_for_log / wait_for_exec")
+        host = binds[0]["HostIp"] if binds[0]["HostIp"] not in ("", "0.0.0.0") else "127.0.0.1"
+        hport = int(binds[0]["HostPort"])
+    what = f"TCP port {port} ({host}:{hport}) to accept a connection"
     deadline = time.monotonic() + timeout
     err = None
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=max(0.05, min(1.0, deadline - time.monotonic()))):
-                return
+            with socket.create_connection((host, hport), timeout=max(0.05, min(1.0, deadline - time.monotonic()))) as c:
+                if mode == "host" or _stays_open(c):
+                    return
+                err = ConnectionResetError("the forwarder closed the connection: nothing listens yet")
         except OSError as e:
             err = e
         ended = _ended(container)
