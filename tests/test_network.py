@@ -370,6 +370,8 @@ def test_python_api_ports(busybox_rootfs):
                         ports={"8080/tcp": None}) as a, \
             containers.run(rootfs=busybox_rootfs, command=["sh", "-c", serve, "fixed"], network_mode="pasta",
                            ports={8080: ("127.0.0.1", fixed)}) as b:
+        from sandbox.containers.ready import wait_for_port
+        wait_for_port(a, 8080, timeout=20)  # through the published port, not fooled by the forwarder
         port = int(a.ports["8080/tcp"][0]["HostPort"])
         assert a.ports["8080/tcp"][0]["HostIp"] == "0.0.0.0" and _connect_read(port) == b"hi-any\n"
         assert b.ports == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(fixed)}]}
