@@ -162,11 +162,15 @@ def test_connect_and_disconnect_running_container(netenv):
     ok(sbx("network", "connect", "--alias", "appalias", "back", "app"))
     assert "hello-from-db" in ok(sbx("exec", "app", "sh", "-c", GET + "get db"))
     assert "app" in members("back")
+    nets = json.loads(ok(sbx("inspect", "app")))[0]["NetworkSettings"]["Networks"]
+    assert sorted(nets) == ["back", "front"] and nets["back"]["IPAddress"] == \
+        members("back")["app"]["IPv4Address"].split("/")[0] and "appalias" in nets["back"]["Aliases"]
     out = ok(client(netenv, "back", "nslookup appalias"))
     assert members("back")["app"]["IPv4Address"].split("/")[0] in out
     assert_sbx_error(sbx("network", "connect", "back", "app"), 125, "already connected")
     ok(sbx("network", "disconnect", "back", "app"))
     assert "app" not in members("back")
+    assert list(json.loads(ok(sbx("inspect", "app")))[0]["NetworkSettings"]["Networks"]) == ["front"]
     assert "hello-from-db" not in ok(sbx("exec", "app", "sh", "-c", probe))
     assert_sbx_error(sbx("network", "disconnect", "back", "app"), 1, "not connected")
     ok(sbx("network", "disconnect", "-f", "back", "app"))
@@ -309,3 +313,15 @@ def _free(port):
             return True
         except OSError:
             return False
+
+
+def test_names_hold_across_restarts_of_either(netenv):
+    ok(sbx("network", "create", "again"))
+    server(netenv, "again", "db", extra=("--network-alias", "store"))
+    ok(run_in(netenv, "again", "sleep", "300", name="app", detach=True))
+    assert "hello-from-db" in ok(sbx("exec", "app", "sh", "-c", GET + "get store"))
+    ok(sbx("restart", "-t", "1", "db"))
+    assert "hello-from-db" in ok(sbx("exec", "app", "sh", "-c", GET + "get store"))
+    ok(sbx("restart", "-t", "1", "app"))
+    assert "hello-from-db" in ok(sbx("exec", "app", "sh", "-c", GET + "get db"))
+    assert sorted(members("again")) == ["app", "db"]

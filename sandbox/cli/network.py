@@ -243,7 +243,20 @@ def connect(network: str = typer.Argument(..., help="Network."),
     """Connect a running container to a network."""
     rec = _store().get(network)
     c = _running_container(container)
-    _bridge().connect(rec, c.state["Pid"], c.id, c.name, aliases=alias, ip=ip, mac=mac)
+    rep = _bridge().connect(rec, c.state["Pid"], c.id, c.name, aliases=alias, ip=ip, mac=mac)
+    ep = {"NetworkID": rec["Id"], "EndpointID": "", "Gateway": rep["gateway"], "IPAddress": rep["ip"],
+          "IPPrefixLen": rep["prefix"], "MacAddress": rep["mac"], "Aliases": [c.id[:12], *alias]}
+    _endpoints(c, lambda nets: nets.__setitem__(rec["Name"], ep))
+
+
+def _endpoints(c, change):
+    """Change the container's recorded NetworkSettings.Networks (inspect shows them) while it runs."""
+    from ..containers.store import ContainerStore
+
+    def fn(doc):
+        if doc.get("NetworkSettings") is not None:
+            change(doc["NetworkSettings"].setdefault("Networks", {}))
+    ContainerStore().update(c, fn)
 
 
 def disconnect(network: str = typer.Argument(..., help="Network."),
@@ -261,6 +274,7 @@ def disconnect(network: str = typer.Argument(..., help="Network."),
             return
         err = _store().NetworkError(str(e), hint=e.hint)
         raise err from None
+    _endpoints(c, lambda nets: nets.pop(rec["Name"], None))
 
 
 def register(app: typer.Typer) -> None:

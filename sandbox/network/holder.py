@@ -108,27 +108,35 @@ def ensure():
     return Ref(d, users, pid)
 
 
-def request(d, req, timeout=30.0):
-    """Send one request to the holder; its reply (a dict).  HolderError when it answers with an
-    error; ConnectionError when no holder listens."""
+def call(d, name, data, timeout=30.0):
+    """Send `data` to the unix socket `d/name` (reached through /proc/self/fd, so a long runtime
+    path still fits a sockaddr), shut the write side (slirp4netns wants that) and read the reply
+    to EOF.  ConnectionError/FileNotFoundError when nobody listens."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         s.settimeout(timeout)
         fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:  # through /proc/self/fd: a long runtime path still fits a sockaddr
-            s.connect(f"/proc/self/fd/{fd}/holder.sock")
+        try:
+            s.connect(f"/proc/self/fd/{fd}/{name}")
         finally:
             os.close(fd)
-        s.sendall(json.dumps(req).encode() + b"\n")
+        s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-        data = b""
+        out = b""
         while True:
             b = s.recv(65536)
             if not b:
                 break
-            data += b
+            out += b
+        return out
     finally:
         s.close()
+
+
+def request(d, req, timeout=30.0):
+    """Send one request to the holder; its reply (a dict).  HolderError when it answers with an
+    error; ConnectionError when no holder listens."""
+    data = call(d, "holder.sock", json.dumps(req).encode() + b"\n", timeout)
     if not data:
         raise HolderError("the network holder closed the connection without a reply",
                           hint=f"see {os.path.join(d, 'holder.log')}")
@@ -677,26 +685,8 @@ class Holder:
         m.fwds = []
 
     def _slirp(self, req):
-        """One request to slirp4netns's API socket (the write side shut after it, as it wants)."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        s.settimeout(10.0)
-        try:
-            dfd = os.open(self.d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                s.connect(f"/proc/self/fd/{dfd}/slirp.sock")
-            finally:
-                os.close(dfd)
-            s.sendall(json.dumps(req).encode())
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            while True:
-                b = s.recv(4096)
-                if not b:
-                    break
-                data += b
-        finally:
-            s.close()
-        return json.loads(data or b"{}")
+        """One request to slirp4netns's API socket."""
+        return json.loads(call(self.d, "slirp.sock", json.dumps(req).encode(), 10.0) or b"{}")
 
     def remove_member(self, m):
         self.unpublish(m)
