@@ -19,7 +19,8 @@ def network_settings(live, mode, net):
            "Gateway": live.get("Gateway", ""), "MacAddress": live.get("MacAddress", "")}
     return {"Bridge": "", "SandboxID": "", "SandboxKey": live.get("SandboxKey", ""), "Ports": ports,
             "IPAddress": one["IPAddress"], "IPPrefixLen": one["IPPrefixLen"], "Gateway": one["Gateway"],
-            "MacAddress": one["MacAddress"], "Networks": {mode: dict(live.get("Networks", {}).get(mode) or one)}}
+            "MacAddress": one["MacAddress"],
+            "Networks": {**(live.get("Networks") or {}), mode: dict(live.get("Networks", {}).get(mode) or one)}}
 
 
 def container_doc(rec):
