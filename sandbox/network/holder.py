@@ -513,6 +513,9 @@ class Holder:
             if not ipr.link_lookup(ifname=n.bridge):
                 ipr.link("add", ifname=n.bridge, kind="bridge")
             idx = ipr.link_lookup(ifname=n.bridge)[0]
+            # A MAC of its own: a bridge otherwise takes its lowest port's, which changes as
+            # containers come and go, and members' ARP entries for the gateway go stale.
+            ipr.link("set", index=idx, address=ipam.mac_for(n.gateway))
             ipr.flush_addr(index=idx)
             ipr.addr("add", index=idx, address=spec["gateway"], prefixlen=n.subnet[1])
             ipr.link("set", index=idx, state="up")
