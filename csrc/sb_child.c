@@ -824,6 +824,11 @@ sb_child_main (void *arg)
       wait_for_byte (ctx->sync_fd);
     }
 
+  /* Namespaces rooted where the hooks put us: a cgroup namespace made now has the cgroup the
+   * parent moved us to as its root (inside, /proc/self/cgroup says 0::/). */
+  if (cfg->late_unshare)
+    CHECK (unshare (cfg->late_unshare), SB_STAGE_LATE_UNSHARE);
+
   /* A session keyring of its own: the caller's keys (kerberos tickets, ecryptfs, ...) are out
    * of reach, as runc does.  A kernel without keyrings has nothing to hide. */
   if (cfg->new_keyring && syscall (SYS_keyctl, SB_KEYCTL_JOIN_SESSION_KEYRING, NULL, 0, 0, 0) < 0

@@ -57,6 +57,7 @@ enum sb_stage {
   SB_STAGE_PARENT,         /* parent-side plumbing (pipe, mmap, read) */
   SB_STAGE_HELD,           /* marker: in its namespaces, id maps written, waiting to be released */
   SB_STAGE_READY,          /* marker: everything but execve done, waiting on the start fd */
+  SB_STAGE_LATE_UNSHARE,   /* child: namespaces made once released (the cgroup namespace) */
   SB_STAGE_COUNT
 };
 
@@ -108,6 +109,8 @@ enum sb_userns_mode {
 
 struct sb_config {
   int clone_flags;                  /* CLONE_NEW* */
+  int late_unshare;                 /* CLONE_NEW* made by the child once released (the cgroup
+                                     * namespace, rooted where the parent's hooks moved it) */
   int userns_mode;
   const char *uid_map;              /* SB_USERNS_SELF: map contents */
   const char *gid_map;

@@ -72,6 +72,7 @@ cdef class _CPlan:
         cdef list ops = plan.ops
         cdef Py_ssize_t i, n
         c.clone_flags = plan.clone_flags
+        c.late_unshare = plan.late_unshare
         c.userns_mode = plan.userns_mode
         c.uid_map = _cstr(plan.uid_map, keep)
         c.gid_map = _cstr(plan.gid_map, keep)

@@ -92,7 +92,8 @@ C_TO_PY = {"NONE": "none", "CLONE": "clone", "SIGNALS": "reset signals", "PDEATH
            "CLOSE_FDS": "close file descriptors", "INIT": "start init", "EXEC": "exec",
            "SETNS": "join namespaces", "CONSOLE": "allocate the pty", "FORKED": "forked",
            "DUMPABLE": "make the exec process non-dumpable", "KEYRING": "join a new session keyring",
-           "SECCOMP": "install the seccomp filter", "PARENT": "launcher", "HELD": "held", "READY": "ready"}
+           "SECCOMP": "install the seccomp filter", "PARENT": "launcher", "HELD": "held", "READY": "ready",
+           "LATE_UNSHARE": "enter its cgroup namespace"}
 
 
 def test_c_stages_and_python_names_agree():

@@ -38,6 +38,7 @@ cdef extern from "sb_launch.h" nogil:
 
     ctypedef struct sb_config "struct sb_config":
         int clone_flags
+        int late_unshare
         int userns_mode
         const char *uid_map
         const char *gid_map

@@ -27,7 +27,7 @@ STAGES = ("none", "clone", "reset signals", "set parent-death signal", "wait for
           "setgid", "setuid", "set capabilities", "set no_new_privs", "set up stdio", "setsid",
           "close file descriptors", "start init", "exec", "join namespaces", "allocate the pty",
           "forked", "make the exec process non-dumpable", "join a new session keyring",
-          "install the seccomp filter", "launcher", "held", "ready")
+          "install the seccomp filter", "launcher", "held", "ready", "enter its cgroup namespace")
 
 USERNS_HINT = ("unprivileged user namespaces look disabled: on Debian/older kernels run "
                "'sysctl -w kernel.unprivileged_userns_clone=1'; on Ubuntu 24.04+ run "
@@ -213,6 +213,11 @@ class Launch:
         start_fd = self._start_channel() if self.wait_start else -1
         try:
             self.plan = p = _plan.compile(self.spec, overlay_driver=drv, start_fd=start_fd, **self._opts)
+            if self.hooks and p.clone_flags & _plan.CLONE_FLAGS["cgroup"]:
+                # A hook may move the child to another cgroup (issue 10): its cgroup namespace
+                # is made once it is released, rooted there, not at the cgroup it was cloned in.
+                p.clone_flags &= ~_plan.CLONE_FLAGS["cgroup"]
+                p.late_unshare |= _plan.CLONE_FLAGS["cgroup"]
             self._handle = _native_call(p, _native.spawn_create, p)
         except BaseException:
             self._discard_channel()

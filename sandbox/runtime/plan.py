@@ -35,7 +35,7 @@ _enc = os.fsencode
 
 class Plan:
     """The launch plan, field for field the C struct sb_config (csrc/sb_launch.h)."""
-    __slots__ = ("clone_flags", "userns_mode", "uid_map", "gid_map", "newuidmap", "newgidmap",
+    __slots__ = ("clone_flags", "late_unshare", "userns_mode", "uid_map", "gid_map", "newuidmap", "newgidmap",
                  "setns", "ops", "op_names", "newroot", "hostname", "loopback", "argv", "envp",
                  "path", "cwd", "mkdir_cwd", "ids", "caps", "cap_last", "no_new_privs",
                  "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "console_socket", "console_size",
@@ -43,6 +43,7 @@ class Plan:
 
     def __init__(self):
         self.clone_flags = 0
+        self.late_unshare = 0    # CLONE_NEW* the child makes once released (launch.create)
         self.userns_mode = USERNS_NONE
         self.uid_map = self.gid_map = self.newuidmap = self.newgidmap = None
         self.setns = []
