@@ -31,8 +31,9 @@ HINT_DELEGATE = ("as root, give the user's systemd manager the controllers: a dr
 HINT_UNIFIED = ("boot with cgroup v2 only: add systemd.unified_cgroup_hierarchy=1 to the kernel command "
                 "line (cgroup v1 cannot be delegated safely to unprivileged users); 'sbx info' explains this machine")
 HINT_SESSION = ("run sbx from a login session whose systemd user manager runs ('loginctl enable-linger USER' "
-                "keeps one for users without a login), or as root make the user a delegated cgroup: "
-                "mkdir it, chown it and its cgroup.procs, cgroup.subtree_control and cgroup.threads to the user")
+                "keeps one for users without a login), or under one in a scope of its own: 'systemd-run --user "
+                "--scope -p Delegate=yes sbx ...'; or as root make the user a delegated cgroup: mkdir it, chown it "
+                "and its cgroup.procs, cgroup.subtree_control and cgroup.threads to the user")
 
 #: which controller each limit (docker-py's name) needs
 CONTROLLER = {
@@ -49,6 +50,10 @@ FLAG = {
     "cpuset_cpus": "--cpuset-cpus", "cpuset_mems": "--cpuset-mems", "pids_limit": "--pids-limit",
     "blkio_weight": "--blkio-weight",
 }
+
+
+#: errnos of a leaf removed under us (its files: ENOENT once gone, ENODEV while it dies)
+GONE = (errno.ENOENT, errno.ENODEV)
 
 
 class CgroupError(SandboxError):
@@ -236,6 +241,17 @@ def refusal(machine, wanted):
     return None
 
 
+def pause_refusal(machine):
+    """The CgroupError of `sbx pause` where this machine gives containers no freezer, or None."""
+    if machine.usable:
+        return refusal(machine, ["freezer"])
+    hint = machine.hint
+    if machine.version in ("hybrid", "v1"):
+        hint += ("; then a delegated subtree: systemd's user@.service has Delegate=yes ('loginctl enable-linger "
+                 "USER' keeps the user's manager running)")
+    return CgroupError(f"the cgroup v2 freezer is not available: {machine.reason}", hint=hint)
+
+
 def needed(resources):
     """The controllers a Resources (runtime/options.py) needs, in a stable order."""
     out = []
@@ -332,13 +348,14 @@ def _keyed(text):
     return out
 
 
-def prepare(machine, controllers):
+def prepare(machine, controllers, optional=()):
     """Make `machine.base` able to hold leaves with `controllers`: move the caller to
     base/init when it sits in base (no-internal-process rule), then enable the controllers in
-    base's cgroup.subtree_control."""
+    base's cgroup.subtree_control (`optional` ones too, where the kernel lets us)."""
     base = machine.base
     enabled = set(_controllers(base, "cgroup.subtree_control"))
     missing = [c for c in controllers if c not in enabled]
+    extra = [c for c in optional if c not in enabled and c not in missing]
     if machine.self_move and _procs(base):
         init = os.path.join(base, "init")
         try:
@@ -362,6 +379,11 @@ def prepare(machine, controllers):
                    else e.strerror)
             raise CgroupError(f"cannot enable {' '.join(missing)} in {base}/cgroup.subtree_control: {why}",
                               hint=HINT_DELEGATE) from None
+    if extra:
+        try:
+            _write(os.path.join(base, "cgroup.subtree_control"), " ".join("+" + c for c in extra))
+        except OSError:
+            pass  # accounting only: its stats are then read from what the kernel has
 
 
 class Cgroup:
@@ -374,15 +396,16 @@ class Cgroup:
         return f"Cgroup({self.path!r})"
 
     @classmethod
-    def create(cls, name, resources=None, machine=None):
+    def create(cls, name, resources=None, machine=None, accounting=()):
         """Make the leaf `sbx-<name>` with `resources`' limits (refused when they cannot be
-        enforced).  An existing leaf of that name (a container restarted) is reused."""
+        enforced).  An existing leaf of that name (a container restarted) is reused.
+        `accounting`: controllers also enabled for it where delegated (for stats)."""
         machine = machine or probe()
         wanted = needed(resources) if resources is not None else []
         err = refusal(machine, wanted)
         if err is not None:
             raise err
-        prepare(machine, wanted)
+        prepare(machine, wanted, optional=[c for c in accounting if c in machine.controllers])
         path = os.path.join(machine.base, f"sbx-{name}")
         try:
             os.mkdir(path)
@@ -399,8 +422,32 @@ class Cgroup:
                 raise
         return cg
 
+    @classmethod
+    def existing(cls, path):
+        """The leaf at `path` if it is still there, else None."""
+        return cls(path) if os.path.isfile(os.path.join(path, "cgroup.procs")) else None
+
     def file(self, name):
         return os.path.join(self.path, name)
+
+    def set_resources(self, resources, machine=None):
+        """Write `resources`' limits into this existing leaf (`sbx update`): refused, as at
+        create, when this machine cannot enforce one; controllers the leaf lacks are enabled
+        in its parent first."""
+        machine = machine or probe()
+        wanted = needed(resources)
+        err = refusal(machine, wanted)
+        if err is not None:
+            raise err
+        missing = [c for c in wanted if c not in _controllers(self.path)]
+        if missing:
+            parent = os.path.dirname(self.path)
+            try:
+                _write(os.path.join(parent, "cgroup.subtree_control"), " ".join("+" + c for c in missing))
+            except OSError as e:
+                raise CgroupError(f"cannot enable {' '.join(missing)} in {parent}/cgroup.subtree_control: "
+                                  f"{e.strerror}", hint=HINT_DELEGATE) from None
+        self.set(limit_files(resources), swap_asked=getattr(resources, "memswap_limit", None) is not None)
 
     def read(self, name):
         return _read(self.file(name))
@@ -439,15 +486,28 @@ class Cgroup:
         return _keyed(self.read("cgroup.events"))
 
     def _wait_event(self, key, value, timeout):
-        """Wait until cgroup.events says `key value` (the file is pollable: POLLPRI on change)."""
+        """Wait until cgroup.events says `key value` (the file is pollable: POLLPRI on change).
+        True once it does, False after `timeout`, None when the leaf is gone (removed by its
+        container's supervisor meanwhile)."""
         deadline = time.monotonic() + timeout
-        fd = os.open(self.file("cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.file("cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in GONE:
+                return None
+            raise
         try:
             poller = select.poll()
             poller.register(fd, select.POLLPRI | select.POLLERR)
             while True:
                 os.lseek(fd, 0, os.SEEK_SET)
-                if _keyed(os.read(fd, 4096).decode()).get(key) == value:
+                try:
+                    text = os.read(fd, 4096).decode()
+                except OSError as e:
+                    if e.errno in GONE:
+                        return None
+                    raise
+                if _keyed(text).get(key) == value:
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -464,14 +524,23 @@ class Cgroup:
         self._freezer("0", timeout)
 
     def _freezer(self, v, timeout):
+        what = "frozen" if v == "1" else "thawed"
         try:
             _write(self.file("cgroup.freeze"), v)
         except FileNotFoundError:
+            if not os.path.isdir(self.path):
+                raise CgroupError(f"{self.path} cannot be {what}: it is gone (its container ended)") from None
             raise CgroupError("the cgroup v2 freezer (cgroup.freeze) is missing: the kernel is older than 5.2",
                               hint="pause needs Linux 5.2 or newer") from None
-        if not self._wait_event("frozen", int(v), timeout):
-            raise CgroupError(f"{self.path} did not become {'frozen' if v == '1' else 'thawed'} "
-                              f"within {timeout:g} s", hint="see its cgroup.events")
+        except OSError as e:
+            if e.errno in GONE:
+                raise CgroupError(f"{self.path} cannot be {what}: it is gone (its container ended)") from None
+            raise
+        done = self._wait_event("frozen", int(v), timeout)
+        if done is None:
+            raise CgroupError(f"{self.path} cannot be {what}: it is gone (its container ended)")
+        if not done:
+            raise CgroupError(f"{self.path} did not become {what} within {timeout:g} s", hint="see its cgroup.events")
 
     @property
     def frozen(self):
@@ -479,15 +548,22 @@ class Cgroup:
 
     def kill(self, timeout=10.0):
         """SIGKILL every process of the leaf, forks included (cgroup.kill); returns once it is
-        empty.  Without cgroup.kill (before 5.14): SIGKILL each pid until none is left (a frozen
-        leaf cannot fork, so it is frozen first)."""
+        empty (or gone: its supervisor removed it meanwhile).  Without cgroup.kill (before
+        5.14): SIGKILL each pid until none is left (a frozen leaf cannot fork, so it is frozen
+        first)."""
         if not self.pids():
             return
         try:
             _write(self.file("cgroup.kill"), "1")
         except FileNotFoundError:
+            if not os.path.isdir(self.path):
+                return
             self._kill_each()
-        if not self._wait_event("populated", 0, timeout):
+        except OSError as e:
+            if e.errno in GONE:
+                return
+            raise
+        if self._wait_event("populated", 0, timeout) is False:
             raise CgroupError(f"processes of {self.path} are still alive {timeout:g} s after SIGKILL",
                               hint=f"see {self.path}/cgroup.procs")
 
@@ -556,17 +632,35 @@ class Cgroup:
                 time.sleep(0.01)  # populated 0 is reported before the last task is released
 
 
+#: what a leaf without limits accounts for (stats), when delegated: Docker's containers have them all
+ACCOUNTING = ("memory", "pids", "cpu", "io")
+
+
 class CgroupHook(Hook):
-    """The launch hook (runtime/hooks.py) of a container with limits: attach(pid) makes the leaf
+    """The launch hook (runtime/hooks.py) of a container: attach(pid) makes the leaf
     `sbx-<name>`, writes the limits and moves the held child in, before it runs anything;
-    teardown() kills what is left and removes the leaf."""
+    teardown() reads memory.events (`oom_kills`: the OOM killer's kills in this run), kills
+    what is left and removes the leaf.  Without limits (`resources` None) the leaf is for
+    pause, cgroup.kill and stats only: one that cannot be made leaves the container without
+    a cgroup (`cgroup` None; pause then says so) instead of failing the launch."""
     name = "cgroup"
 
     def __init__(self, name, resources=None, machine=None):
         self.leaf_name, self.resources, self.machine = name, resources, machine
         self.cgroup = None
+        self.oom_kills = 0
 
     def attach(self, pid):
+        self.oom_kills = 0
+        if self.resources is None:
+            try:
+                cg = Cgroup.create(self.leaf_name, None, self.machine, accounting=ACCOUNTING)
+                cg.attach(pid)
+            except CgroupError:
+                self.cgroup = None
+                return
+            self.cgroup = cg
+            return
         cg = Cgroup.create(self.leaf_name, self.resources, self.machine)
         self.cgroup = cg
         cg.attach(pid)
@@ -574,18 +668,30 @@ class CgroupHook(Hook):
     def teardown(self):
         cg, self.cgroup = self.cgroup, None
         if cg is not None:
+            try:
+                self.oom_kills = int(_keyed(cg.read("memory.events")).get("oom_kill", 0))
+            except (OSError, ValueError):
+                pass
             cg.remove()
 
 
-def hooks_for(spec, machine=None):
+def hooks_for(spec, machine=None, leaf=False):
     """The launch hooks a runtime spec (runtime/spec.py) needs: a CgroupHook when it carries
-    limits ("sbx" annotations, docker-py's names), else none.  What the engine passes to
+    limits ("sbx" annotations, docker-py's names); with `leaf`, also without limits where this
+    machine has a delegated cgroup v2 subtree with a freezer (so every container can be
+    paused and killed whole, as Docker's).  What the engine passes to
     SandboxProcess.launch(hooks=...)."""
     r = spec.get("sbx", {}).get("resources")
+    name = spec["sbx"]["id"][:12]
     if not r:
-        return ()
+        if not leaf:
+            return ()
+        machine = machine or probe()
+        if not machine.usable or not machine.freeze:
+            return ()
+        return (CgroupHook(name, None, machine),)
     from ..runtime.options import Resources
-    return (CgroupHook(spec["sbx"]["id"][:12], Resources(**r), machine),)
+    return (CgroupHook(name, Resources(**r), machine),)
 
 
 def leaf_of(pid, machine=None):
