@@ -115,15 +115,16 @@ def rename(container: str = typer.Argument(..., help="Container name or id."),
 
 
 def pause(containers: List[str] = typer.Argument(..., help="Containers (names or ids).")):
-    """Freeze containers' processes (needs the cgroup v2 freezer: not available yet, refused)."""
+    """Freeze every process of running containers (the cgroup v2 freezer: needs a delegated
+    cgroup v2 subtree, refused elsewhere; 'sbx info' says which)."""
     st = _store()
-    _each(containers, lambda ref: _lc().pause(st, ref))
+    _each(containers, lambda ref: _lc().pause(st, ref) and None)
 
 
 def unpause(containers: List[str] = typer.Argument(..., help="Containers (names or ids).")):
-    """Thaw paused containers (needs the cgroup v2 freezer: not available yet, refused)."""
+    """Thaw paused containers."""
     st = _store()
-    _each(containers, lambda ref: _lc().unpause(st, ref))
+    _each(containers, lambda ref: _lc().unpause(st, ref) and None)
 
 
 def attach(container: str = typer.Argument(..., help="Container name or id."),

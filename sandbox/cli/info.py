@@ -26,6 +26,7 @@ def gather():
     """The facts, as a dict (what --format json prints)."""
     from .. import config
     from ..cgroups import v2
+    from ..containers import lifecycle
     from ..runtime import idmap, overlay
     m = v2.probe()
     mode, ur, gr, newuidmap, newgidmap = idmap.detect()
@@ -38,6 +39,9 @@ def gather():
             limits += f" (limits needing {', '.join(missing)} are refused: {v2.HINT_DELEGATE})"
         pause = ("cgroup.freeze in the container's leaf" if m.freeze
                  else "refused: the kernel has no cgroup.freeze (Linux 5.2+)")
+        if m.freeze and not os.path.exists(lifecycle.UNIFIED):
+            # only containers with limits get a leaf where cgroup2 is not at /sys/fs/cgroup
+            pause += f" (containers with limits only: cgroup2 is mounted at {m.mount}, not /sys/fs/cgroup)"
     else:
         limits = f"refused (exit 125): {m.reason}; {m.hint}"
         pause = f"refused (exit 125): the cgroup v2 freezer needs a delegated cgroup: {m.reason}"

@@ -56,7 +56,7 @@ def container_doc(rec):
             "Running": running,
             "Paused": status == "paused",
             "Restarting": status == "restarting",
-            "OOMKilled": False,
+            "OOMKilled": bool(st.get("OOMKilled")),  # the run's cgroup memory.events oom_kill
             "Dead": status == "dead",
             "Pid": st.get("Pid") or 0 if running else 0,
             "ExitCode": st.get("ExitCode", 0),

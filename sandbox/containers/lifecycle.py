@@ -58,11 +58,13 @@ class Supervision:
             self.fd = -1
             raise
 
-    def started(self, pid, network=None):
-        """Record the start; `network`: the NetworkSettings its network hook reported."""
+    def started(self, pid, network=None, cgroup=None):
+        """Record the start; `network`: the NetworkSettings its network hook reported; `cgroup`:
+        the path of the container's cgroup leaf for this run (pause, kill use it)."""
         def mark(doc):
             doc["State"].update(Status="running", Pid=pid, PidStart=_state.pid_start(pid), MonitorPid=os.getpid(),
-                                StartedAt=_state.now(), FinishedAt=_state.ZERO_TIME, ExitCode=0, Error="")
+                                StartedAt=_state.now(), FinishedAt=_state.ZERO_TIME, ExitCode=0, Error="",
+                                OOMKilled=False, CgroupPath=cgroup or "")
             if network is not None:
                 doc["NetworkSettings"] = network
             else:
@@ -76,17 +78,18 @@ class Supervision:
 
     def restarting(self):
         self.rec = self.store.update(self.rec, lambda doc: doc["State"].update(
-            Status="restarting", Pid=0, PidStart=None), sync=self.sync)
+            Status="restarting", Pid=0, PidStart=None, CgroupPath=""), sync=self.sync)
 
-    def exited(self, code, error="", removing=False):
+    def exited(self, code, error="", removing=False, oom_killed=False):
         """Record the exit (or a launch that failed: `error`, status stays created if it never ran).
         `removing`: an AutoRemove container goes from running straight to removing, its exit code
-        recorded (`wait` reads it), never seen as exited by someone waiting for its removal."""
+        recorded (`wait` reads it), never seen as exited by someone waiting for its removal.
+        `oom_killed`: the OOM killer killed a process of this run (its cgroup's memory.events)."""
         def mark(doc):
             st = doc["State"]
             never_ran = st["Status"] == "created"
             st.update(Status="removing" if removing else "created" if never_ran and error else "exited", Pid=0,
-                      PidStart=None, ExitCode=code, Error=error)
+                      PidStart=None, ExitCode=code, Error=error, CgroupPath="", OOMKilled=bool(oom_killed))
             if not never_ran or not error:
                 st["FinishedAt"] = _state.now()
             doc.pop("NetworkSettings", None)  # its ports and address went with its helper
@@ -200,6 +203,54 @@ def _send(rec, sig):
     return _state.signal_checked(rec.state.get("Pid"), rec.state.get("PidStart"), sig)
 
 
+def container_cgroup(rec):
+    """The cgroup leaf (cgroups.v2.Cgroup) of the container's current run, or None: it has none
+    (this machine delegates no cgroup v2 subtree) or the run is over.  Nothing is imported for
+    a container without one."""
+    path = rec.state.get("CgroupPath")
+    if not path or os.path.basename(path) != f"sbx-{rec.id[:12]}":
+        return None
+    from ..cgroups import v2
+    return v2.Cgroup.existing(path)
+
+
+def _kill_all(store_, rec):
+    """SIGKILL the whole container: its leaf's cgroup.kill (forks and processes that left the
+    main one's tree included), else its main process (its pid namespace goes with it).  A
+    paused container is thawed after (its processes die frozen or not; the status is then
+    running until its supervisor records the exit).  False when nothing was running."""
+    cg = container_cgroup(rec)
+    killed = False
+    if cg is not None:
+        killed = bool(cg.pids())
+        cg.kill()
+    killed = _send(rec, 9) or killed
+    if rec.status == "paused":
+        _thawed(store_, rec, cg)
+    return killed
+
+
+def _thawed(store_, rec, cg):
+    """Thaw a paused container's leaf and record it running (Docker unpauses a paused container
+    it kills or stops)."""
+    if cg is not None:
+        try:
+            cg.thaw()
+        except Exception:  # emptied and removed meanwhile
+            pass
+    try:
+        _mark_running(store_, rec)
+    except _state.NoSuchContainer:
+        pass
+
+
+def _mark_running(store_, rec):
+    def mark(doc):
+        if doc["State"]["Status"] == "paused":
+            doc["State"]["Status"] = "running"
+    return store_.update(rec, mark)
+
+
 # --- the verbs -------------------------------------------------------------------------------------
 
 def stop(where, ref, timeout=None):
@@ -223,10 +274,14 @@ def stop(where, ref, timeout=None):
         return rec
     if rec.status == "restarting":
         _state.signal_checked(rec.state.get("MonitorPid"), None, 15)  # ends its back-off
-    elif _send(rec, sig) and (timeout is None or timeout < 0 or timeout > 0):
-        if _poll(lambda: _gone_or_stopped(store_, rec), None if timeout is None or timeout < 0 else timeout):
-            return store_.load(rec.id) or rec
-    _send(rec, 9)
+    else:
+        sent = _send(rec, sig)
+        if rec.status == "paused":  # Docker's: the stop signal is delivered once it is thawed
+            _thawed(store_, rec, container_cgroup(rec))
+        if sent and (timeout is None or timeout < 0 or timeout > 0):
+            if _poll(lambda: _gone_or_stopped(store_, rec), None if timeout is None or timeout < 0 else timeout):
+                return store_.load(rec.id) or rec
+    _kill_all(store_, rec)
     done = _poll(lambda: _gone_or_stopped(store_, rec), 30)
     if not done:
         raise _state.ContainerError(f"container {rec.name} did not stop", hint="try again, or 'sbx rm -f'")
@@ -234,12 +289,20 @@ def stop(where, ref, timeout=None):
 
 
 def kill(where, ref, sig="KILL"):
-    """`docker kill`: one signal to the container's main process."""
+    """`docker kill`: one signal to the container's main process; SIGKILL kills the whole
+    container (its cgroup's cgroup.kill, when it has one).  A paused container is thawed after
+    SIGKILL or its stop signal (Docker's rule), so it acts on them."""
     store_ = store(where)
     n = signal_number(sig)
     rec = store_.get(ref)
     _state.transition(rec, "kill")
-    if not _send(rec, n):
+    if n == 9:
+        sent = _kill_all(store_, rec)
+    else:
+        sent = _send(rec, n)
+        if sent and rec.status == "paused" and n == signal_number(rec.config.get("StopSignal") or "SIGTERM"):
+            _thawed(store_, rec, container_cgroup(rec))
+    if not sent:
         fresh = store_.load(rec.id) or rec
         raise _state.StateError("kill", rec.name, fresh.status if fresh.status not in _state.ACTIVE else "exited")
     return rec
@@ -256,7 +319,7 @@ def remove(where, ref, force=False):
             rec = store_.update(rec, lambda doc: doc["State"].update(StopRequested=True))
         except _state.NoSuchContainer:
             return rec
-        _send(rec, 9)
+        _kill_all(store_, rec)
         if rec.status == "restarting":
             _state.signal_checked(rec.state.get("MonitorPid"), None, 15)
         if not _released(rec, 30):
@@ -393,27 +456,36 @@ def run_foreground(where, rec, interactive=False, terminal=False):
     store_ = store(where)
     private = rec.auto_remove  # a foreground --rm run: no fsync, removed at the end
     sup = Supervision(store_, rec, sync=not private)
+    hooks = ()
     try:
         try:
-            code = _run(rec.spec, interactive, terminal, on_start=sup.started)
+            hooks = launch_hooks(rec.spec)
+            code = _run(rec.spec, interactive, terminal, hooks,
+                        on_start=lambda pid, network=None: sup.started(pid, network, cgroup=leaf_path(hooks)))
         except SandboxError as e:
             if not private:
                 sup.exited(e.exit_code, error=str(e))
             raise
         if not private:
-            sup.exited(code)
+            sup.exited(code, oom_killed=oom_killed(hooks))
         return code
     finally:
         sup.release()
 
 
+#: cgroup2 mounted here, and only there, makes a machine whose containers may get a cgroup
+#: without limits: one stat on every run, nothing imported where it is missing (v1, hybrid)
+UNIFIED = "/sys/fs/cgroup/cgroup.controllers"
+
+
 def cgroup_hooks(spec):
-    """The launch hooks of a container with limits (issue 10): its cgroup leaf.  Nothing is
-    imported for a container without limits (the run path's start-up is measured)."""
-    if not spec.get("sbx", {}).get("resources"):
+    """The launch hooks of a container (issue 10): its cgroup leaf, with its limits, and where
+    this machine delegates a cgroup v2 subtree with a freezer, without limits too (pause and
+    cgroup.kill work on every container there, as Docker's)."""
+    if not spec.get("sbx", {}).get("resources") and not os.path.exists(UNIFIED):
         return ()
     from ..cgroups import v2
-    return v2.hooks_for(spec)
+    return v2.hooks_for(spec, leaf=True)
 
 
 def network_hooks(spec):
@@ -435,11 +507,24 @@ def network_settings(hooks):
     return next((h.settings for h in hooks if getattr(h, "settings", None) is not None), None)
 
 
-def _run(spec, interactive, tty, on_start=None):
+def leaf_path(hooks):
+    """The path of the cgroup leaf the hooks made for the run just launched, or None."""
+    for h in hooks:
+        cg = getattr(h, "cgroup", None)
+        if h.name == "cgroup" and cg is not None:
+            return cg.path
+    return None
+
+
+def oom_killed(hooks):
+    """Did the OOM killer kill in the run just ended (read by the cgroup hook's teardown)?"""
+    return any(getattr(h, "oom_kills", 0) for h in hooks)
+
+
+def _run(spec, interactive, tty, hooks=(), on_start=None):
     """Launch in the foreground and supervise to the end; returns Docker's exit code."""
     from ..runtime import process
     from ..runtime.process import SandboxProcess
-    hooks = launch_hooks(spec)
     if tty:
         p = SandboxProcess.launch(spec, terminal=True, console_size=process.terminal_size(0), hooks=hooks)
         try:
@@ -477,22 +562,54 @@ def restart(where, ref, timeout=None, runtime_root=None):
 
 
 def pause(where, ref):
-    """`docker pause`: needs the cgroup v2 freezer, which comes with limits (issue 10).  Refused,
-    never a silent no-op."""
-    return _refuse_freezer(where, ref, "pause")
+    """`docker pause`: freeze every process of the container (its leaf's cgroup.freeze, once
+    the kernel says `frozen 1`), status paused.  Without a cgroup freezer: refused (exit 125,
+    why and how to get one), never a silent no-op or a SIGSTOP."""
+    store_, rec, cg = _freezer(where, ref, "pause")
+    cg.freeze()
+
+    def mark(doc):
+        status = _effective(doc, rec.dir)
+        if status != "running" or doc["State"].get("CgroupPath") != cg.path:
+            raise _state.StateError("pause", rec.name, status if status != "running" else "restarted")
+        doc["State"]["Status"] = "paused"
+    try:
+        return store_.update(rec, mark)
+    except BaseException:
+        try:
+            cg.thaw()
+        except Exception:
+            pass
+        raise
 
 
 def unpause(where, ref):
-    return _refuse_freezer(where, ref, "unpause")
+    """`docker unpause`: thaw a paused container, status running."""
+    store_, rec, cg = _freezer(where, ref, "unpause")
+    cg.thaw()
+    return _mark_running(store_, rec)
 
 
-def _refuse_freezer(where, ref, verb):
-    from ..errors import SandboxError
-    rec = store(where).get(ref)
+def _freezer(where, ref, verb):
+    """(store, record, the leaf whose cgroup.freeze pauses it) once the state table allows
+    `verb`, or the CgroupError saying why there is no freezer."""
+    store_ = store(where)
+    rec = store_.get(ref)
     _state.transition(rec, verb)
-    raise SandboxError(f"cannot {verb} container {rec.name}: sbx has no cgroup freezer yet",
-                       hint="pause and unpause need a delegated cgroup v2 freezer, which comes with resource "
-                            "limits; 'sbx stop' and 'sbx start' work meanwhile")
+    cg = container_cgroup(rec)
+    if cg is not None:
+        return store_, rec, cg
+    from ..cgroups import v2
+    err = v2.pause_refusal(v2.probe())
+    if err is None:
+        if rec.status == "paused":  # its leaf is gone: the run it froze is over
+            raise _state.StateError(verb, rec.name, "exited")
+        err = v2.CgroupError("it has no cgroup: it was started without one (by a Python program holding a "
+                             "named sandbox, or before this machine delegated a cgroup v2 subtree)",
+                             hint=f"restart it ('sbx restart {rec.name}') to give it a cgroup")
+    err.msg = f"cannot {verb} container {rec.name}: {err.msg}"
+    err.args = (err.msg,)
+    raise err
 
 
 def exec(where, ref, xopts, stdio=(-1, -1, -1), console_size=None):
@@ -509,10 +626,10 @@ def exec(where, ref, xopts, stdio=(-1, -1, -1), console_size=None):
     spec = _spec.build_exec(rec.spec, pid, list(xopts.argv), env=list(xopts.env), cwd=xopts.cwd, user=xopts.user,
                             terminal=xopts.terminal)
     hooks = ()
-    if rec.spec.get("sbx", {}).get("resources"):  # the new process joins the container's limits
+    leaf = container_cgroup(rec)
+    if leaf is not None:  # the new process joins the container's cgroup (its limits, pause, kill)
         from ..cgroups import v2
-        leaf = v2.leaf_of(pid)
-        hooks = (v2.JoinHook(leaf),) if leaf is not None else ()
+        hooks = (v2.JoinHook(leaf),)
     if xopts.terminal:
         return SandboxProcess.launch(spec, terminal=True, console_size=console_size, hooks=hooks)
     return SandboxProcess.launch(spec, stdio=stdio, hooks=hooks)

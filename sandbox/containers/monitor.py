@@ -191,13 +191,13 @@ class Monitor:
         """Launch, relay until the container exits, record the exit: its code, or None when the
         launch failed (reported to the caller, or logged on a restart)."""
         from ..runtime.process import SandboxProcess
-        from .lifecycle import launch_hooks, network_settings
+        from .lifecycle import launch_hooks, leaf_path, network_settings, oom_killed
         rec = self.sup.rec
-        hooks = launch_hooks(rec.spec)
         cfg = rec.config
         tty = bool(cfg.get("Tty"))
         fds = []
         try:
+            hooks = launch_hooks(rec.spec)
             if tty:
                 p = SandboxProcess.launch(rec.spec, terminal=True, console_size=self._size, hold=(), hooks=hooks)
                 self.pty, p.pty_master = p.pty_master, -1
@@ -236,7 +236,7 @@ class Monitor:
         for fd in fds:
             os.close(fd)
         try:
-            self.sup.started(p.pid, network=network_settings(hooks))
+            self.sup.started(p.pid, network=network_settings(hooks), cgroup=leaf_path(hooks))
         except BaseException as e:
             p.close()
             self.report_error(e)
@@ -252,6 +252,7 @@ class Monitor:
                     stopping = True
                     from .lifecycle import signal_number
                     p.send_signal(signal_number(cfg.get("StopSignal") or "SIGTERM"))
+                    self._thaw(hooks)  # a paused one acts on it once thawed
                 if p.poll() is not None:
                     self._drain(outs)
                     break
@@ -264,8 +265,19 @@ class Monitor:
                 os.close(self.stdin_w)
                 self.stdin_w = -1
             p.close()
-        self.sup.exited(code, removing=rec.auto_remove)  # --rm never restarts (refused with --restart)
+        # --rm never restarts (refused with --restart); the cgroup hook's teardown (at the reap)
+        # read the OOM killer's count before it removed the leaf
+        self.sup.exited(code, removing=rec.auto_remove, oom_killed=oom_killed(hooks))
         return code
+
+    def _thaw(self, hooks):
+        for h in hooks:
+            cg = getattr(h, "cgroup", None)
+            if cg is not None:
+                try:
+                    cg.thaw()
+                except Exception as e:
+                    _log(self.rec.dir, f"cannot thaw {cg.path}: {e}")
 
     _size = (24, 80)
 

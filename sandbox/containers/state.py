@@ -49,8 +49,8 @@ class NameConflict(ContainerError):
 class StateError(ContainerError):
     """A verb that the container's status does not allow; names both."""
 
-    def __init__(self, verb, name, status, hint=None):
-        super().__init__(f"cannot {verb} container {name}: it is {status}", hint=hint)
+    def __init__(self, verb, name, status, hint=None, msg=None):
+        super().__init__(msg or f"cannot {verb} container {name}: it is {status}", hint=hint)
         self.verb, self.name, self.status = verb, name, status
 
 
@@ -84,6 +84,13 @@ _HINTS = {
 }
 
 
+# Docker's own words where scripts match them (daemon/exec.go, daemon/attach.go)
+_MESSAGES = {
+    ("exec", "paused"): "Container {id} is paused, unpause the container before exec",
+    ("attach", "paused"): "You cannot attach to a paused container, unpause it first",
+}
+
+
 def transition(record, verb):
     """The status `verb` leads `record` to; StateError if its status does not allow it."""
     allowed, target = TRANSITIONS[verb]
@@ -93,7 +100,9 @@ def transition(record, verb):
         if hint is None and status in ("created", "exited", "dead") and verb in ("kill", "exec", "attach", "top",
                                                                                   "stop"):
             hint = "start it first ('sbx start {n}')"
-        raise StateError(verb, record.name, status, hint=hint.format(n=record.name) if hint else None)
+        msg = _MESSAGES.get((verb, status))
+        raise StateError(verb, record.name, status, hint=hint.format(n=record.name) if hint else None,
+                         msg=msg.format(id=record.id) if msg else None)
     return target or status
 
 
@@ -250,6 +259,10 @@ def signal_checked(pid, start, sig):
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return False
+    except OSError as e:
+        if e.errno == 22:  # EINVAL: it has no thread-group leader any more (it is exiting, or gone)
+            return False
+        raise
     try:
         if start is not None and pid_start(pid) != start:
             return False
