@@ -66,7 +66,7 @@ say "up $(cut -d' ' -f1 /proc/uptime) s; cgroup $(cat /proc/self/cgroup); contro
 mkdir -p /tmp/home /tmp/xdg && chown @UID@:@GID@ /tmp/home /tmp/xdg && chmod 700 /tmp/xdg
 cd /tmp/home
 setpriv --reuid=@UID@ --regid=@GID@ --clear-groups \
-    env -i HOME=/tmp/home USER=vmuser PATH=@PATH@ LANG=C.UTF-8 XDG_RUNTIME_DIR=/tmp/xdg SBX_IN_VM=1 \
+    env -i HOME=/tmp/home USER=vmuser PATH=@PATH@ LANG=C.UTF-8 XDG_RUNTIME_DIR=/tmp/xdg SBX_IN_VM=1 PYTHONPATH=@PYTHONPATH@ \
     @PYTEST@ >/tmp/out/pytest.log 2>&1
 echo $? >/tmp/out/rc
 say "pytest done at $(cut -d' ' -f1 /proc/uptime) s"
@@ -170,6 +170,7 @@ class Machine:
         os.chmod(out, 0o777)
         script = (STAGE2.replace("@UID@", str(uid)).replace("@GID@", str(gid))
                   .replace("@PATH@", shlex.quote(path_env))
+                  .replace("@PYTHONPATH@", shlex.quote(os.environ.get("PYTHONPATH", "")))
                   .replace("@PYTEST@", " ".join(map(shlex.quote, pytest_argv))))
         (self.cache / "stage2.sh").write_text(script)
         os.chmod(self.cache / "stage2.sh", 0o644)
@@ -187,7 +188,9 @@ class Machine:
             console = r.stdout.decode(errors="replace")
         except subprocess.TimeoutExpired as e:
             console = (e.stdout or b"").decode(errors="replace")
-            raise VMError(f"the VM did not power off within {timeout} s; console:\n{console[-3000:]}") from None
+            log = (out / "pytest.log").read_text(errors="replace") if (out / "pytest.log").exists() else ""
+            raise VMError(f"the VM did not power off within {timeout} s; console:\n{console[-3000:]}\n"
+                          f"pytest so far:\n{log[-3000:]}") from None
         self.timings["vm"] = time.monotonic() - t
         rc_file = out / "rc"
         log = (out / "pytest.log").read_text(errors="replace") if (out / "pytest.log").exists() else ""
