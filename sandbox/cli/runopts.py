@@ -64,6 +64,10 @@ OPTIONS = (
     (("--cpuset-mems",), "cpuset_mems", "value", "LIST", "memory nodes the container may use (0-3, 0,1)"),
     (("--pids-limit",), "pids_limit", "value", "N", "maximum number of processes (-1: unlimited)"),
     (("--blkio-weight",), "blkio_weight", "value", "N", "block IO weight, 10 to 1000 (io.weight)"),
+    (("--device-read-bps",), "device_read_bps", "list", "DEV:RATE", "read rate limit of a device (/dev/sda:1mb; io.max)"),
+    (("--device-write-bps",), "device_write_bps", "list", "DEV:RATE", "write rate limit of a device (io.max)"),
+    (("--device-read-iops",), "device_read_iops", "list", "DEV:N", "read operations per second of a device (io.max)"),
+    (("--device-write-iops",), "device_write_iops", "list", "DEV:N", "write operations per second of a device"),
     (("--help",), "help", "flag", None, "show this help"),
 )
 _BY_NAME = {n: o for o in OPTIONS for n in o[0]}
@@ -263,13 +267,14 @@ def security_opts(opts):
 
 
 LIMITS = ("memory", "memory_swap", "memory_reservation", "cpus", "cpu_shares", "cpu_period", "cpu_quota",
-          "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight", "oom_kill_disable")
+          "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight", "oom_kill_disable", "device_read_bps",
+          "device_write_bps", "device_read_iops", "device_write_iops")
 
 
 def resources(opts):
     """The limit flags -> options.Resources, checked as Docker checks them, and refused unless
     this machine's cgroups can enforce every one (sandbox.cgroups.v2.require)."""
-    given = {k: opts[k] for k in LIMITS if opts[k] is not None}
+    given = {k: opts[k] for k in LIMITS if opts[k] not in (None, [])}
     if not given:
         return _options.Resources()
     r = _options.resources(**given)

@@ -116,7 +116,10 @@ class Resources(_Frozen):
     microseconds); None: not set.  Enforced by `sandbox.cgroups` or refused there."""
     FIELDS = (("mem_limit", None), ("memswap_limit", None), ("mem_reservation", None), ("nano_cpus", None),
               ("cpu_shares", None), ("cpu_period", None), ("cpu_quota", None), ("cpuset_cpus", None),
-              ("cpuset_mems", None), ("pids_limit", None), ("blkio_weight", None), ("oom_kill_disable", False))
+              ("cpuset_mems", None), ("pids_limit", None), ("blkio_weight", None), ("oom_kill_disable", False),
+              # ((device path, rate), ...): --device-read-bps /dev/sda:1mb and friends (io.max)
+              ("device_read_bps", None), ("device_write_bps", None), ("device_read_iops", None),
+              ("device_write_iops", None))
     __slots__ = tuple(n for n, _ in FIELDS)
 
     def __bool__(self):
@@ -294,9 +297,37 @@ def _cpuset(text, what):
     return s
 
 
+def throttles(values, flag):
+    """Docker's --device-read-bps/--device-write-bps (`/dev/sda:1mb`) and --device-*-iops
+    (`/dev/sda:1000`) values, or docker-py's [{"Path": ..., "Rate": ...}] -> ((path, rate), ...),
+    None when there are none."""
+    out = []
+    iops = flag.endswith("iops")
+    for v in values or ():
+        if isinstance(v, dict):
+            v = f"{v.get('Path', '')}:{v.get('Rate', '')}"
+        elif not isinstance(v, str) and len(v) == 2:
+            v = f"{v[0]}:{v[1]}"
+        path, sep, rate = str(v).partition(":")
+        if not sep or not path:
+            raise _bad(v, flag, f"bad format: {v}", "give DEVICE:RATE, e.g. /dev/sda:1mb")
+        if not path.startswith("/dev/"):
+            raise _bad(v, flag, f"bad format for device path: {v}", "give a path under /dev, e.g. /dev/sda:1mb")
+        fmt = "<device-path>:<number>" + ("" if iops else "[<unit>]")
+        why = (f"invalid rate for device: {v}. The correct format is {fmt}. Number must be a positive integer"
+               + ("" if iops else ". Unit is optional and can be kb, mb, or gb"))
+        try:
+            n = _int(rate, flag, 0) if iops else ram_in_bytes(rate, flag)
+        except UsageError:
+            raise _bad(v, flag, why, "e.g. /dev/sda:1mb (bytes per second) or /dev/sda:1000 (iops)") from None
+        out.append((path, n))
+    return tuple(out) or None
+
+
 def resources(memory=None, memory_swap=None, memory_reservation=None, cpus=None, cpu_shares=None,
               cpu_period=None, cpu_quota=None, cpuset_cpus=None, cpuset_mems=None, pids_limit=None,
-              blkio_weight=None, oom_kill_disable=False, ncpu=None):
+              blkio_weight=None, oom_kill_disable=False, ncpu=None, device_read_bps=None, device_write_bps=None,
+              device_read_iops=None, device_write_iops=None):
     """Docker's limit flags (text as typed, or numbers) -> Resources, checked as the Docker CLI
     and daemon check them, with their messages."""
     mem = ram_in_bytes(memory) if memory not in (None, "") else None
@@ -365,4 +396,8 @@ def resources(memory=None, memory_swap=None, memory_reservation=None, cpus=None,
                      cpu_shares=shares or None, cpu_period=period, cpu_quota=quota,
                      cpuset_cpus=_cpuset(cpuset_cpus, "cpus") if cpuset_cpus is not None else None,
                      cpuset_mems=_cpuset(cpuset_mems, "mems") if cpuset_mems is not None else None,
-                     pids_limit=pids, blkio_weight=blkio, oom_kill_disable=bool(oom_kill_disable))
+                     pids_limit=pids, blkio_weight=blkio, oom_kill_disable=bool(oom_kill_disable),
+                     device_read_bps=throttles(device_read_bps, "--device-read-bps"),
+                     device_write_bps=throttles(device_write_bps, "--device-write-bps"),
+                     device_read_iops=throttles(device_read_iops, "--device-read-iops"),
+                     device_write_iops=throttles(device_write_iops, "--device-write-iops"))
