@@ -103,7 +103,7 @@ def test_resources_convert_to_cgroup_v2_files():
     files = dict(v2.limit_files(r))
     assert files == {"memory.max": str(64 << 20), "memory.swap.max": str(32 << 20), "memory.low": str(32 << 20),
                      "cpu.max": "50000 100000", "cpu.weight": "39", "cpuset.cpus": "0", "cpuset.mems": "0",
-                     "pids.max": "20", "io.weight": "default 4950"}
+                     "pids.max": "20", "io.bfq.weight": "500"}
     # Docker's defaults: swap as large as memory; --memory-swap -1 unlimited; quota/period as given
     assert dict(v2.limit_files(options.resources(memory="64m")))["memory.swap.max"] == str(64 << 20)
     assert dict(v2.limit_files(options.resources(memory="64m", memory_swap="-1")))["memory.swap.max"] == "max"
@@ -129,6 +129,10 @@ def test_resources_convert_to_cgroup_v2_files():
     (["--cpuset-mems", "2-1"], ["Invalid value 2-1 for cpuset mems"]),
     (["--pids-limit", "many"], ['"--pids-limit" flag']),
     (["--blkio-weight", "5"], ["Range of blkio weight is from 10 to 1000"]),
+    (["--device-read-bps", "/dev/sda"], ["bad format: /dev/sda"]),
+    (["--device-write-bps", "sda:1mb"], ["bad format for device path: sda:1mb"]),
+    (["--device-read-bps", "/dev/sda:fast"], ["invalid rate for device: /dev/sda:fast", "can be kb, mb, or gb"]),
+    (["--device-write-iops", "/dev/sda:1k"], ["invalid rate for device: /dev/sda:1k", "<device-path>:<number>."]),
 ])
 def test_bad_limit_values_are_refused_as_docker_refuses_them(flags, words, tmp_path):
     cp = sbx("run", *flags, "--rootfs", tmp_path, "true")
@@ -149,7 +153,8 @@ def _host_cannot_limit():
     (["--cpus", "0.5"], "--cpus"), (["--cpu-shares", "512"], "--cpu-shares"),
     (["--cpu-period", "100000", "--cpu-quota", "50000"], "--cpu-quota"), (["--cpuset-cpus", "0"], "--cpuset-cpus"),
     (["--cpuset-mems", "0"], "--cpuset-mems"), (["--pids-limit", "20"], "--pids-limit"),
-    (["--blkio-weight", "500"], "--blkio-weight")])
+    (["--blkio-weight", "500"], "--blkio-weight"), (["--device-read-bps", "/dev/sda:1mb"], "--device-read-bps"),
+    (["--device-write-iops", "/dev/sda:100"], "--device-write-iops")])
 def test_every_limit_is_refused_before_anything_is_pulled_or_started(flags, controller, tmp_path):
     """An image that does not exist: a refusal after a pull attempt would name the image.
     And no container record is left behind."""
@@ -162,6 +167,38 @@ def test_every_limit_is_refused_before_anything_is_pulled_or_started(flags, cont
         assert ("systemd.unified_cgroup_hierarchy=1" in cp.stderr if m.version in ("hybrid", "v1")
                 else "sbx info" in cp.stderr)
     assert sbx("ps", "-a", "-q", "--no-trunc").stdout == before
+
+
+def _block_device():
+    for name in sorted(os.listdir("/dev")):
+        if __import__("stat").S_ISBLK(os.stat(f"/dev/{name}").st_mode):
+            return f"/dev/{name}"
+    pytest.skip("no block device in /dev")
+
+
+def test_device_throttles_become_io_max_and_a_weight_falls_back_to_io_weight(tmp_path):
+    """Docker's --device-*-bps/-iops values -> one io.max line per device (MAJ:MIN, what is not
+    given stays 'max'); --blkio-weight goes to io.bfq.weight, else io.weight (runc's order);
+    a path that is not a block device is refused."""
+    dev = _block_device()
+    st = os.stat(dev)
+    r = options.resources(device_read_bps=[f"{dev}:1mb"], device_write_iops=[f"{dev}:100"], blkio_weight="500")
+    assert r.device_read_bps == ((dev, 1 << 20),) and r.device_write_iops == ((dev, 100),)
+    assert options.resources(device_read_bps=[{"Path": dev, "Rate": 4096}]).device_read_bps == ((dev, 4096),)
+    files = dict(v2.limit_files(r))
+    assert files["io.max"] == f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)} rbps={1 << 20} wbps=max riops=max wiops=100"
+    assert v2.needed(r) == ["io"]
+    for f in ("io.max", "io.weight"):
+        (tmp_path / f).write_text("")
+    v2.Cgroup(str(tmp_path)).set(v2.limit_files(r))
+    assert (tmp_path / "io.weight").read_text() == "default 4950" and not (tmp_path / "io.bfq.weight").exists()
+    (tmp_path / "io.weight").unlink()
+    with pytest.raises(v2.CgroupError) as e:
+        v2.Cgroup(str(tmp_path)).set(v2.limit_files(r))
+    assert "neither io.bfq.weight" in e.value.msg
+    with pytest.raises(v2.CgroupError) as e:
+        v2.limit_files(options.resources(device_read_bps=["/dev/null:1mb"]))
+    assert e.value.msg == "--device-read-bps /dev/null: not a block device"
 
 
 def test_oom_kill_disable_is_refused_everywhere(tmp_path):
@@ -378,6 +415,29 @@ def test_vm_freeze_stops_a_counter_and_thaw_resumes_it(request):
         p.wait()
         p.close()
     assert not os.path.exists(cg.path)
+
+
+@pytest.mark.cgroup2vm
+@pytest.mark.timeout(VM_DEADLINE + 60)
+def test_vm_io_limits_are_written_for_a_block_device(request):
+    """--device-read-bps and --device-write-iops of the VM's virtio disk become its io.max
+    line, --blkio-weight its io weight, in the container's leaf."""
+    if not in_vm(request):
+        return
+    st = os.stat("/dev/vda")
+    r = options.resources(device_read_bps=["/dev/vda:1mb"], device_write_iops=["/dev/vda:100"], blkio_weight="500")
+    v2.require(r)
+    p, hook = _launch(["sleep", "100"], r)
+    cg = hook.cgroup
+    try:
+        line = next(ln for ln in cg.read("io.max").splitlines() if ln.startswith(f"{os.major(st.st_rdev)}:"))
+        assert line == f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)} rbps={1 << 20} wbps=max riops=max wiops=100"
+        weights = [cg.read(f).split() for f in ("io.bfq.weight", "io.weight") if os.path.exists(cg.file(f))]
+        assert ["default", "500"] in weights or ["default", "4950"] in weights, weights
+    finally:
+        p.kill()
+        p.wait()
+        p.close()
 
 
 @pytest.mark.cgroup2vm

@@ -40,6 +40,7 @@ CONTROLLER = {
     "mem_limit": "memory", "memswap_limit": "memory", "mem_reservation": "memory",
     "nano_cpus": "cpu", "cpu_shares": "cpu", "cpu_period": "cpu", "cpu_quota": "cpu",
     "cpuset_cpus": "cpuset", "cpuset_mems": "cpuset", "pids_limit": "pids", "blkio_weight": "io",
+    "device_read_bps": "io", "device_write_bps": "io", "device_read_iops": "io", "device_write_iops": "io",
 }
 
 
@@ -48,8 +49,13 @@ FLAG = {
     "mem_limit": "-m/--memory", "memswap_limit": "--memory-swap", "mem_reservation": "--memory-reservation",
     "nano_cpus": "--cpus", "cpu_shares": "--cpu-shares", "cpu_period": "--cpu-period", "cpu_quota": "--cpu-quota",
     "cpuset_cpus": "--cpuset-cpus", "cpuset_mems": "--cpuset-mems", "pids_limit": "--pids-limit",
-    "blkio_weight": "--blkio-weight",
+    "blkio_weight": "--blkio-weight", "device_read_bps": "--device-read-bps", "device_write_bps": "--device-write-bps",
+    "device_read_iops": "--device-read-iops", "device_write_iops": "--device-write-iops",
 }
+
+#: io.max's key for each throttle
+IO_MAX_KEY = {"device_read_bps": "rbps", "device_write_bps": "wbps", "device_read_iops": "riops",
+              "device_write_iops": "wiops"}
 
 
 #: errnos of a leaf removed under us (its files: ENOENT once gone, ENODEV while it dies)
@@ -280,7 +286,22 @@ def require(resources, machine=None):
         err.msg = f"{', '.join(flags)}: cannot be enforced: {err.msg}"
         err.args = (err.msg,)
         raise err
+    for field in IO_MAX_KEY:
+        for path, _rate in getattr(resources, field, None) or ():
+            block_device(path, FLAG[field])
     return machine
+
+
+def block_device(path, flag="--device-read-bps"):
+    """'MAJ:MIN' of the block device at `path` (io.max's key); CgroupError when it is none."""
+    import stat
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise CgroupError(f"{flag} {path}: {e.strerror}", hint="give a block device that exists, e.g. /dev/sda") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise CgroupError(f"{flag} {path}: not a block device", hint="give a disk such as /dev/sda or /dev/nvme0n1")
+    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
 
 
 # --- limits: Docker's values -> cgroup v2 files --------------------------------------------------
@@ -325,7 +346,17 @@ def limit_files(r):
     if getattr(r, "pids_limit", None) is not None:
         out.append(("pids.max", "max" if r.pids_limit <= 0 else str(r.pids_limit)))
     if getattr(r, "blkio_weight", None):
-        out.append(("io.weight", f"default {io_weight(r.blkio_weight)}"))
+        # runc's order: BFQ's weight (the same 10-1000 scale) where that scheduler is in use,
+        # else io.weight (`set` falls back to it)
+        out.append(("io.bfq.weight", str(r.blkio_weight)))
+    devices = {}
+    for field, key in IO_MAX_KEY.items():
+        for path, rate in getattr(r, field, None) or ():
+            devices.setdefault(block_device(path, FLAG[field]), {})[key] = rate
+    for dev, limits in devices.items():
+        # one line per device: what is not given stays unlimited; a rate of 0 is Docker's "no limit"
+        out.append(("io.max", f"{dev} " + " ".join(f"{k}={limits.get(k) or 'max'}"
+                                                   for k in ("rbps", "wbps", "riops", "wiops"))))
     return out
 
 
@@ -459,6 +490,14 @@ class Cgroup:
             try:
                 _write(self.file(name), value)
             except FileNotFoundError:
+                if name == "io.bfq.weight" and not os.path.exists(self.file(name)):
+                    if not os.path.exists(self.file("io.weight")):
+                        raise CgroupError("--blkio-weight cannot be enforced: the kernel has neither io.bfq.weight "
+                                          "(the BFQ scheduler) nor io.weight (blk-iocost)",
+                                          hint="drop --blkio-weight, or use BFQ ('echo bfq > "
+                                               "/sys/block/DEV/queue/scheduler' as root)") from None
+                    self.set([("io.weight", f"default {io_weight(value)}")])
+                    continue
                 if name == "memory.swap.max":
                     if not swap_asked:
                         continue

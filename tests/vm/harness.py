@@ -8,7 +8,7 @@ next-capabilities.md §2).
 
 The guest boots Debian's kernel with a busybox initramfs that insmods virtio and 9p, mounts the
 host's / read-only over 9p, mounts cgroup2 (nsdelegate) on /sys/fs/cgroup with memory, pids,
-cpu, cpuset and io enabled, makes `user-UID` owned by the test user as systemd's Delegate=yes does
+cpu, cpuset and io enabled (and a small read-only virtio disk, /dev/vda, for io limits), makes `user-UID` owned by the test user as systemd's Delegate=yes does
 (the directory and its cgroup.procs, cgroup.subtree_control, cgroup.threads), puts the test
 process in the leaf `user-UID/init` (no-internal-process rule), switch_roots (a chroot would
 make user-namespace creation fail with EPERM) and runs pytest as the user with SBX_IN_VM=1.
@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-           "netfs", "fscache", "9pnet", "9pnet_virtio", "9p")
+           "netfs", "fscache", "9pnet", "9pnet_virtio", "9p", "virtio_blk")
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /newroot /bin
@@ -174,6 +174,10 @@ class Machine:
                   .replace("@PYTEST@", " ".join(map(shlex.quote, pytest_argv))))
         (self.cache / "stage2.sh").write_text(script)
         os.chmod(self.cache / "stage2.sh", 0o644)
+        disk = self.cache / "disk.img"  # /dev/vda in the guest: a block device for io.max
+        if not disk.exists():
+            with open(disk, "wb") as f:
+                f.truncate(8 << 20)
         qemu = shutil.which("qemu-system-x86_64")
         if qemu is None:
             raise VMError("qemu-system-x86_64 is missing: install qemu-system-x86")
@@ -181,7 +185,8 @@ class Machine:
                 "-kernel", str(self.kernel), "-initrd", str(self.initrd),
                 "-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap",
-                "-virtfs", f"local,path={out},mount_tag=out,security_model=none,multidevs=remap"]
+                "-virtfs", f"local,path={out},mount_tag=out,security_model=none,multidevs=remap",
+                "-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
         t = time.monotonic()
         try:
             r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
