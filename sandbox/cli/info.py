@@ -32,7 +32,7 @@ def gather():
     mode, ur, gr, newuidmap, newgidmap = idmap.detect()
     if m.usable:
         limits = (f"enforced in {m.base}/sbx-<id>: -m/--memory and friends need 'memory', --cpus/--cpu-* 'cpu', "
-                  f"--cpuset-* 'cpuset', --pids-limit 'pids', --blkio-weight 'io'; delegated here: "
+                  f"--cpuset-* 'cpuset', --pids-limit 'pids', --blkio-weight and --device-* 'io'; delegated here: "
                   f"{' '.join(m.controllers) or 'none'}")
         missing = [c for c in ("memory", "cpu", "cpuset", "pids", "io") if c not in m.controllers]
         if missing:
