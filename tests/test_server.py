@@ -364,3 +364,29 @@ def test_socket_activation(tmp_path):
     c.close()
     assert p.wait(20) == 0, p.stderr.read()
     assert path.exists()
+
+
+def test_docker_cli_run_attach_stdin_exec(service, image):
+    """The docker CLI's own flows: `run` attaches before it starts and waits (wait's headers
+    come at once), `-i` sends stdin through the attach, exec, logs, exit codes."""
+    import shutil
+    import subprocess
+    cli = shutil.which("docker")
+    if cli is None:
+        pytest.skip("the docker CLI is not installed")
+    env = dict(os.environ, DOCKER_HOST=f"unix://{service}")
+
+    def docker_cli(*args, input=None):
+        return subprocess.run([cli, *args], input=input, capture_output=True, text=True, env=env, timeout=60)
+    r = docker_cli("run", "--rm", "--label", "sbx-test=server", "busybox", "echo", "hi from the docker cli")
+    assert (r.returncode, r.stdout) == (0, "hi from the docker cli\n"), r.stderr
+    r = docker_cli("run", "--rm", "--label", "sbx-test=server", "busybox", "sh", "-c", "echo bad >&2; exit 3")
+    assert (r.returncode, r.stderr) == (3, "bad\n")
+    r = docker_cli("run", "--rm", "-i", "--label", "sbx-test=server", "busybox", "tr", "a-z", "A-Z", input="piped\n")
+    assert (r.returncode, r.stdout) == (0, "PIPED\n"), r.stderr
+    r = docker_cli("run", "-d", "--name", "api-cli", "--label", "sbx-test=server", "busybox", "sh", "-c",
+                   "echo started; exec sleep 300")
+    assert r.returncode == 0, r.stderr
+    assert docker_cli("exec", "api-cli", "cat", "/proc/1/cmdline").stdout == "sleep\x00300\x00"
+    sbxtest.wait_for(lambda: docker_cli("logs", "api-cli").stdout == "started\n")
+    assert docker_cli("rm", "-f", "api-cli").returncode == 0

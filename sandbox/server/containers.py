@@ -169,11 +169,20 @@ def kill(req):
 
 
 def wait(req):
+    """The headers go out at once and the body when the condition is met, as dockerd does
+    (API >= 1.30): the docker CLI's `run` waits for them before it starts the container."""
     cond = req.arg("condition") or "not-running"
     if cond not in ("not-running", "next-exit", "removed"):
         raise ApiError(400, f"invalid condition: {cond!r}")
-    code = lifecycle.wait(_store(), req.params[0], condition=cond)
-    req.json_reply({"StatusCode": code, "Error": None})
+    st = _store()
+    rec = st.get(req.params[0])
+    w = req.stream()
+    try:
+        doc = {"StatusCode": lifecycle.wait(st, rec.id, condition=cond), "Error": None}
+    except SandboxError as e:
+        doc = {"StatusCode": -1, "Error": {"Message": str(e)}}
+    w.write(json.dumps(doc).encode() + b"\n")
+    w.close()
 
 
 def delete(req):
