@@ -390,3 +390,43 @@ def test_docker_cli_run_attach_stdin_exec(service, image):
     assert docker_cli("exec", "api-cli", "cat", "/proc/1/cmdline").stdout == "sleep\x00300\x00"
     sbxtest.wait_for(lambda: docker_cli("logs", "api-cli").stdout == "started\n")
     assert docker_cli("rm", "-f", "api-cli").returncode == 0
+
+
+def test_user_network_with_aliases_through_testcontainers(service, image, monkeypatch):
+    """testcontainers' Network and network aliases: a container reaches another by its alias;
+    the network is listed, refuses removal while used, and goes when asked."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{service}")
+    from testcontainers.core.config import testcontainers_config
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.network import Network
+    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
+    client = docker.DockerClient(base_url=f"unix://{service}")
+    with Network() as net:
+        assert [n.name for n in client.networks.list(names=[net.name])] == [net.name]
+        web = DockerContainer("busybox:latest").with_command(
+            ["sh", "-c", "mkdir /www && echo via-alias > /www/i && exec httpd -f -p 8080 -h /www"]) \
+            .with_network(net).with_network_aliases("web").with_kwargs(labels=LABELS)
+        with web:
+            with pytest.raises(docker.errors.APIError) as e:
+                client.networks.get(net.id).remove()
+            assert e.value.status_code == 403
+            got = []
+
+            def fetch():
+                out = client.containers.run("busybox", ["wget", "-qO-", "http://web:8080/i"], network=net.name,
+                                            remove=True, labels=LABELS)
+                got.append(out)
+                return True
+            sbxtest.wait_for(lambda: _quiet(fetch), timeout=20)
+            assert got[-1] == b"via-alias\n"
+            doc = client.networks.get(net.id).attrs
+            assert web.get_wrapped_container().id in doc["Containers"]
+    with pytest.raises(docker.errors.NotFound):
+        client.networks.get(net.name)
+
+
+def _quiet(fn):
+    try:
+        return fn()
+    except docker.errors.ContainerError:
+        return False

@@ -114,27 +114,40 @@ def _mounts(mounts):
     return vols, tmpfs
 
 
-def _network(host, netcfg):
+def _network(host, netcfg, name):
     """NetworkMode (and NetworkingConfig) -> RunOptions.network, resolved as the CLI resolves
     --network (sandbox.network.modes): Docker's default (`default`, `bridge`) is sbx's private
-    network for an image, `none` where no helper can give one (said in the create's Warnings)."""
+    network for an image, `none` where no helper can give one (said in the create's Warnings);
+    a user-defined network takes its endpoint's Aliases, IPv4Address and MacAddress."""
     mode = host.get("NetworkMode") or "default"
     endpoints = (netcfg or {}).get("EndpointsConfig") or {}
-    for net, ep in endpoints.items():
+    for net in endpoints:
         if net != mode and not (mode == "default" and net in ("bridge", "default")):
-            raise not_implemented(f"network {net!r} in NetworkingConfig (a second network)",
-                                  "a container joins one network at create; connect it to others after")
-        if ep and any(ep.get(k) for k in ("IPAMConfig", "Links", "IPAddress", "MacAddress")):
-            raise not_implemented("endpoint addresses and links in NetworkingConfig",
-                                  "sbx's networks assign addresses themselves")
-        if ep and ep.get("Aliases"):
-            raise not_implemented("network aliases", "aliases come with user-defined networks (h-bridge, issue 11)")
+            raise not_implemented(f"network {net!r} in NetworkingConfig beside NetworkMode {mode!r}",
+                                  "a container is created on one network; connect it to others after "
+                                  "(POST /networks/{id}/connect)")
+    ep = endpoints.get(mode) or {}
+    if ep.get("Links"):
+        raise _bad("links are not supported: containers on a user-defined network reach each other by name")
+    own = {"aliases": list(ep.get("Aliases") or ()), "ip": (ep.get("IPAMConfig") or {}).get("IPv4Address") or None,
+           "mac": ep.get("MacAddress") or None}
     if mode in ("none", "host"):
+        _only_user_defined(own, mode)
         return mode, []
     from ..network import modes
     warnings = []
     m = modes.resolve(mode, default=mode in ("default", "bridge"), warn=warnings.append)
-    return (m.kind if m.kind in ("none", "host") else m), warnings
+    if m.kind != "network":
+        _only_user_defined(own, mode)
+        return (m.kind if m.kind in ("none", "host") else m), warnings
+    from ..network import bridge
+    bridge.check_options(own)
+    return modes.Mode("network", {**own, "name": name}, target=m.target), warnings
+
+
+def _only_user_defined(own, mode):
+    if own["aliases"] or own["ip"] or own["mac"]:
+        raise _bad(f"network-scoped aliases, addresses and MAC addresses need a user-defined network, not {mode!r}")
 
 
 def _ports(host, cfg):
@@ -237,7 +250,7 @@ def to_options(body, name=None, platform=None):
     try:
         volumes = _volumes.resolve(volumes)
         nnp, seccomp = _client._security(host.get("SecurityOpt"))
-        network, warnings = _network(host, body.get("NetworkingConfig"))
+        network, warnings = _network(host, body.get("NetworkingConfig"), name)
         ports, expose = _ports(host, cfg)
         userns = host.get("UsernsMode") or None
         return _options.RunOptions(
