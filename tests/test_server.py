@@ -430,3 +430,14 @@ def _quiet(fn):
         return fn()
     except docker.errors.ContainerError:
         return False
+
+
+def test_update_restart_policy(client):
+    c = client.containers.create("busybox", "true", labels=LABELS)
+    assert c.update(restart_policy={"Name": "on-failure", "MaximumRetryCount": 2}) == {"Warnings": []}
+    c.reload()
+    assert c.attrs["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    with pytest.raises(docker.errors.APIError) as e:
+        c.update(restart_policy={"Name": "sometimes"})
+    assert e.value.status_code == 400 and "sometimes" in str(e.value)
+    c.remove()

@@ -281,10 +281,28 @@ def stats(req):
     w.close()
 
 
+_UPDATE_FIELDS = {"Memory": "memory", "MemorySwap": "memory_swap", "MemoryReservation": "memory_reservation",
+                  "NanoCpus": "cpus", "CpuShares": "cpu_shares", "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota",
+                  "CpusetCpus": "cpuset_cpus", "CpusetMems": "cpuset_mems", "PidsLimit": "pids_limit",
+                  "BlkioWeight": "blkio_weight"}
+
+
 def update(req):
-    raise not_implemented(f"POST /containers/{req.params[0]}/update",
-                          "changing a running container's limits comes with containers/update.py (issue 10, "
-                          "h-stats), not landed yet")
+    """`docker update`: the limits given (clients send 0 or "" for the others) and the restart
+    policy, through containers/update.py (refused where the cgroups cannot enforce them)."""
+    from ..containers import client as _client, update as _update
+    body = req.json()
+    given = {arg: body[k] for k, arg in _UPDATE_FIELDS.items() if body.get(k) not in (None, 0, "")}
+    unknown = [k for k, v in body.items() if k not in _UPDATE_FIELDS and k != "RestartPolicy" and v not in
+               (None, 0, "", [], {}, False)]
+    if unknown:
+        raise ApiError(400, f"updating {unknown[0]} is not supported: sbx updates limits and the restart policy")
+    policy = body.get("RestartPolicy")
+    restart = _client._restart(policy) if policy and policy.get("Name") else None
+    if not given and restart is None:
+        raise ApiError(400, "nothing to update: give a limit or a RestartPolicy")
+    _update.update(_store(), req.params[0], _update.Change.parse(given, restart))
+    req.json_reply({"Warnings": []})
 
 
 def resize(req):
