@@ -371,10 +371,11 @@ def test_docker_cli_run_attach_stdin_exec(service, image):
     come at once), `-i` sends stdin through the attach, exec, logs, exit codes."""
     import shutil
     import subprocess
-    cli = shutil.which("docker")
+    # scripts/test.sh's PATH leaves /usr/local/bin out, where the static docker CLI is installed
+    cli = shutil.which("docker") or shutil.which("docker", path="/usr/local/bin")
     if cli is None:
         pytest.skip("the docker CLI is not installed")
-    env = dict(os.environ, DOCKER_HOST=f"unix://{service}")
+    env = dict(os.environ, DOCKER_HOST=f"unix://{service}", DOCKER_CONFIG=str(service.parent / "docker-cli"))
 
     def docker_cli(*args, input=None):
         return subprocess.run([cli, *args], input=input, capture_output=True, text=True, env=env, timeout=60)
