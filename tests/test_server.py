@@ -442,3 +442,17 @@ def test_update_restart_policy(client):
         c.update(restart_policy={"Name": "sometimes"})
     assert e.value.status_code == 400 and "sometimes" in str(e.value)
     c.remove()
+
+
+def test_image_save_load_history_tag(client):
+    img = client.images.get("busybox:latest")
+    assert img.tag("api-saved", "v1")
+    data = b"".join(client.images.get("api-saved:v1").save(named=True))
+    client.images.remove("api-saved:v1")
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get("api-saved:v1")
+    loaded = client.images.load(data)
+    assert [i.id for i in loaded] == [img.id] and "api-saved:v1" in loaded[0].tags
+    assert client.images.get("api-saved:v1").history()[0]["Id"] == img.id
+    assert any("api-saved:v1" in i.tags for i in client.images.list(filters={"reference": "api-saved"}))
+    client.images.remove("api-saved:v1")
