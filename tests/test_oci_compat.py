@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -247,3 +248,16 @@ def test_devices_seccomp_and_groups_are_applied(rt, tmp_path):
         edit_config(b, lambda c: c["linux"]["resources"]["devices"].pop())
         cp = rt("run", "--bundle", b, "g3")
         assert cp.returncode == 1 and "linux.resources.devices: the rules deny /dev/net/tun" in cp.stderr
+
+
+def test_create_start_delete_path_imports_nothing_heavy(rt, tmp_path):
+    """Every call a shim makes is a new interpreter: run (create, start, wait, delete) imports
+    none of json/re (20 ms here), subprocess/threading, signal's enums, shutil, typer."""
+    b = make_bundle(tmp_path / "b", ["true"])
+    code = ("import sys\nfrom sandbox.cli import oci\n"
+            f"rc = oci.run(['--root', {str(rt.root)!r}, 'run', '--bundle', {str(b)!r}, 'm1'])\n"
+            "heavy = ('re', 'json', 'subprocess', 'threading', 'signal', 'enum', 'shutil', 'typer', 'click', 'argparse')\n"
+            "print(rc, [m for m in heavy if m in sys.modules])\n")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                        stdin=subprocess.DEVNULL)
+    assert cp.stdout == "0 []\n", cp.stderr
