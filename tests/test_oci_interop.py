@@ -169,6 +169,10 @@ def ctr(tmp_path_factory):
     daemon.wait(timeout=30)
     log.close()
     subprocess.run(["umount", "-R", str(d / "root")], capture_output=True)
+    try:  # the shim's runtime root for this namespace (its parent is containerd's default place)
+        os.rmdir("/run/containerd/runc/sbxtest")
+    except OSError:
+        pass
 
 
 def _oci_archive(d):
