@@ -222,3 +222,15 @@ def test_terminal_without_console_socket_in_the_foreground(rt, tmp_path):
     cp = rt("exec", "f2", "sh", "-c", "grep CapBnd /proc/self/status")
     assert not int(cp.stdout.split()[1], 16) & (1 << 21)        # only for that process
     assert b2.exists()
+
+
+def test_create_container_hook_mounts_show_inside(rt, tmp_path):
+    """A createContainer hook (as nvidia's) mounts into the bundle's rootfs in the container's
+    mount namespace, before the container's own mounts bind that root: the container sees it."""
+    b = make_bundle(tmp_path / "b", ["sh", "-c", "grep ' /mnt ' /proc/self/mountinfo | cut -d' ' -f5,9"])
+    (b / "rootfs/mnt").mkdir(exist_ok=True)
+    edit_config(b, lambda c: c.update(hooks={"createContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", f"mount -t tmpfs hooktmp {b / 'rootfs/mnt'}"]}]}))
+    cp = rt("run", "--bundle", b, "m1")
+    assert cp.returncode == 0 and cp.stdout == "/mnt hooktmp\n", cp.stderr
+    assert os.path.ismount(b / "rootfs/mnt") is False            # the host's tree is untouched
