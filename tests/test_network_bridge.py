@@ -327,3 +327,29 @@ def test_names_hold_across_restarts_of_either(netenv):
     ok(sbx("restart", "-t", "1", "app"))
     assert "hello-from-db" in ok(sbx("exec", "app", "sh", "-c", GET + "get db"))
     assert sorted(members("again")) == ["app", "db"]
+
+
+UDP_ECHO = ("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',5353))\n"
+            "while True:\n d,a=s.recvfrom(100)\n s.sendto(b'echo:'+d,a)\n")
+
+
+def _udp_ask(ip, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(1)
+        try:
+            u.sendto(b"ping", (ip, port))
+            return u.recv(100)
+        except OSError:
+            return None
+
+
+def test_published_udp_port_answers_host_clients(netenv):
+    ok(sbx("network", "create", "udpnet"))
+    ok(sbx("run", "-d", "--name", "echo", "--network", "udpnet", "-p", "5353/udp", "--rootfs", "/",
+           "/usr/bin/python3", "-c", UDP_ECHO))  # Debian's: the venv may sit under a tmpfs here
+    ports = json.loads(ok(sbx("inspect", "echo")))[0]["NetworkSettings"]["Ports"]
+    port = int(ports["5353/udp"][0]["HostPort"])
+    addr = _host_address()
+    assert wait_for(lambda: _udp_ask(addr, port), timeout=15) == b"echo:ping"
+    # A loopback-only UDP port could never answer (slirp4netns without host loopback): refused.
+    assert_sbx_error(run_in(netenv, "udpnet", "true", extra=("-p", "127.0.0.1::5353/udp")), 125, "loopback")

@@ -123,6 +123,13 @@ def hook_for(spec, name):
                          "mapped there",
                          hint="add the user to /etc/subuid and /etc/subgid (usermod --add-subuids/--add-subgids), "
                               "or run as root (--user 0)")
+    for p in net.get("ports") or ():
+        if p["proto"] == "udp" and p["host_ip"].startswith("127."):
+            raise UsageError(f"cannot publish {p['host_ip']}:{p['host_port'] or ''}:{p['container_port']}/udp on network "
+                             f"{rec['Name']}: the holder's slirp4netns runs without host loopback and drops answers "
+                             "to loopback clients",
+                             hint=f"publish on every address (-p HOSTPORT:{p['container_port']}/udp) and reach it on "
+                                  "the host's own address")
     if net.get("ports") and rec["Internal"]:
         raise UsageError(f"cannot publish ports of a container on network {rec['Name']}: it is --internal "
                          "(nothing outside reaches it)",
