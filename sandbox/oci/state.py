@@ -12,7 +12,6 @@ import fcntl
 import os
 import time
 
-from ..containers.state import _stat_fields as stat_fields, pid_alive, pid_start
 from . import jsonc
 from .errors import NoSuchContainer, OCIError
 
@@ -57,14 +56,27 @@ def ensure_root(root):
     return root
 
 
+def stat_fields(pid):
+    """/proc/PID/stat split after the command name (which may hold spaces and parentheses):
+    [state, ppid, ...]; field N of proc(5) is at index N - 3.  None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data.rpartition(b") ")[2].split()
+
+
 def start_time(pid):
-    """The start time of `pid` (clock ticks since boot), or None once it is gone."""
-    return pid_start(pid)
+    """The start time of `pid` (clock ticks since boot, field 22), or None once it is gone."""
+    f = stat_fields(pid)
+    return None if f is None else int(f[22 - 3])
 
 
 def alive(pid, start):
     """Is `pid` the process that started at `start`, and not a zombie?"""
-    return bool(pid and pid > 0 and start is not None) and pid_alive(pid, start)
+    f = stat_fields(pid) if pid and pid > 0 and start is not None else None
+    return f is not None and f[0] not in (b"Z", b"X") and int(f[22 - 3]) == start
 
 
 class Container:
