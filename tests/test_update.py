@@ -109,6 +109,25 @@ def test_restart_policy_of_a_running_container_is_followed_at_its_exit(busybox_r
     assert_sbx_error(sbx("update", "--restart", "always", "r2"), 1, "AutoRemove is enabled")
 
 
+def test_given_values_merge_into_the_containers_as_dockers_update():
+    """A flag not given keeps the container's value; 0 means "not given" (but --pids-limit 0 is
+    unlimited); the merged set is checked as a whole, as run checks it."""
+    from sandbox.containers.update import Change
+    from sandbox.errors import UsageError
+    from sandbox.runtime.options import Resources
+    cur = Resources(mem_limit=64 << 20, pids_limit=20, nano_cpus=10 ** 9)
+    assert Change.parse({"memory": "128m"}).merged(cur) == cur.replace(mem_limit=128 << 20)
+    assert Change.parse({"memory_swap": "256m"}).merged(cur) == cur.replace(memswap_limit=256 << 20)
+    assert Change.parse({"pids_limit": "0"}).merged(cur) == cur.replace(pids_limit=-1)
+    assert Change.parse({"memory": "0", "cpus": "0"}).given == {}
+    with pytest.raises(UsageError, match="Minimum memoryswap limit should be larger than memory limit"):
+        Change.parse({"memory": "512m"}).merged(cur.replace(memswap_limit=256 << 20))
+    with pytest.raises(UsageError, match="Conflicting options: Nano CPUs and CPU Period"):
+        Change.parse({"cpu_period": "50000"}).merged(cur)
+    with pytest.raises(UsageError, match="You should always set the Memory limit"):
+        Change.parse({"memory_swap": "256m"}).merged(Resources())
+
+
 # --- cgroup v2: in the VM ------------------------------------------------------------------------
 
 def _leaf(name):

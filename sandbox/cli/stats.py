@@ -111,10 +111,6 @@ def stats(containers: List[str] = typer.Argument(None, help="Containers (names o
         raise
 
 
-UPDATE_FLAGS = ("blkio_weight", "cpu_period", "cpu_quota", "cpu_shares", "cpus", "cpuset_cpus", "cpuset_mems",
-                "memory", "memory_reservation", "memory_swap", "pids_limit")
-
-
 def update(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
            blkio_weight: Optional[str] = typer.Option(None, "--blkio-weight", help="Block IO weight, 10 to 1000."),
            cpu_period: Optional[str] = typer.Option(None, "--cpu-period", help="CPU CFS period (microseconds)."),

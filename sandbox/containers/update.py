@@ -45,15 +45,19 @@ class Change:
     def parse(cls, given, restart=None):
         """Check each value alone (units, ranges) before any container is read; `restart`:
         Docker's text (on-failure:3) or a RestartPolicy."""
+        kept = {}
         for key, value in given.items():
             if key == "memory_swap":  # alone it needs -m; the container's own may do (see merged)
-                if str(value).strip() != "-1":
-                    _options.ram_in_bytes(value, "--memory-swap")
-            else:
-                _options.resources(**{key: value})
+                if str(value).strip() == "-1" or _options.ram_in_bytes(value, "--memory-swap"):
+                    kept[key] = value
+            elif _options.resources(**{key: value}):
+                kept[key] = value
+            elif key == "pids_limit":  # Docker's update: 0 is unlimited
+                kept[key] = -1
+            # else 0: not set, the container's value stays (Docker's update)
         if restart is not None and not isinstance(restart, _options.RestartPolicy):
             restart = _options.RestartPolicy.parse(restart)
-        return cls(given, restart)
+        return cls(kept, restart)
 
     def merged(self, current):
         """The container's Resources `current` with the given values over it, checked as a
