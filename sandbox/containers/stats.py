@@ -157,10 +157,10 @@ def _from_cgroup(cg):
 
 
 def leaf(rec):
-    """The container's cgroup leaf (a v2.Cgroup), or None: only a container started with
-    limits has one, so nothing of sandbox.cgroups is read for the others."""
+    """The container's cgroup leaf (a v2.Cgroup), or None: it has none where the machine has no
+    delegated cgroup v2 subtree."""
     pid = rec.state.get("Pid")
-    if not pid or not (rec.spec.get("sbx") or {}).get("resources"):
+    if not pid:
         return None
     from ..cgroups import v2
     return v2.leaf_of(pid)

@@ -30,8 +30,9 @@ def resources_of(spec):
 
 
 def args_of(resources):
-    """Resources -> options.resources() keywords (numbers: Docker's units already)."""
-    return {ARG_OF[k]: v for k, v in resources.asdict().items() if v not in (None, False)}
+    """Resources -> options.resources() keywords (numbers: Docker's units already; a field
+    without an entry in ARG_OF has the keyword's name)."""
+    return {ARG_OF.get(k, k): v for k, v in resources.asdict().items() if v not in (None, False)}
 
 
 class Change:
@@ -69,7 +70,7 @@ def host_config_fields(resources):
     """HostConfig's limit fields for `resources` (0 / "" / false where not set, as Docker's)."""
     out = {}
     for field, key in HOST_CONFIG.items():
-        v = getattr(resources, field)
+        v = getattr(resources, field, None)
         out[key] = v if v is not None else ("" if field.startswith("cpuset") else False
                                             if field == "oom_kill_disable" else 0)
     return out
