@@ -279,8 +279,8 @@ def test_unsupported_arguments_are_refused_by_name(R):
         containers.run(rootfs=R, command=["true"], ports={"80/tcp": 18080})
     with pytest.raises(sandbox.UsageError, match="user-defined networks"):
         containers.run(rootfs=R, command=["true"], network="mynet")
-    with pytest.raises(sandbox.UsageError, match="per-device I/O limits"):   # limits: tests/test_update.py
-        containers.run(rootfs=R, command=["true"], device_read_bps=[{"Path": "/dev/sda", "Rate": 1024}])
+    with pytest.raises(sandbox.UsageError, match="cgroup_parent= is not supported"):   # limits: test_update.py
+        containers.run(rootfs=R, command=["true"], cgroup_parent="/mine")
     with pytest.raises(TypeError, match="colour"):
         containers.run(rootfs=R, command=["true"], colour="red")
     with pytest.raises(sandbox.UsageError, match="rootfs"):
