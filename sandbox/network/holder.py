@@ -357,6 +357,8 @@ class Holder:
         _check(libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None), "make / private")  # MS_REC|MS_PRIVATE
         from pyroute2 import IPRoute
         self.IPRoute = IPRoute
+        self.libc = libc
+        self.own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         with IPRoute() as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         _write_file("/proc/sys/net/ipv4/ip_forward", "1")
@@ -625,7 +627,7 @@ class Holder:
                 ipr.link("del", index=hidx)
                 raise
         try:
-            with self.IPRoute(netns=f"/proc/{m.pid}/ns/net") as c:
+            with self.netlink_in(m.pid) as c:
                 names = {link.get_attr("IFLA_IFNAME") for link in c.get_links()}
                 i = 0
                 while f"eth{i}" in names:
@@ -643,6 +645,19 @@ class Holder:
         except BaseException:
             self.unwire(m)
             raise
+
+    def netlink_in(self, pid):
+        """An IPRoute whose socket lives in `pid`'s network namespace: made while this thread
+        is in it (setns, and back), not through pyroute2's forked helper (~10x slower)."""
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(self.libc.setns(fd, CLONE_NEWNET), "setns into the container's network namespace")
+            try:
+                return self.IPRoute()
+            finally:
+                _check(self.libc.setns(self.own_netns, CLONE_NEWNET), "setns back into the holder's")
+        finally:
+            os.close(fd)
 
     def unwire(self, m):
         with self.IPRoute() as ipr:
