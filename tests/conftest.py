@@ -43,6 +43,25 @@ def pytest_runtest_setup(item):
         pytest.skip("needs a user without a subordinate uid/gid range")
 
 
+#: A skip whose reason says a tool is missing ("... is not installed", "... not found on PATH").
+MISSING_TOOL = ("not installed", "not found on path")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (CI set, as .ci/run does) a test skipped because a tool is missing fails: the machine
+    is fresh and scripts/test.sh installs every tool, so a missing one is a defect of the script,
+    not a reason to test less.  Skips for privilege (root, subuid range) stay skips."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not (os.environ.get("CI") and rep.skipped and isinstance(rep.longrepr, tuple)):
+        return
+    reason = str(rep.longrepr[2])
+    if any(m in reason.lower() for m in MISSING_TOOL):
+        rep.outcome = "failed"
+        rep.longrepr = f"{reason}: in CI every tool the tests use is installed by scripts/test.sh (add it there)"
+
+
 def pytest_report_header(config):
     return (f"sbx tests as {user_name()} (uid {os.getuid()}, gid {os.getgid()}), "
             f"subuid range: {subid_range('/etc/subuid')}, subgid range: {subid_range('/etc/subgid')}, "
