@@ -380,3 +380,26 @@ def test_python_api_ports(busybox_rootfs):
     from sandbox.errors import UsageError
     with pytest.raises(UsageError, match="--network none"):
         containers.run(rootfs=busybox_rootfs, command=["true"], ports={"80/tcp": None})
+
+
+# --- container:NAME -----------------------------------------------------------------------------
+
+def test_container_mode_shares_the_other_containers_network_namespace(busybox_rootfs):
+    bb = str(busybox_rootfs)
+    tgt = ok(sbx("run", "-d", "--name", "tgt", "--network", "slirp4netns", "--rootfs", bb,
+                 "sh", "-c", "while true; do echo from-tgt | nc -l -p 8080; done")).strip()
+    pid = inspect_container(tgt)["State"]["Pid"]
+    out = ok(sbx("run", "--rm", "--network", "container:tgt", "--rootfs", bb, "sh", "-c",
+                 "readlink /proc/self/ns/net; ip -o -4 addr show tap0; "
+                 "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 8080 && break; sleep 0.2; done"))
+    lines = out.splitlines()
+    assert lines[0] == os.readlink(f"/proc/{pid}/ns/net")      # the very same namespace
+    assert "10.0.2.100/24" in lines[1] and "from-tgt" in lines
+    cid = ok(sbx("create", "--network", "container:tgt", "--rootfs", bb, "true")).strip()
+    assert inspect_container(cid)["HostConfig"]["NetworkMode"] == f"container:{tgt}"
+    assert_sbx_error(sbx("run", "--rm", "--network", "container:nosuch", "--rootfs", bb, "true"), 125,
+                     "no such container", "nosuch")
+    assert_sbx_error(sbx("run", "--rm", "--network", "container:tgt", "-p", "9000", "--rootfs", bb, "true"), 125,
+                     "publish")
+    ok(sbx("stop", "-t", "0", "tgt"))
+    assert_sbx_error(sbx("start", "-a", cid), 125, "tgt", "not running")

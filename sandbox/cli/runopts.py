@@ -297,6 +297,13 @@ def network(opts, image_run, warn=None):
         return text or "none"
     from ..network import modes
     m = modes.resolve(text, default=text in (None, "default"), warn=warn)
+    if m.kind == "container":  # the container named must exist; it is recorded by id
+        from ..containers import lifecycle, state
+        try:
+            m = modes.Mode("container", target=lifecycle.store().get(m.target).id)
+        except state.NoSuchContainer:
+            raise UsageError(f"--network {text}: no such container: {m.target}",
+                             hint="'sbx ps' lists containers; give the one whose network to share") from None
     if m.kind != "network":
         _network_own(own, m.text)
         return m.kind if m.kind in ("none", "host") else m

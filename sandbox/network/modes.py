@@ -205,10 +205,7 @@ def resolve(mode, *, default=False, warn=None):
     UsageError naming the package or the device; with `default` (the user asked for nothing),
     `warn(line)` says why and `none` is returned instead."""
     m = parse(mode)
-    if m.kind == "container":
-        raise UsageError(f"--network {m.text} is not supported yet",
-                         hint="run both processes in one container (sbx exec), or publish a port and connect to it")
-    if m.kind in ("none", "host"):
+    if m.kind in ("none", "host", "container"):
         return m
     if m.kind == "network":
         bridge = bridge_module(m.target)
