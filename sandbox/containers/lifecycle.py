@@ -494,7 +494,18 @@ def network_hooks(spec):
     if (spec.get("sbx", {}).get("network") or {}).get("mode", "none") in ("none", "host"):
         return ()
     from ..network import hooks
-    return hooks.hooks_for(spec)
+    return hooks.hooks_for(spec, find_container=_running)
+
+
+def _running(ref):
+    """(pid, spec) of the running container `ref` (for --network container:REF)."""
+    rec = store(None).get(ref)
+    pid = rec.state.get("Pid")
+    if rec.status not in ("running", "paused") or not _state.pid_alive(pid, rec.state.get("PidStart")):
+        from ..errors import SandboxError  # exit 125: the run fails before its command
+        raise SandboxError(f"cannot join the network of container {rec.name}: it is not running",
+                           hint=f"start it first: sbx start {rec.name}")
+    return pid, rec.spec
 
 
 def launch_hooks(spec):
