@@ -649,7 +649,7 @@ def _record(status):
 
 
 def test_the_state_table_of_a_paused_container_is_dockers():
-    """exec and attach refused with Docker's words; kill, stop, rm -f, top, wait allowed;
+    """exec and attach refused with Docker's words; kill, stop, restart, top, wait allowed;
     start and a plain rm refused with a hint."""
     from sandbox.containers.state import StateError, transition
     rec = _record("paused")
@@ -660,7 +660,7 @@ def test_the_state_table_of_a_paused_container_is_dockers():
     with pytest.raises(StateError) as e:
         transition(rec, "attach")
     assert str(e.value) == "You cannot attach to a paused container, unpause it first"
-    for verb in ("kill", "stop", "top", "wait", "unpause"):
+    for verb in ("kill", "stop", "top", "wait", "unpause", "restart"):
         transition(rec, verb)
     assert transition(rec, "unpause") == "running" and transition(_record("running"), "pause") == "paused"
     for verb, hint in (("start", "unpause"), ("remove", "rm -f"), ("pause", None)):

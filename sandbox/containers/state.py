@@ -57,7 +57,7 @@ class StateError(ContainerError):
 # verb -> (statuses it may start from, status it leads to (None: unchanged))
 TRANSITIONS = {
     "start": (("created", "exited"), "running"),
-    "restart": (("created", "running", "exited", "restarting"), "running"),
+    "restart": (("created", "running", "paused", "exited", "restarting"), "running"),  # a paused one: thawed by stop
     "stop": (("running", "paused", "restarting"), "exited"),
     "kill": (("running", "paused", "restarting"), None),
     "pause": (("running",), "paused"),
