@@ -18,6 +18,10 @@ docker-archive.
   else vfs); the images of earlier rounds are pruned before each round, outside the timing.
 * test_build_sbx_cached: the fully cached `sbx build` rebuild (every step CACHED).  Target: < 0.5 s.
 * test_build_buildah_cached: `buildah bud --layers` fully cached, for comparison.
+* test_build_sbx_debian_nocache / test_build_buildah_debian_layers (issue 9): a Debian-style image (this
+  Debian host's dpkg, apt-get, useradd and their libraries on busybox, made offline) built with groupadd,
+  useradd, chown and `apt-get install` of a local .deb whose postinst adds a user: 3 layer steps, every step
+  run.  Target: <= 0.5x buildah.
 
 Under --benchmark-disable (CI) the context shrinks to a tenth and every body runs once.  Run as an
 unprivileged user with a subordinate id range (rootless buildah needs one):
@@ -38,6 +42,9 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+HELPERS = os.path.join(os.path.dirname(HERE), "tests", "helpers")
+if HELPERS not in sys.path:
+    sys.path.insert(0, HELPERS)
 
 from build_support import BuildReport, Buildah, base_layout, make_context  # noqa: E402
 from images_support import check_run, try_run  # noqa: E402
@@ -47,6 +54,7 @@ PAIRS = [
     ("test_build_sbx_nocache", "test_build_buildah_layers", 0.5),
     ("test_build_sbx_nocache", "test_build_buildah_single", 0.5),
     ("test_build_sbx_cached", "test_build_buildah_cached", None),
+    ("test_build_sbx_debian_nocache", "test_build_buildah_debian_layers", 0.5),
 ]
 REPORT = BuildReport(PAIRS, {"test_build_sbx_cached": 0.5})
 
@@ -187,3 +195,55 @@ def test_build_buildah_cached(benchmark, setup: Setup, buildah, full):
     if why:
         REPORT.not_measured("test_build_buildah_cached", f"buildah bud --layers fails: {why}")
     benchmark.pedantic(check_run, args=(cmd, b.env), **_rounds(full, 10))
+
+
+# --- a Debian-style image: useradd, chown, apt-get install --------------------------------------------
+
+DEBIAN_BASE = "localhost/sbx-bench-deb:1"
+DEBIAN_DOCKERFILE = f"""\
+FROM {DEBIAN_BASE}
+COPY hello.deb /tmp/
+RUN groupadd -g 1500 app && useradd -u 1500 -g app -s /bin/sh app && mkdir /data && chown app:app /data
+RUN apt-get install -y /tmp/hello.deb && rm /tmp/hello.deb
+USER app
+"""
+
+
+@pytest.fixture(scope="module")
+def debian(setup: Setup, sbx_cmd, buildah) -> Path:
+    """The Debian-style base in sbx's store (and buildah's, when it is usable); the context's path."""
+    import tarfile
+
+    from debian_image import debian_rootfs, make_deb
+    root = debian_rootfs(setup.work / "debroot")
+    tar = setup.work / "debroot.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(root, arcname=".")
+    check_run(sbx_cmd + ["import", str(tar), DEBIAN_BASE], setup.env)
+    archive = setup.work / "debbase.tar"
+    check_run(sbx_cmd + ["save", "-o", str(archive), DEBIAN_BASE], setup.env)
+    if buildah is not None and not buildah.unusable:  # type: ignore[attr-defined]
+        p = subprocess.run(buildah.args("pull", "--quiet", f"docker-archive:{archive}"), env=buildah.env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        why = None if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1]
+        if not why:
+            why = try_run(buildah.args("tag", p.stdout.split()[-1], DEBIAN_BASE), env=buildah.env)
+        if why:
+            buildah.unusable = f"buildah cannot take the Debian-style base: {why}"  # type: ignore[attr-defined]
+    ctx = setup.work / "debctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DEBIAN_DOCKERFILE)
+    make_deb(ctx / "hello.deb")
+    return ctx
+
+
+def test_build_sbx_debian_nocache(benchmark, setup: Setup, debian: Path, sbx_cmd, full):
+    cmd = sbx_cmd + ["build", "--no-cache", "-q", "-t", "bench/deb:sbx", str(debian)]
+    benchmark.pedantic(check_run, setup=_synced((cmd, setup.env)), **_rounds(full, 5))
+
+
+def test_build_buildah_debian_layers(benchmark, setup: Setup, debian: Path, buildah, full):
+    b = _buildah_or_skip(buildah, "test_build_buildah_debian_layers")
+    cmd = b.args("bud", "--quiet", "--isolation", "chroot", "--pull=false", "--layers", "--no-cache",
+                 "-t", "bench/deb:buildah", str(debian))
+    benchmark.pedantic(check_run, setup=_synced((cmd, b.env), b.prune), **_rounds(full, 5))
