@@ -133,6 +133,8 @@ def base(tmp_path_factory, busybox_rootfs):
     buildah holding the same image as localhost/base:1 (None where buildah cannot build here:
     rootless without a subuid range it cannot run a step)."""
     d = tmp_path_factory.mktemp("fidelity")
+    old = os.environ.get("SBX_ROOT")
+    os.environ["SBX_ROOT"] = str(d / "data")   # a store of the module's own
     tar = d / "rootfs.tar"
     with tarfile.open(tar, "w") as tf:
         tf.add(busybox_rootfs, arcname=".")
@@ -148,6 +150,13 @@ def base(tmp_path_factory, busybox_rootfs):
     yield bh
     if bh is not None:
         bh.remove()
+    if old is None:
+        os.environ.pop("SBX_ROOT", None)
+    else:
+        os.environ["SBX_ROOT"] = old
+    # Layers built with a subuid range hold files of subordinate ids: remove them from inside.
+    import sandbox
+    sandbox.run(["rm", "-rf", str(d / "data")], rootfs="/", network="host", namespaces=("user",))
 
 
 def ctx_of(tmp_path, dockerfile, files=None, name="ctx"):
