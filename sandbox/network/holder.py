@@ -278,6 +278,8 @@ def main(argv):
 
 
 def _start_slirp(pid, exit_r, api):
+    """slirp4netns for the holder's namespace; its messages go to slirp4netns.log beside the
+    socket (a pipe nobody reads after start-up would kill it with SIGPIPE on its next one)."""
     import select
     import subprocess
     slirp = _which("slirp4netns")
@@ -289,26 +291,28 @@ def _start_slirp(pid, exit_r, api):
         os.unlink(api)
     except FileNotFoundError:
         pass
+    log = os.path.join(os.path.dirname(api), "slirp4netns.log")
     try:
-        p = subprocess.Popen([slirp, "--configure", "--mtu=65520", "--disable-host-loopback", f"--api-socket={api}",
-                              f"--ready-fd={ready_w}", f"--exit-fd={exit_r}", str(pid), "tap0"],
-                             pass_fds=(ready_w, exit_r), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, start_new_session=True)
+        with open(log, "wb") as err:
+            p = subprocess.Popen([slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
+                                  f"--api-socket={api}", f"--ready-fd={ready_w}", f"--exit-fd={exit_r}", str(pid),
+                                  "tap0"], pass_fds=(ready_w, exit_r), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         os.close(ready_w)
         ready_w = -1
         rl, _, _ = select.select([ready_r], [], [], 10.0)
         if not rl or not os.read(ready_r, 1):
             p.kill()
-            err = p.stderr.read().decode(errors="replace").strip()
+            with open(log, "rb") as f:
+                lines = f.read().decode(errors="replace").strip().splitlines()
             tun = "" if os.access("/dev/net/tun", os.R_OK | os.W_OK) else \
                 " (/dev/net/tun is not usable by this user: sudo chmod 0666 /dev/net/tun, as udev does)"
-            raise HolderError(f"slirp4netns failed for the network holder: {err or 'not ready'}{tun}",
+            raise HolderError(f"slirp4netns failed for the network holder: {lines[-1] if lines else 'not ready'}{tun}",
                               hint="check that /dev/net/tun opens for this user and slirp4netns works")
     finally:
         if ready_w >= 0:
             os.close(ready_w)
         os.close(ready_r)
-    p.stderr.close()
 
 
 def _report(fd, e):
