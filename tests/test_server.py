@@ -456,3 +456,49 @@ def test_image_save_load_history_tag(client):
     assert client.images.get("api-saved:v1").history()[0]["Id"] == img.id
     assert any("api-saved:v1" in i.tags for i in client.images.list(filters={"reference": "api-saved"}))
     client.images.remove("api-saved:v1")
+
+
+def test_hijacked_exec_frames_after_the_headers(client, service):
+    """The wire itself: `101 UPGRADED`, the multiplexed content type, the payload only after the
+    headers were read (the first read holds the headers and nothing else), 8-byte frames."""
+    c = client.containers.run("busybox", ["sleep", "300"], detach=True, labels=LABELS)
+    eid = client.api.exec_create(c.id, ["sh", "-c", "echo out; echo err >&2"])["Id"]
+    body = b'{"Detach": false, "Tty": false}'
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(service))
+    s.sendall(b"POST /v1.44/exec/%s/start HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (eid.encode(), len(body), body))
+    first = s.recv(65536)
+    head = first.decode()
+    assert head.startswith("HTTP/1.1 101 UPGRADED\r\n") and head.endswith("\r\n\r\n"), head
+    assert "Content-Type: application/vnd.docker.multiplexed-stream" in head
+    rest = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        rest += b
+    s.close()
+    frames = []
+    while rest:
+        kind, n = rest[0], int.from_bytes(rest[4:8], "big")
+        assert rest[1:4] == b"\0\0\0"
+        frames.append((kind, rest[8:8 + n]))
+        rest = rest[8 + n:]
+    assert sorted(frames) == [(1, b"out\n"), (2, b"err\n")]
+    assert client.api.exec_inspect(eid)["ExitCode"] == 0
+    c.remove(force=True)
+
+
+def test_testcontainers_docker_image_build(service, image, monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{service}")
+    from testcontainers.core.config import testcontainers_config
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.image import DockerImage
+    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo made-by-DockerImage > /m\nCMD [\"cat\", \"/m\"]\n")
+    with DockerImage(path=str(tmp_path), tag="api-tc-image:1", clean_up=True) as img:
+        with DockerContainer(str(img)).with_kwargs(labels=LABELS) as tc:
+            wrapped = tc.get_wrapped_container()
+            assert wrapped.wait()["StatusCode"] == 0
+            assert wrapped.logs() == b"made-by-DockerImage\n"

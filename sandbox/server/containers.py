@@ -284,7 +284,9 @@ def stats(req):
 _UPDATE_FIELDS = {"Memory": "memory", "MemorySwap": "memory_swap", "MemoryReservation": "memory_reservation",
                   "NanoCpus": "cpus", "CpuShares": "cpu_shares", "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota",
                   "CpusetCpus": "cpuset_cpus", "CpusetMems": "cpuset_mems", "PidsLimit": "pids_limit",
-                  "BlkioWeight": "blkio_weight"}
+                  "BlkioWeight": "blkio_weight", "BlkioDeviceReadBps": "device_read_bps",
+                  "BlkioDeviceWriteBps": "device_write_bps", "BlkioDeviceReadIOps": "device_read_iops",
+                  "BlkioDeviceWriteIOps": "device_write_iops"}
 
 
 def update(req):
@@ -292,7 +294,7 @@ def update(req):
     policy, through containers/update.py (refused where the cgroups cannot enforce them)."""
     from ..containers import client as _client, update as _update
     body = req.json()
-    given = {arg: body[k] for k, arg in _UPDATE_FIELDS.items() if body.get(k) not in (None, 0, "")}
+    given = {arg: body[k] for k, arg in _UPDATE_FIELDS.items() if body.get(k) not in (None, 0, "", [])}
     unknown = [k for k, v in body.items() if k not in _UPDATE_FIELDS and k != "RestartPolicy" and v not in
                (None, 0, "", [], {}, False)]
     if unknown:

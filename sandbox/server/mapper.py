@@ -28,10 +28,6 @@ _ZERO_ONLY = {
     "CpuCount": "cpu_count is a Windows limit", "CpuPercent": "cpu_percent is a Windows limit",
     "IOMaximumIOps": "a Windows limit", "IOMaximumBandwidth": "a Windows limit",
     "BlkioWeightDevice": "per-device block IO limits are not supported",
-    "BlkioDeviceReadBps": "per-device block IO limits are not supported",
-    "BlkioDeviceWriteBps": "per-device block IO limits are not supported",
-    "BlkioDeviceReadIOps": "per-device block IO limits are not supported",
-    "BlkioDeviceWriteIOps": "per-device block IO limits are not supported",
     "CpuRealtimePeriod": "realtime CPU limits are not supported",
     "CpuRealtimeRuntime": "realtime CPU limits are not supported",
     "KernelMemory": "kernel memory limits do not exist in cgroup v2",
@@ -182,7 +178,10 @@ def _resources(host):
         cpu_shares=host.get("CpuShares") or None, cpu_period=host.get("CpuPeriod") or None,
         cpu_quota=host.get("CpuQuota") or None, cpuset_cpus=host.get("CpusetCpus") or None,
         cpuset_mems=host.get("CpusetMems") or None, pids_limit=pids if pids and pids > 0 else None,
-        blkio_weight=host.get("BlkioWeight") or None, oom_kill_disable=bool(host.get("OomKillDisable")))
+        blkio_weight=host.get("BlkioWeight") or None, oom_kill_disable=bool(host.get("OomKillDisable")),
+        device_read_bps=host.get("BlkioDeviceReadBps") or None, device_write_bps=host.get("BlkioDeviceWriteBps") or None,
+        device_read_iops=host.get("BlkioDeviceReadIOps") or None,
+        device_write_iops=host.get("BlkioDeviceWriteIOps") or None)
     if r:
         v2.require(r)
     return r
