@@ -178,11 +178,49 @@ def wait(req):
     rec = st.get(req.params[0])
     w = req.stream()
     try:
-        doc = {"StatusCode": lifecycle.wait(st, rec.id, condition=cond), "Error": None}
+        doc = {"StatusCode": _wait(st, rec, cond), "Error": None}
     except SandboxError as e:
         doc = {"StatusCode": -1, "Error": {"Message": str(e)}}
     w.write(json.dumps(doc).encode() + b"\n")
     w.close()
+
+
+def _wait(st, rec, cond):
+    """lifecycle.wait's conditions, with the exit code of an AutoRemove container that goes at
+    once (`docker run --rm` waits with condition=removed): the main process's end is awaited on
+    a pidfd (no polling while it runs), then the record is read every 2 ms until it says how
+    the process ended, before the monitor removes it."""
+    import select
+    code = rec.state.get("ExitCode", 0)
+    began = (rec.state.get("StartedAt"), rec.state.get("FinishedAt"))
+    fast_until = time.monotonic() + 5  # a created container: its start comes soon (the docker CLI starts it next)
+    while True:
+        now = st.load(rec.id)
+        if now is None:
+            return code
+        status = now.status
+        if status in ("exited", "removing", "dead") or (status == "created" and now.state.get("Error")):
+            code = now.state.get("ExitCode", 0)
+        if cond == "not-running" and status not in _state.ACTIVE:
+            return code
+        if cond == "next-exit" and status not in _state.ACTIVE + ("created",) and (
+                now.state.get("StartedAt"), now.state.get("FinishedAt")) != began:
+            return code
+        pid, start = now.state.get("Pid"), now.state.get("PidStart")
+        if status == "running" and pid and _state.pid_alive(pid, start):
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    if _state.pid_alive(pid, start):  # still the container's process
+                        select.select([fd], [], [], 1.0)
+                finally:
+                    os.close(fd)
+                fast_until = time.monotonic() + 5
+                continue
+        time.sleep(0.002 if time.monotonic() < fast_until else 0.05)
 
 
 def delete(req):
