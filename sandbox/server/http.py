@@ -192,6 +192,7 @@ class Request:
         self.drain()
         self.started = True
         h = self.h
+        h.log_request(status)  # --verbose only (log_message)
         h.send_response_only(status, reason)
         h.send_header("Server", "sbx")
         h.send_header("Date", h.date_time_string())
@@ -318,7 +319,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
-            super().log_message(fmt, *args)
+            import sys
+            sys.stderr.write(f"[{self.log_date_time_string()}] {fmt % args}\n")
 
     def handle_one_request(self):
         # Unbuffered reads return short: read the request line and headers whole.
