@@ -403,3 +403,24 @@ def test_container_mode_shares_the_other_containers_network_namespace(busybox_ro
                      "publish")
     ok(sbx("stop", "-t", "0", "tgt"))
     assert_sbx_error(sbx("start", "-a", cid), 125, "tgt", "not running")
+
+
+def test_a_dead_monitors_ports_are_not_shown(busybox_rootfs):
+    cid = ok(sbx("run", "-d", "--network", "slirp4netns", "-p", "8080", "--rootfs", str(busybox_rootfs),
+                 "sleep", "60")).strip()
+    assert inspect_container(cid)["NetworkSettings"]["Ports"]["8080/tcp"]
+    with open(os.path.join(os.environ["SBX_ROOT"], "containers", cid, "container.json")) as f:
+        os.kill(json.load(f)["State"]["MonitorPid"], 9)
+    assert wait_for(lambda: inspect_container(cid)["State"]["Status"] == "exited", 10)
+    doc = inspect_container(cid)
+    assert doc["NetworkSettings"]["Ports"] == {"8080/tcp": None} and doc["NetworkSettings"]["IPAddress"] == ""
+    assert ok(sbx("port", cid)) == ""
+
+
+def test_each_restart_gets_its_network_and_nothing_is_left(busybox_rootfs):
+    cid = ok(sbx("run", "-d", "--restart", "on-failure:2", "--network", "slirp4netns", "--rootfs",
+                 str(busybox_rootfs), "sh", "-c", "ip -o -4 addr show tap0; exit 3")).strip()
+    assert wait_for(lambda: (lambda d: d["State"]["Status"] == "exited" and d["RestartCount"] == 2)(
+        inspect_container(cid)), 30)
+    assert ok(sbx("logs", cid)).count("10.0.2.100/24") == 3
+    assert wait_for(lambda: not _net_dirs(cid), 10)

@@ -408,7 +408,8 @@ def build(argv, *, rootfs=None, image=None, entrypoint=None, env=None, cwd=None,
     exposed = list(dict.fromkeys([*(iconf.get("ExposedPorts") or {}), *expose]))
     exposed = [e if "/" in e else e + "/tcp" for e in exposed]
     net["ports"] = published_ports(net, ports, publish_all, exposed)
-    net["exposed"] = exposed
+    # Docker's rule: a published port is exposed too (inspect shows it once the port goes)
+    net["exposed"] = list(dict.fromkeys(exposed + [f"{p['container_port']}/{p['proto']}" for p in net["ports"]]))
     network = net["mode"]
     host_root = rootfs == "/"
     read_only = bool(read_only) or host_root
