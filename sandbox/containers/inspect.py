@@ -82,5 +82,8 @@ def container_doc(rec):
         "Mounts": mounts,
         "Config": dict(doc["Config"], AttachStdin=bool(doc["Config"].get("OpenStdin")),
                        AttachStdout=True, AttachStderr=True, StdinOnce=False),
-        "NetworkSettings": network_settings(doc.get("NetworkSettings") or {}, network, x.get("network") or {}),
+        # What the network hook reported at start holds while it runs (a dead monitor's record
+        # still has it, but its helper died with it).
+        "NetworkSettings": network_settings(doc.get("NetworkSettings") or {} if running else {}, network,
+                                            x.get("network") or {}),
     }
