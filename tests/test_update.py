@@ -75,8 +75,12 @@ def test_python_limits_are_refused_with_the_clis_message(busybox_rootfs):
         containers.run(rootfs=busybox_rootfs, command=["true"], nano_cpus=1.5)     # docker-py's type
     with pytest.raises(UsageError, match="Minimum memory limit allowed is 6MB"):
         containers.run(rootfs=busybox_rootfs, command=["true"], mem_limit=1 << 20)
-    with pytest.raises(UsageError, match="device_read_bps= is not supported: per-device"):
-        containers.run(rootfs=busybox_rootfs, command=["true"], device_read_bps=[{"Path": "/dev/sda", "Rate": 1}])
+    run = sbx("run", "--device-read-bps", "/dev/sda:1mb", "--rootfs", busybox_rootfs, "true")
+    with pytest.raises(v2.CgroupError) as e:                   # docker-py's Path/Rate dicts
+        containers.run(rootfs=busybox_rootfs, command=["true"], device_read_bps=[{"Path": "/dev/sda", "Rate": 1 << 20}])
+    assert "sbx: " + e.value.msg == _first_line(run.stderr)
+    with pytest.raises(UsageError, match="blkio_weight_device= is not supported"):
+        containers.run(rootfs=busybox_rootfs, command=["true"], blkio_weight_device=[{"Path": "/dev/sda", "Weight": 5}])
     assert containers.list(all=True) == []         # nothing was made
     c = containers.run(rootfs=busybox_rootfs, command=["sleep", "1000"], name="pyu")
     with c:

@@ -64,8 +64,8 @@ _REFUSED = {  # docker-py run()/create() arguments sbx cannot honour yet, and wh
     **dict.fromkeys(("mem_swappiness", "kernel_memory", "cpu_rt_period", "cpu_rt_runtime"),
                     f"{_NO_V2} (Docker ignores or refuses it there too)"),
     **dict.fromkeys(("cpu_count", "cpu_percent"), "Windows containers only; use nano_cpus"),
-    **dict.fromkeys(("blkio_weight_device", "device_read_bps", "device_write_bps", "device_read_iops",
-                     "device_write_iops"), "per-device I/O limits (io.max) are not implemented; blkio_weight is"),
+    "blkio_weight_device": "per-device weights are not implemented: use blkio_weight, or device_read_bps, "
+                           "device_write_bps, device_read_iops, device_write_iops for per-device limits",
     "oom_score_adj": "not supported by sbx",
     "cgroup_parent": "sbx makes each container's cgroup under the caller's delegated one ('sbx info')",
     "shm_size": "use tmpfs={'/dev/shm': 'size=64m'}",
@@ -238,7 +238,10 @@ def _ports(ports):
 #: docker-py's limit arguments and the types it documents for them
 LIMITS = {"mem_limit": (int, str), "memswap_limit": (int, str), "mem_reservation": (int, str), "nano_cpus": (int,),
           "cpu_shares": (int,), "cpu_period": (int,), "cpu_quota": (int,), "cpuset_cpus": (str,),
-          "cpuset_mems": (str,), "pids_limit": (int,), "blkio_weight": (int,), "oom_kill_disable": (bool,)}
+          "cpuset_mems": (str,), "pids_limit": (int,), "blkio_weight": (int,), "oom_kill_disable": (bool,),
+          # [{"Path": "/dev/sda", "Rate": 1048576}] (docker-py's), or ["/dev/sda:1mb"] as the flags take them
+          **dict.fromkeys(("device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops"),
+                          (list, tuple))}
 
 
 def limit_args(limits):
@@ -253,8 +256,9 @@ def limit_args(limits):
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise UsageError(f"{key} must be {' or '.join(t.__name__ for t in types)}, not {value!r}",
                              hint="nano_cpus=1_500_000_000 is 1.5 CPUs" if key == "nano_cpus"
-                             else "sizes are bytes (an int) or text such as '64m'" if str in types else None)
-        out[ARG_OF[key]] = value
+                             else "sizes are bytes (an int) or text such as '64m'" if str in types
+                             else '[{"Path": "/dev/sda", "Rate": 1048576}]' if list in types else None)
+        out[ARG_OF.get(key, key)] = value
     return out
 
 

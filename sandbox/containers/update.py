@@ -21,7 +21,9 @@ ARG_OF = {"mem_limit": "memory", "memswap_limit": "memory_swap", "mem_reservatio
 HOST_CONFIG = {"mem_limit": "Memory", "memswap_limit": "MemorySwap", "mem_reservation": "MemoryReservation",
                "nano_cpus": "NanoCpus", "cpu_shares": "CpuShares", "cpu_period": "CpuPeriod", "cpu_quota": "CpuQuota",
                "cpuset_cpus": "CpusetCpus", "cpuset_mems": "CpusetMems", "pids_limit": "PidsLimit",
-               "blkio_weight": "BlkioWeight", "oom_kill_disable": "OomKillDisable"}
+               "blkio_weight": "BlkioWeight", "oom_kill_disable": "OomKillDisable",
+               "device_read_bps": "BlkioDeviceReadBps", "device_write_bps": "BlkioDeviceWriteBps",
+               "device_read_iops": "BlkioDeviceReadIOps", "device_write_iops": "BlkioDeviceWriteIOps"}
 
 
 def resources_of(spec):
@@ -71,8 +73,11 @@ def host_config_fields(resources):
     out = {}
     for field, key in HOST_CONFIG.items():
         v = getattr(resources, field, None)
-        out[key] = v if v is not None else ("" if field.startswith("cpuset") else False
-                                            if field == "oom_kill_disable" else 0)
+        if field.startswith("device_"):  # ((path, rate), ...) -> Docker's [{"Path", "Rate"}]
+            out[key] = [{"Path": p, "Rate": r} for p, r in v or ()]
+        else:
+            out[key] = v if v is not None else ("" if field.startswith("cpuset") else False
+                                                if field == "oom_kill_disable" else 0)
     return out
 
 
