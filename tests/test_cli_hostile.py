@@ -198,6 +198,46 @@ def _cases():
         ("container", ["container", "list", "-n", "x"]),
         ("container", ["container", "prune", "-f", "--filter", "until=soon"]),
         ("system", ["system", "prune", "-f", "--filter", "name=x"]),
+        # issue 10: stats and update
+        ("stats", ["stats", "--no-stream", "no-such-container"], (1,)),
+        ("stats", ["stats", "--no-stream", "--format", "{{.NoSuchField}}"]),
+        ("container stats", ["container", "stats", "--no-stream", "--format", "{{if .ID}}x{{end}}"]),
+        ("update", ["update", "--memory", "lots", "stopped"]),
+        ("update", ["update", "--cpus", "-1", "stopped"]),
+        ("update", ["update", "--pids-limit", "99999999999999999999999", "stopped"]),
+        ("update", ["update", "--restart", "sometimes", "stopped"]),
+        ("container update", ["container", "update", "--memory", "1m", "no-such-container"], (1, 125)),
+        # issue 11: ports and networks
+        ("port", ["port", "no-such-container"], (1,)),
+        ("port", ["port", "stopped", "99999999/tcp"]),
+        ("container port", ["container", "port", "stopped", "80/sctp-ish"]),
+        ("network create", ["network", "create", "--subnet", "10.0.0.0/99", "n1"]),
+        ("network create", ["network", "create", "--gateway", "10.9.9.1", "--subnet", "10.8.0.0/24", "n2"]),
+        ("network create", ["network", "create", "bad/name"]),
+        ("network create", ["network", "create", "--label", "=x", "n3"]),
+        ("network inspect", ["network", "inspect", "no-such-network"], (1,)),
+        ("network ls", ["network", "ls", "--filter", "nope=1"]),
+        ("network list", ["network", "list", "--format", "{{.NoSuchField}}"]),
+        ("network rm", ["network", "rm", "no-such-network"], (1,)),
+        ("network remove", ["network", "remove", "host"], (1, 125)),
+        ("network connect", ["network", "connect", "no-such-network", "stopped"], (1,)),
+        ("network disconnect", ["network", "disconnect", "no-such-network", "stopped"], (1,)),
+        ("network prune", ["network", "prune", "-f", "--filter", "until=whenever"]),
+        ("run", ["run", "-p", "99999:80", "--rootfs", R, "true"]),
+        ("run", ["run", "-p", "80:80/sctp-ish", "--rootfs", R, "true"]),
+        ("run", ["run", "--network", "slirp4netns:no_such_option=1", "--rootfs", R, "true"]),
+        ("run", ["run", "--network", "container:no-such-container", "--rootfs", R, "true"]),
+        ("run", ["run", "--add-host", "nocolon", "--rootfs", R, "true"]),
+        ("run", ["run", "--dns", "not-an-ip", "--rootfs", R, "true"]),
+        # issue 12: the Docker API service
+        ("system service", ["system", "service", "--socket", "tcp://127.0.0.1:2375"]),
+        ("system service", ["system", "service", "--timeout", "-5"]),
+        ("system service", ["system", "service", "--socket", "unix://{ro}/sbx.sock", "--timeout", "1"], (1, 125)),
+        # issue 13: the OCI runtime CLI (its messages say sbx-runc)
+        ("oci", ["oci", "state", "no-such-id"], (1,)),
+        ("oci", ["oci", "--log-format", "yaml", "list"], (1, 125)),
+        ("oci", ["oci", "create", "--bundle", "{dir}", "x1"], (1, 125)),
+        ("oci", ["oci", "kill", "no-such-id", "NOSUCHSIG"], (1, 125)),
     ]
 
 
@@ -237,7 +277,8 @@ def test_hostile_arguments_never_trace_back(hostile, case):
     assert r.returncode in codes, detail
     if r.returncode != 0:
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert lines and lines[0].startswith("sbx: ") and lines[-1].startswith("sbx: "), detail
+        prefix = "sbx-runc: " if _verb(argv) == "oci" else "sbx: "  # sbx oci is runc's CLI
+        assert lines and lines[0].startswith(prefix) and lines[-1].startswith(prefix), detail
 
 
 # --- the particular cases of the issue, with their messages ------------------------------------------
