@@ -167,6 +167,10 @@ def test_connect_and_disconnect_running_container(netenv):
         members("back")["app"]["IPv4Address"].split("/")[0] and "appalias" in nets["back"]["Aliases"]
     out = ok(client(netenv, "back", "nslookup appalias"))
     assert members("back")["app"]["IPv4Address"].split("/")[0] in out
+    # A connection outlives a restart of the container, as in Docker.
+    ok(sbx("restart", "-t", "1", "app"))
+    assert "hello-from-db" in ok(sbx("exec", "app", "sh", "-c", GET + "get db"))
+    assert sorted(json.loads(ok(sbx("inspect", "app")))[0]["NetworkSettings"]["Networks"]) == ["back", "front"]
     assert_sbx_error(sbx("network", "connect", "back", "app"), 125, "already connected")
     ok(sbx("network", "disconnect", "back", "app"))
     assert "app" not in members("back")

@@ -244,18 +244,30 @@ def connect(network: str = typer.Argument(..., help="Network."),
     rec = _store().get(network)
     c = _running_container(container)
     rep = _bridge().connect(rec, c.state["Pid"], c.id, c.name, aliases=alias, ip=ip, mac=mac)
-    ep = {"NetworkID": rec["Id"], "EndpointID": "", "Gateway": rep["gateway"], "IPAddress": rep["ip"],
-          "IPPrefixLen": rep["prefix"], "MacAddress": rep["mac"], "Aliases": [c.id[:12], *alias]}
-    _endpoints(c, lambda nets: nets.__setitem__(rec["Name"], ep))
+    ep = _bridge().endpoint(rec, rep, c.id, alias)
+    kept = {"network": rec["Name"], "aliases": list(alias), "ip": ip, "mac": mac}
+    _endpoints(c, rec["Name"], ep, kept)
 
 
-def _endpoints(c, change):
-    """Change the container's recorded NetworkSettings.Networks (inspect shows them) while it runs."""
+def _endpoints(c, name, ep=None, kept=None):
+    """Record (or, with ep None, drop) network `name` of a container: its endpoint in
+    NetworkSettings.Networks (inspect shows it) and, in the spec's network annotation, what its
+    next starts connect it to again (Docker keeps connections across restarts)."""
     from ..containers.store import ContainerStore
 
     def fn(doc):
-        if doc.get("NetworkSettings") is not None:
-            change(doc["NetworkSettings"].setdefault("Networks", {}))
+        nets = (doc.get("NetworkSettings") or {}).get("Networks")
+        net = doc["Spec"]["sbx"].get("network") or {}
+        connected = [k for k in net.get("connected") or () if k["network"] != name]
+        if ep is None:
+            if nets is not None:
+                nets.pop(name, None)
+        else:
+            if nets is not None:
+                nets[name] = ep
+            connected.append(kept)
+        if net.get("mode") == "network":
+            net["connected"] = connected
     ContainerStore().update(c, fn)
 
 
@@ -274,7 +286,7 @@ def disconnect(network: str = typer.Argument(..., help="Network."),
             return
         err = _store().NetworkError(str(e), hint=e.hint)
         raise err from None
-    _endpoints(c, lambda nets: nets.pop(rec["Name"], None))
+    _endpoints(c, rec["Name"])
 
 
 def register(app: typer.Typer) -> None:

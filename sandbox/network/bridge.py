@@ -67,6 +67,12 @@ def check_options(net):
         ipam.check_mac(net["mac"])
 
 
+def endpoint(rec, rep, cid, aliases):
+    """Docker's NetworkSettings.Networks entry for an attach reply."""
+    return {"NetworkID": rec["Id"], "EndpointID": "", "Gateway": rep["gateway"], "IPAddress": rep["ip"],
+            "IPPrefixLen": rep["prefix"], "MacAddress": rep["mac"], "Aliases": [cid[:12], *aliases]}
+
+
 class BridgeHook(Hook):
     name = "network (user-defined)"
 
@@ -79,6 +85,8 @@ class BridgeHook(Hook):
         self.aliases = list(net.get("aliases") or ())
         self.ip, self.mac = net.get("ip"), net.get("mac")
         self.ports, self.exposed = list(net.get("ports") or ()), list(net.get("exposed") or ())
+        self.connected = list(net.get("connected") or ())  # networks joined with `sbx network connect`
+        self.joined = []
         self.pid = None
         self.settings = None
 
@@ -92,19 +100,31 @@ class BridgeHook(Hook):
         rep = self.ref.request(op="attach", net=_net_req(self.rec), pid=pid, cid=self.cid, name=self.cname,
                                aliases=self.aliases, ip=self.ip, mac=self.mac, ports=published)
         self.pid = pid
-        ep = {"NetworkID": self.rec["Id"], "EndpointID": "", "Gateway": rep["gateway"], "IPAddress": rep["ip"],
-              "IPPrefixLen": rep["prefix"], "MacAddress": rep["mac"], "Aliases": [self.cid[:12], *self.aliases]}
+        self.joined = [self.rec]
+        ep = endpoint(self.rec, rep, self.cid, self.aliases)
+        nets = {self.rec["Name"]: ep}
+        for c in self.connected:  # kept across restarts, as Docker does
+            try:
+                rec = netstore.get(c["network"])
+            except netstore.NetworkError as e:
+                raise UsageError(f"network {c['network']} (connected with sbx network connect) is gone: {e}",
+                                 hint=f"disconnect it: sbx network disconnect -f {c['network']} CONTAINER") from None
+            r = self.ref.request(op="attach", net=_net_req(rec), pid=pid, cid=self.cid, name=self.cname,
+                                 aliases=c.get("aliases") or [], ip=c.get("ip"), mac=c.get("mac"))
+            self.joined.append(rec)
+            nets[rec["Name"]] = endpoint(rec, r, self.cid, c.get("aliases") or [])
         self.settings = {"IPAddress": rep["ip"], "IPPrefixLen": rep["prefix"], "Gateway": rep["gateway"],
                          "MacAddress": rep["mac"], "SandboxKey": f"/proc/{pid}/ns/net",
-                         "Ports": _ports.docker_ports(published, self.exposed), "Networks": {self.rec["Name"]: ep}}
+                         "Ports": _ports.docker_ports(published, self.exposed), "Networks": nets}
 
     def teardown(self):
         if self.pid is not None:
             pid, self.pid = self.pid, None
-            try:
-                self.ref.request(op="detach", net_id=self.rec["Id"], cid=self.cid, pid=pid)
-            except (OSError, holder.HolderError):
-                pass  # the holder is gone, and the links with it
+            for rec in self.joined:
+                try:
+                    self.ref.request(op="detach", net_id=rec["Id"], cid=self.cid, pid=pid)
+                except (OSError, holder.HolderError):
+                    pass  # the holder is gone, and the links with it
         self.ref.close()
 
 
