@@ -14,14 +14,35 @@ class HelperError(SandboxError):
 
 
 def rundir(spec, kind):
-    """A fresh directory for this launch's helper: <runtime root>/net/<id16>-<kind>."""
+    """A fresh directory for this launch's helper: <runtime root>/net/<id16>-<kind>-<our pid>.
+    Directories of supervisors that died without their teardown (killed) are removed here."""
     from ..runtime import paths
     base = os.path.join(paths.runtime_dir(), "net")
     os.makedirs(base, mode=0o700, exist_ok=True)
-    d = os.path.join(base, f"{spec['sbx']['id'][:16]}-{kind}")
+    _sweep(base)
+    d = os.path.join(base, f"{spec['sbx']['id'][:16]}-{kind}-{os.getpid()}")
     remove_tree(d)
     os.mkdir(d, 0o700)
     return d
+
+
+def _sweep(base):
+    for name in os.listdir(base):
+        parts = name.split("-")
+        if len(parts) != 3 or parts[1] not in ("slirp4netns", "pasta") or not parts[2].isdigit():
+            continue
+        if not _alive(int(parts[2])):
+            remove_tree(os.path.join(base, name))
+
+
+def _alive(pid):
+    """A process that exists and has not exited (a killed supervisor may stay a zombie a while)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 def remove_tree(d):
@@ -154,7 +175,7 @@ class Process:
         or by this process's exit."""
         if self.status is not None:
             return
-        import signal
+        import _signal as signal  # the C module: `signal` imports enum (~6 ms) on a --rm run's path
         steps = ((signal.SIGTERM, grace),) if grace else ()
         for sig, wait in steps + ((signal.SIGKILL, None),):
             try:

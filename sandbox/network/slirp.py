@@ -4,7 +4,6 @@ published ports added through its API socket (`add_hostfwd`, one JSON request pe
 the write side shut down after it).  It ends when the exit fd's other end closes: at teardown,
 and also when the supervising process dies, whatever kills it."""
 import os
-import socket
 
 from ..runtime.hooks import Hook
 from . import helper, ports as _ports
@@ -68,7 +67,8 @@ class Slirp4netns(Hook):
         self.settings = helper.settings(self.net, pid, published)
 
     def _add_hostfwd(self, sock, p):
-        import json
+        import json  # noqa: E401 - both only with published ports (socket brings enum, functools...)
+        import socket
         req = {"execute": "add_hostfwd", "arguments": {"proto": p["proto"], "host_addr": p["host_ip"] or "0.0.0.0",
                                                         "host_port": p["host_port"], "guest_port": p["container_port"]}}
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
