@@ -340,6 +340,9 @@ def test_helpers_die_when_the_monitor_is_killed(busybox_rootfs, helper):
     assert _helper_pids(pid)
     os.kill(monitor, 9)
     assert wait_for(lambda: not _helper_pids(pid), 10), f"{helper} outlived its monitor"
+    assert _net_dirs(cid)  # no teardown ran: the next helper's start sweeps its directory
+    ok(sbx("run", "--rm", "--network", helper, "--rootfs", str(busybox_rootfs), "true"))
+    assert not _net_dirs(cid)
 
 
 # --- names and resolvers ------------------------------------------------------------------------
