@@ -118,8 +118,7 @@ class Builder:
                 self._check_platform(st, self._global_args())
             for instr in st.instructions:
                 self._preflight(instr)
-        from ..runtime import userns_worker
-        self.worker = userns_worker.start(self.mode)
+        self.worker = _LazyWorker(self.mode)
         # The shared content lock for the whole build: another sbx command's clean-up (which
         # takes the lock exclusively) must not take the steps' temp directories for leftovers.
         try:
@@ -570,7 +569,7 @@ class Builder:
             named.append(s)
         # The cache key: the expanded sources and destination, and the content they name.
         src_roots = roots if roots is not None else [self.context]  # [] is an empty stage, not the context
-        content = self.worker.call("sandbox.build.placement:hash_sources", roots=src_roots, sources=named, ignore=ignore, where=where)
+        content = self.hash_sources(src_roots, named, ignore, where, context=roots is None)
         key = _key(state.key, instr.original, dest, plan, content)
         created_by = instr.original.strip()
         if self._cached(state, key, created_by):
@@ -585,6 +584,19 @@ class Builder:
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
             self.worker.call("sandbox.image.store:remove_path", path=tmpdir)
+
+    def hash_sources(self, roots, sources, ignore, where, context):
+        """The digest of what sources name (a step's cache key).  The context is read here, with
+        its owners left out (what COPY makes of it is root's whatever they are), so a fully
+        cached build starts no worker; a stage or image is read by the worker."""
+        if context:
+            from .placement import hash_sources
+            try:
+                return hash_sources(roots, sources, ignore, where, owners=False)
+            except PermissionError:  # readable only as root of the build's namespace
+                pass
+        return self.worker.call("sandbox.build.placement:hash_sources", roots=roots, sources=sources, ignore=ignore,
+                                where=where, owners=not context)
 
     def _do_add(self, state, instr, env, where):
         self._do_copy(state, instr, env, where, add=True)
@@ -657,6 +669,27 @@ def _network_words(net):
         return ("the host's network (host)", "check that this machine reaches the address (its DNS, proxy, routes)")
     return (f"the default private network ({mode})", f"{mode} reaches what the host reaches, through the host's "
             "resolvers: check that this machine reaches the address, or try --network host")
+
+
+class _LazyWorker:
+    """The build's userns worker (runtime.userns_worker), started on first use: a fully cached
+    build needs none."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.in_userns = mode == "helper"
+        self._w = None
+
+    def call(self, fn, **kw):
+        if self._w is None:
+            from ..runtime import userns_worker
+            self._w = userns_worker.start(self.mode)
+        return self._w.call(fn, **kw)
+
+    def close(self):
+        if self._w is not None:
+            self._w.close()
+            self._w = None
 
 
 class _Relay:

@@ -119,8 +119,7 @@ def key_parts(builder, mounts, where):
     for m in mounts:
         if m["type"] == "bind":
             roots, ignore, _ = _source(builder, m, where)
-            digest = builder.worker.call("sandbox.build.placement:hash_sources", roots=roots,
-                                         sources=[m.get("source") or "/"], ignore=ignore, where=where)
+            digest = builder.hash_sources(roots, [m.get("source") or "/"], ignore, where, context=not m.get("from"))
             out.append(["bind", m["target"], m.get("from"), m.get("source"), digest])
     return out
 

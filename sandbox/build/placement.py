@@ -88,8 +88,9 @@ def _sources(view, src: str, ignore=None, where: str = ""):
             yield rel, e
 
 
-def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str = "") -> str:
-    """A digest of what COPY sources name: paths, types, modes, owners, content."""
+def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str = "", owners: bool = True) -> str:
+    """A digest of what COPY sources name: paths, types, modes, owners (unless not `owners`),
+    content."""
     import hashlib
     from ..image.mergedview import View
     h = hashlib.sha256()
@@ -100,7 +101,8 @@ def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str =
                 continue
             for rel, e in _sources(view, src, ignore, where):
                 st = e.st
-                h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
+                ids = f"{st.st_uid}\0{st.st_gid}" if owners else "-"
+                h.update(f"{rel}\0{st.st_mode}\0{ids}\0".encode())
                 if stat.S_ISREG(st.st_mode):
                     with os.fdopen(e.open(), "rb") as f:
                         for chunk in iter(lambda: f.read(1 << 20), b""):
