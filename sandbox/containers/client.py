@@ -19,7 +19,10 @@ Differences from docker-py:
   "bridge", "host"); `ports=` publish on the host as docker-py's, `Container.ports` shows them;
 - `Container.image` is the image reference as given (or the `rootfs=` directory), not an Image;
 - `exec_run` takes `timeout=` (seconds; the exec is killed and `WaitTimeout` raised);
-- a detached `exec_run` lives as long as this Python process.
+- a detached `exec_run` lives as long as this Python process;
+- a `stats()` document has an `sbx` key saying where its figures come from ("cgroup", "proc"
+  when the container has no cgroup of its own, "none" when it does not run); `update()` also
+  takes the Engine API's `nano_cpus` and `pids_limit`.
 
 Each `Container` keeps the configuration context (`sandbox.config`) it was made in, so its
 methods act on the same store wherever they are called from."""
