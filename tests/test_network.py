@@ -427,3 +427,24 @@ def test_each_restart_gets_its_network_and_nothing_is_left(busybox_rootfs):
         inspect_container(cid)), 30)
     assert ok(sbx("logs", cid)).count("10.0.2.100/24") == 3
     assert wait_for(lambda: not _net_dirs(cid), 10)
+
+
+def test_a_run_with_the_default_network_imports_nothing_heavy(busybox_rootfs, neutral_cwd):
+    """The network path of `sbx run` stays off re, json, hashlib, pyroute2 and typer (the run
+    path's start-up is measured): json only comes with published ports."""
+    import subprocess
+    code = ("import sys\n"
+            "sys.argv = ['sbx', 'run', '--rm', '--network', sys.argv[2], '--rootfs', sys.argv[1], 'true']\n"
+            "from sandbox.cli import main\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "heavy = {'typer', 'click', 're', 'json', 'hashlib', 'pyroute2', 'socket', 'signal'}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n")
+    for mode in HELPERS:
+        cp = subprocess.run([sys.executable, "-c", code, str(busybox_rootfs), mode], capture_output=True, text=True,
+                            cwd=neutral_cwd, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        allowed = set() if mode == "slirp4netns" else {"socket"}  # pasta reads the host's route through one
+        assert set(json.loads(cp.stdout.strip().splitlines()[-1].replace("'", '"'))) <= allowed, cp.stdout
