@@ -390,6 +390,9 @@ def test_docker_cli_run_attach_stdin_exec(service, image):
                    "echo started; exec sleep 300")
     assert r.returncode == 0, r.stderr
     assert docker_cli("exec", "api-cli", "cat", "/proc/1/cmdline").stdout == "sleep\x00300\x00"
+    r = docker_cli("exec", "-i", "api-cli", "sh", "-c", "tr a-z A-Z; exit 6", input="exec stdin\n")
+    assert (r.returncode, r.stdout) == (6, "EXEC STDIN\n"), r.stderr
+    assert "api-cli" in docker_cli("ps", "--format", "{{.Names}}").stdout.split()
     sbxtest.wait_for(lambda: docker_cli("logs", "api-cli").stdout == "started\n")
     assert docker_cli("rm", "-f", "api-cli").returncode == 0
 
