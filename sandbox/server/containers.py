@@ -560,33 +560,47 @@ def attach(req):
     sock = req.hijack(_stream_type(req, tty))
     since = None if with_logs or rec.status == "created" else time.time()
     conn = None
+    log_fd = -1
     try:
-        if stream:
-            while True:  # a created container: from its start
-                now = st.load(rec.id)
-                if now is None or now.status not in _state.ACTIVE + ("created",):
-                    break
-                if now.status in _state.ACTIVE:
-                    if since is None and not with_logs:
-                        since = parse_time(now.state.get("StartedAt"))
-                    break
-                time.sleep(0.05)
-        if want_in and stream:
+        # The log is opened as soon as it exists and read through that descriptor: a --rm
+        # container that ends at once is removed with its log, but not before we hold it.
+        deadline = time.monotonic() + 5
+        while stream and log_fd < 0:
             try:
-                conn = _attach.connect(rec.dir, b"attach 1 0 0\n")
-            except OSError:
-                conn = None
+                log_fd = os.open(rec.path(_logs.LOG), os.O_RDONLY | os.O_CLOEXEC)
+                break
+            except FileNotFoundError:
+                pass
+            now = st.load(rec.id)
+            if now is None or now.status not in _state.ACTIVE + ("created",):
+                break
+            time.sleep(0.002 if time.monotonic() < deadline else 0.05)
+        if stream and since is None and not with_logs:
+            now = st.load(rec.id)
+            since = parse_time(now.state.get("StartedAt")) if now is not None else None
+        if want_in and stream:
+            until = time.monotonic() + 5
+            while conn is None:  # the monitor listens on attach.sock once it runs
+                try:
+                    conn = _attach.connect(rec.dir, b"attach 1 0 0\n")
+                except OSError:
+                    now = st.load(rec.id)
+                    if now is None or now.status not in _state.ACTIVE + ("created",) or time.monotonic() > until:
+                        break
+                    time.sleep(0.01)
             if conn is not None:
                 threading.Thread(target=_stdin_relay, args=(sock, conn), daemon=True).start()
 
-        def running():
+        def running():  # (a created one: about to start, as the client starts it after attaching)
             now = st.load(rec.id)
-            return now is not None and now.status in _state.ACTIVE
-        for s, _ts, data in _logs.read(rec.path(_logs.LOG), since=since, follow=stream, running=running,
-                                       poll=0.05):
+            return now is not None and now.status in _state.ACTIVE + ("created",)
+        path = f"/proc/self/fd/{log_fd}" if log_fd >= 0 else rec.path(_logs.LOG)
+        for s, _ts, data in _logs.read(path, since=since, follow=stream, running=running, poll=0.05):
             if s in want:
                 sock.sendall(data if tty else frame(2 if s == "stderr" else 1, data))
     finally:
+        if log_fd >= 0:
+            os.close(log_fd)
         if conn is not None:
             conn.close()
         _close(sock)
