@@ -41,6 +41,9 @@ def _bare(helper):
     """`unshare -Urn` holding a namespace until its stdin closes, with `helper` attached (and
     waited for) or not: the helper's own cost, without sbx."""
     ns = subprocess.Popen(["unshare", "-Urn", "cat"], stdin=subprocess.PIPE)
+    mine = os.readlink("/proc/self/ns/net")
+    while os.readlink(f"/proc/{ns.pid}/ns/net") == mine:  # unshare has not unshared yet
+        time.sleep(0.0002)
     try:
         if helper == "slirp4netns":
             r, w = os.pipe()
