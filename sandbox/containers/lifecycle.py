@@ -180,6 +180,18 @@ def _gone_or_stopped(store, rec):
     return None
 
 
+def _settled(store_, rec, grace=2.0):
+    """The record once its supervisor has written the exit down: `docker stop` returns with the
+    container exited, and a monitor does that moments after the process dies.  A supervisor that
+    reaps later (a Python program holding a named sandbox, when it next polls) is not waited for
+    past `grace` seconds."""
+    def recorded():
+        now = store_.load(rec.id)
+        return True if now is None else (now.status not in _state.ACTIVE)
+    _poll(recorded, grace, interval=0.005)
+    return store_.load(rec.id) or rec
+
+
 def _released(rec, timeout):
     """Wait until the container's supervisor lets go of it.  One that outlives its process
     (a Python program holding a named sandbox reaps it when it next polls) is not waited for
@@ -280,12 +292,12 @@ def stop(where, ref, timeout=None):
             _thawed(store_, rec, container_cgroup(rec))
         if sent and (timeout is None or timeout < 0 or timeout > 0):
             if _poll(lambda: _gone_or_stopped(store_, rec), None if timeout is None or timeout < 0 else timeout):
-                return store_.load(rec.id) or rec
+                return _settled(store_, rec)
     _kill_all(store_, rec)
     done = _poll(lambda: _gone_or_stopped(store_, rec), 30)
     if not done:
         raise _state.ContainerError(f"container {rec.name} did not stop", hint="try again, or 'sbx rm -f'")
-    return store_.load(rec.id) or rec
+    return _settled(store_, rec)
 
 
 def kill(where, ref, sig="KILL"):
