@@ -5,8 +5,10 @@ home and a data directory of their own."""
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,11 +43,30 @@ def test_readme_has_examples():
     assert len(blocks("sh")) >= 4 and blocks("python")
 
 
+def _run_script(script, env, cwd, timeout):
+    """bash -c SCRIPT in a process group of its own, output to files: an example may leave a
+    process in the background (`sbx system service &`), which would hold a pipe open and stall
+    the read, so whatever the group still holds is ended once the script is done."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(["bash", "-c", script], env=env, cwd=cwd, stdout=out, stderr=err,
+                             stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+        try:
+            rc = p.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            p.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(p.args, rc, out.read(), err.read())
+
+
 def test_shell_examples_run_as_written(readme_env):
     env, work = readme_env
     script = "set -euxo pipefail\n" + "\n".join(blocks("sh"))
-    cp = subprocess.run(["bash", "-c", script], env=env, cwd=work, capture_output=True, text=True,
-                        timeout=600, stdin=subprocess.DEVNULL)
+    cp = _run_script(script, env, work, timeout=280)
     detail = f"exit {cp.returncode}\n--- stdout\n{cp.stdout[-4000:]}\n--- stderr\n{cp.stderr[-6000:]}"
     assert cp.returncode == 0, detail
     assert "Traceback" not in cp.stderr, detail
