@@ -93,6 +93,16 @@ def session_store(tmp_path_factory):
     sandbox.run(["rm", "-rf", str(d)], rootfs="/", network="host", namespaces=("user",))
 
 
+@pytest.fixture(scope="session")
+def cgroup_vm(request, tmp_path_factory):
+    """One boot of the cgroup v2 VM (tests/helpers/cgvm.py) for the whole session: every
+    collected `cgroup2vm` test, of whichever file, runs in it; the host-side tests read its
+    verdicts with `cgvm.inside(request, "cgroup_vm")`."""
+    import cgvm
+    files = sorted({str(item.path) for item in request.session.items if item.get_closest_marker("cgroup2vm")})
+    return cgvm.boot(tmp_path_factory, files)
+
+
 @pytest.fixture()
 def own_container_store(tmp_path, monkeypatch):
     """A container store of the test's own (SBX_ROOT); whatever a failed test left running in it is

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import cgvm
 import pytest
 from sbxtest import assert_sbx_error, sbx
 
@@ -24,67 +24,14 @@ from sandbox.cgroups import v2
 from sandbox.errors import UsageError
 from sandbox.runtime import options
 
-IN_VM = os.environ.get("SBX_IN_VM") == "1"
-# The whole VM session (boot, every cgroup2vm test under emulation, power-off) runs inside the
-# first VM test, whose timeout is raised above the suite's 300 s: on a loaded 2-core host an
-# `sbx` command takes 4-8 s under TCG.
-VM_DEADLINE = 480
+IN_VM = cgvm.IN_VM
 HERE = Path(__file__).resolve()
 
 
-# --- the VM session ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def vm_results(tmp_path_factory):
-    """Boot the VM once and run every cgroup2vm test of this file in it: {test name: (outcome,
-    text)}."""
-    sys.path.insert(0, str(HERE.parent / "vm"))
-    import harness
-    if os.geteuid() == 0:
-        pytest.skip("the cgroup v2 VM tests run as the unprivileged test users (a delegated subtree is theirs)")
-    missing = [t for t in ("qemu-system-x86_64", "apt-get", "dpkg-deb") if shutil.which(t) is None]
-    if missing:
-        msg = f"the cgroup v2 VM needs {', '.join(missing)} (scripts/test.sh installs qemu-system-x86)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    cache = Path(os.environ.get("SBX_TEST_VM_CACHE") or tmp_path_factory.getbasetemp().parent / "vm-cache")
-    vm = harness.Machine(cache).build()
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rfEs", "-m", "cgroup2vm",
-            "--basetemp=/tmp/pt", "--junitxml=/tmp/out/junit.xml", str(HERE)]
-    if _has_timeout_plugin():
-        argv[-1:-1] = ["--timeout", "200"]
-    out = tmp_path_factory.mktemp("vm-out")
-    # Within the VM tests' own pytest timeout: a VM that hangs is reported with its console.
-    rc, results, console = vm.run_pytest(os.getuid(), os.getgid(), argv, out,
-                                         os.path.dirname(sys.executable) + ":/usr/bin:/bin:/usr/sbin:/sbin",
-                                         timeout=VM_DEADLINE)
-    sys.stderr.write(f"\ncgroup v2 VM: pytest exit {rc}, timings {vm.timings}\n")
-    if not results:
-        pytest.fail(f"the VM ran no test (pytest exit {rc}):\n{console[-4000:]}")
-    return results
-
-
-def _has_timeout_plugin():
-    try:
-        import pytest_timeout  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def in_vm(request):
-    """True inside the VM (run the test); outside, the VM's verdict for this test is asserted
-    and False is returned (the caller returns)."""
-    if IN_VM:
-        return True
-    results = request.getfixturevalue("vm_results")
-    outcome, text = results.get(request.node.name, ("missing", "the VM did not report this test"))
-    if outcome == "skipped":
-        pytest.fail(f"skipped in the VM: {text}")
-    if outcome != "passed":
-        pytest.fail(f"in the cgroup v2 VM: {outcome}\n{text}")
-    return False
+    """True inside the VM (run the test); on the host, the VM's verdict for it (conftest's
+    session fixture `cgroup_vm`, one boot for every file's cgroup2vm tests)."""
+    return cgvm.inside(request, "cgroup_vm")
 
 
 # --- Docker's values ---------------------------------------------------------------------------
@@ -313,7 +260,7 @@ def _launch(argv, resources, stdout=-1, name=None):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_memory_limit_oom_kills(request):
     if not in_vm(request):
         return
@@ -332,7 +279,7 @@ def test_vm_memory_limit_oom_kills(request):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_pids_limit_stops_a_fork_loop_and_kill_leaves_nothing(request):
     if not in_vm(request):
         return
@@ -360,7 +307,7 @@ def test_vm_pids_limit_stops_a_fork_loop_and_kill_leaves_nothing(request):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_cpus_writes_cpu_max_and_throttles(request):
     if not in_vm(request):
         return
@@ -379,7 +326,7 @@ def test_vm_cpus_writes_cpu_max_and_throttles(request):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_freeze_stops_a_counter_and_thaw_resumes_it(request):
     if not in_vm(request):
         return
@@ -418,7 +365,7 @@ def test_vm_freeze_stops_a_counter_and_thaw_resumes_it(request):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_io_limits_are_written_for_a_block_device(request):
     """--device-read-bps and --device-write-iops of the VM's virtio disk become its io.max
     line, --blkio-weight its io weight, in the container's leaf."""
@@ -441,7 +388,7 @@ def test_vm_io_limits_are_written_for_a_block_device(request):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_the_delegated_subtree_is_found(request):
     if not in_vm(request):
         return
@@ -472,7 +419,7 @@ def test_info_explains_this_machine():
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_info_says_limits_are_enforced(request):
     if not in_vm(request):
         return
@@ -495,7 +442,7 @@ def test_an_explicit_swap_limit_without_swap_accounting_is_refused(tmp_path):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_sbx_run_memory_limit_is_enforced_oom_killed_recorded_and_the_leaf_removed(request, tmp_path,
                                                                                         monkeypatch):
     """The CLI end to end: the engine's launch places the container in its leaf; an OOM kill
@@ -544,7 +491,7 @@ def _started(store, argv, **kw):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_pause_unpause_ps_exec_and_stop_of_a_paused_container(request):
     """sbx pause freezes a counter-writing container that has no limits (status paused, ps
     '(Paused)', exec refused with Docker's words, its restart policy does not count it dead),
@@ -590,7 +537,7 @@ def test_vm_pause_unpause_ps_exec_and_stop_of_a_paused_container(request):
 
 
 @pytest.mark.cgroup2vm
-@pytest.mark.timeout(VM_DEADLINE + 60)
+@pytest.mark.timeout(cgvm.DEADLINE + 60)
 def test_vm_kill_and_rm_f_leave_no_process_even_outside_the_pid_namespace(request):
     """A container whose shell double-forks a sleep (no pid namespace: killing its main process
     alone would leave the sleep running): `sbx kill` and `sbx rm -f` leave no process (the

@@ -17,11 +17,6 @@ from sandbox.cgroups import v2
 pytestmark = pytest.mark.usefixtures("own_container_store")
 
 
-@pytest.fixture(scope="session")
-def update_vm(tmp_path_factory):
-    return cgvm.boot(tmp_path_factory, [__file__])
-
-
 def _host_cannot_limit():
     m = v2.probe()
     if m.usable:
@@ -155,7 +150,7 @@ def test_vm_stats_and_update_of_a_container_running_and_stopped(request):
     """One container (every `sbx` or monitor start costs seconds under emulation): stats read
     its leaf; sbx update and Container.update change the leaf's files at once and the record;
     a stopped container's update is enforced from its next start."""
-    if not cgvm.inside(request, "update_vm"):
+    if not cgvm.inside(request, "cgroup_vm"):
         return
     from sandbox import containers
     c = containers.run(rootfs="/", command=["/bin/busybox", "sh", "-c", "sleep 1001 & sleep 1002 & wait"],

@@ -1,14 +1,11 @@
-"""Run test files' `cgroup2vm` tests in the cgroup v2 VM (tests/vm/harness.py), one boot for
-all of them, and give each of those tests the VM's verdict on the host:
-
-    @pytest.fixture(scope="session")
-    def my_vm(tmp_path_factory):
-        return cgvm.boot(tmp_path_factory, [__file__])
+"""Run the `cgroup2vm` tests in the cgroup v2 VM (tests/vm/harness.py), one boot for all of
+them (conftest's session fixture `cgroup_vm` boots it with every file that has such tests), and
+give each of those tests the VM's verdict on the host:
 
     @pytest.mark.cgroup2vm
     @pytest.mark.timeout(cgvm.DEADLINE + 60)   # the first VM test to run waits for the whole VM
     def test_vm_x(request):
-        if not cgvm.inside(request, "my_vm"):
+        if not cgvm.inside(request, "cgroup_vm"):
             return          # on the host: the VM's verdict was asserted
         ...                 # in the VM: the test itself
 """
@@ -24,7 +21,7 @@ import pytest
 IN_VM = os.environ.get("SBX_IN_VM") == "1"
 # The whole VM session (boot, every cgroup2vm test under emulation, power-off) runs inside the
 # first VM test: on a loaded 2-core host an `sbx` command takes 4-15 s under TCG.
-DEADLINE = 480
+DEADLINE = 600
 
 
 def boot(tmp_path_factory, test_files, timeout=DEADLINE):
