@@ -163,6 +163,17 @@ def test_running_container_and_its_volume(busybox_rootfs, tmp_path):
         names = _tar_out("live:/")
         assert "tmp/made" in names and "vol/host.txt" in names
         assert "proc" in names and not any(n.startswith("proc/") for n in names)   # no kernel files
+        # Directories the copy makes, and modes set on what it writes: in a running container's
+        # root /proc is the container's, so no chmod may go through /proc/self/fd.
+        tree = tmp_path / "tree"
+        (tree / "a" / "b").mkdir(parents=True)
+        (tree / "a" / "b" / "f").write_text("deep\n")
+        (tree / "a" / "b").chmod(0o750)
+        os.mkfifo(tree / "a" / "fifo", 0o604)
+        ok(sbx("cp", tree / "a", "live:/tmp/new/"))
+        listing = ok(sbx("exec", "live", "sh", "-c",
+                         "cat /tmp/new/b/f; stat -c '%A %n' /tmp/new/b /tmp/new/fifo"))
+        assert listing == "deep\ndrwxr-x--- /tmp/new/b\nprw----r-- /tmp/new/fifo\n", listing
     finally:
         p.kill()
         p.wait()

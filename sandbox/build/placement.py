@@ -18,6 +18,28 @@ from ..image.errors import ImageError
 # O_NOFOLLOW / follow_symlinks=False: nothing is ever written, chmod'ed or chown'ed through a link.
 
 
+def chmod_at(dfd: int, name: str, mode: int) -> None:
+    """chmod NAME in directory DFD, never through a symlink.  Python's follow_symlinks=False
+    relies on glibc's /proc/self/fd fallback (before the fchmodat2 call), which fails in a
+    running container's root, where /proc is another pid namespace's: there the file is opened
+    O_NOFOLLOW (non-blocking: a FIFO too) and fchmod'ed.  A symlink has no mode of its own."""
+    try:
+        os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
+        return
+    except (NotImplementedError, ValueError):
+        pass
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: a symlink
+            return
+        raise
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def _check_rel(src: str, where: str) -> str:
     rel = os.path.normpath(src.lstrip("/"))
     if rel == ".":
@@ -194,7 +216,7 @@ class _Placer:
             def copy_up(dfd, name, mode=mode, owner=owner):
                 if owner is not None and owner != (os.geteuid(), os.getegid()):
                     os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
-                os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
+                chmod_at(dfd, name, mode)
             os.close(makedirs_in_root(self.ufd, "/".join(parts[:i]), 0o700, on_create=copy_up))
         return open_in_root(self.ufd, "/".join(parts), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
 
@@ -309,7 +331,7 @@ class _Placer:
                         os.stat(name, dir_fd=dfd, follow_symlinks=False)[4:6] != owner:
                     os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
                 if mode is not None:
-                    os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
+                    chmod_at(dfd, name, mode)
             finally:
                 os.close(dfd)
 
@@ -325,7 +347,7 @@ def _remove_at(dfd: int, name: str) -> bool:
         os.unlink(name, dir_fd=dfd)
         return False
     if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
-        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dfd, follow_symlinks=False)
+        chmod_at(dfd, name, stat.S_IMODE(st.st_mode) | 0o700)
     sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
     try:
         for n in os.listdir(sub):
@@ -444,7 +466,7 @@ def _copy_source(p: _Placer, src_view, m: list[str], dparts: list[str], final, *
                         owner = p.owner or (root[1:] if keep_owners else None)
                         if owner is not None and owner != (os.geteuid(), os.getegid()):
                             os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
-                        os.chmod(name, root[0], dir_fd=dfd, follow_symlinks=False)
+                        chmod_at(dfd, name, root[0])
                     finally:
                         os.close(dfd)
                 if p.owner is not None:

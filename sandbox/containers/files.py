@@ -450,7 +450,8 @@ class Extractor:
             self._hardlink(entry, m, parent, name)
         elif m.isfifo():
             os.mkfifo(name, 0o600, dir_fd=self.p._replace(parent, name))
-            os.chmod(name, stat.S_IMODE(m.mode), dir_fd=self.p.ensure_dir(parent), follow_symlinks=False)
+            from ..build.placement import chmod_at
+            chmod_at(self.p.ensure_dir(parent), name, stat.S_IMODE(m.mode))
         else:
             self.warn(f"{self.label}: skipping entry {entry!r} of unsupported type {m.type!r}")
             return
