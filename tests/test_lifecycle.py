@@ -198,3 +198,12 @@ def test_named_popen_can_be_stopped_and_inspected(busybox_rootfs):
         p.wait()
         p.stdout.close()
     assert _status("pyc") is None
+
+
+def test_wait_reads_the_exit_code_of_an_autoremove_container(busybox_rootfs):
+    """`docker wait` on a `run -d --rm` container gives its exit code, though the record goes
+    as soon as it exits: the remover lets each waiter read the code first (wait.lock)."""
+    for code in (7, 0, 3):
+        cid = ok(sbx("run", "-d", "--rm", "--rootfs", busybox_rootfs, "sh", "-c", f"sleep 0.3; exit {code}")).strip()
+        assert ok(sbx("wait", cid)) == f"{code}\n"
+        assert_sbx_error(sbx("container", "inspect", cid), 1, "No such container")

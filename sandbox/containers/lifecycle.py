@@ -112,6 +112,7 @@ class Supervision:
                         rec = self.store.update(rec, lambda doc: doc["State"].update(Status="removing"), sync=False)
                     except _state.NoSuchContainer:
                         return  # removed already (rm -f)
+                _waiters_read(rec)
                 self.store.remove_dir(rec)
         finally:
             os.close(self.fd)
@@ -364,29 +365,70 @@ def rename(where, ref, new):
     return store_.rename(rec, new)
 
 
+def _waiters_read(rec, timeout=2.0):
+    """Before an AutoRemove container's record goes: let each `wait` watching it read its exit
+    code (each holds wait.lock shared until it has), as Docker's daemon tells its waiters before
+    it removes.  A waiter that does not poll is not waited for past `timeout`."""
+    import fcntl
+    try:
+        fd = os.open(rec.path(_state.WAIT_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # nobody waits
+    try:
+        _poll(lambda: _try_flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB), timeout, interval=0.005)
+    finally:
+        os.close(fd)
+
+
+def _try_flock(fd, how):
+    import fcntl
+    try:
+        fcntl.flock(fd, how)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def wait(where, ref, condition="not-running"):
     """`docker wait`: block until the container stops (`not-running`), its next exit
-    (`next-exit`) or its removal (`removed`); returns its exit code."""
+    (`next-exit`) or its removal (`removed`); returns its exit code.  wait.lock, held shared
+    until the exit code is read, keeps an AutoRemove container's record until then."""
+    import fcntl
     if condition not in ("not-running", "next-exit", "removed"):
         raise _state.ContainerError(f"invalid condition: {condition!r}", hint="not-running, next-exit or removed")
     store_ = store(where)
     rec = store_.get(ref)
+    try:  # not flocks.hold: that would make the directory again if it was just removed
+        lock = [os.open(rec.path(_state.WAIT_LOCK), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)]
+        fcntl.flock(lock[0], fcntl.LOCK_SH)
+    except FileNotFoundError:
+        lock = [-1]
     last = [rec.state.get("ExitCode", 0)]
     started = rec.state.get("StartedAt")
     finished = rec.state.get("FinishedAt")
+
+    def read(now):
+        last[0] = now.state.get("ExitCode", 0)
+        if lock[0] >= 0 and now.status not in _state.ACTIVE:  # read: the record may go now
+            os.close(lock[0])
+            lock[0] = -1
 
     def done():
         now = store_.load(rec.id)
         if now is None:
             return True
-        last[0] = now.state.get("ExitCode", 0)
+        if condition == "next-exit" and now.state.get("FinishedAt") == finished \
+                and now.state.get("StartedAt") == started:
+            return False  # still the run that was going when the wait began
+        read(now)
         if condition == "removed":
             return False
-        if condition == "next-exit":
-            return now.status not in _state.ACTIVE and (now.state.get("FinishedAt") != finished
-                                                         or now.state.get("StartedAt") != started)
         return now.status not in _state.ACTIVE
-    _poll(done, None, interval=0.05)
+    try:
+        _poll(done, None, interval=0.05)
+    finally:
+        if lock[0] >= 0:
+            os.close(lock[0])
     return last[0]
 
 

@@ -28,6 +28,7 @@ MONITOR_DIED = "its monitor ended unexpectedly"
 
 RECORD = "container.json"
 MONITOR_LOCK = "monitor.lock"
+WAIT_LOCK = "wait.lock"  # held shared by `wait` until it has read the exit code (see lifecycle.wait)
 
 
 class ContainerError(SandboxError):
