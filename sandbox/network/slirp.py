@@ -67,23 +67,11 @@ class Slirp4netns(Hook):
         self.settings = helper.settings(self.net, pid, published)
 
     def _add_hostfwd(self, sock, p):
-        import json  # noqa: E401 - both only with published ports (socket brings enum, functools...)
-        import socket
+        import json  # only with published ports (the socket module brings enum, functools...)
+        from .holder import call
         req = {"execute": "add_hostfwd", "arguments": {"proto": p["proto"], "host_addr": p["host_ip"] or "0.0.0.0",
                                                         "host_port": p["host_port"], "guest_port": p["container_port"]}}
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            s.connect(sock)
-            s.sendall(json.dumps(req).encode())
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        finally:
-            s.close()
+        data = call(os.path.dirname(sock), os.path.basename(sock), json.dumps(req).encode())
         try:
             reply = json.loads(data or b"{}")
         except ValueError:
