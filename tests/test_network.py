@@ -234,10 +234,6 @@ def test_a_published_tcp_port_reaches_the_container(busybox_rootfs, helper):
     assert _connect_read(int(host.rpartition(":")[2])) == b"hello-from-ctr\n"
 
 
-def _host_address():
-    from sandbox.network import modes
-    return modes.host_route()[1]
-
 
 @pytest.mark.parametrize("network, publish, client", [
     # slirp4netns sees clients on the host as its host-loopback address: answers to them need it allowed
@@ -248,7 +244,7 @@ def _host_address():
 def test_a_published_udp_port_answers(network, publish, client):
     udp = ok(sbx("run", "-d", "--network", network, "-p", publish, "--rootfs", "/", PY, "-c", UDP_ECHO)).strip()
     port = int(ok(sbx("port", udp, "5353/udp")).strip().rpartition(":")[2])
-    ip = "127.0.0.1" if client == "127.0.0.1" else _host_address()
+    ip = "127.0.0.1" if client == "127.0.0.1" else sbxtest.host_address()
     assert _connect_read(port, "udp", b"ping", ip=ip) == b"echo:ping"
 
 

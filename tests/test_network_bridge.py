@@ -12,6 +12,7 @@ import threading
 
 import pytest
 
+import sbxtest
 from sbxtest import assert_sbx_error, ok, sbx, wait_for
 
 SERVE = "while true; do echo hello-from-$0 | nc -l -p 8080; done"
@@ -98,21 +99,11 @@ def test_networks_are_isolated(netenv):
     assert "resolved" not in out and "hello-from-srv" not in out and "rc=1" in out, out
 
 
-def _host_address():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))  # no packet: the kernel picks the source address
-        return s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-
 
 @pytest.fixture()
 def host_server():
     """A TCP server on the host's own non-loopback address (reached through slirp4netns)."""
-    addr = _host_address()
+    addr = sbxtest.host_address()
     assert addr and not addr.startswith("127."), "the host needs a non-loopback IPv4 address for this test"
     srv = socket.socket()
     srv.bind((addr, 0))
@@ -353,7 +344,7 @@ def test_published_udp_port_answers_host_clients(netenv):
            "/usr/bin/python3", "-c", UDP_ECHO))  # Debian's: the venv may sit under a tmpfs here
     ports = json.loads(ok(sbx("inspect", "echo")))[0]["NetworkSettings"]["Ports"]
     port = int(ports["5353/udp"][0]["HostPort"])
-    addr = _host_address()
+    addr = sbxtest.host_address()
     assert wait_for(lambda: _udp_ask(addr, port), timeout=15) == b"echo:ping"
     # A loopback-only UDP port could never answer (slirp4netns without host loopback): refused.
     assert_sbx_error(run_in(netenv, "udpnet", "true", extra=("-p", "127.0.0.1::5353/udp")), 125, "loopback")

@@ -347,3 +347,17 @@ def remove_all_containers() -> None:
     ids = sbx("ps", "-a", "-q").stdout.split()
     if ids:
         sbx("rm", "-f", *ids)
+
+
+def host_address():
+    """The host's own non-loopback IPv4 address (what a container reaches through slirp4netns
+    without host-loopback access), or None."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # no packet: the kernel picks the source address
+        return s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
