@@ -172,7 +172,7 @@ class Process:
         """End it (SIGTERM, SIGKILL after `grace` seconds; 0: SIGKILL at once); idempotent.  A
         killed helper takes tens of milliseconds to die (the kernel tears its tap device down):
         it is not waited for; it is reaped later (`reap_stopped`), by whoever stops the next one
-        or by this process's exit."""
+        or when this process exits (`_reap_at_exit`)."""
         if self.status is not None:
             return
         import _signal as signal  # the C module: `signal` imports enum (~6 ms) on a --rm run's path
@@ -185,6 +185,9 @@ class Process:
             if wait is None or select.select([self.pidfd], [], [], wait)[0]:
                 break
         if not self.reap(block=False):
+            if not _stopped:
+                import atexit
+                atexit.register(_reap_at_exit)
             _stopped.append(self)
         reap_stopped()
 
@@ -195,6 +198,17 @@ _stopped = []
 def reap_stopped():
     """Reap the helpers killed before that have ended since."""
     _stopped[:] = [p for p in _stopped if not p.reap(block=False)]
+
+
+def _reap_at_exit(timeout=2.0):
+    """Before this process exits, reap what it killed: an orphan would be init's to reap, and
+    an init that does not (a container's, this CI's) keeps its zombie for good.  They were
+    SIGKILLed, so this is the tens of milliseconds their tap devices take to go, overlapped
+    with whatever the process did after stopping them."""
+    for p in _stopped:
+        if p.status is None and p.pidfd >= 0:
+            select.select([p.pidfd], [], [], timeout)
+    reap_stopped()
 
 
 def settings(net, pid, ports, address=None, gateway=None):
