@@ -747,6 +747,7 @@ def exec_start(req):
                     child[i] = null
         launched = threading.Event()
         error = []
+        master = []
         ctx = config.current()
 
         def supervise():
@@ -755,6 +756,8 @@ def exec_start(req):
                     ex.proc = lifecycle.exec(_store(), ex.cid, ex.opts, stdio=tuple(child))
                 ex.pid = ex.proc.pid
                 ex.running = True
+                if tty and not detach:  # ours before wait() and close() below: a quick exit's
+                    master.append(os.dup(ex.proc.pty_master))  # output stays readable
             except BaseException as e:  # noqa: B902 - reported to the client
                 error.append(e)
                 ex.code = getattr(e, "exit_code", 126)
@@ -789,9 +792,8 @@ def exec_start(req):
         if detach:
             return req.send(200, b"", content_type="text/plain")
         if tty:
-            master = os.dup(ex.proc.pty_master)
-            mine = [(master, 1)]
-            stdin_w = master if want_in else None
+            mine = [(master[0], 1)]
+            stdin_w = master[0] if want_in else None
         try:
             _pump(sock, mine, stdin_fd=stdin_w, frames=not tty,
                   on_stdin_end=(lambda: None) if tty or stdin_w is None else lambda: os.close(stdin_w))
