@@ -36,9 +36,10 @@ log() { printf '\n=== %s\n' "$*"; }
 # buildah (build comparison and benchmarks). cgroup v2 tests: qemu-system-x86 (a TCG VM, tests/vm/).
 # Networking: slirp4netns and passt (pasta); iptables (iptables-nft: NAT for user-defined networks). OCI runtime interoperability: runc (the reference), containerd.
 # Docker API clients: docker.io (the docker CLI; its daemon is never started), docker-compose.
+# Throughput benchmarks: iperf3. A real Debian base for build fidelity: mmdebstrap (from the configured mirror).
 packages=(python3-venv python3-dev gcc libc6-dev libseccomp-dev busybox-static uidmap bubblewrap crun passt
           fuse-overlayfs docker-registry skopeo umoci apache2-utils openssl hyperfine podman buildah qemu-system-x86
-          slirp4netns iptables runc containerd docker.io docker-compose)
+          slirp4netns iptables runc containerd docker.io docker-compose iperf3 mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
