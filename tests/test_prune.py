@@ -103,3 +103,18 @@ def test_system_prune(busybox_rootfs, tmp_path):
         p.kill()
         p.wait()
 
+
+
+def test_network_prune_asks_docker_s_question():
+    """`network prune` asks on stdout as `container prune` does; no keeps every network and exits 1."""
+    ok(sbx("network", "create", "asked"))
+    try:
+        r = sbx("network", "prune", input="n\n")
+        assert "WARNING! This will remove all custom networks not used by at least one container." in r.stdout
+        assert "Are you sure you want to continue? [y/N]" in r.stdout and r.returncode == 1
+        assert "asked" in ok(sbx("network", "ls", "--format", "{{.Name}}")).split()
+        r = sbx("network", "prune", input="y\n")
+        assert r.returncode == 0 and "asked" in r.stdout
+        assert "asked" not in ok(sbx("network", "ls", "--format", "{{.Name}}")).split()
+    finally:
+        sbx("network", "rm", "asked")

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from .prompt import confirm
 from .ps import group
 
 
@@ -120,19 +121,6 @@ def top(ctx: typer.Context, container: str = typer.Argument(..., help="Container
 
 # --- prune -------------------------------------------------------------------------------------------
 
-def _confirm(lines, force):
-    """Docker's prompt (on stdout, answer on stdin, anything but y/Y is no); True to go on."""
-    if force:
-        return True
-    typer.echo("\n".join(lines))
-    typer.echo("Are you sure you want to continue? [y/N] ", nl=False)
-    sys.stdout.flush()
-    answer = sys.stdin.readline()
-    if not answer.endswith("\n"):
-        typer.echo("")
-    return answer.strip() in ("y", "Y")
-
-
 def _print_report(sections, freed):
     from ..progress import human_size
     for title, items in sections:
@@ -150,7 +138,7 @@ def container_prune(force: bool = typer.Option(False, "-f", "--force", help="Do 
     """Remove all stopped containers."""
     from ..containers import pruning as prune
     flt = prune.check(filter_)  # bad filters fail before the question
-    if not _confirm(["WARNING! This will remove all stopped containers."], force):
+    if not confirm(["WARNING! This will remove all stopped containers."], force):
         raise typer.Exit(1)
     ids, freed = prune.containers(flt)
     _print_report([("Deleted Containers:", ids)], freed)
@@ -171,7 +159,7 @@ def system_prune(all_: bool = typer.Option(False, "-a", "--all", help="Remove al
     lines.append("  - all images without at least one container associated to them" if all_
                  else "  - all dangling images")
     lines += ["  - all build cache" if all_ else "  - unused build cache", ""]
-    if not _confirm(lines, force):
+    if not confirm(lines, force):
         raise typer.Exit(1)
     ids, freed = prune.containers(flt)
     store = Store()

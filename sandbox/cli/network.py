@@ -186,7 +186,6 @@ def rm(networks: List[str] = typer.Argument(..., help="Networks (names or ids)."
 def prune(filter_: List[str] = typer.Option([], "--filter", help="until=, label=, label!=."),
           force: bool = typer.Option(False, "-f", "--force", help="Do not prompt for confirmation.")):
     """Remove every network no running container is connected to."""
-    import sys
     from ..errors import UsageError
     f = {}
     for v in filter_:
@@ -198,13 +197,9 @@ def prune(filter_: List[str] = typer.Option([], "--filter", help="until=, label=
     if f.get("until"):
         from ..containers.pruning import parse_until
         until = min(parse_until(v) for v in f["until"])
-    if not force:
-        sys.stderr.write("WARNING! This will remove all custom networks not used by at least one container.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stderr.flush()
-        answer = sys.stdin.readline().strip().lower() if not sys.stdin.closed else ""
-        if answer not in ("y", "yes"):
-            return
+    from .prompt import confirm
+    if not confirm(["WARNING! This will remove all custom networks not used by at least one container."], force):
+        raise typer.Exit(1)
     from ..containers.state import parse_time
     members = _members()
     gone = []
