@@ -543,11 +543,19 @@ def materialize(dest: str, roots: list[str], source: str, ignore, where: str, ke
         found = _matches(view, source, where)
         if not found:
             raise ImageError(f"{where}: mount source {source!r}: no such file or directory")
-        e = view.entry(found[0])
+        # A symbolic link is followed inside the view (BuildKit's rule): the bind's host path
+        # must never be a link, which mount(2) would follow on the host.
         try:
-            is_dir, st = e.is_dir, e.st
+            r = view.resolve("/".join(found[0]), follow=True, what=source)
+        except OSError as e:
+            raise ImageError(f"{where}: mount source {source!r}: {e.strerror}") from None
+        try:
+            if r.entry is None:
+                raise ImageError(f"{where}: mount source {source!r}: no such file or directory")
+            found, is_dir, st = [r.parts], r.entry.is_dir, r.entry.st
         finally:
-            e.close()
+            r.close()
+        source = "/" + "/".join(found[0])
     name = found[0][-1] if found[0] else ""
     target = "/" if is_dir else "/" + name
     copy_into(dest, [], [["path", source, None]], target, context=roots[0], roots=roots, ignore=ignore,
