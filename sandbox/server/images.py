@@ -369,16 +369,22 @@ def _extract_context(chunks, dest):
     try:
         with tarfile.open(path, "r:*") as tf:
             for m in tf:
-                dest = os.path.join(ctx_dir, m.name.lstrip("/"))
-                if not inside(os.path.dirname(dest)) or os.path.normpath(m.name).startswith(".."):
+                rel = os.path.normpath(m.name.lstrip("/"))
+                dest = os.path.join(ctx_dir, rel)
+                if not inside(os.path.dirname(dest)) or rel == ".." or rel.startswith("../"):
                     raise ApiError(400, f"build context entry {m.name!r} leaves the context")
-                if m.islnk() and not inside(os.path.join(ctx_dir, m.linkname.lstrip("/"))):
-                    raise ApiError(400, f"build context hard link {m.name!r} points outside the context")
+                if m.islnk():
+                    m.linkname = os.path.normpath(m.linkname.lstrip("/"))
+                    if not inside(os.path.join(ctx_dir, m.linkname)):
+                        raise ApiError(400, f"build context hard link {m.name!r} points outside the context")
                 if m.isdev():
                     continue  # devices are never part of a context (Docker skips them too)
+                m.name = rel  # tarfile writes an absolute name where it says
+                if rel != "." and os.path.islink(dest):
+                    os.unlink(dest)  # an entry replaces a link of the context, never writes through it
                 m.mode &= 0o7777 & ~0o6000  # no set-id bits on the host
                 tf.extract(m, ctx_dir, set_attrs=not m.issym(), numeric_owner=True)
-    except (tarfile.TarError, OSError) as e:
+    except (tarfile.TarError, OSError, KeyError) as e:
         raise ApiError(400, f"the build context is not a valid tar archive: {e}") from None
     finally:
         os.unlink(path)
