@@ -10,6 +10,7 @@ is never taken for the container.  The status is the kernel's, read on each call
 Each verb that changes a container holds an exclusive flock on its directory."""
 import fcntl
 import os
+import stat
 import time
 
 from . import jsonc
@@ -38,7 +39,25 @@ def default_root():
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
         return os.path.join(xdg, "sbx-runc")
-    return f"/tmp/sbx-runc-{os.geteuid()}"
+    return _own_tmp_dir(f"/tmp/sbx-runc-{os.geteuid()}")
+
+
+def _own_tmp_dir(path):
+    """`path` in the shared /tmp, made 0700 if missing and refused unless it is our own directory
+    that only we can write: one another user made there (or a link) would let them plant
+    state.json, whose hooks a later verb of ours would run."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise OCIError(f"cannot create the state directory {path}: {e.strerror}",
+                       hint="set XDG_RUNTIME_DIR, or give --root a directory of yours") from None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise OCIError(f"the state directory {path} is not a directory of yours that only you can write",
+                       hint="remove it, set XDG_RUNTIME_DIR, or give --root a directory of yours")
+    return path
 
 
 def check_id(cid):
