@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import os
+import shlex
+import shutil
 import socket
+import subprocess
 import tarfile
+import tempfile
 
 import pytest
 
@@ -188,3 +193,41 @@ def test_api_build_context_hardlink_cannot_take_a_host_file(service, home):
     if status == 200 and '"error' not in body:
         r = sbx("run", "--rm", "surf-api3", "cat", "/k", timeout=60)
         assert SECRET not in r.stdout, "the host's key was copied into an image"
+
+
+# --- sbx-runc: its state directory in the shared /tmp -------------------------------------------
+
+@pytest.mark.parametrize("squat", ["link", "others_dir"])
+def test_runc_tmp_state_dir_of_another_user_is_refused(tmp_path, squat):
+    """Without XDG_RUNTIME_DIR, sbx-runc keeps state in /tmp/sbx-runc-UID.  Another user can make
+    that path first (a link to their directory, or their own world-writable directory) and plant
+    ID/state.json with a poststop hook: a later `sbx-runc delete ID` of ours would run it.  The
+    test plays both users in a user and mount namespace of its own (uid 0 there, /tmp a fresh
+    tmpfs); the other user's directory is the host's /var/tmp (not ours there, or not private)."""
+    from ocitest import runc_argv
+    plant = tmp_path / "plant"
+    (plant / "evil").mkdir(parents=True)
+    mark = tmp_path / "hook-ran"
+    state = {"ociVersion": "1.2.0", "id": "evil", "pid": 4194303, "pid_start": 1, "bundle": str(tmp_path),
+             "rootfs": str(tmp_path), "created": "2026-01-01T00:00:00Z", "owner": "",
+             "hooks": {"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {mark}"],
+                                          "env": ["PATH=/bin:/usr/bin"]}]}}
+    (plant / "evil" / "state.json").write_text(json.dumps(state))
+    if squat == "link":
+        setup = f"ln -s {plant} /tmp/sbx-runc-0"
+    else:  # /var/tmp: a directory of root's (unmapped here unless we are root) that everyone writes
+        other = tempfile.mkdtemp(prefix="sbx-audit-plant-", dir="/var/tmp")
+        os.rename(plant / "evil", os.path.join(other, "evil"))
+        os.chmod(other, 0o777)
+        setup = f"mkdir /tmp/sbx-runc-0 && mount --bind {other} /tmp/sbx-runc-0"
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    argv = " ".join(shlex.quote(a) for a in runc_argv())
+    script = f"set -e; mount -t tmpfs tmpfs /tmp; {setup}; exec {argv} delete evil"
+    try:
+        r = subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True, text=True,
+                           env=env, timeout=60, cwd=sbxtest.NEUTRAL_CWD)
+    finally:
+        if squat != "link":
+            shutil.rmtree(other, ignore_errors=True)
+    assert not mark.exists(), "sbx-runc ran a hook from a state directory another user controls"
+    assert r.returncode != 0 and "state directory /tmp/sbx-runc-0" in r.stderr, r.stdout + r.stderr
