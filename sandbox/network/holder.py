@@ -37,6 +37,9 @@ from ..runtime import flocks, paths
 IDLE = 1.0
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 SLIRP_GATEWAY, SLIRP_DNS, SLIRP_GUEST = "10.0.2.2", "10.0.2.3", "10.0.2.100"
+#: queries passed on and not yet answered: a container sending more must not take every fd
+#: (and so the holder, with every container's network) down
+MAX_PENDING = 256
 
 
 class HolderError(SandboxError):
@@ -781,7 +784,13 @@ class Holder:
         if n.internal or "." not in name and name:
             n.dns.sendto(dns.reply(data, q, rcode=dns.NXDOMAIN), addr)
             return
-        up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            if len(pending) >= MAX_PENDING:
+                raise OSError("too many queries waiting")
+            up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        except OSError:
+            n.dns.sendto(dns.reply(data, q, rcode=dns.SERVFAIL), addr)
+            return
         try:
             up.sendto(data, (SLIRP_DNS, 53))
         except OSError:
