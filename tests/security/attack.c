@@ -11,6 +11,8 @@
  *                             and "others N" (how many other processes it saw)
  *   attack syscalls           try syscalls Docker's default seccomp profile blocks; one line each:
  *                             "<name> ok" or "<name> <errno>"
+ *   attack dnsflood ADDR N    send N DNS queries (A, for n<i>.flood.example.) to ADDR:53 from one
+ *                             UDP socket as fast as it can, reading no answer; print "sent N"
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -24,6 +26,9 @@
 #include <sys/personality.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static void report (const char *name, long rc)
@@ -156,6 +161,30 @@ static int cmd_syscalls (void)
   return 0;
 }
 
+static int cmd_dnsflood (const char *addr, long n)
+{
+  struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons (53) };
+  int s = socket (AF_INET, SOCK_DGRAM, 0);
+  long sent = 0;
+  if (s < 0 || inet_pton (AF_INET, addr, &to.sin_addr) != 1)
+    return 2;
+  for (long i = 0; i < n; i++)
+    {
+      unsigned char q[64] = { (unsigned char) (i >> 8), (unsigned char) i, 1, 0, 0, 1 };
+      char label[16];
+      int len = snprintf (label, sizeof label, "n%ld", i), at = 12;
+      q[at++] = (unsigned char) len;
+      memcpy (q + at, label, len);
+      at += len;
+      memcpy (q + at, "\005flood\007example\000\000\001\000\001", 19);
+      at += 19;
+      if (sendto (s, q, at, 0, (struct sockaddr *) &to, sizeof to) == at)
+        sent++;
+    }
+  printf ("sent %ld\n", sent);
+  return 0;
+}
+
 int main (int argc, char **argv)
 {
   setvbuf (stdout, NULL, _IOLBF, 0);
@@ -172,6 +201,8 @@ int main (int argc, char **argv)
     }
   if (argc >= 2 && strcmp (argv[1], "syscalls") == 0)
     return cmd_syscalls ();
-  fprintf (stderr, "usage: attack keyring SERIAL | watch NEEDLE... -- SECONDS | syscalls\n");
+  if (argc >= 4 && strcmp (argv[1], "dnsflood") == 0)
+    return cmd_dnsflood (argv[2], atol (argv[3]));
+  fprintf (stderr, "usage: attack keyring SERIAL | watch NEEDLE... -- SECONDS | syscalls | dnsflood ADDR N\n");
   return 2;
 }

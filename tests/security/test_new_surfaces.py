@@ -231,3 +231,42 @@ def test_runc_tmp_state_dir_of_another_user_is_refused(tmp_path, squat):
             shutil.rmtree(other, ignore_errors=True)
     assert not mark.exists(), "sbx-runc ran a hook from a state directory another user controls"
     assert r.returncode != 0 and "state directory /tmp/sbx-runc-0" in r.stderr, r.stdout + r.stderr
+
+
+# --- the network holder: what one container can do to the others ------------------------------
+
+@pytest.fixture(scope="module")
+def flood_rootfs(tmp_path_factory):
+    """A busybox root with /bin/attack (tests/security/attack.c)."""
+    root = sbxtest.build_busybox_rootfs(tmp_path_factory.mktemp("flood") / "rootfs")
+    src = os.path.join(os.path.dirname(__file__), "attack.c")
+    cp = subprocess.run([shutil.which("gcc") or "cc", "-static", "-O1", "-o", str(root / "bin/attack"), src],
+                        capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    return root
+
+
+def test_dns_flood_from_one_container_leaves_the_holder_serving(tmp_path, monkeypatch, flood_rootfs):
+    """A container floods its network's DNS responder with names the holder passes on upstream
+    (one socket each until answered).  The holder, shared by every container of the user on
+    user-defined networks, must stay up: another container still resolves its peers."""
+    monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    monkeypatch.setenv("SBX_RUNROOT", str(tmp_path / "run"))
+    holder = tmp_path / "run" / "net" / "holder"
+    try:
+        sbxtest.ok(sbx("network", "create", "floodnet"))
+        for name in ("victim", "flooder"):
+            sbxtest.ok(sbx("run", "-d", "--name", name, "--network", "floodnet", "--rootfs", str(flood_rootfs),
+                           "sleep", "1000", timeout=60))
+        pid = int((holder / "holder.pid").read_text().split()[0])
+        gw = sbxtest.ok(sbx("exec", "victim", "awk", "/nameserver/{print $2}", "/etc/resolv.conf")).strip()
+        flood = f"for i in $(seq 20); do attack dnsflood {gw} 400 || exit 1; usleep 100000; done"
+        sbx("exec", "flooder", "sh", "-c", flood, timeout=120)
+        assert os.path.exists(f"/proc/{pid}"), "one container's DNS queries killed the network holder"
+        r = sbx("exec", "victim", "nslookup", "flooder", gw, timeout=60)
+        assert r.returncode == 0 and "Address" in r.stdout.split("flooder", 1)[-1], r.stdout + r.stderr
+    finally:
+        ids = sbx("ps", "-a", "-q").stdout.split()
+        if ids:
+            sbx("rm", "-f", *ids, timeout=60)
