@@ -453,7 +453,7 @@ class Builder:
             argv = list(state.config.get("Shell") or DEFAULT_SHELL) + [script]
             if heredoc is not None:
                 raise BuildError(f"{where}: RUN with a '#!' heredoc script is not supported yet")
-        network = self._step_network(instr.flags.get("network"))
+        network = self._step_network(instr.flags.get("network"), where)
         run_env = {**state.args, **_env_dict(state.config.get("Env"))}
         tmpdir = self._new_dirs()
         prepared = None
@@ -474,10 +474,15 @@ class Builder:
                 prepared.close()
             self.worker.call("sandbox.image.store:remove_path", path=tmpdir)
 
-    def _step_network(self, flag):
+    def _step_network(self, flag, where=""):
         """RUN --network=none|host as asked; default (or no flag): the build's --network, by
         default the private network `sbx run` gives images (slirp4netns or pasta; where neither
         can work, none, said once), resolved on the first step that needs it."""
+        if flag == "host" and self.opts.network != "host":
+            # BuildKit's network.host entitlement: the Dockerfile alone cannot hand a step the
+            # host's network (its loopback services, abstract sockets); the one building can.
+            raise BuildError(f"{where}: RUN --network=host needs the host's network granted to the build",
+                             hint="build with --network host if you trust this Dockerfile with your network")
         if flag in ("none", "host"):
             return flag
         text = self.opts.network or "default"
