@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 
 import pytest
 
@@ -270,3 +271,36 @@ def test_dns_flood_from_one_container_leaves_the_holder_serving(tmp_path, monkey
         ids = sbx("ps", "-a", "-q").stdout.split()
         if ids:
             sbx("rm", "-f", *ids, timeout=60)
+
+
+# --- RUN --network=host: only when the one building grants it -----------------------------------
+
+def test_run_network_host_needs_the_build_to_grant_it(tmp_path, base_image):
+    """A Dockerfile's `RUN --network=host` would reach the host's loopback services (and its
+    abstract unix sockets).  As BuildKit's network.host entitlement: refused unless the build
+    was given `--network host`; then it works."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def answer():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.sendall(SECRET.encode() + b"\n")
+            c.close()
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    ctx = _ctx(tmp_path, f"FROM {base_image}\nRUN --network=host nc -w 3 127.0.0.1 {port} </dev/null; true\n")
+    try:
+        r = sbx("build", "--no-cache", "-t", "surf-nethost", str(ctx), timeout=180)
+        assert SECRET not in r.stdout + r.stderr, "a Dockerfile alone reached a service on the host's loopback"
+        sbxtest.assert_sbx_error(r, 125, "RUN --network=host", "--network host")
+        r = sbx("build", "--no-cache", "--network", "host", "-t", "surf-nethost", str(ctx), timeout=180)
+        assert r.returncode == 0 and SECRET in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        srv.close()
