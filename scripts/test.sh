@@ -11,6 +11,9 @@
 #   SBX_TEST_DIR    work dir (default /var/tmp/sbx-test; deleted and recreated on every run)
 #   SBX_TEST_ARGS   extra pytest arguments for every run (e.g. "-x -k idmap")
 #   SBX_TEST_RUNS   which runs to do, space separated (default "sbxsub sbxnosub root benches")
+#   SBX_TEST_JOBS   how many runs go at once (default 2; each user has its own home, store and
+#                   runtime directory, so runs share nothing). A run's output is printed whole when
+#                   it ends, so the log reads as if they had run one after the other.
 set -euo pipefail
 umask 022
 export DEBIAN_FRONTEND=noninteractive
@@ -24,7 +27,8 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 work=${SBX_TEST_DIR:-/var/tmp/sbx-test}
 runs=${SBX_TEST_RUNS:-"sbxsub sbxnosub root benches"}
 read -r -a extra_args <<<"${SBX_TEST_ARGS:-}"
-per_run_timeout=1200   # one user run; CI as a whole must stay under 30 minutes
+jobs=${SBX_TEST_JOBS:-2}
+per_run_timeout=1500   # one user run, sharing the machine with another; CI as a whole must stay under 30 minutes
 python=/usr/bin/python3   # not a pyenv/other python under /root: unprivileged users must be able to run it
 
 log() { printf '\n=== %s\n' "$*"; }
@@ -201,9 +205,9 @@ run_as() {  # name user target [pytest args...]
     record "$name" "$rc"
 }
 
-for r in $runs; do
-    case $r in
-        sbxsub|sbxnosub) run_as "$r" "$r" tests ;;
+one_run() {  # name
+    case $1 in
+        sbxsub|sbxnosub) run_as "$1" "$1" tests ;;
         root) run_as root root tests ;;
         benches)
             if [ -d "$work/src/benches" ]; then
@@ -211,9 +215,38 @@ for r in $runs; do
             else
                 summary+=("$(printf '%-10s %s' benches 'SKIP (no benches/ directory)')")
             fi ;;
+    esac
+}
+for r in $runs; do
+    case $r in
+        sbxsub|sbxnosub|root|benches) ;;
         *) echo "scripts/test.sh: unknown run '$r'" >&2; exit 2 ;;
     esac
 done
+# Up to $jobs runs at once, each in a subshell writing its output and its summary line to files;
+# a run's output is printed as one block when it ends.
+declare -A running=()
+finish_one() {
+    local pid name
+    wait -n -p pid "${!running[@]}" || true
+    name=${running[$pid]}
+    unset "running[$pid]"
+    cat "$work/out-$name"
+    if [ -s "$work/summary-$name" ]; then
+        mapfile -t -O "${#summary[@]}" summary <"$work/summary-$name"
+        grep -q ' FAIL ' "$work/summary-$name" && failed=1
+    else  # the run's shell itself failed before recording a result
+        summary+=("$(printf '%-10s %s' "$name" 'FAIL (the run ended without a result)')")
+        failed=1
+    fi
+    return 0
+}
+for r in $runs; do
+    while [ "${#running[@]}" -ge "$jobs" ]; do finish_one; done
+    ( summary=(); failed=0; one_run "$r"; printf '%s\n' "${summary[@]}" >"$work/summary-$r" ) >"$work/out-$r" 2>&1 &
+    running[$!]=$r
+done
+while [ "${#running[@]}" -gt 0 ]; do finish_one; done
 
 log "summary"
 printf '%s\n' "${summary[@]}"
