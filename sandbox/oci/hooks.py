@@ -5,8 +5,10 @@ When they run (runtime-spec runtime.md "Lifecycle"), as placed on the engine's t
     prestart, createRuntime   create, the process held in its new namespaces (a launch hook);
                               in the runtime's namespaces
     createContainer           right after, in the container's namespaces (user, mount, ...)
-    startContainer            start, before the FIFO is written; in the container's namespaces,
-                              whose mount namespace has the container's root by then
+    startContainer            start, before the FIFO is written; its path is the container's
+                              (the image's program), so it runs as the container's process
+                              would (runtime._run_hook_inside: every namespace, pid included,
+                              the leaf, user, capabilities, seccomp)
     poststart                 start, after the FIFO was written; a failure is only logged
     poststop                  delete, after the container is gone; a failure is only logged"""
 import os

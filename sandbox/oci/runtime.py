@@ -14,6 +14,7 @@ from ..errors import SandboxError
 from ..runtime import launch
 from . import bundle as _bundle
 from . import hooks as _hooks
+from . import jsonc as _jsonc
 from .errors import NoSuchContainer, OCIError, Refused, WrongState
 from .state import Container, alive, check_id, ensure_root, ids, now_rfc3339, start_time
 
@@ -168,7 +169,8 @@ def start(root, cid, log=None):
             raise WrongState(f"cannot start a container that is {st}: {cid}",
                              hint="only a created container can be started")
         state = c.oci_state()
-        _hooks.run_all(("startContainer",), c.data.get("hooks") or {}, state, in_container_of=c.pid)
+        for hook in (c.data.get("hooks") or {}).get("startContainer", ()):
+            _run_hook_inside(c, "startContainer", hook, state)
         launch.start_fifo(c.fifo)
         state = c.oci_state()
         try:
@@ -417,10 +419,16 @@ def update(root, cid, resources):
 
 def exec_spec(c, proc):
     """The engine spec of a process (an OCI process object) joining the container's namespaces."""
+    x = c.data["spec"]["sbx"]
+    process, ids_ = _bundle._process(proc, x["userns"], x["userns"] != "none")
+    return _joining(c, process, ids_)
+
+
+def _joining(c, process, ids_):
+    """The engine spec of the engine `process` with ids `ids_` joining the container's namespaces."""
     from ..runtime.spec import _NS_FILE, JOIN_ORDER
     spec = c.data["spec"]
     x = spec["sbx"]
-    process, ids_ = _bundle._process(proc, x["userns"], x["userns"] != "none")
     have = {n["type"] for n in spec["linux"]["namespaces"]}
     return {"ociVersion": spec["ociVersion"], "process": process, "root": spec["root"],
             "hostname": spec["hostname"], "mounts": [],
@@ -457,22 +465,79 @@ def exec_(root, cid, proc, *, console_socket=None, pid_file=None, preserve_fds=0
                 kw["console_socket"] = sock.fileno()
             cs = proc.get("consoleSize") or {}
             kw["console_size"] = (cs.get("height", 0), cs.get("width", 0))
-        hooks = []
-        cg = c.cgroup()
-        if cg is not None:
-            from ..cgroups import v2
-            hooks.append(v2.JoinHook(cg))
-        if hooks:
-            h = launch.create(spec, hooks=hooks, **kw)
-            pid, pidfd = h.release()
-        else:
-            pid, pidfd = launch.start(spec, **kw)
+        pid, pidfd = _start_joined(c, spec, **kw)
     finally:
         if sock is not None:
             sock.close()
     if pid_file:
         _write_pid_file(pid_file, pid)
     return pid, pidfd
+
+
+def _start_joined(c, spec, **kw):
+    """Launch a spec joining container `c` (and its cgroup leaf, if it has one): (pid, pidfd)."""
+    cg = c.cgroup()
+    if cg is None:
+        return launch.start(spec, **kw)
+    from ..cgroups import v2
+    return launch.create(spec, hooks=[v2.JoinHook(cg)], **kw).release()
+
+
+def _run_hook_inside(c, kind, hook, state):
+    """A hook whose path resolves in the container (startContainer: the image's own program),
+    run as confined as the container's process: all its namespaces (pid included), its leaf,
+    user, capabilities, seccomp and rlimits; the state on its stdin, killed after `timeout`."""
+    import select
+    name = f"{kind} hook {hook['path']}"
+    x = c.data["spec"]["sbx"]
+    process = dict(c.data["spec"]["process"], terminal=False, cwd="/", env=list(hook.get("env") or ()),
+                   args=[hook["path"], *(hook.get("args") or [hook["path"]])[1:]])
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        pid, pidfd = _start_joined(c, _joining(c, process, x.get("ids")), stdio=(in_r, null, err_w))
+    except SandboxError as e:
+        for fd in (in_w, err_r):
+            os.close(fd)
+        raise OCIError(f"{name}: cannot run it: {e}",
+                       hint="startContainer hook paths resolve in the container's root") from None
+    finally:
+        for fd in (in_r, null, err_w):
+            os.close(fd)
+    try:
+        try:
+            os.write(in_w, _jsonc.dumps(state).encode())
+        except BrokenPipeError:
+            pass
+        os.close(in_w)
+        import time
+        timeout = hook.get("timeout")
+        end = None if timeout is None else time.monotonic() + timeout
+        err = b""
+        while True:  # its stderr read as it comes (a full pipe would stop it)
+            left = None if end is None else max(0.0, end - time.monotonic())
+            ready = select.select([pidfd, err_r], [], [], left)[0]
+            if err_r in ready:
+                chunk = os.read(err_r, 65536)
+                err = (err + chunk)[-4096:]
+                if chunk:
+                    continue
+                ready = select.select([pidfd], [], [], left)[0]
+            if pidfd in ready:
+                break
+            if not ready:
+                _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise OCIError(f"{name}: timed out after {timeout} s")
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    finally:
+        os.close(pidfd)
+        os.close(err_r)
+    if status != 0:
+        why = err.decode(errors="replace").strip().splitlines()[-1:]
+        code = f"signal {-status}" if status < 0 else f"status {status}"
+        raise OCIError(f"{name} failed: exit {code}" + (f": {why[0]}" if why else ""))
 
 
 def features():
