@@ -304,3 +304,31 @@ def test_run_network_host_needs_the_build_to_grant_it(tmp_path, base_image):
         assert r.returncode == 0 and SECRET in r.stdout + r.stderr, r.stdout + r.stderr
     finally:
         srv.close()
+
+
+# --- sbx-runc: a startContainer hook is the image's program -------------------------------------
+
+def test_start_container_hook_runs_inside_the_container(tmp_path):
+    """startContainer's path resolves in the container (runtime-spec), so the program is the
+    image's.  It must run as confined as the container's process: in its pid namespace, not
+    the host's, where it could signal (or, same uid, ptrace) the user's host processes."""
+    from ocitest import Runtime, edit_config, make_bundle
+    r = Runtime(tmp_path / "state")
+    canary = subprocess.Popen(["sleep", "300"])
+    b = make_bundle(tmp_path / "b", ["true"])
+    hook = b / "rootfs" / "hook"
+    hook.write_text(f"#!/bin/sh\nkill -9 {canary.pid}; echo \"kill=$? pid1=$(cat /proc/1/comm)\" > /hook-ran\n")
+    hook.chmod(0o755)
+    edit_config(b, lambda c: c.update(hooks={"startContainer": [{"path": "/hook", "args": ["hook"],
+                                                                   "env": ["PATH=/bin:/usr/bin"]}]}))
+    try:
+        r("create", "--bundle", b, "sc1", check=True)
+        r("start", "sc1")
+        from ocitest import wait_file
+        out = wait_file(b / "rootfs" / "hook-ran")
+        assert canary.poll() is None, f"the image's startContainer hook killed a host process ({out.strip()})"
+        assert "kill=0" not in out, out
+    finally:
+        r("delete", "--force", "sc1")
+        canary.kill()
+        canary.wait()
