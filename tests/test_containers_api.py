@@ -312,6 +312,36 @@ def test_archives_round_trip(R):
         assert stat["name"] == "hello.txt" and stat["size"] == 3
 
 
+def test_diff_export_commit(R):
+    """docker-py's diff/export/commit: the changes, the whole tree as a tar, a new image that runs."""
+    c = containers.run(rootfs=R, command=["sh", "-c", "echo new > /added; echo x >> /etc/marker; rm /bin/true"],
+                       detach=True)
+    try:
+        assert c.wait(timeout=60)["StatusCode"] == 0
+        changed = {d["Path"]: d["Kind"] for d in c.diff()}
+        assert changed["/added"] == 1 and changed["/etc/marker"] == 0 and changed["/bin/true"] == 2
+        data = b"".join(c.export(chunk_size=4096))
+        with tarfile.open(fileobj=io.BytesIO(data)) as t:
+            names = {n.lstrip("./") for n in t.getnames()}
+            assert t.extractfile(next(m for m in t.getmembers() if m.name.lstrip("./") == "added")).read() == b"new\n"
+        assert "added" in names and "bin/sh" in names and "bin/true" not in names
+        it = c.export(chunk_size=1024)
+        assert len(next(it)) == 1024
+        it.close()                                       # stopping early ends the writer
+        image = c.commit("apicommit", "v1", changes=["CMD cat /added"], message="from the API")
+        assert image.startswith("sha256:") or len(image) == 64
+        assert containers.run("apicommit:v1", detach=False, remove=True) == b"new\n"
+        with pytest.raises(sandbox.UsageError, match="needs a repository"):
+            c.commit(tag="v2")
+    finally:
+        c.remove(force=True)
+    with containers.run(rootfs=R, command=["sleep", "300"]) as live:
+        with pytest.raises(sandbox.UsageError, match="is running"):
+            live.commit("nope")
+    with pytest.raises(containers.NotFound):
+        c.export()
+
+
 def test_run_an_image(R, tmp_path):
     tar = tmp_path / "root.tar"
     with tarfile.open(tar, "w") as t:

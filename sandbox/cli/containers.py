@@ -173,9 +173,8 @@ def _attach(st, rec, stdin, detach_keys):
 
 def diff(container: str = typer.Argument(..., help="Container name or id.")):
     """List the changes a container made: A added, C changed, D deleted."""
-    from ..image.layer import changes
-    c = _store().get(container)
-    for kind, path in changes(c.upper, c.spec["sbx"]["lowers"]):
+    from ..containers.files import changes
+    for kind, path in changes(_store(), container):
         typer.echo(f"{kind} {path}")
 
 

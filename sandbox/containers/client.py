@@ -22,7 +22,9 @@ Differences from docker-py:
 - a detached `exec_run` lives as long as this Python process;
 - a `stats()` document has an `sbx` key saying where its figures come from ("cgroup", "proc"
   when the container has no cgroup of its own, "none" when it does not run); `update()` also
-  takes the Engine API's `nano_cpus` and `pids_limit`.
+  takes the Engine API's `nano_cpus` and `pids_limit`;
+- `commit()` returns the new image's id and refuses a running container (as `sbx commit`);
+  `exec_run(stdin=True)` and `exec_run(socket=True)` are refused (no daemon socket to hand out).
 
 Each `Container` keeps the configuration context (`sandbox.config`) it was made in, so its
 methods act on the same store wherever they are called from."""
@@ -489,6 +491,66 @@ class Container:
         with config.use(self._ctx):
             stream, stat = files.get_archive(self._where(), self.id, path)
         return _rechunk(stream, chunk_size), stat
+
+    def diff(self):
+        """The changes the container made to its image, as docker-py's: [{"Path": ..., "Kind": 0
+        changed, 1 added, 2 deleted}]."""
+        from . import files
+        with config.use(self._ctx):
+            return [{"Path": p, "Kind": files.CHANGE_KINDS[k]} for k, p in files.changes(self._where(), self.id)]
+
+    def export(self, chunk_size=2 * 1024 * 1024):
+        """The container's whole filesystem as a tar (docker-py's `export`): an iterator of
+        `chunk_size`-byte pieces.  It is written by a thread into a pipe; closing the iterator
+        early ends the writer."""
+        from . import files
+        if not isinstance(chunk_size, int) or chunk_size <= 0:
+            raise UsageError(f"chunk_size must be a number of bytes > 0, not {chunk_size!r}")
+        self.reload()  # a container that is gone fails here, not at the first chunk
+        r, w = os.pipe()
+        failed = []
+
+        def write():
+            try:
+                with config.use(self._ctx):
+                    files.export(self._where(), self.id, w)
+            except BrokenPipeError:
+                pass  # the reader stopped early
+            except BaseException as e:
+                failed.append(e)
+            finally:
+                os.close(w)
+        writer = threading.Thread(target=write, daemon=True, name=f"sbx export of {self.name}")
+        writer.start()
+
+        def chunks():
+            with os.fdopen(r, "rb") as f:
+                while True:
+                    data = f.read(chunk_size)
+                    if not data:
+                        break
+                    yield data
+            writer.join()
+            if failed:
+                raise failed[0]
+        return chunks()
+
+    def commit(self, repository=None, tag=None, message=None, author=None, changes=None, conf=None, pause=True):
+        """A new image from the container's changes (docker-py's `commit`; `changes`: Dockerfile
+        instructions as `sbx commit -c` takes them).  Returns the image's id.  A running
+        container is refused, as `sbx commit` refuses it (there is no pause-and-copy)."""
+        from .commit import commit_container
+        if conf is not None:
+            raise UsageError("commit(conf=...) is not supported", hint="give the settings as changes=['CMD [...]', ...]")
+        if tag and not repository:
+            raise UsageError("commit(tag=...) needs a repository")
+        name = f"{repository}:{tag}" if tag else repository
+        changes = [changes] if isinstance(changes, str) else builtins.list(changes or ())
+        with config.use(self._ctx):
+            rec = self._where().get(self.id)
+            if rec.running:
+                raise UsageError(f"container {rec.name} is running", hint="commit it after it exits")
+            return commit_container(rec, name, message=message, author=author, changes=changes).id
 
     # -- logs --
 

@@ -762,6 +762,16 @@ def _put_with(place, req, feed):
     return sent[0]
 
 
+CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}  # Docker's numbers for a change's kind
+
+
+def changes(where, ref):
+    """What the container changed in its image: (kind, path) pairs, kind A, C or D."""
+    from ..image.layer import changes as _changes
+    rec = where.get(ref)
+    return _changes(rec.upper, rec.spec["sbx"].get("lowers") or [])
+
+
 def export(where, ref, out_fd):
     """The container's whole filesystem (its upper over its image layers; no volumes, as
     Docker's) as a tar written to `out_fd`."""
