@@ -332,3 +332,37 @@ def test_start_container_hook_runs_inside_the_container(tmp_path):
         r("delete", "--force", "sc1")
         canary.kill()
         canary.wait()
+
+
+# --- ADD <url>: fetched by sbx on the host ------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="ADD fetches URLs from the host's network namespace, loopback included "
+                   "(placement._fetch, urllib3 following redirects itself): a Dockerfile reads the user's "
+                   "127.0.0.1-only services into the image, which RUN steps cannot reach and rootless "
+                   "Docker/BuildKit (fetching from rootlesskit's namespace) cannot either. Fix: follow "
+                   "redirects in _fetch and refuse a connection whose peer address is loopback; "
+                   "tests/test_build.py's ADD test then serves on sbxtest.host_address()")
+def test_add_url_cannot_read_a_loopback_only_service(tmp_path, base_image):
+    import http.server
+    root = tmp_path / "srv"
+    root.mkdir()
+    (root / "secret").write_text(SECRET + "\n")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        ctx = _ctx(tmp_path, f"FROM {base_image}\nADD http://127.0.0.1:{srv.server_address[1]}/secret /s\n")
+        r = sbx("build", "-q", "--no-cache", "-t", "surf-add", str(ctx), timeout=180)
+        if r.returncode == 0:
+            assert SECRET not in sbx("run", "--rm", "surf-add", "cat", "/s", timeout=60).stdout, \
+                "a Dockerfile's ADD copied a service of the host's loopback into the image"
+    finally:
+        srv.shutdown()
+        srv.server_close()
