@@ -424,7 +424,7 @@ def build(req):
         ctx_dir = _extract_context(req.body_chunks(), d)
         dockerfile = req.arg("dockerfile") or "Dockerfile"
         df_path = os.path.normpath(os.path.join(ctx_dir, dockerfile))
-        if not (df_path + "/").startswith(ctx_dir + "/"):
+        if not (os.path.realpath(df_path) + "/").startswith(os.path.realpath(ctx_dir) + "/"):  # links too
             raise ApiError(400, f"the Dockerfile {dockerfile!r} is outside the build context")
         quiet = req.flag("q")
 
