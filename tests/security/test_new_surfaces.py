@@ -366,3 +366,11 @@ def test_add_url_cannot_read_a_loopback_only_service(tmp_path, base_image):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_api_build_dockerfile_link_does_not_read_a_host_file(service, home):
+    """The context's Dockerfile is a link to a file of the user's: the daemon reads the
+    Dockerfile inside the context (as Docker's does), so the file is not read or echoed."""
+    tar = _tar([("Dockerfile", "symlink", str(home / ".ssh" / "id_rsa"))])
+    status, body = _build(service, tar, "surf-api4")
+    assert SECRET not in body and "PRIVATE" not in body, body
