@@ -374,3 +374,35 @@ def test_api_build_dockerfile_link_does_not_read_a_host_file(service, home):
     tar = _tar([("Dockerfile", "symlink", str(home / ".ssh" / "id_rsa"))])
     status, body = _build(service, tar, "surf-api4")
     assert SECRET not in body and "PRIVATE" not in body, body
+
+
+# --- the Docker API: a container's archive ------------------------------------------------------
+
+@pytest.mark.parametrize("running", [False, True], ids=["created", "running"])
+def test_api_archive_put_and_get_stay_in_the_container(service, base_image, home, running):
+    """PUT /containers/ID/archive with absolute names, `..`, and entries written after a link of
+    the same name (to the user's files); GET through a link the container holds.  Whatever is
+    refused or written, it is inside the container: the home is unchanged, its key unread."""
+    name = f"surf-arch-{'run' if running else 'new'}"
+    sbx("rm", "-f", name)
+    sbxtest.ok(sbx("run" if running else "create", *(["-d"] if running else []), "--name", name,
+                   base_image, "sleep", "300", timeout=60))
+    try:
+        bodies = []
+        for entries in ([("evil", "symlink", str(home / ".bashrc")), ("evil", "file", b"pwned\n")],
+                        [("d", "symlink", str(home)), ("d/planted", "file", b"pwned\n")],
+                        [(str(home / "abs-planted"), "file", b"pwned\n")],
+                        [("../../../../../../.." + str(home / "up-planted"), "file", b"pwned\n")]):
+            status, body = _api(service, "PUT", f"/v1.44/containers/{name}/archive?path=/", _tar(entries),
+                                {"Content-Type": "application/x-tar"})
+            bodies.append((status, body))
+        for link, target in (("keylink", str(home / ".ssh" / "id_rsa")), ("homelink", str(home))):
+            _api(service, "PUT", f"/v1.44/containers/{name}/archive?path=/", _tar([(link, "symlink", target)]),
+                 {"Content-Type": "application/x-tar"})
+        for path in ("/keylink", "/homelink/.ssh/id_rsa", "/homelink/.", "/evil"):
+            for method in ("GET", "HEAD"):
+                status, body = _api(service, method, f"/v1.44/containers/{name}/archive?path={path}")
+                assert SECRET.encode() not in body, (path, status)
+        assert not list(home.glob("*planted")), bodies
+    finally:
+        sbx("rm", "-f", name, timeout=60)
