@@ -192,7 +192,7 @@ run_as() {  # name user target [pytest args...]
     local cmd=(env -i "HOME=$home" "USER=$user" "LOGNAME=$user" "PATH=$venv/bin:/usr/bin:/bin:/usr/sbin:/sbin"
                "LANG=C.UTF-8" "CI=${CI:-}" "XDG_RUNTIME_DIR=$xdg"
                timeout --kill-after=30 "$per_run_timeout"
-               "$venv/bin/python" -m pytest -p no:cacheprovider --timeout 300 --basetemp "$rundir/tmp"
+               "$venv/bin/python" -m pytest -p no:cacheprovider --timeout 300 --durations=15 --basetemp "$rundir/tmp"
                -rfEs "$@" "${extra_args[@]}" "$work/src/$target")
     set +e
     if [ "$user" = root ]; then
