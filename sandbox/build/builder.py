@@ -75,11 +75,12 @@ class Stage:
 
 
 class Builder:
-    def __init__(self, opts: Options, out=None):
+    def __init__(self, opts: Options, out=None, run_output=None):
         from ..image.store import Store
         from ..runtime import idmap, userns_worker
         self.opts = opts
         self.out = out or (lambda s: sys.stdout.write(s + "\n"))
+        self.run_output = run_output  # fn(bytes): RUN steps' output, instead of our stdout/stderr
         self.store = Store(workers=userns_worker.mapped)
         self.store.init()
         self.mode = idmap.choose(opts.userns)[0]
@@ -520,7 +521,7 @@ class Builder:
         if spec["sbx"]["network"].get("mode", "none") not in ("none", "host"):
             from ..network import hooks as nethooks
             hooks = nethooks.hooks_for(spec)
-        relay = _Relay(self.opts.quiet)
+        relay = _Relay(self.opts.quiet, self.run_output)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         from .. import interrupts
         from ..runtime.process import SandboxProcess
@@ -703,9 +704,9 @@ class _Relay:
 
     KEEP = 32 << 10
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, sink=None):
         import threading
-        self.quiet = quiet
+        self.quiet, self.sink = quiet, sink
         self._tail = bytearray()
         self.read_fds, self.write_fds = [], []
         for _ in range(2):
@@ -740,7 +741,9 @@ class _Relay:
                     continue
                 self._tail += data
                 del self._tail[:-self.KEEP]
-                if not self.quiet:
+                if self.sink is not None and not self.quiet:
+                    self.sink(data)
+                elif not self.quiet:
                     view = memoryview(data)
                     try:
                         while view:
