@@ -51,7 +51,33 @@ def inspect_doc(rec):
     cfg.setdefault("Volumes", None)
     doc["Name"] = "/" + rec.name
     doc["ExecIDs"] = None
+    _endpoints(rec, doc["NetworkSettings"])
     return doc
+
+
+def _endpoints(rec, settings):
+    """A user-defined network's endpoint as Docker shows it, created or running: NetworkID and
+    Aliases (the ones asked for, then the short id, which the network's DNS also answers).
+    docker-compose reads the short id there to know a container is already connected."""
+    net = (rec.spec or {}).get("sbx", {}).get("network") or {}
+    if net.get("mode") != "network":
+        return
+    name = net.get("network") or net.get("text")
+    ep = settings.setdefault("Networks", {}).setdefault(name, {})
+    aliases = list(ep.get("Aliases") or net.get("aliases") or ())
+    if rec.id[:12] not in aliases:
+        aliases.append(rec.id[:12])
+    ep["Aliases"] = aliases
+    ep.setdefault("Links", None)
+    ep.setdefault("EndpointID", "")
+    if not ep.get("NetworkID"):
+        from ..network import netstore
+        try:
+            ep["NetworkID"] = netstore.get(name)["Id"]
+        except SandboxError:
+            pass
+    if net.get("ip") or net.get("mac"):
+        ep.setdefault("IPAMConfig", {"IPv4Address": net.get("ip") or ""})
 
 
 def summary(rec):

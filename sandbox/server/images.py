@@ -429,10 +429,17 @@ def build(req):
         quiet = req.flag("q")
 
         def work(q):
+            import codecs
+            text = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span two reads
+
+            def run_output(data):  # a RUN step's output, to the client as it comes
+                s = text.decode(data)
+                if s:
+                    q.put({"stream": s})
             b = Builder(Options(context=ctx_dir, dockerfile=df_path, tags=tuple(tags), build_args=args,
                                 target=req.arg("target") or None, no_cache=req.flag("nocache"),
                                 pull=req.flag("pull"), network=network, labels=labels, quiet=quiet),
-                        out=lambda s: q.put({"stream": s + "\n"}))
+                        out=lambda s: q.put({"stream": s + "\n"}), run_output=run_output)
             return b.build()
         w, image = _streamed(req, work, None)
         if w is None:
@@ -440,8 +447,9 @@ def build(req):
         w.json({"aux": {"ID": image.id}})
         if not quiet:
             w.json({"stream": f"Successfully built {image.short_id}\n"})
+            from ..image import reference as refs
             for t in tags:
-                w.json({"stream": f"Successfully tagged {t}\n"})
+                w.json({"stream": f"Successfully tagged {refs.parse(t).familiar()}\n"})
         w.close()
     finally:
         shutil.rmtree(d, ignore_errors=True)

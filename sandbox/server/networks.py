@@ -5,6 +5,7 @@ from ..errors import SandboxError
 from .http import ApiError
 
 _BUILTIN = ("none", "host")
+_BRIDGE_OPT = "com.docker.network.bridge.name"
 FILTERS = ("name", "id", "label", "driver", "scope", "type", "dangling")
 
 
@@ -28,6 +29,10 @@ def _builtin(name):
 
 def _doc(rec, members):
     doc = dict(rec)
+    opts = dict(doc.get("Options") or {})
+    if opts.get(_BRIDGE_OPT) == "sbx-" + rec["Id"][:8]:
+        del opts[_BRIDGE_OPT]  # sbx's own choice, not an option the client gave (compose compares them)
+    doc["Options"] = opts
     doc["Containers"] = {cid: {"Name": m.get("Name", ""), "EndpointID": "", "MacAddress": m.get("MacAddress", ""),
                                "IPv4Address": m.get("IPv4Address", ""), "IPv6Address": m.get("IPv6Address", "")}
                          for cid, m in members.get(rec["Id"], {}).items()}

@@ -1,7 +1,6 @@
 """`sbx system service`: the Docker Engine API on a unix socket, driven by the real clients
-(docker-py, testcontainers-python) unchanged, against real sandboxes.  One service per session
-(its own socket, the session's store); images are the session's busybox root filesystem
-imported as `busybox:latest` and builds on it: nothing comes from a hub."""
+(docker-py, testcontainers-python, the docker CLI) unchanged, against real sandboxes.  The
+service, the image and the client are tests/server/conftest.py's."""
 from __future__ import annotations
 
 import io
@@ -14,41 +13,9 @@ from pathlib import Path
 import pytest
 
 import sbxtest
-from baseimage import import_busybox
 from sbxtest import ok, sbx
 
 docker = pytest.importorskip("docker")
-
-
-@pytest.fixture(scope="session")
-def service(tmp_path_factory, session_store):
-    """A running `sbx system service` on a socket of the session's; yields its path."""
-    d = tmp_path_factory.mktemp("svc")
-    path = d / "sbx.sock"
-    p = sbxtest.sbx_popen("system", "service", "--socket", f"unix://{path}")
-    line = p.stdout.readline()
-    assert line.strip() == f"export DOCKER_HOST=unix://{path}", (line, p.stderr.read() if p.poll() else "")
-    yield path
-    p.terminate()
-    assert p.wait(30) == 0
-    assert not path.exists(), "the service left its socket behind"
-
-
-@pytest.fixture(scope="session")
-def image(tmp_path_factory, busybox_rootfs, session_store):
-    return import_busybox(tmp_path_factory, busybox_rootfs, "busybox:latest")
-
-
-@pytest.fixture()
-def client(service, image):
-    c = docker.DockerClient(base_url=f"unix://{service}", version="auto", timeout=60)
-    yield c
-    for ct in c.containers.list(all=True, filters={"label": "sbx-test=server"}):
-        try:
-            ct.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-    c.close()
 
 
 LABELS = {"sbx-test": "server"}
@@ -60,6 +27,11 @@ def _raw(path, request: bytes) -> bytes:
     s.connect(str(path))
     s.sendall(request)
     s.shutdown(socket.SHUT_WR)
+    return _read_all(s)
+
+
+def _read_all(s):
+    """Everything until the peer closes; the socket is closed after."""
     out = b""
     while True:
         b = s.recv(65536)
@@ -217,19 +189,45 @@ def test_build_from_tar_context(client):
     assert "api-built:1" in img.tags and img.labels == {"made-by": "api"}
     assert any("STEP" in x.get("stream", "") for x in logs)
     assert client.containers.run("api-built:1", remove=True, labels=LABELS) == b"hello\nbuilt for api\n"
-    bad = io.BytesIO()
-    with tarfile.open(fileobj=bad, mode="w") as tf:
-        data = b"FROM busybox\nRUN exit 7\n"
-        ti = tarfile.TarInfo("Dockerfile")
-        ti.size = len(data)
-        tf.addfile(ti, io.BytesIO(data))
-    bad.seek(0)
     with pytest.raises(docker.errors.BuildError) as e:
-        client.images.build(fileobj=bad, custom_context=True, tag="api-bad:1")
+        client.images.build(fileobj=_context(b"FROM busybox\nRUN exit 7\n"), custom_context=True, tag="api-bad:1")
     assert "non-zero code: 7" in str(e.value)
     client.images.remove("api-built:1")
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get("api-built:1")
+
+
+def test_build_streams_run_output_as_it_happens(client):
+    """A RUN step's output reaches the client as Docker's `stream` lines while the step runs (a
+    line printed two seconds before the next one arrives well before it), then `aux` with the
+    image's id; a failure is an `error` line with `errorDetail`."""
+    ctx = _context(b"FROM busybox\nRUN echo first-line; sleep 2; echo second-line >&2\n")
+    seen = []
+    for msg in client.api.build(fileobj=ctx, custom_context=True, tag="api-stream:1", decode=True, rm=True):
+        seen.append((time.monotonic(), msg))
+    text = [(t, m.get("stream", "")) for t, m in seen]
+    first = next(t for t, s in text if s == "first-line\n")
+    second = next(t for t, s in text if s == "second-line\n")
+    assert second - first >= 1.0, text
+    aux = [m["aux"]["ID"] for _, m in seen if "aux" in m]
+    assert aux == [client.images.get("api-stream:1").id]
+    assert any(s == "Successfully tagged api-stream:1\n" for _, s in text), text
+    client.images.remove("api-stream:1")
+    bad = list(client.api.build(fileobj=_context(b"FROM busybox\nRUN echo about-to-fail; exit 7\n"),
+                                custom_context=True, decode=True))
+    assert {"stream": "about-to-fail\n"} in bad, bad
+    err = bad[-1]
+    assert "non-zero code: 7" in err["error"] and err["errorDetail"]["message"] == err["error"], bad
+
+
+def _context(dockerfile):
+    ctx = io.BytesIO()
+    with tarfile.open(fileobj=ctx, mode="w") as tf:
+        ti = tarfile.TarInfo("Dockerfile")
+        ti.size = len(dockerfile)
+        tf.addfile(ti, io.BytesIO(dockerfile))
+    ctx.seek(0)
+    return ctx
 
 
 def test_push_and_pull_through_the_loopback_registry(client, tmp_path_factory):
@@ -258,7 +256,7 @@ def _image_testlib():
     import sys
     if "sbx_image_testlib" not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            "sbx_image_testlib", Path(__file__).parent / "image" / "sbx_image_testlib.py")
+            "sbx_image_testlib", Path(__file__).parent.parent / "image" / "sbx_image_testlib.py")
         mod = importlib.util.module_from_spec(spec)
         sys.modules["sbx_image_testlib"] = mod
         spec.loader.exec_module(mod)
@@ -476,13 +474,7 @@ def test_hijacked_exec_frames_after_the_headers(client, service):
     head = first.decode()
     assert head.startswith("HTTP/1.1 101 UPGRADED\r\n") and head.endswith("\r\n\r\n"), head
     assert "Content-Type: application/vnd.docker.multiplexed-stream" in head
-    rest = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        rest += b
-    s.close()
+    rest = _read_all(s)
     frames = []
     while rest:
         kind, n = rest[0], int.from_bytes(rest[4:8], "big")
