@@ -332,24 +332,35 @@ class ContainerStore:
 
     def _remove_locked(self, rec):
         if os.path.isdir(os.path.join(rec.dir, "upper")) or os.path.isdir(os.path.join(rec.dir, "work")):
-            _remove_tree(rec.dir, rec.spec)
+            try:  # a layer of our own files only (overlay's work/work is ours, mode 000): no worker;
+                for sub in ("upper", "work"):  # the record goes last
+                    self._rmtree_own(os.path.join(rec.dir, sub), chmod=True)
+                self._rmtree_own(rec.dir)
+            except PermissionError:  # files of subordinate ids: removed in a user namespace
+                _remove_tree(rec.dir, rec.spec)
         else:
             self._rmtree_own(rec.dir)
         self._unlink_name(rec.name, rec.id)
 
     @staticmethod
-    def _rmtree_own(d):
-        """Remove a directory of our own files only (no layer): no worker needed, no shutil."""
+    def _rmtree_own(d, chmod=False):
+        """Remove a directory of our own files only: no worker needed, no shutil.  `chmod`: a
+        directory of ours that denies us is opened up first; PermissionError where one is not ours."""
         try:
             entries = os.listdir(d)
         except FileNotFoundError:
             return
+        except PermissionError:
+            if not chmod or os.lstat(d).st_uid != os.geteuid():
+                raise
+            os.chmod(d, 0o700)
+            entries = os.listdir(d)
         for n in entries:
             p = os.path.join(d, n)
             try:
                 os.unlink(p)
             except IsADirectoryError:
-                ContainerStore._rmtree_own(p)
+                ContainerStore._rmtree_own(p, chmod)
             except FileNotFoundError:
                 pass
         try:
