@@ -8,7 +8,7 @@ record updated at start and exit, removal after with AutoRemove.  This part is o
 path: it imports no json."""
 import os
 
-from . import state as _state
+from . import journal, state as _state
 from .store import ContainerStore
 
 
@@ -73,8 +73,9 @@ class Supervision:
             self.fresh = False
             mark(self.rec.doc)
             self.store.save(self.rec, sync=self.sync)
-            return
-        self.rec = self.store.update(self.rec, mark, sync=self.sync)
+        else:
+            self.rec = self.store.update(self.rec, mark, sync=self.sync)
+        journal.append(self.store, "start", self.rec)
 
     def restarting(self):
         self.rec = self.store.update(self.rec, lambda doc: doc["State"].update(
@@ -96,7 +97,12 @@ class Supervision:
         try:
             self.rec = self.store.update(self.rec, mark, sync=self.sync)
         except _state.NoSuchContainer:
-            pass  # removed meanwhile (rm -f): nothing to record
+            return  # removed meanwhile (rm -f): nothing to record
+        if oom_killed:
+            journal.append(self.store, "oom", self.rec)
+        journal.append(self.store, "die", self.rec, exitCode=code)
+        if self.rec.state.get("StopRequested"):
+            journal.append(self.store, "stop", self.rec)
 
     def release(self, remove=None):
         """Let go of the container; remove it if it is AutoRemove (or `remove` says so)."""
@@ -318,6 +324,7 @@ def kill(where, ref, sig="KILL"):
     if not sent:
         fresh = store_.load(rec.id) or rec
         raise _state.StateError("kill", rec.name, fresh.status if fresh.status not in _state.ACTIVE else "exited")
+    journal.append(store_, "kill", rec, signal=n)
     return rec
 
 
@@ -522,6 +529,8 @@ def run_foreground(where, rec, interactive=False, terminal=False):
             raise
         if not private:
             sup.exited(code, oom_killed=oom_killed(hooks))
+        else:  # its record is not rewritten: the journal alone says how it ended
+            journal.append(store_, "die", rec, exitCode=code)
         return code
     finally:
         sup.release()
@@ -639,20 +648,24 @@ def pause(where, ref):
             raise _state.StateError("pause", rec.name, status if status != "running" else "restarted")
         doc["State"]["Status"] = "paused"
     try:
-        return store_.update(rec, mark)
+        rec = store_.update(rec, mark)
     except BaseException:
         try:
             cg.thaw()
         except Exception:
             pass
         raise
+    journal.append(store_, "pause", rec)
+    return rec
 
 
 def unpause(where, ref):
     """`docker unpause`: thaw a paused container, status running."""
     store_, rec, cg = _freezer(where, ref, "unpause")
     cg.thaw()
-    return _mark_running(store_, rec)
+    rec = _mark_running(store_, rec)
+    journal.append(store_, "unpause", rec)
+    return rec
 
 
 def _freezer(where, ref, verb):

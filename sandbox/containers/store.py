@@ -14,7 +14,7 @@ import fcntl
 import os
 
 from ..runtime import flocks, paths
-from . import state as _state
+from . import journal, state as _state
 from .state import RECORD, ContainerError, NameConflict, NoSuchContainer, Record
 
 _ADJ = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nimble", "quiet", "sharp",
@@ -236,6 +236,7 @@ class ContainerStore:
                     os.close(rec.monitor_fd)
                 self._rmtree_own(d)
                 raise
+            journal.append(self, "create", rec)
             return rec
         finally:
             os.close(fd)
@@ -308,6 +309,7 @@ class ContainerStore:
                 os.unlink(link)
                 raise
             self._unlink_name(old, rec.id)
+            journal.append(self, "rename", rec, oldName="/" + old)
             return rec
         finally:
             os.close(fd)
@@ -329,6 +331,7 @@ class ContainerStore:
             self._remove_locked(rec)
         finally:
             os.close(fd)
+        journal.append(self, "destroy", rec)
 
     def _remove_locked(self, rec):
         if os.path.isdir(os.path.join(rec.dir, "upper")) or os.path.isdir(os.path.join(rec.dir, "work")):
