@@ -454,7 +454,7 @@ def serve(path, ctx, timeout=0, *, announce=None, verbose=False, stop=None):
         _clear_stale(path)
     srv = Server(path if made else "", ctx, sock=sock, verbose=verbose)
     from . import system
-    system.start_events(srv)  # from now on: /events?since= sees what happened before it was asked
+    system.start_events(srv)  # the events journal followed from the start (inotify), not per request
     stop = stop or threading.Event()
     old = {}
     if threading.current_thread() is threading.main_thread():

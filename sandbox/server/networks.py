@@ -2,6 +2,7 @@
 user-defined networks of `sbx network` (sandbox.network.netstore records; containers join
 through the holder, sandbox.network.bridge)."""
 from ..errors import SandboxError
+from . import system
 from .http import ApiError
 
 _BUILTIN = ("none", "host")
@@ -106,6 +107,7 @@ def create(req):
                               driver=body.get("Driver") or "bridge", options=body.get("Options") or None)
     except SandboxError as e:
         raise _conflict(e) from None
+    system.record("network", "create", rec["Id"], name=rec["Name"], type=rec.get("Driver") or "bridge")
     req.json_reply({"Id": rec["Id"], "Warning": ""}, status=201)
 
 
@@ -117,6 +119,7 @@ def _remove(rec, members):
     from ..network import bridge
     bridge.drop(rec)
     _store().remove(rec)
+    system.record("network", "destroy", rec["Id"], name=rec["Name"], type=rec.get("Driver") or "bridge")
 
 
 def delete(req):
@@ -164,6 +167,7 @@ def connect(req):
     ep = body.get("EndpointConfig") or {}
     bridge.connect(rec, c.state["Pid"], c.id, c.name, aliases=ep.get("Aliases") or (),
                    ip=(ep.get("IPAMConfig") or {}).get("IPv4Address") or None, mac=ep.get("MacAddress") or None)
+    system.record("network", "connect", rec["Id"], container=c.id, name=rec["Name"], type=rec.get("Driver") or "bridge")
     req.send(200, b"", content_type="text/plain")
 
 
@@ -177,6 +181,8 @@ def disconnect(req):
     except holder.HolderError as e:
         if not body.get("Force"):
             raise ApiError(409, str(e)) from None
+    system.record("network", "disconnect", rec["Id"], container=c.id, name=rec["Name"],
+                  type=rec.get("Driver") or "bridge")
     req.send(200, b"", content_type="text/plain")
 
 

@@ -131,96 +131,136 @@ def auth(req):
 
 # --- events -----------------------------------------------------------------------------------------
 
+IN_MODIFY, IN_MOVED_TO, IN_CREATE = 0x2, 0x80, 0x100
+
+
+class _Wakeup:
+    """inotify on the journal's directory (ctypes: the stdlib has no binding): `wait(t)` returns
+    when something in it was written or made, or after `t` seconds.  Without inotify (its limits
+    reached): a 0.1 s pace."""
+
+    def __init__(self, directory):
+        self.fd = -1
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+            if fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(directory), IN_MODIFY | IN_MOVED_TO | IN_CREATE) < 0:
+                os.close(fd)
+                fd = -1
+            self.fd = fd
+        except (OSError, AttributeError):
+            self.fd = -1
+
+    def wait(self, timeout):
+        import select
+        if self.fd < 0:
+            time.sleep(min(timeout, 0.1))
+            return
+        if select.select([self.fd], [], [], timeout)[0]:
+            try:
+                while os.read(self.fd, 65536):
+                    pass
+            except BlockingIOError:
+                pass
+
+
+def _doc(parsed):
+    """A journal entry -> Docker's event message."""
+    t, kind, action, ident, attrs = parsed
+    ev = {"Type": kind, "Action": action, "Actor": {"ID": ident, "Attributes": attrs}, "scope": "local",
+          "time": t // 10 ** 9, "timeNano": t}
+    if kind == "container":
+        ev = {"status": action, "id": ident, "from": attrs.get("image", ""), **ev}
+    return ev
+
+
 class Events:
-    """Container events as the engine's records show them: a watcher compares the store every
-    quarter second while someone listens (every second otherwise) (so containers the CLI starts and ones that exit on their own are seen) and
-    keeps the last 1000 events for `since`."""
+    """The engine's events journal (sandbox/containers/journal.py), followed: every process that
+    acts on a container appends a line, inotify wakes this thread, which reads the new lines
+    and hands them to the listeners.  `since` reads the journal from its start."""
 
     def __init__(self, ctx):
-        self.ctx = ctx
-        self.log = []
+        from ..containers import journal
+        from ..containers.store import ContainerStore
+        self.journal = journal
+        self.root = ContainerStore(ctx.data_root).root
+        self.path = os.path.join(self.root, journal.NAME)
         self.subs = []
         self.lock = threading.Lock()
-        self.snap = None
+        self.pos = (None, 0)  # (inode, offset) of the journal read so far
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self.wake = _Wakeup(self.root)
+        self.f = self._open(at_end=True)
         self.ready = threading.Event()
-        threading.Thread(target=self._watch, name="sbx events", daemon=True).start()
+        threading.Thread(target=self._follow, name="sbx events", daemon=True).start()
 
-    def _view(self):
-        from ..containers.store import ContainerStore
-        out = {}
-        for r in ContainerStore().list():
-            st = r.state
-            out[r.id] = {"status": r.status, "started": st.get("StartedAt"), "finished": st.get("FinishedAt"),
-                         "name": r.name, "image": r.doc.get("Image") or r.config.get("Image") or "",
-                         "labels": r.config.get("Labels") or {}, "stop": bool(st.get("StopRequested")),
-                         "code": st.get("ExitCode", 0)}
-        return out
+    def _open(self, at_end):
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return None
+        if at_end:
+            f.seek(0, 2)
+        self.pos = (os.fstat(f.fileno()).st_ino, f.tell())
+        return f
 
-    def _watch(self):
-        with config.use(self.ctx):
-            while True:
+    def _follow(self):
+        buf = b""
+        self.ready.set()
+        while True:
+            if self.f is None:
+                self.f = self._open(at_end=False)  # made after we started: every line is new
+            if self.f is not None:
+                data = self.f.read()
+                if data:
+                    buf += data
+                    *lines, buf = buf.split(b"\n")
+                    with self.lock:
+                        for line in lines:
+                            p = self.journal.parse(line.decode("utf-8", "surrogateescape"))
+                            if p is not None:
+                                ev = _doc(p)
+                                for q in self.subs:
+                                    q.put(ev)
+                        self.pos = (self.pos[0], self.f.tell() - len(buf))
+                    continue
                 try:
-                    now = self._view()
-                except Exception:
-                    now = self.snap or {}
-                if self.snap is not None:
-                    self._diff(self.snap, now)
-                self.snap = now
-                self.ready.set()
-                time.sleep(0.25 if self.subs else 1.0)  # idle: a cheaper pace, events still kept
-
-    def _diff(self, old, new):
-        for cid, n in new.items():
-            o = old.get(cid)
-            if o is None:
-                self._emit(cid, n, "create")
-                if n["status"] in ("running", "restarting", "paused"):
-                    self._emit(cid, n, "start")
-                elif n["finished"] and n["finished"] != "0001-01-01T00:00:00Z":
-                    self._emit(cid, n, "start")
-                    self._emit(cid, n, "die", exitCode=str(n["code"]))
-                continue
-            if o["name"] != n["name"]:
-                self._emit(cid, n, "rename", oldName="/" + o["name"])
-            if n["started"] != o["started"] and n["status"] in ("running", "paused", "exited", "restarting"):
-                if o["status"] in ("running", "paused") and o["finished"] == n["finished"]:
-                    self._emit(cid, n, "die", exitCode=str(n["code"]))
-                self._emit(cid, n, "start")
-            if o["status"] != "paused" and n["status"] == "paused":
-                self._emit(cid, n, "pause")
-            if o["status"] == "paused" and n["status"] == "running":
-                self._emit(cid, n, "unpause")
-            if n["finished"] != o["finished"] and n["status"] not in ("running", "paused"):
-                self._emit(cid, n, "die", exitCode=str(n["code"]))
-                if n["stop"]:
-                    self._emit(cid, n, "stop")
-        for cid, o in old.items():
-            if cid not in new:
-                if o["status"] in ("running", "paused", "restarting"):
-                    self._emit(cid, o, "die", exitCode=str(o["code"]))
-                self._emit(cid, o, "destroy")
-
-    def _emit(self, cid, v, action, **extra):
-        t = time.time_ns()
-        attrs = dict(v["labels"], name=v["name"], image=v["image"], **extra)
-        ev = {"status": action, "id": cid, "from": v["image"], "Type": "container", "Action": action,
-              "Actor": {"ID": cid, "Attributes": attrs}, "scope": "local", "time": t // 10 ** 9, "timeNano": t}
-        with self.lock:
-            self.log.append(ev)
-            del self.log[:-1000]
-            for q in self.subs:
-                q.put(ev)
+                    rotated = os.stat(self.path).st_ino != self.pos[0]
+                except FileNotFoundError:
+                    rotated = False
+                if rotated:  # renamed to events.log.1 (read to its end above): the new one
+                    self.f.close()
+                    self.f, buf = None, b""
+                    continue
+            self.wake.wait(5.0)
 
     def subscribe(self):
+        """A queue of the events from now on, and where the journal had been read to."""
         q = queue.Queue()
         with self.lock:
             self.subs.append(q)
-            history = list(self.log)
-        return q, history
+            return q, self.pos
 
     def unsubscribe(self, q):
         with self.lock:
             self.subs.remove(q)
+
+    def history(self, pos):
+        """The journal's events before `pos` (the older generation first)."""
+        ino, end = pos
+        for path in (self.path + ".1", self.path):
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                continue
+            with f:
+                same = os.fstat(f.fileno()).st_ino == ino
+                data = f.read(end) if same else f.read() if path.endswith(".1") else b""
+            for line in data.split(b"\n"):
+                p = self.journal.parse(line.decode("utf-8", "surrogateescape"))
+                if p is not None:
+                    yield _doc(p)
 
 
 _events_lock = threading.Lock()
@@ -231,12 +271,6 @@ def start_events(server):
         ev = server.state.get("events")
         if ev is None:
             ev = server.state["events"] = Events(server.ctx)
-    return ev
-
-
-def event_watcher(server):
-    ev = start_events(server)
-    ev.ready.wait(5)
     return ev
 
 
@@ -255,11 +289,13 @@ def _matches(ev, f):
         return False
     if "event" in f and ev["Action"] not in f["event"]:
         return False
+    ident = ev["Actor"]["ID"]
     attrs = ev["Actor"]["Attributes"]
-    if "container" in f and not any(c in (ev["id"], attrs.get("name")) or (len(c) >= 1 and ev["id"].startswith(c))
-                                    for c in f["container"]):
-        return False
-    if "image" in f and attrs.get("image") not in f["image"]:
+    for kind in ("container", "network", "volume"):
+        if kind in f and not (ev["Type"] == kind and any(
+                c == attrs.get("name") or (c and ident.startswith(c)) for c in f[kind])):
+            return False
+    if "image" in f and attrs.get("image") not in f["image"] and not (ev["Type"] == "image" and ident in f["image"]):
         return False
     for lab in f.get("label", []):
         k, eq, v = lab.partition("=")
@@ -268,7 +304,27 @@ def _matches(ev, f):
     return True
 
 
-EVENT_FILTERS = ("type", "event", "container", "image", "label")
+EVENT_FILTERS = ("type", "event", "container", "image", "label", "network", "volume")
+
+
+def record(kind, action, ident, **attrs):
+    """An event of the service's own doing (networks, volumes, images) into the journal."""
+    from ..containers import journal
+    from ..containers.store import ContainerStore
+    root = ContainerStore(config.current().data_root).root
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    journal.append_raw(root, kind, action, ident, attrs)
+
+
+def _hung_up(sock):
+    """Has the client closed its side (a listener that went away while nothing happened)?"""
+    import socket
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def events(req):
@@ -278,18 +334,21 @@ def events(req):
         raise ApiError(400, f"invalid filter '{sorted(bad)[0]}'")
     since = _event_time(req.arg("since"), "since")
     until = _event_time(req.arg("until"), "until")
-    ev = event_watcher(req.h.server)
-    q, history = ev.subscribe()
+    ev = start_events(req.h.server)
+    q, pos = ev.subscribe()
     try:
         w = req.stream()
-        for e in history:
-            if since is not None and e["timeNano"] / 1e9 >= since and (until is None or e["timeNano"] / 1e9 <= until) \
-                    and _matches(e, f):
-                w.json(e)
+        if since is not None:
+            for e in ev.history(pos):
+                if e["timeNano"] / 1e9 >= since and (until is None or e["timeNano"] / 1e9 <= until) \
+                        and _matches(e, f):
+                    w.json(e)
         while until is None or time.time() < until:
             try:
-                e = q.get(timeout=0.5 if until is None else max(0.01, min(0.5, until - time.time())))
+                e = q.get(timeout=5.0 if until is None else max(0.01, min(5.0, until - time.time())))
             except queue.Empty:
+                if _hung_up(req.h.connection):
+                    break
                 continue
             if (until is None or e["timeNano"] / 1e9 <= until) and _matches(e, f):
                 w.json(e)

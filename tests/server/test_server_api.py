@@ -272,8 +272,52 @@ def test_events_report_start_and_die(client):
         seen.append(ev["Action"])
         if "die" in seen:
             break
-    assert "start" in seen and "die" in seen, seen
+    assert seen[:3] == ["create", "start", "die"], seen
     c.remove()
+
+
+def test_events_pushed_from_cli_and_socket(client):
+    """A listener sees, as they happen, what the CLI does (it writes the engine's journal; the
+    service holds no state of its own): a foreground `sbx run --rm`, create/start/stop/rm of
+    a kept container, with their attributes and labels, each filter applied; `since` replays
+    them, `until` in the past ends the stream."""
+    import queue
+    import threading
+    got = queue.Queue()
+    stream = client.events(decode=True, filters={"label": "sbx-test=events"})
+
+    def listen():
+        for ev in stream:
+            got.put(ev)
+    threading.Thread(target=listen, daemon=True).start()
+    since = time.time()
+    time.sleep(0.2)  # (the listener's request is in before the first event)
+    assert sbx("run", "--rm", "--name", "ev-fg", "--label", "sbx-test=events", "busybox", "sh", "-c",
+               "exit 3").returncode == 3
+    ok(sbx("run", "-d", "--name", "ev-bg", "--label", "sbx-test=events", "busybox", "sleep", "300"))
+    ok(sbx("stop", "-t", "0", "ev-bg"))
+    ok(sbx("rm", "ev-bg"))
+    want = [("ev-fg", "create"), ("ev-fg", "start"), ("ev-fg", "die"), ("ev-fg", "destroy"),
+            ("ev-bg", "create"), ("ev-bg", "start"), ("ev-bg", "die"), ("ev-bg", "stop"), ("ev-bg", "destroy")]
+    seen = []
+    while len(seen) < len(want):
+        ev = got.get(timeout=20)
+        assert ev["Type"] == "container" and ev["Actor"]["Attributes"]["sbx-test"] == "events", ev
+        seen.append((ev["Actor"]["Attributes"]["name"], ev["Action"]))
+        if seen[-1] == ("ev-fg", "die"):
+            assert ev["Actor"]["Attributes"]["exitCode"] == "3" and ev["from"] == "busybox", ev
+    stream.close()
+    assert seen == want
+    replay = [(e["Actor"]["Attributes"]["name"], e["Action"]) for e in client.events(
+        since=since, until=time.time(), decode=True, filters={"label": "sbx-test=events", "event": ["die", "stop"]})]
+    assert replay == [("ev-fg", "die"), ("ev-bg", "die"), ("ev-bg", "stop")]
+    net = client.networks.create("ev-net")
+    net.remove()
+    nets = [(e["Action"], e["Actor"]["Attributes"]["name"]) for e in client.events(
+        since=since, until=time.time(), decode=True, filters={"type": "network", "network": "ev-net"})]
+    assert nets == [("create", "ev-net"), ("destroy", "ev-net")]
+    r = client.api._get(client.api._url("/events"), params={"filters": '{"colour": ["blue"]}'})
+    assert r.status_code == 400 and "colour" in r.json()["message"]
 
 
 def test_testcontainers_with_log_wait(service, image, monkeypatch):
