@@ -56,28 +56,31 @@ def inspect_doc(rec):
 
 
 def _endpoints(rec, settings):
-    """A user-defined network's endpoint as Docker shows it, created or running: NetworkID and
-    Aliases (the ones asked for, then the short id, which the network's DNS also answers).
-    docker-compose reads the short id there to know a container is already connected."""
+    """User-defined networks' endpoints as Docker shows them, created or running: NetworkID and
+    Aliases (the ones asked for, then the short id, which the network's DNS also answers), for
+    the network it was created on and those it joins at start (`connected`).  docker-compose
+    reads the short id there to know a container is already connected."""
     net = (rec.spec or {}).get("sbx", {}).get("network") or {}
     if net.get("mode") != "network":
         return
-    name = net.get("network") or net.get("text")
-    ep = settings.setdefault("Networks", {}).setdefault(name, {})
-    aliases = list(ep.get("Aliases") or net.get("aliases") or ())
-    if rec.id[:12] not in aliases:
-        aliases.append(rec.id[:12])
-    ep["Aliases"] = aliases
-    ep.setdefault("Links", None)
-    ep.setdefault("EndpointID", "")
-    if not ep.get("NetworkID"):
-        from ..network import netstore
-        try:
-            ep["NetworkID"] = netstore.get(name)["Id"]
-        except SandboxError:
-            pass
-    if net.get("ip") or net.get("mac"):
-        ep.setdefault("IPAMConfig", {"IPv4Address": net.get("ip") or ""})
+    live = settings.setdefault("Networks", {})
+    joined = [(net.get("network") or net.get("text"), net)] + [(k["network"], k) for k in net.get("connected") or ()]
+    for name, kept in joined:
+        ep = live.setdefault(name, {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": ""})
+        aliases = list(ep.get("Aliases") or kept.get("aliases") or ())
+        if rec.id[:12] not in aliases:
+            aliases.append(rec.id[:12])
+        ep["Aliases"] = aliases
+        ep.setdefault("Links", None)
+        ep.setdefault("EndpointID", "")
+        if not ep.get("NetworkID"):
+            from ..network import netstore
+            try:
+                ep["NetworkID"] = netstore.get(name)["Id"]
+            except SandboxError:
+                ep["NetworkID"] = ""
+        if kept.get("ip"):
+            ep.setdefault("IPAMConfig", {"IPv4Address": kept["ip"]})
 
 
 def summary(rec):
@@ -253,7 +256,8 @@ def delete(req):
     st = _store()
     rec = st.get(req.params[0])
     if req.flag("link"):
-        raise not_implemented("removing links", "links need user-defined networks (h-bridge, issue 11)")
+        raise not_implemented("removing links", "sbx makes no links: containers on a user-defined network reach "
+                                                "each other by name")
     if rec.status in _state.ACTIVE and not req.flag("force"):
         raise ApiError(409, f"You cannot remove a running container {rec.id}. Stop the container before "
                             f"attempting removal or force remove")

@@ -413,11 +413,12 @@ def build(req):
     from ..build.builder import Builder, Options
     if req.arg("remote"):
         raise not_implemented("POST /build?remote", "sbx builds from the context sent in the request body")
-    network = req.arg("networkmode") or "none"
-    if network == "default":
-        network = "none"  # sbx's builds run without a network unless asked
-    if network not in ("none", "host"):
-        raise ApiError(400, f"network mode {network!r} is not supported for builds: use none or host")
+    network = req.arg("networkmode") or "default"
+    if network == "bridge":
+        network = "default"  # Docker's default: RUN steps on the private network `sbx build` gives them
+    if network.split(":")[0] not in ("default", "none", "host", "slirp4netns", "pasta"):
+        raise ApiError(400, f"network mode {network!r} is not supported for builds: use default, none, host, "
+                            f"slirp4netns or pasta")
     tags = [t for t in req.query.get("t") or [] if t]
     args = {k: v for k, v in (_json_arg(req, "buildargs", {}) or {}).items() if v is not None}
     labels = _json_arg(req, "labels", {}) or {}

@@ -6,7 +6,7 @@ from ..containers import client as _client
 from ..containers import volumes as _volumes
 from ..errors import UsageError
 from ..runtime import options as _options
-from .http import ApiError, not_implemented
+from .http import ApiError
 
 # Fields whose zero value (what clients send when nothing is asked) is all sbx accepts.
 _ZERO_ONLY = {
@@ -24,7 +24,7 @@ _ZERO_ONLY = {
     "StorageOpt": "storage options are not supported",
     "OomScoreAdj": "oom_score_adj is not supported",
     "ShmSize": "the size of /dev/shm is fixed (64 MiB tmpfs)",
-    "Links": "links need user-defined networks (h-bridge, issue 11)",
+    "Links": "links are not supported: containers on a user-defined network reach each other by name",
     "CpuCount": "cpu_count is a Windows limit", "CpuPercent": "cpu_percent is a Windows limit",
     "IOMaximumIOps": "a Windows limit", "IOMaximumBandwidth": "a Windows limit",
     "BlkioWeightDevice": "per-device block IO limits are not supported",
@@ -35,8 +35,8 @@ _ZERO_ONLY = {
     "MemorySwappiness": None,  # -1 / null: the default
 }
 _CONFIG_ZERO_ONLY = {
-    "Domainname": "a domain name needs the container networking of issue 11 (h-net)",
-    "MacAddress": "a MAC address needs the container networking of issue 11 (h-net)",
+    "Domainname": "sbx sets no domain name",
+    "MacAddress": "give the MAC address in NetworkingConfig.EndpointsConfig (a user-defined network's endpoint)",
     "Healthcheck": "sbx runs no health checks",
     "OnBuild": "ONBUILD applies to builds, not containers",
 }
@@ -114,36 +114,58 @@ def _network(host, netcfg, name):
     """NetworkMode (and NetworkingConfig) -> RunOptions.network, resolved as the CLI resolves
     --network (sandbox.network.modes): Docker's default (`default`, `bridge`) is sbx's private
     network for an image, `none` where no helper can give one (said in the create's Warnings);
-    a user-defined network takes its endpoint's Aliases, IPv4Address and MacAddress."""
+    a user-defined network takes its endpoint's Aliases, IPv4Address and MacAddress.  More
+    user-defined networks in EndpointsConfig are joined at every start too (the bridge hook's
+    `connected`, as `sbx network connect` keeps them)."""
     mode = host.get("NetworkMode") or "default"
-    endpoints = (netcfg or {}).get("EndpointsConfig") or {}
-    for net in endpoints:
-        if net != mode and not (mode == "default" and net in ("bridge", "default")):
-            raise not_implemented(f"network {net!r} in NetworkingConfig beside NetworkMode {mode!r}",
-                                  "a container is created on one network; connect it to others after "
-                                  "(POST /networks/{id}/connect)")
-    ep = endpoints.get(mode) or {}
-    if ep.get("Links"):
-        raise _bad("links are not supported: containers on a user-defined network reach each other by name")
-    own = {"aliases": list(ep.get("Aliases") or ()), "ip": (ep.get("IPAMConfig") or {}).get("IPv4Address") or None,
-           "mac": ep.get("MacAddress") or None}
+    endpoints = dict((netcfg or {}).get("EndpointsConfig") or {})
+    if mode in ("default", "bridge"):
+        for net in list(endpoints):
+            if net not in ("default", "bridge"):  # the docker CLI's --network a --network b: a first
+                mode = net
+                break
+    ep = endpoints.pop(mode, None) or endpoints.pop("default", None) or endpoints.pop("bridge", None) or {}
+    own = _endpoint(ep)
     if mode in ("none", "host"):
-        _only_user_defined(own, mode)
+        _only_user_defined(own, mode, endpoints)
         return mode, []
     from ..network import modes
     warnings = []
     m = modes.resolve(mode, default=mode in ("default", "bridge"), warn=warnings.append)
     if m.kind != "network":
-        _only_user_defined(own, mode)
+        _only_user_defined(own, mode, endpoints)
         return (m.kind if m.kind in ("none", "host") else m), warnings
-    from ..network import bridge
+    from ..network import bridge, netstore
     bridge.check_options(own)
-    return modes.Mode("network", {**own, "name": name}, target=m.target), warnings
+    connected = []
+    for net, more in endpoints.items():
+        try:
+            rec = netstore.get(net)
+        except netstore.NoSuchNetwork:
+            raise ApiError(404, f"network {net} not found") from None
+        kept = _endpoint(more or {})
+        bridge.check_options(kept)
+        if rec["Name"] != m.target and all(c["network"] != rec["Name"] for c in connected):
+            connected.append({"network": rec["Name"], **kept})
+    opts = {**own, "name": name}
+    if connected:
+        opts["connected"] = connected
+    return modes.Mode("network", opts, target=m.target), warnings
 
 
-def _only_user_defined(own, mode):
+def _endpoint(ep):
+    if ep.get("Links"):
+        raise _bad("links are not supported: containers on a user-defined network reach each other by name")
+    return {"aliases": list(ep.get("Aliases") or ()), "ip": (ep.get("IPAMConfig") or {}).get("IPv4Address") or None,
+            "mac": ep.get("MacAddress") or None}
+
+
+def _only_user_defined(own, mode, others):
     if own["aliases"] or own["ip"] or own["mac"]:
         raise _bad(f"network-scoped aliases, addresses and MAC addresses need a user-defined network, not {mode!r}")
+    if others:
+        raise _bad(f"network {sorted(others)[0]!r} in NetworkingConfig: a container on {mode!r} cannot join "
+                   f"user-defined networks (create it on one of them)")
 
 
 def _ports(host, cfg):

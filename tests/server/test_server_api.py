@@ -472,6 +472,50 @@ def test_user_network_with_aliases_through_testcontainers(service, image, monkey
         client.networks.get(net.name)
 
 
+def test_create_on_two_networks_and_connect_before_start(client):
+    """NetworkingConfig with two user-defined networks: the container joins both at every start
+    (a restart too) and reaches servers on each by alias; a created container connected to a
+    network before its start joins it when it starts; inspect shows the endpoints with the
+    aliases and the short id before the start too."""
+    a, b = client.networks.create("api-net-a"), client.networks.create("api-net-b")
+    try:
+        for net, alias, text in ((a, "alpha", "A"), (b, "beta", "B")):
+            c = client.api.create_container(
+                "busybox", ["sh", "-c", f"mkdir /www && echo {text} > /www/i && exec httpd -f -p 8080 -h /www"],
+                labels=LABELS, host_config=client.api.create_host_config(network_mode=net.name),
+                networking_config=client.api.create_networking_config(
+                    {net.name: client.api.create_endpoint_config(aliases=[alias])}))
+            client.api.start(c["Id"])
+        both = client.api.create_container(
+            "busybox", ["sleep", "300"], labels=LABELS, host_config=client.api.create_host_config(network_mode=a.name),
+            networking_config=client.api.create_networking_config({
+                a.name: client.api.create_endpoint_config(), b.name: client.api.create_endpoint_config(aliases=["two"])}))
+        late = client.containers.create("busybox", ["sleep", "300"], network=a.name, labels=LABELS)
+        b.connect(late, aliases=["late"])
+        for cid in (both["Id"], late.id):
+            nets = client.api.inspect_container(cid)["NetworkSettings"]["Networks"]
+            assert sorted(nets) == ["api-net-a", "api-net-b"], nets
+            assert cid[:12] in nets["api-net-b"]["Aliases"] and nets["api-net-b"]["NetworkID"] == b.id
+        c = client.containers.get(both["Id"])
+        for ct in (c, late):
+            ct.start()
+
+            def reaches():
+                return [ct.exec_run(["wget", "-qO-", f"http://{h}:8080/i"]).output for h in ("alpha", "beta")]
+            sbxtest.wait_for(lambda: reaches() == [b"A\n", b"B\n"], timeout=20)
+        assert b.id in client.api.inspect_container(late.id)["NetworkSettings"]["Networks"]["api-net-b"]["NetworkID"]
+        c.restart(timeout=0)
+        sbxtest.wait_for(lambda: c.exec_run(["wget", "-qO-", "http://beta:8080/i"]).output == b"B\n", timeout=20)
+        late.stop(timeout=0)
+        b.disconnect(late)
+        assert sorted(client.api.inspect_container(late.id)["NetworkSettings"]["Networks"]) == ["api-net-a"]
+    finally:
+        for ct in client.containers.list(all=True, filters={"label": "sbx-test=server"}):
+            ct.remove(force=True)
+        a.remove()
+        b.remove()
+
+
 def _quiet(fn):
     try:
         return fn()
