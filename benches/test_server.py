@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 import urllib.request
 
 import pytest
@@ -119,13 +120,15 @@ def test_server_cli_run_rm(benchmark, sbx_cmd, env, full):
     benchmark.pedantic(check_run, args=(sbx_cmd + ["run", "--rm", IMAGE, "true"], env), **_rounds(full, 20))
 
 
-def _http_ready(port):
-    while True:
+def _http_ready(port, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             if urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2).read() == b"ready\n":
                 return
         except OSError:
             pass
+    raise AssertionError(f"nothing answered on port {port} within {timeout} s")
 
 
 class _Started:
