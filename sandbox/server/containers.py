@@ -218,7 +218,22 @@ def _wait(st, rec, cond):
     """lifecycle.wait's conditions, with the exit code of an AutoRemove container that goes at
     once (`docker run --rm` waits with condition=removed): the main process's end is awaited on
     a pidfd (no polling while it runs), then the record is read every 2 ms until it says how
-    the process ended, before the monitor removes it."""
+    the process ended; wait.lock, held shared until then, keeps the monitor from removing it
+    first (as lifecycle.wait does)."""
+    import fcntl
+    try:  # held shared until the exit code is read: the monitor removes an AutoRemove record only then
+        lock = os.open(rec.path(_state.WAIT_LOCK), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+    except FileNotFoundError:
+        lock = -1
+    try:
+        return _wait_locked(st, rec, cond, lock)
+    finally:
+        if lock >= 0:
+            os.close(lock)
+
+
+def _wait_locked(st, rec, cond, lock):
     import select
     code = rec.state.get("ExitCode", 0)
     began = (rec.state.get("StartedAt"), rec.state.get("FinishedAt"))
@@ -230,6 +245,9 @@ def _wait(st, rec, cond):
         status = now.status
         if status in ("exited", "removing", "dead") or (status == "created" and now.state.get("Error")):
             code = now.state.get("ExitCode", 0)
+            if lock >= 0 and cond != "next-exit":
+                import fcntl
+                fcntl.flock(lock, fcntl.LOCK_UN)  # read: the record may go now (one more read is harmless)
         if cond == "not-running" and status not in _state.ACTIVE:
             return code
         if cond == "next-exit" and status not in _state.ACTIVE + ("created",) and (
