@@ -49,6 +49,19 @@ volumes:
 """
 
 
+ATTACHED = """\
+version: "3.8"
+services:
+  one:
+    image: busybox:latest
+    command: ["sh", "-c", "echo one says hi; sleep 1; echo one done; exit 4"]
+  two:
+    image: busybox:latest
+    command: ["sh", "-c", "echo two waits; exec sleep 300"]
+    stop_signal: SIGKILL
+"""
+
+
 def _free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -66,6 +79,7 @@ def project(tmp_path, service, image):
     (tmp_path / "app" / "Dockerfile").write_text(
         "FROM busybox:latest\nRUN mkdir /www && echo from-app > /www/index.html\n")
     (tmp_path / "docker-compose.yml").write_text(COMPOSE)
+    (tmp_path / "attached.yml").write_text(ATTACHED)
     port = _free_port()
     name = f"sbxc{os.getpid()}"
     env = dict(os.environ, DOCKER_HOST=f"unix://{service}", DOCKER_CONFIG=str(tmp_path / "docker-config"),
@@ -131,3 +145,17 @@ def test_compose_up_ps_logs_exec_down(project):
     assert client.volumes.list(filters=mine) == []
     assert _get(port, "/index.html") is None
     client.images.remove(f"{name}_app")
+
+
+def test_compose_up_attached_aborts_on_exit(project):
+    """`up` in the foreground: the services' output through attach, and the exit of one seen
+    through /events (compose watches them), which stops the others and gives its exit code."""
+    compose, client = project
+    r = compose("-f", "attached.yml", "up", "--abort-on-container-exit", "--exit-code-from", "one", check=False)
+    assert r.returncode == 4, (r.stdout, r.stderr)
+    out = r.stdout.splitlines()
+    for line in ("one says hi", "one done", "two waits"):
+        assert any(x.endswith(f"| {line}") for x in out), r.stdout
+    assert f"{compose.name}_one_1 exited with code 4" in r.stdout + r.stderr
+    compose("-f", "attached.yml", "down")
+    assert client.containers.list(all=True, filters={"label": f"com.docker.compose.project={compose.name}"}) == []
