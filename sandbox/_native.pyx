@@ -333,6 +333,22 @@ def inroot_force_walk(bint on):
     sb.sb_inroot_force_walk(on)
 
 
+
+cdef extern from "<sys/syscall.h>" nogil:
+    long syscall(long number, ...)
+    const long SYS_pidfd_getfd
+
+
+def pidfd_getfd(int pidfd, int targetfd):
+    """A close-on-exec duplicate of fd `targetfd` of the process behind `pidfd` (pidfd_getfd(2):
+    needs ptrace access to it).  Returns the new fd."""
+    cdef long fd
+    with nogil:
+        fd = syscall(SYS_pidfd_getfd, pidfd, targetfd, 0)
+    if fd < 0:
+        raise OSError(errno, _os.strerror(errno))
+    return fd
+
 include "_diff.pxi"
 
 include "_seccomp.pxi"
