@@ -96,6 +96,12 @@ def _helper_pids(pid):
     return out
 
 
+def _gone(pids):
+    """None of `pids` exists any more, not even as a zombie waiting for its parent (or for init,
+    which is slow to reap here, when its parent exited first)."""
+    return not any(os.path.exists(f"/proc/{p}") for p in pids)
+
+
 def _net_dirs(cid):
     from sandbox import config
     base = os.path.join(config.current().runtime_root, "net")
@@ -321,9 +327,10 @@ def test_helpers_end_with_their_container(busybox_rootfs, helper):
     bb = str(busybox_rootfs)
     cid = ok(sbx("run", "-d", "--network", helper, "-p", "8080", "--rootfs", bb, "sleep", "60")).strip()
     pid = inspect_container(cid)["State"]["Pid"]
-    assert _helper_pids(pid) and _net_dirs(cid)
+    helpers = _helper_pids(pid)
+    assert helpers and _net_dirs(cid)
     ok(sbx("stop", "-t", "0", cid))
-    assert wait_for(lambda: not _helper_pids(pid), 10), f"{helper} still runs after stop"
+    assert wait_for(lambda: _gone(helpers), 10), f"{helper} still runs (or was never reaped) after stop"
     assert wait_for(lambda: not _net_dirs(cid), 10), "its runtime directory is left"
     ok(sbx("rm", cid))
     # a foreground --rm run
@@ -333,9 +340,10 @@ def test_helpers_end_with_their_container(busybox_rootfs, helper):
         r = sbx("inspect", "--format", "{{.State.Pid}}", "fg")
         return int(r.stdout) if r.returncode == 0 and r.stdout.strip().isdigit() else 0
     pid = wait_for(running_pid, 20)
-    assert pid and _helper_pids(pid)
+    helpers = pid and _helper_pids(pid)
+    assert helpers
     assert p.wait(timeout=30) == 0
-    assert not _helper_pids(pid)
+    assert _gone(helpers), f"sbx exited before it reaped its {helper}"
 
 
 @pytest.mark.parametrize("helper", HELPERS)
@@ -350,6 +358,37 @@ def test_helpers_die_when_the_monitor_is_killed(busybox_rootfs, helper):
     assert _net_dirs(cid)  # no teardown ran: the next helper's start sweeps its directory
     ok(sbx("run", "--rm", "--network", helper, "--rootfs", str(busybox_rootfs), "true"))
     assert not _net_dirs(cid)
+
+
+@pytest.mark.parametrize("keep", (True, False), ids=("kept", "not-kept"))
+def test_a_ready_slirp4netns_leaves_its_tap_to_the_namespace(tmp_path, keep):
+    """`helper.Process.tap_with_namespace`: the tap0 that slirp4netns opened in a namespace
+    outlives slirp4netns (the kernel removes it with the namespace, so the killed helper's own
+    end is quick, and sbx waits for that end); without it, the helper's end takes tap0 away."""
+    import shutil
+    import subprocess
+    from sandbox.network import helper
+    ns = subprocess.Popen(["unshare", "-Urn", "sleep", "60"])
+    try:
+        assert wait_for(lambda: os.readlink(f"/proc/{ns.pid}/ns/net") != os.readlink("/proc/self/ns/net"), 10)
+        ready_r, ready_w = helper.pipe()
+        try:
+            p = helper.Process([shutil.which("slirp4netns"), "--configure", "--ready-fd=3", str(ns.pid), "tap0"],
+                               str(tmp_path), fds=((ready_w, 3),))
+        finally:
+            os.close(ready_w)
+        p.wait_readable(ready_r, 10, "connect the namespace")
+        os.close(ready_r)
+        if keep:
+            assert p.tap_with_namespace()
+        p.stop(grace=0)
+        p.reap()
+        link = subprocess.run(["nsenter", "-t", str(ns.pid), "-U", "-n", "--preserve-credentials", "ip", "-o", "link",
+                               "show", "tap0"], capture_output=True, text=True)
+        assert (link.returncode == 0) is keep, link.stdout + link.stderr
+    finally:
+        ns.kill()
+        ns.wait()
 
 
 # --- names and resolvers ------------------------------------------------------------------------

@@ -77,6 +77,7 @@ def pipe():
     return _high(r), _high(w)
 
 
+_TUNSETPERSIST = 0x400454CB  # _IOW('T', 203, int)
 _SIGNALS = tuple(range(1, 32))  # SIGKILL and SIGSTOP are left as they are by posix_spawn
 
 
@@ -138,6 +139,38 @@ class Process:
         raise HelperError(f"{self.name} did not {what} within {timeout:g} s: {self.tail() or 'no message'}",
                           hint=self.hint())
 
+    def tap_with_namespace(self):
+        """Make the tap device the helper opened in the container's network namespace persistent
+        (TUNSETPERSIST on its /dev/net/tun fd, duplicated with pidfd_getfd), so that the device
+        goes with the namespace, in the kernel's asynchronous namespace cleanup, and not in the
+        helper's exit: a helper that closes the last fd of a tap unregisters it, rtnl and RCU
+        grace periods, ~17 ms that its end (which sbx waits for, see _reap_at_exit) would cost.
+        False if it could not be done (no ptrace access to the helper): it then ends slowly."""
+        import fcntl
+        try:
+            names = os.listdir(f"/proc/{self.pid}/fd")
+        except OSError:  # not ours to look at (pasta makes itself undumpable)
+            return False
+        for name in names:
+            try:
+                if os.readlink(f"/proc/{self.pid}/fd/{name}") != "/dev/net/tun":
+                    continue
+            except OSError:
+                continue
+            from .._native import pidfd_getfd
+            try:
+                fd = pidfd_getfd(self.pidfd, int(name))
+            except OSError:
+                return False
+            try:
+                fcntl.ioctl(fd, _TUNSETPERSIST, 1)
+            except OSError:
+                return False
+            finally:
+                os.close(fd)
+            return True
+        return False
+
     def tail(self):
         try:
             with open(self.log, "rb") as f:
@@ -170,9 +203,9 @@ class Process:
 
     def stop(self, grace=1.0):
         """End it (SIGTERM, SIGKILL after `grace` seconds; 0: SIGKILL at once); idempotent.  A
-        killed helper takes tens of milliseconds to die (the kernel tears its tap device down):
-        it is not waited for; it is reaped later (`reap_stopped`), by whoever stops the next one
-        or when this process exits (`_reap_at_exit`)."""
+        killed helper is not waited for: it is reaped later (`reap_stopped`), by whoever stops
+        the next one or when this process exits (`_reap_at_exit`).  Its death is quick once its
+        tap device is the namespace's (`tap_with_namespace`), else tens of milliseconds."""
         if self.status is not None:
             return
         import _signal as signal  # the C module: `signal` imports enum (~6 ms) on a --rm run's path
@@ -203,8 +236,9 @@ def reap_stopped():
 def _reap_at_exit(timeout=2.0):
     """Before this process exits, reap what it killed: an orphan would be init's to reap, and
     an init that does not (a container's, this CI's) keeps its zombie for good.  They were
-    SIGKILLed, so this is the tens of milliseconds their tap devices take to go, overlapped
-    with whatever the process did after stopping them."""
+    SIGKILLed: a fraction of a millisecond for a helper whose tap is the namespace's, else
+    the tens of milliseconds its exit takes to unregister the tap, overlapped with whatever
+    the process did after stopping them."""
     for p in _stopped:
         if p.status is None and p.pidfd >= 0:
             select.select([p.pidfd], [], [], timeout)

@@ -2,7 +2,9 @@
 [--api-socket S] [--disable-host-loopback] PID tap0`, ready when it writes to the ready fd;
 published ports added through its API socket (`add_hostfwd`, one JSON request per connection,
 the write side shut down after it).  It ends when the exit fd's other end closes: at teardown,
-and also when the supervising process dies, whatever kills it."""
+and also when the supervising process dies, whatever kills it.  Once ready, its tap0 is made
+the namespace's (helper.Process.tap_with_namespace): its end then costs well under 1 ms
+instead of ~17 ms, which every run's exit waited for."""
 import os
 
 from ..runtime.hooks import Hook
@@ -61,6 +63,7 @@ class Slirp4netns(Hook):
             self.proc.wait_readable(ready_r, READY_TIMEOUT, "connect the container's network")
         finally:
             os.close(ready_r)
+        self.proc.tap_with_namespace()
         published = _ports.assign(self.ports)
         for p in published:
             self._add_hostfwd(sock, p)
