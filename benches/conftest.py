@@ -113,6 +113,8 @@ PAIRS = (
     ("test_net_cli_default", "test_net_cli_none", 1.5),  # issue 11: the default network's start-up
     ("test_net_cli_pasta", "test_net_cli_none", None),
     ("test_net_bare_slirp4netns", "test_net_bare_unshare", None),  # the helper alone, without sbx
+    ("test_net_run_d_publish_to_accept", "test_net_bare_hostfwd_to_accept", None),  # -p against add_hostfwd by hand
+    ("test_net_publish_tcp_transfer", "test_net_hostfwd_tcp_transfer", 1.25),  # -p throughput >= 0.8x
     ("test_bridge_cli_true", "test_net_cli_none", 1.5),  # issue 11: a user-defined network, holder warm
     ("test_bridge_tcp_transfer", "test_veth_tcp_transfer", 1.25),  # throughput >= 0.8x a plain veth pair
 )
