@@ -7,13 +7,23 @@ Podman is the natural peer, but rootless podman cannot start any container on th
 (crun refuses its hybrid cgroup layout, even with --cgroups=disabled: see
 shared/reference/next-capabilities.md §0), so there is no podman figure to set beside these.
 The ratios are printed in the summary (conftest.PAIRS); the added milliseconds are the
-difference of the medians, and sbx's should be close to the bare helper's."""
+difference of the medians, and sbx's should be close to the bare helper's.
+
+Published ports against slirp4netns's own forwarding set up by hand (`BareSlirp`: `unshare
+-Urn` + slirp4netns with the flags sbx gives it + `add_hostfwd` on its API socket): the time
+from start to the first answer through the port, and the TCP throughput of iperf3 (a fixed
+transfer, timed: a time ratio <= 1.25 is a throughput >= 0.8x)."""
+import json
 import os
 import socket
 import subprocess
 import time
 
 import pytest
+
+from net_support import free_port, iperf3, iperf_client, transfer_size, until_iperf_answers  # noqa: F401
+
+SERVE = "while true; do echo up | {nc} -l -p 8080; done"  # the server whose first answer is timed
 
 
 def _run(cmd):
@@ -37,25 +47,61 @@ def test_net_cli_pasta(benchmark, rootfs, sbx_cmd):
     benchmark(_run, _sbx_true(sbx_cmd, rootfs, "pasta"))
 
 
-def _bare(helper):
-    """`unshare -Urn` holding a namespace until its stdin closes, with `helper` attached (and
-    waited for) or not: the helper's own cost, without sbx."""
-    ns = subprocess.Popen(["unshare", "-Urn", "cat"], stdin=subprocess.PIPE)
+def _unshared(cmd):
+    """`unshare -Urn cmd`, once its network namespace exists."""
+    ns = subprocess.Popen(["unshare", "-Urn", *cmd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     mine = os.readlink("/proc/self/ns/net")
     while os.readlink(f"/proc/{ns.pid}/ns/net") == mine:  # unshare has not unshared yet
         time.sleep(0.0002)
-    try:
-        if helper == "slirp4netns":
-            r, w = os.pipe()
-            p = subprocess.Popen(["slirp4netns", "--configure", "--mtu=65520", f"--ready-fd={w}",
-                                  "--disable-host-loopback", str(ns.pid), "tap0"], pass_fds=(w,))
-            os.close(w)
-            assert os.read(r, 1) == b"1"
-            os.close(r)
+    return ns
+
+
+class BareSlirp:
+    """`cmd` in a namespace of `unshare -Urn`, connected by slirp4netns as sbx connects a
+    container (--configure --mtu=65520 --disable-host-loopback), with an API socket in
+    `directory` for `add_hostfwd` (slirp4netns's own port forwarding), without sbx."""
+
+    def __init__(self, cmd, directory=None):
+        self.ns = _unshared(cmd)
+        self.sock = os.path.join(directory, f"api-{self.ns.pid}.sock") if directory else None
+        r, w = os.pipe()
+        self.slirp = subprocess.Popen(["slirp4netns", "--configure", "--mtu=65520", f"--ready-fd={w}",
+                                       "--disable-host-loopback"] + ([f"--api-socket={self.sock}"] if directory else [])
+                                      + [str(self.ns.pid), "tap0"], pass_fds=(w,), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        os.close(w)
+        ready = os.read(r, 1)
+        os.close(r)
+        if ready != b"1":
+            self.close()
+            pytest.fail("slirp4netns did not connect the namespace")
+
+    def add_hostfwd(self, host_port, guest_port):
+        req = {"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1",
+                                                        "host_port": host_port, "guest_port": guest_port}}
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(self.sock)
+            c.sendall(json.dumps(req).encode())
+            c.shutdown(socket.SHUT_WR)
+            reply = json.loads(c.recv(4096))
+        assert "return" in reply, reply
+
+    def close(self):
+        for p in (self.slirp, self.ns):
             p.kill()
             p.wait()
-    finally:
-        ns.stdin.close()
+        if self.sock and os.path.exists(self.sock):
+            os.unlink(self.sock)
+
+
+def _bare(helper):
+    """A namespace of `unshare -Urn` with slirp4netns attached (and waited for) or not, then
+    both ended: the helper's own cost, without sbx."""
+    if helper == "slirp4netns":
+        BareSlirp(["sleep", "60"]).close()
+    else:
+        ns = _unshared(["sleep", "60"])
+        ns.kill()
         ns.wait()
 
 
@@ -67,6 +113,20 @@ def test_net_bare_slirp4netns(benchmark):
     benchmark(_bare, "slirp4netns")
 
 
+def _first_answer(port, deadline=20):
+    """Poll 127.0.0.1:port until the server behind it answers "up"."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+                if c.recv(10) == b"up\n":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.002)
+    pytest.fail(f"port {port} never answered")
+
+
 def test_net_run_d_publish_to_accept(benchmark, rootfs, sbx_cmd, tmp_path):
     """From `sbx run -d -p 127.0.0.1:PORT:8080` to the first answer through the port."""
     env = dict(os.environ, SBX_ROOT=str(tmp_path / "store"))
@@ -74,26 +134,13 @@ def test_net_run_d_publish_to_accept(benchmark, rootfs, sbx_cmd, tmp_path):
     made = []
 
     def start_and_connect():
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         name = f"pub{next(names)}"
         made.append(name)
         subprocess.run(sbx_cmd + ["run", "-d", "--name", name, "--network", "slirp4netns", "-p",
-                                  f"127.0.0.1:{port}:8080", "--rootfs", rootfs, "sh", "-c",
-                                  "while true; do echo up | nc -l -p 8080; done"],
+                                  f"127.0.0.1:{port}:8080", "--rootfs", rootfs, "sh", "-c", SERVE.format(nc="nc")],
                        check=True, env=env, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
-                    if c.recv(10) == b"up\n":
-                        return
-            except OSError:
-                pass
-            time.sleep(0.002)
-        pytest.fail(f"port {port} never answered")
+        _first_answer(port)
 
     def remove_previous():
         if made:
@@ -105,3 +152,66 @@ def test_net_run_d_publish_to_accept(benchmark, rootfs, sbx_cmd, tmp_path):
         benchmark.pedantic(start_and_connect, setup=remove_previous, rounds=5)
     finally:
         remove_previous()
+
+
+def test_net_bare_hostfwd_to_accept(benchmark, rootfs, tmp_path):
+    """The same by hand: the same server in `unshare -Urn`, slirp4netns, add_hostfwd, first answer."""
+    bb = os.path.join(rootfs, "bin", "busybox")
+    made = []
+
+    def start_and_connect():
+        port = free_port()
+        b = BareSlirp([bb, "sh", "-c", SERVE.format(nc=f"{bb} nc")], str(tmp_path))
+        made.append(b)
+        b.add_hostfwd(port, 8080)
+        _first_answer(port)
+
+    def remove_previous():
+        while made:
+            made.pop().close()
+        return (), {}
+
+    try:
+        benchmark.pedantic(start_and_connect, setup=remove_previous, rounds=5)
+    finally:
+        remove_previous()
+
+
+# --- TCP throughput through a published port ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def published_iperf(iperf3, sbx_cmd, tmp_path_factory):
+    """`sbx run -d -p 127.0.0.1:PORT:5201 iperf3 -s` (the host's iperf3: --rootfs /); yields PORT."""
+    env = dict(os.environ, SBX_ROOT=str(tmp_path_factory.mktemp("iperf-store")))
+    port = free_port()
+    subprocess.run(sbx_cmd + ["run", "-d", "--name", "iperf", "--network", "slirp4netns", "-p",
+                              f"127.0.0.1:{port}:5201", "--rootfs", "/", iperf3, "-s"],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    try:
+        until_iperf_answers("127.0.0.1", port)
+        yield port
+    finally:
+        subprocess.run(sbx_cmd + ["rm", "-f", "iperf"], env=env, stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def hostfwd_iperf(iperf3, tmp_path_factory):
+    """`iperf3 -s` in `unshare -Urn`, published by slirp4netns's add_hostfwd; yields the port."""
+    b = BareSlirp([iperf3, "-s"], str(tmp_path_factory.mktemp("slirp-api")))
+    try:
+        port = free_port()
+        b.add_hostfwd(port, 5201)
+        until_iperf_answers("127.0.0.1", port)
+        yield port
+    finally:
+        b.close()
+
+
+def test_net_publish_tcp_transfer(benchmark, published_iperf, full):
+    """host 127.0.0.1:PORT -> `-p` -> iperf3 -s in a container."""
+    benchmark.pedantic(iperf_client, args=("127.0.0.1", transfer_size(full), published_iperf), rounds=5)
+
+
+def test_net_hostfwd_tcp_transfer(benchmark, hostfwd_iperf, full):
+    """host 127.0.0.1:PORT -> slirp4netns add_hostfwd -> iperf3 -s in `unshare -Urn`."""
+    benchmark.pedantic(iperf_client, args=("127.0.0.1", transfer_size(full), hostfwd_iperf), rounds=5)

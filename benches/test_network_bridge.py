@@ -1,64 +1,56 @@
 """User-defined networks (issue 11): start-to-exit of `sbx run --rm --network NET /bin/true`
-with the network holder warm (a member keeps it up) against `--network none`, and a 1 GB TCP
-transfer container-to-container on one network against the same transfer over a plain veth
-pair between two network namespaces of one user namespace (no bridge, no sbx).  The ratios are
-in the summary (conftest.PAIRS).  Each round starts its sender anew (`sbx exec` into the
-sending container; `nsenter` for the plain pair), so the transfer is large enough that the
-start is a small part of it."""
+with the network holder warm (a member keeps it up) against `--network none`, and TCP
+throughput container-to-container on one network against the same over a plain veth pair
+between two network namespaces of one user namespace (no bridge, no sbx), both with iperf3:
+a fixed transfer timed (net_support), the client started anew each round (`sbx exec` into
+the sending container; `nsenter` for the plain pair), so the transfer is large enough that
+the start is a small part of it.  The ratios are in the summary (conftest.PAIRS)."""
 import os
 import subprocess
 import time
 
 import pytest
 
-PY = "/usr/bin/python3"  # Debian's: the benchmark's venv may sit under the sandbox's tmpfs
-RECV = ("import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-        "s.bind(('0.0.0.0',5001))\ns.listen(4)\nwhile True:\n c,_=s.accept()\n"
-        " while c.recv(1<<20):\n  pass\n c.close()\n")
-SEND = ("import socket,sys\nb=b'x'*(1<<18)\nc=socket.create_connection((sys.argv[1],5001))\nn=0\n"
-        "while n<int(sys.argv[2]):\n c.sendall(b)\n n+=len(b)\nc.shutdown(socket.SHUT_WR)\nc.recv(1)\n")
-PROBE = "import socket,sys\nsocket.create_connection((sys.argv[1],5001),timeout=2).close()\n"
-SIZE = 10 ** 9
+from net_support import iperf3, iperf_client, transfer_size, until_iperf_answers  # noqa: F401
 
 
-def _until(cmd, what, **kw):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, **kw).returncode == 0:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{what} never answered")
+def _size(full):
+    return 4 * transfer_size(full)  # veth and bridge run at tens of Gbit/s, slirp4netns at ~2
 
 
 @pytest.fixture(scope="module")
-def bridge_net(sbx_cmd, rootfs, tmp_path_factory):
-    """A network with a receiver and a sender container running (so the holder stays up)."""
+def bridge_net(iperf3, sbx_cmd, rootfs, tmp_path_factory):
+    """A network with an iperf3 server and a sender container running (so the holder stays
+    up); yields (the environment of that store, the sbx exec prefix of the sender)."""
     env = dict(os.environ, SBX_ROOT=str(tmp_path_factory.mktemp("bridge-store")))
 
     def sbx(*args):
         subprocess.run(sbx_cmd + list(args), check=True, env=env, stdout=subprocess.DEVNULL)
     sbx("network", "create", "benchnet")
-    sbx("run", "-d", "--name", "recv", "--network", "benchnet", "--rootfs", "/", PY, "-c", RECV)
-    sbx("run", "-d", "--name", "send", "--network", "benchnet", "--rootfs", "/", "sleep", "3600")
-    _until(sbx_cmd + ["exec", "send", PY, "-c", PROBE, "recv"], "the receiver on the network", env=env)
-    yield env
-    subprocess.run(sbx_cmd + ["rm", "-f", "recv", "send"], env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(sbx_cmd + ["network", "rm", "benchnet"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        sbx("run", "-d", "--name", "recv", "--network", "benchnet", "--rootfs", "/", iperf3, "-s")
+        sbx("run", "-d", "--name", "send", "--network", "benchnet", "--rootfs", "/", "sleep", "3600")
+        prefix = sbx_cmd + ["exec", "send"]
+        until_iperf_answers("recv", prefix=prefix, env=env)
+        yield env, prefix
+    finally:
+        subprocess.run(sbx_cmd + ["rm", "-f", "recv", "send"], env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(sbx_cmd + ["network", "rm", "benchnet"], env=env, stdout=subprocess.DEVNULL)
 
 
 def test_bridge_cli_true(benchmark, rootfs, sbx_cmd, bridge_net):
     cmd = sbx_cmd + ["run", "--rm", "--network", "benchnet", "--rootfs", rootfs, "/bin/true"]
-    benchmark(subprocess.run, cmd, check=True, env=bridge_net)
+    benchmark(subprocess.run, cmd, check=True, env=bridge_net[0])
 
 
-def test_bridge_tcp_transfer(benchmark, sbx_cmd, bridge_net):
-    cmd = sbx_cmd + ["exec", "send", PY, "-c", SEND, "recv", str(SIZE)]
-    benchmark.pedantic(subprocess.run, args=(cmd,), kwargs={"check": True, "env": bridge_net}, rounds=3)
+def test_bridge_tcp_transfer(benchmark, bridge_net, full):
+    env, prefix = bridge_net
+    benchmark.pedantic(iperf_client, args=("recv", _size(full)), kwargs={"prefix": prefix, "env": env}, rounds=3)
 
 
 @pytest.fixture(scope="module")
-def veth_pair():
-    """Two network namespaces of one user namespace joined by a veth pair, a receiver in the
+def veth_pair(iperf3):
+    """Two network namespaces of one user namespace joined by a veth pair, iperf3 -s in the
     second; yields the nsenter prefix of the first."""
     a = subprocess.Popen(["unshare", "-Urn", "sleep", "3600"])
     procs = [a]
@@ -79,8 +71,8 @@ def veth_pair():
                     enter_b + ["ip", "addr", "add", "10.99.0.2/24", "dev", "vb"],
                     enter_b + ["ip", "link", "set", "vb", "up"]):
             subprocess.run(cmd, check=True)
-        procs.append(subprocess.Popen(enter_b + [PY, "-c", RECV]))
-        _until(enter_a + [PY, "-c", PROBE, "10.99.0.2"], "the receiver on the veth pair")
+        procs.append(subprocess.Popen(enter_b + [iperf3, "-s"], stdout=subprocess.DEVNULL))
+        until_iperf_answers("10.99.0.2", prefix=enter_a)
         yield enter_a
     finally:
         for p in reversed(procs):
@@ -88,6 +80,5 @@ def veth_pair():
             p.wait()
 
 
-def test_veth_tcp_transfer(benchmark, veth_pair):
-    cmd = veth_pair + [PY, "-c", SEND, "10.99.0.2", str(SIZE)]
-    benchmark.pedantic(subprocess.run, args=(cmd,), kwargs={"check": True}, rounds=3)
+def test_veth_tcp_transfer(benchmark, veth_pair, full):
+    benchmark.pedantic(iperf_client, args=("10.99.0.2", _size(full)), kwargs={"prefix": veth_pair}, rounds=3)
