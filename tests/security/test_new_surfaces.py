@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -267,6 +268,14 @@ def test_dns_flood_from_one_container_leaves_the_holder_serving(tmp_path, monkey
         assert os.path.exists(f"/proc/{pid}"), "one container's DNS queries killed the network holder"
         r = sbx("exec", "victim", "nslookup", "flooder", gw, timeout=60)
         assert r.returncode == 0 and "Address" in r.stdout.split("flooder", 1)[-1], r.stdout + r.stderr
+        # what the holder and the helpers keep in the runtime root is the user's alone
+        run = tmp_path / "run"
+        assert stat.S_IMODE(run.stat().st_mode) == 0o700 and (holder / "holder.sock").exists()
+        for p in [run, *run.rglob("*")]:
+            st = p.lstat()
+            assert st.st_uid == os.getuid() and not st.st_mode & 0o022, (p, oct(st.st_mode))
+            if stat.S_ISDIR(st.st_mode):
+                assert not st.st_mode & 0o077, (p, oct(st.st_mode))
     finally:
         ids = sbx("ps", "-a", "-q").stdout.split()
         if ids:
