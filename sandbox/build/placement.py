@@ -154,6 +154,7 @@ class _Placer:
         # or the source's owner; a directory the image already has keeps its own (BuildKit).
         self.created: set[tuple] = set()
         self._dirs: dict[tuple, int] = {}  # canonical parts -> O_PATH fd of that upper directory
+        self.links: dict[tuple, tuple] = {}  # (st_dev, st_ino) of a source file -> (parts, name) placed
 
     def close(self) -> None:
         for fd in self._dirs.values():
@@ -302,6 +303,12 @@ class _Placer:
             self.dir_done(d, stat.S_IMODE(st.st_mode), owner)
             return d
         if stat.S_ISREG(st.st_mode):
+            if st.st_nlink > 1:  # another name of a file this copy placed: linked to it (fsutil's copy)
+                first = self.links.setdefault((st.st_dev, st.st_ino), (list(parts), name))
+                if first != (parts, name):
+                    os.link(first[1], name, src_dir_fd=self.ensure_dir(first[0]),
+                            dst_dir_fd=self._replace(parts, name), follow_symlinks=False)
+                    return None
             src = e.open()
             with os.fdopen(src, "rb") as f:
                 self.write(parts, name, iter(lambda: f.read(1 << 20), b""),
