@@ -11,18 +11,17 @@ Without a subordinate id range every file of an image is owned by root (one id i
 owner assertions there expect 0:0: the collapse is the documented single-id behaviour."""
 import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 
 import sbxtest
-from debian_image import debian_rootfs, make_deb, tar_bytes
+from buildcmp import Buildah, env_of, sbx_image
+from debian_image import tar_bytes
 from sbxtest import sbx
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -33,98 +32,6 @@ BUILDAH = os.geteuid() == 0 or MAPPED         # buildah can run a step: rootful,
 def owner(uid, gid, mapped=MAPPED):
     """What an image records for a file given (uid, gid): itself where ids are mapped, else root."""
     return (uid, gid) if mapped else (0, 0)
-
-
-# --- reading images ---------------------------------------------------------------------------------
-
-def read_oci(layout: Path):
-    """(config, tree) of the single image in an OCI layout: tree maps "/path" to (type, mode,
-    uid, gid, size, link target, sha256 of the content) after applying every layer in order."""
-    index = json.loads((layout / "index.json").read_text())
-
-    def blob(desc):
-        algo, hexd = desc["digest"].split(":")
-        return (layout / "blobs" / algo / hexd).read_bytes()
-
-    manifest = json.loads(blob(index["manifests"][0]))
-    if "manifests" in manifest:  # an index of one
-        manifest = json.loads(blob(manifest["manifests"][0]))
-    config = json.loads(blob(manifest["config"]))
-    tree = {}
-    for layer in manifest["layers"]:
-        data = blob(layer)
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-            for m in tf:
-                path = "/" + os.path.normpath(m.name).lstrip("./").lstrip("/")
-                path = "/" if path in ("/.", "/") else path
-                d, base = os.path.split(path)
-                if base == ".wh..wh..opq":
-                    for k in [k for k in tree if k.startswith(d.rstrip("/") + "/")]:
-                        del tree[k]
-                    continue
-                if base.startswith(".wh."):
-                    gone = os.path.join(d, base[4:])
-                    for k in [k for k in tree if k == gone or k.startswith(gone + "/")]:
-                        del tree[k]
-                    continue
-                kind = "d" if m.isdir() else "l" if m.issym() else "h" if m.islnk() else "f" if m.isfile() else "o"
-                digest = hashlib.sha256(tf.extractfile(m).read()).hexdigest()[:16] if m.isfile() else None
-                link = m.linkname if (m.issym() or m.islnk()) else None
-                tree[path] = (kind, m.mode & 0o7777, m.uid, m.gid, m.size if m.isfile() else 0, link, digest)
-    return config, tree
-
-
-def sbx_image(ref, tmp: Path):
-    out = tmp / f"sbx-oci-{ref.replace(':', '-').replace('/', '-')}"
-    shutil.rmtree(out, ignore_errors=True)
-    r = sbx("save", "--format", "oci-dir", "-o", str(out), ref, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return read_oci(out)
-
-
-def env_of(config):
-    return dict(e.partition("=")[::2] for e in config["config"].get("Env") or [])
-
-
-# --- buildah, the second opinion ------------------------------------------------------------------------
-
-class Buildah:
-    """buildah with a throw-away store (vfs, chroot isolation), fed sbx's base image."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.env = dict(os.environ, HOME=str(work / "home"), XDG_RUNTIME_DIR="", BUILDAH_ISOLATION="chroot")
-        for v in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "STORAGE_DRIVER"):
-            self.env.pop(v, None)
-        (work / "home").mkdir(parents=True, exist_ok=True)
-
-    def run(self, *args, timeout=120):
-        return subprocess.run(["buildah", "--root", str(self.work / "root"), "--runroot", str(self.work / "run"),
-                               "--storage-driver", "vfs", *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=str(self.work))
-
-    def load(self, archive: Path, name: str):
-        r = self.run("pull", "--quiet", f"docker-archive:{archive}")
-        assert r.returncode == 0, r.stderr
-        r = self.run("tag", r.stdout.strip(), name)
-        assert r.returncode == 0, r.stderr
-
-    def build(self, ctx: Path, tag: str, *args):
-        return self.run("bud", "--isolation", "chroot", "--layers=false", "-t", tag, *args, str(ctx))
-
-    def image(self, tag: str, tmp: Path):
-        out = tmp / f"buildah-oci-{tag.replace(':', '-')}"
-        shutil.rmtree(out, ignore_errors=True)
-        r = self.run("push", "--quiet", tag, f"oci:{out}")
-        assert r.returncode == 0, r.stderr
-        return read_oci(out)
-
-    def remove(self):
-        if os.geteuid() != 0:
-            self.run("unshare", "rm", "-rf", str(self.work / "root"), str(self.work / "run"))
-        shutil.rmtree(self.work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -546,63 +453,6 @@ def test_bad_run_flags_and_mount_options_are_refused_naming_the_line(base, tmp_p
 
 
 # --- 9. root emulation for single-id builds ------------------------------------------------------------
-
-DEBIAN_DOCKERFILE = """\
-FROM debbase:1
-COPY hello.deb /tmp/
-RUN groupadd -g 1500 app && useradd -u 1500 -g app -s /bin/sh app && mkdir /data && chown app:app /data
-RUN apt-get install -y /tmp/hello.deb && rm /tmp/hello.deb
-RUN hello > /hello.out && dpkg-query -W -f '${Status}' hello > /status
-USER app
-"""
-
-
-def test_debian_style_build_with_useradd_chown_and_apt(base, tmp_path):
-    """A Debian-style Dockerfile (groupadd, useradd, chown, apt-get install of a .deb whose
-    postinst adds a user and chowns) builds with and without a subuid range: without one, RUN
-    steps emulate root (the owner changes report success and do nothing; said once in the
-    output; --force=none turns it off and the step fails as before).  Owners are kept where ids
-    are mapped, as buildah keeps them."""
-    root = debian_rootfs(tmp_path / "debroot")
-    with tarfile.open(tmp_path / "deb.tar", "w") as tf:
-        tf.add(root, arcname=".")
-    r = sbx("import", str(tmp_path / "deb.tar"), "debbase:1", timeout=120)
-    assert r.returncode == 0, r.stderr
-    ctx = ctx_of(tmp_path, DEBIAN_DOCKERFILE)
-    make_deb(ctx / "hello.deb")
-    r = build(ctx, "fid-deb:1")
-    assert r.stdout.count("RUN steps emulate root") == (0 if MAPPED else 1), r.stdout
-    images = [(*sbx_image("fid-deb:1", tmp_path), MAPPED)]
-    if base is not None:
-        bsave = tmp_path / "debbase.tar"
-        assert sbx("save", "-o", str(bsave), "debbase:1", timeout=120).returncode == 0
-        base.load(bsave, "localhost/debbase:1")
-        copy = ctx.parent / "ctx-buildah"
-        shutil.copytree(ctx, copy)
-        b = base.build(copy, "fid-deb:1")
-        assert b.returncode == 0, b.stdout + b.stderr
-        images.append((*base.image("fid-deb:1", tmp_path), True))
-    for config, tree, mapped in images:
-        assert config["config"]["User"] == "app"
-        assert tree["/data"][2:4] == owner(1500, 1500, mapped)
-        assert tree["/var/lib/hello"][1:4] == (0o750, *owner(900, 900, mapped))
-        assert tree["/usr/share/hello/owned"][2:4] == owner(1000, 1000, mapped)
-        assert tree["/hello.out"][6] == hashlib.sha256(b"hello from a deb\n").hexdigest()[:16]
-        assert tree["/status"][6] == hashlib.sha256(b"install ok installed").hexdigest()[:16]
-        assert "/etc/apt/apt.conf.d/00sbx-root-emulation" not in tree and "/tmp/hello.deb" not in tree
-        for f in ("/etc/passwd", "/etc/group"):  # the same users and groups as buildah's
-            assert tree[f][6] == images[0][1][f][6]
-    r = sbx("run", "--rm", "fid-deb:1", "sh", "-c", "id -u; grep -c hellod /etc/passwd")
-    assert r.stdout.split() == ["1500", "1"], r.stdout + r.stderr
-    # The issue's example: apt without package lists (no network to fetch them) names the network.
-    apt = ctx_of(tmp_path, "FROM debbase:1\nRUN --network=none apt-get install -y hello-nowhere\n", name="apt")
-    r = sbx("build", str(apt), timeout=120)
-    assert r.returncode == 125 and "Unable to locate package" in r.stdout + r.stderr, r.stdout + r.stderr
-    assert "looks like a network failure, and the step had no network (none)" in r.stderr
-    if not MAPPED:  # without emulation the owner changes fail, as they do in the kernel
-        r = sbx("build", "--no-cache", "--force=none", str(ctx), timeout=120)
-        assert r.returncode == 125 and "maps a single id" in r.stderr and "Dockerfile:3" in r.stderr
-
 
 def test_forced_root_emulation_fakes_owner_changes_and_device_nodes(base, tmp_path):
     """--force=seccomp (the default without a subuid range): chown, setuid/setgid/setgroups and

@@ -1,14 +1,20 @@
-"""Test images for build tests and benchmarks: tars made in memory, a Debian-style root
-filesystem made offline from this Debian host's own packages' files, and a small .deb."""
-import gzip
+"""Test images for build tests and benchmarks: tars made in memory, and the real Debian base and
+loopback apt repository that scripts/debian-base.sh makes once per machine (issue 9)."""
+import contextlib
+import functools
+import http.server
 import io
 import os
-import shutil
-import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import sbxtest
+
+#: Where scripts/debian-base.sh leaves its work; scripts/test.sh passes it as SBX_TEST_DEBIAN.
+DEFAULT_CACHE = "/var/cache/sbx-test/debian"
+#: The base's name once loaded into a store (its OCI layout's ref.name is the suite).
+DEBIAN_IMAGE = "localhost/debian:bookworm"
 
 
 def tar_bytes(entries):
@@ -30,58 +36,48 @@ def tar_bytes(entries):
     return buf.getvalue()
 
 
-def debian_rootfs(dest: Path) -> Path:
-    """A Debian-style root filesystem made offline from this Debian host: busybox plus the host's
-    own dpkg, apt-get (and its methods), useradd, groupadd, GNU tar and ldconfig with the libraries
-    they load, apt's and dpkg's state directories, and the _apt user of a real Debian image."""
-    sbxtest.build_busybox_rootfs(dest)
-    progs = ["/usr/bin/dpkg", "/usr/bin/dpkg-deb", "/usr/bin/dpkg-query", "/usr/bin/dpkg-split", "/usr/bin/tar",
-             "/usr/sbin/useradd", "/usr/sbin/groupadd", "/usr/sbin/ldconfig", "/usr/bin/apt-get",
-             "/usr/bin/apt-config", *map(str, Path("/usr/lib/apt/methods").iterdir())]
-    libs = set()
-    for p in progs:
-        out = subprocess.run(["ldd", p], capture_output=True, text=True).stdout
-        libs.update(w for line in out.splitlines() for w in line.split() if w.startswith("/"))
-    for src in [*progs, *libs]:
-        if not os.path.exists(src):
-            continue
-        t = dest / src.lstrip("/")
-        t.parent.mkdir(parents=True, exist_ok=True)
-        if t.is_symlink() or t.exists():
-            t.unlink()
-        shutil.copy2(os.path.realpath(src), t)
-    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "etc/dpkg/dpkg.cfg.d",
-              "etc/apt/apt.conf.d", "etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
-              "var/cache/apt/archives/partial", "var/log/apt", "usr/local/bin"):
-        (dest / d).mkdir(parents=True, exist_ok=True)
-    for f in ("var/lib/dpkg/status", "var/lib/dpkg/available"):
-        (dest / f).write_text("")
-    shutil.copy2("/etc/login.defs", dest / "etc/login.defs")
-    shutil.copytree("/usr/share/dpkg", dest / "usr/share/dpkg", dirs_exist_ok=True)
-    (dest / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n")
-    (dest / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    (dest / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n_apt:*:19000:0:99999:7:::\n")
-    (dest / "etc/gshadow").write_text("root:*::\nnogroup:*::\n")
-    return dest
+def apt_install(*packages: str) -> str:
+    """A RUN command installing ``packages`` from the repository whose sources.list line is the build
+    argument APT_SOURCE, leaving no trace of the sources or the package lists in the image (as
+    Dockerfiles that use a mirror do)."""
+    return ('echo "$APT_SOURCE" > /etc/apt/sources.list.d/local.list && rm /etc/apt/sources.list \\\n'
+            f'    && apt-get update -q && apt-get install -y -q --no-install-recommends {" ".join(packages)} \\\n'
+            '    && rm -rf /var/lib/apt/lists/* /etc/apt/sources.list.d/local.list')
 
 
-def make_deb(path: Path) -> None:
-    """hello_1.0_all.deb, as dpkg-deb builds it (ar of debian-binary, control.tar.gz, data.tar.gz):
-    a file owned by 1000:1000, a 0750 state directory, and a postinst that adds a system user and
-    gives it that directory."""
-    def tgz(entries):
-        raw = tar_bytes(entries)
-        return gzip.compress(raw, mtime=0)
-    control = b"Package: hello\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: t\n"
-    postinst = b"#!/bin/sh\nset -e\nuseradd -r -u 900 -d /var/lib/hello -s /bin/sh hellod\nchown hellod: /var/lib/hello\n"
-    d = [(n, "d", 0o755, 0, 0, b"") for n in ("./", "./usr/", "./usr/bin/", "./usr/share/", "./usr/share/hello/",
-                                              "./var/", "./var/lib/")]
-    data = tgz(d + [("./var/lib/hello/", "d", 0o750, 0, 0, b""),
-                    ("./usr/bin/hello", "f", 0o755, 0, 0, b"#!/bin/sh\necho hello from a deb\n"),
-                    ("./usr/share/hello/owned", "f", 0o644, 1000, 1000, b"owned by 1000\n")])
-    ctl = tgz([("./", "d", 0o755, 0, 0, b""), ("./control", "f", 0o644, 0, 0, control),
-               ("./postinst", "f", 0o755, 0, 0, postinst)])
-    out = b"!<arch>\n"
-    for name, blob in (("debian-binary", b"2.0\n"), ("control.tar.gz", ctl), ("data.tar.gz", data)):
-        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(blob):<10}`\n".encode() + blob + b"\n" * (len(blob) % 2)
-    path.write_bytes(out)
+def debian_cache():
+    """(the cache directory of scripts/debian-base.sh, None) when it holds the base and the repository,
+    else (None, why)."""
+    d = Path(os.environ.get("SBX_TEST_DEBIAN") or DEFAULT_CACHE)
+    missing = [p for p in ("oci/index.json", "repo/Packages", "base.tar") if not (d / p).is_file()]
+    if missing:
+        return None, (f"the Debian base is not installed in {d} (missing {', '.join(missing)}): run "
+                      "scripts/debian-base.sh as root (scripts/test.sh does) and pass its directory as SBX_TEST_DEBIAN")
+    return d, None
+
+
+def load_args(cache: Path):
+    """`sbx load` arguments that put the cached base into a store as DEBIAN_IMAGE."""
+    return ["load", "-q", "-i", str(cache / "oci"), "--repository", DEBIAN_IMAGE.rsplit(":", 1)[0]]
+
+
+@contextlib.contextmanager
+def serve_repo(repo: Path):
+    """Serve the flat apt repository ``repo`` over HTTP on the host's own non-loopback address (what a
+    build step on sbx's default network, slirp4netns without host-loopback access, reaches, and
+    buildah's chroot steps on the host's network too); yields its sources.list line."""
+    addr = sbxtest.host_address()
+    assert addr and not addr.startswith("127."), "the host needs a non-loopback IPv4 address to serve the repository"
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer((addr, 0), functools.partial(Quiet, directory=str(repo)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"deb [trusted=yes] http://{addr}:{srv.server_address[1]}/ ./"
+    finally:
+        srv.shutdown()
+        srv.server_close()
