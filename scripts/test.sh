@@ -165,6 +165,9 @@ if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
     chmod 0666 /dev/net/tun
 fi
 
+# A real Debian base and a loopback apt repository for the build tests and benches (issue 9): made once per machine.
+debian=$(bash "$work/src/scripts/debian-base.sh") || { echo "scripts/test.sh: scripts/debian-base.sh failed" >&2; debian=; }
+
 # --- 5/6. The runs ------------------------------------------------------------------------------
 declare -a summary=()
 failed=0
@@ -190,7 +193,7 @@ run_as() {  # name user target [pytest args...]
     chown "$user:" "$xdg"
     log "pytest $target as $user"
     local cmd=(env -i "HOME=$home" "USER=$user" "LOGNAME=$user" "PATH=$venv/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-               "LANG=C.UTF-8" "CI=${CI:-}" "XDG_RUNTIME_DIR=$xdg"
+               "LANG=C.UTF-8" "CI=${CI:-}" "XDG_RUNTIME_DIR=$xdg" "SBX_TEST_DEBIAN=$debian"
                timeout --kill-after=30 "$per_run_timeout"
                "$venv/bin/python" -m pytest -p no:cacheprovider --timeout 300 --durations=15 --basetemp "$rundir/tmp"
                -rfEs "$@" "${extra_args[@]}" "$work/src/$target")
