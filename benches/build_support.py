@@ -52,6 +52,32 @@ CMD ["cat", "/opt/app/build/count"]
 """
 
 
+#: The busybox multi-stage set's Dockerfile, beside the single-stage one in the context.
+MULTISTAGE = "Dockerfile.multi"
+
+
+def multistage_dockerfile(base: str, generated: int, owners: bool) -> str:
+    """A multi-stage build: a stage generating files, a stage archiving the source tree, and a final
+    stage copying from both (COPY --from) and from the context, then adding a user."""
+    owners_cmd = " && chown -R 1000:1000 /home/app /opt/gen" if owners else ""
+    return f"""\
+FROM {base} AS gen
+WORKDIR /out
+RUN i=0; while [ $i -lt {generated} ]; do echo "generated $i" > gen-$i.txt; i=$((i+1)); done && sha256sum gen-* > SUMS
+FROM {base} AS pack
+COPY src/ /src/
+RUN tar -C /src -cf /src.tar . && sha256sum /src.tar > /src.sum
+FROM {base}
+COPY --from=gen /out/ /opt/gen/
+COPY --from=pack /src.tar /src.sum /opt/
+COPY conf/app.conf /etc/app.conf
+RUN echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd && echo app:x:1000: >> /etc/group \\
+    && mkdir -p /home/app{owners_cmd}
+USER app
+CMD ["cat", "/opt/src.sum"]
+"""
+
+
 def fs_steps(text: str) -> int:
     """Steps that make a layer (COPY, ADD, RUN): what a fully cached rebuild reports as CACHED."""
     return sum(1 for line in text.splitlines() if line.split(" ", 1)[0] in ("COPY", "ADD", "RUN"))
@@ -79,6 +105,7 @@ def make_context(d: Path, base: str, full: bool, owners: bool) -> dict[str, Any]
     (d / "conf" / "app.conf").write_text("[app]\nworkers = 2\n")
     text = dockerfile(base, generated, owners)
     (d / "Dockerfile").write_text(text)
+    (d / MULTISTAGE).write_text(multistage_dockerfile(base, generated, owners))
     return {"files": files, "bytes": total + asset, "generated": generated, "steps": fs_steps(text)}
 
 
