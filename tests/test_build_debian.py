@@ -8,8 +8,8 @@ the module: the build needs no network beyond the host.
 
 The Dockerfile is written like a real project's: apt-get install from the repository (maintainer
 scripts that add a system user with adduser and give /usr/bin/ping a file capability with setcap),
-groupadd and useradd, COPY --chown, a build stage whose results (a hard-linked pair, owned by
-1000) a final stage copies, setcap in a RUN, and metadata.  sbx builds it with and without a
+groupadd and useradd, COPY --chown, a build stage whose results (a hard-linked pair owned by
+1000, a program given a capability with setcap) a final stage copies, and metadata.  sbx builds it with and without a
 subordinate id range (without one, RUN steps emulate root: the owner changes succeed without
 effect and every file is root's); where buildah can run a step (as root, or with a range) it builds
 the same file with `buildah bud --layers`, and the two images must agree on every path's type,
@@ -50,9 +50,10 @@ CAP_NET_BIND_SERVICE, CAP_NET_RAW = 10, 13
 APP_DOCKERFILE = f"""\
 FROM {DEBIAN_IMAGE} AS build
 ARG APT_SOURCE
-RUN {apt_install("hello")}
+RUN {apt_install("hello", "libcap2-bin")}
 RUN mkdir -p /out/bin /out/share && cp /usr/bin/hello /out/bin/ && hello > /out/share/greeting \\
-    && ln /out/share/greeting /out/share/greeting.hard && chown -R 1000:1000 /out/share && chmod 0750 /out/share
+    && ln /out/share/greeting /out/share/greeting.hard && chown -R 1000:1000 /out/share && chmod 0750 /out/share \\
+    && setcap cap_net_bind_service+ep /out/bin/hello
 
 FROM {DEBIAN_IMAGE}
 ARG APT_SOURCE
@@ -62,7 +63,6 @@ RUN groupadd -g 1500 app && useradd -m -u 1500 -g app -s /bin/bash app \\
 COPY --chown=app:app app/ /home/app/app/
 COPY --from=build /out/bin/hello /usr/local/bin/hello
 COPY --from=build /out/share/ /opt/share/
-RUN setcap cap_net_bind_service+ep /usr/local/bin/hello
 ENV APP_HOME=/home/app
 EXPOSE 8080
 USER app
@@ -150,8 +150,8 @@ def test_debian_app_installs_packages_adds_users_and_keeps_capabilities(app):
     """On the real base, with or without a subordinate id range: packages install from the
     repository (their maintainer scripts run: adduser's system user, setcap's capability), useradd
     and COPY --chown give their owners (kept where ids are mapped, root's where one id is), COPY
-    --from keeps the build stage's owners, mode and hard links, and RUN setcap's capability is in
-    the image as a revision 2 security.capability (no namespace root id in a portable image)."""
+    --from keeps the build stage's owners; a capability set in a RUN (ping's postinst) is in the
+    image as a revision 2 security.capability (no namespace root id in a portable image)."""
     config, tree = app.sbx
     assert app.output.count("RUN steps emulate root") == (0 if MAPPED else 1), app.output
     c = config["config"]
@@ -166,7 +166,6 @@ def test_debian_app_installs_packages_adds_users_and_keeps_capabilities(app):
     assert tree["/opt/share"][1:4] == (0o755, 0, 0)
     assert tree["/opt/share/greeting"][2:4] == owner(1000, 1000)
     assert tree["/usr/bin/ping"][7] == (cap_xattr(CAP_NET_RAW),)
-    assert tree["/usr/local/bin/hello"][7] == (cap_xattr(CAP_NET_BIND_SERVICE),)
     assert tree["/usr/bin/perl"][8] == ("/usr/bin/perl", "/usr/bin/perl5.36.0")   # the base's own hard links
     assert not {"/etc/apt/sources.list", "/etc/apt/sources.list.d/local.list", "/etc/hosts", "/etc/resolv.conf"} & set(tree)
     assert overlay_xattrs(tree) == []
@@ -178,13 +177,19 @@ def test_debian_app_installs_packages_adds_users_and_keeps_capabilities(app):
                                      "Hello, world!"], r.stdout + r.stderr
 
 
-def test_copy_from_keeps_hard_links(app):
+def test_copy_from_keeps_hard_links_and_capabilities(app):
     """COPY --from keeps the files of a source that are hard links of each other as one file with
-    several names, as BuildKit's copy (fsutil keeps an inode's first path and links the others to
-    it) and buildah do."""
+    several names, and a file's security.capability, as BuildKit's copy does (fsutil links an
+    inode's later names to its first, and copies xattrs) and buildah does."""
     _, tree = app.sbx
     assert tree["/opt/share/greeting"][8] == ("/opt/share/greeting", "/opt/share/greeting.hard"), \
         (tree["/opt/share/greeting"], tree["/opt/share/greeting.hard"])
+    caps = tree["/usr/local/bin/hello"][7]
+    if caps == () and not MAPPED and os.geteuid() != 0:
+        # Known gap: with one id mapped, COPY places files in sbx's own process, outside any user
+        # namespace, where an unprivileged user cannot set security.capability (CAP_SETFCAP).
+        pytest.xfail("without a subuid range COPY --from drops security.capability (placement runs outside a userns)")
+    assert caps == (cap_xattr(CAP_NET_BIND_SERVICE),)
 
 
 def test_debian_app_matches_buildah(app):

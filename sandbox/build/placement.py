@@ -258,13 +258,18 @@ class _Placer:
             return (st.st_uid, st.st_gid)
         return None
 
-    def _finish_file(self, fd: int, mode: int, times=None, owner=None) -> None:
+    def _finish_file(self, fd: int, mode: int, times=None, owner=None, xattrs=()) -> None:
         os.fchmod(fd, mode)
         owner = owner or self.owner
         if owner is not None and owner != (os.geteuid(), os.getegid()):
             os.fchown(fd, *owner)
         if times is not None:
             os.utime(fd, ns=times)
+        for k, v in xattrs:  # after the chown, which drops security.capability
+            try:
+                os.setxattr(fd, k, v)
+            except OSError:  # BuildKit's file backend logs and ignores xattr errors too
+                pass
 
     def create(self, parts: list[str], name: str) -> int:
         """A new, empty regular file `name` in the directory at canonical `parts`, replacing
@@ -272,14 +277,14 @@ class _Placer:
         return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                        dir_fd=self._replace(parts, name))
 
-    def write(self, parts: list[str], name: str, chunks, mode: int, times=None, owner=None) -> None:
+    def write(self, parts: list[str], name: str, chunks, mode: int, times=None, owner=None, xattrs=()) -> None:
         fd = self.create(parts, name)
         try:
             for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
-            self._finish_file(fd, mode, times, owner)
+            self._finish_file(fd, mode, times, owner, xattrs)
         finally:
             os.close(fd)
 
@@ -313,7 +318,7 @@ class _Placer:
             with os.fdopen(src, "rb") as f:
                 self.write(parts, name, iter(lambda: f.read(1 << 20), b""),
                            self.chmod if self.chmod is not None else stat.S_IMODE(st.st_mode),
-                           (st.st_atime_ns, st.st_mtime_ns), owner)
+                           (st.st_atime_ns, st.st_mtime_ns), owner, _xattrs_of(f.fileno()))
             return None
         raise ImageError(f"{self.where}: cannot copy /{'/'.join(parts + [name])}: not a file, directory or symlink")
 
@@ -341,6 +346,19 @@ class _Placer:
                     chmod_at(dfd, name, mode)
             finally:
                 os.close(dfd)
+
+
+def _xattrs_of(fd: int) -> list:
+    """A copied file's extended attributes (security.capability...), which BuildKit's copy keeps;
+    overlayfs's own are never copied."""
+    out = []
+    try:
+        for k in os.listxattr(fd):
+            if not k.startswith(("user.overlay.", "trusted.overlay.")):
+                out.append((k, os.getxattr(fd, k)))
+    except OSError:
+        pass
+    return out
 
 
 def _remove_at(dfd: int, name: str) -> bool:
