@@ -1,14 +1,22 @@
-"""`sbx logs`: one CRI log per detached container, stdout and stderr interleaved in the order
-written; --tail, --since/--until (RFC 3339, unix time, Go durations), -t, -f."""
+"""`sbx logs`: one CRI log per container, stdout and stderr interleaved in the order written;
+--tail, --since/--until (RFC 3339, unix time, Go durations), -t, -f.  Detached runs (the monitor)
+and kept foreground runs (`sbx run` without --rm, `sbx start -a`) are logged, as Docker's; a
+foreground run's output also reaches its caller, with signals, exit codes and large outputs as
+without a log.  A foreground `--rm` run keeps the caller's fds and has no log."""
+import base64
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 import sbxtest
-from sbxtest import assert_sbx_error, ok, sbx
+from ptyrun import Terminal
+from sbxtest import Lines, assert_sbx_error, container_init_pid, ok, sbx, sbx_popen
 
 
 pytestmark = pytest.mark.usefixtures("own_container_store")
@@ -20,6 +28,16 @@ def _log_file(ref):
 
 
 _wait_for = sbxtest.wait_for
+
+
+def _logs_bytes(ref):
+    return subprocess.run(sbxtest.sbx_argv("logs", ref), capture_output=True, cwd=sbxtest.NEUTRAL_CWD, timeout=120)
+
+
+def _records(ref):
+    """The log's records as (stream, tag, content)."""
+    with open(_log_file(ref), "rb") as f:
+        return [tuple(line.split(b" ", 3)[1:]) for line in f.read().splitlines()]
 
 
 class Steps:
@@ -102,9 +120,157 @@ def test_follow_ends_when_the_container_does(busybox_rootfs, tmp_path):
     assert p.returncode == 0 and got.lines == ["first\n", "second\n"]
 
 
-def test_a_foreground_run_writes_to_its_terminal_not_the_log(busybox_rootfs):
-    r = sbx("run", "--name", "fg", "--rootfs", busybox_rootfs, "echo", "to-terminal")
-    assert r.stdout == "to-terminal\n"
-    assert ok(sbx("logs", "fg")) == ""
-    assert "foreground" in ok(sbx("logs", "--help"))
+def test_a_foreground_run_is_logged_stream_by_stream_in_the_order_written(busybox_rootfs, tmp_path):
+    steps = Steps(tmp_path, 3)
+    script = ("echo o1; read x < /sync/go1; echo e1 >&2; read x < /sync/go2; echo o2; read x < /sync/go3; "
+              "printf e2 >&2; exit 3")
+    p = sbx_popen("run", "--name", "fg", "-v", f"{tmp_path}:/sync", "--rootfs", busybox_rootfs, "sh", "-c", script)
+    try:
+        out, err = Lines(p.stdout), Lines(p.stderr)
+        out.wait_for("o1")   # each line reaches the caller while the container runs
+        steps.go()
+        err.wait_for("e1")
+        steps.go()
+        out.wait_for("o2")
+        steps.go()
+        err.wait_for("e2")
+        assert p.wait(timeout=30) == 3
+    finally:
+        p.kill()
+        p.wait()
+    assert out.lines == ["o1\n", "o2\n"] and err.lines == ["e1\n", "e2"]
+    r = sbx("logs", "fg")
+    assert r.returncode == 0 and r.stdout == "o1\no2\n" and r.stderr == "e1\ne2"
+    assert _records("fg") == [(b"stdout", b"F", b"o1"), (b"stderr", b"F", b"e1"), (b"stdout", b"F", b"o2"),
+                              (b"stderr", b"P", b"e2")]
     assert_sbx_error(sbx("logs", "nothing"), 1, "No such container: nothing")
+
+
+def test_start_attach_appends_to_the_log_of_the_earlier_runs(busybox_rootfs):
+    script = "echo out; echo err >&2; exit 2"
+    r = sbx("run", "--name", "again", "--rootfs", busybox_rootfs, "sh", "-c", script)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "out\n", "err\n")
+    r = sbx("start", "-a", "again")
+    assert (r.returncode, r.stdout, r.stderr) == (2, "out\n", "err\n")
+    ok(sbx("start", "again"))          # the monitor writes the same log
+    assert ok(sbx("wait", "again")) == "2\n"
+    r = sbx("logs", "again")
+    assert r.stdout == "out\n" * 3 and r.stderr == "err\n" * 3
+
+
+def test_a_tty_foreground_run_is_logged_as_stdout(busybox_rootfs):
+    t = Terminal(sbxtest.sbx_argv("run", "-t", "--name", "tty", "--rootfs", busybox_rootfs, "sh", "-c",
+                                  "test -t 1 && echo on-a-tty; echo err >&2; exit 4"), cwd=sbxtest.NEUTRAL_CWD)
+    try:
+        rc, shown = t.finish(timeout=30)
+    finally:
+        t.close()
+    assert rc == 4 and "on-a-tty" in shown and "err" in shown, shown
+    r = _logs_bytes("tty")
+    assert r.stdout == b"on-a-tty\r\nerr\r\n" and r.stderr == b""   # what the container's pty wrote, as Docker
+
+
+def test_a_logged_container_sees_pipes_and_a_rm_run_sees_the_callers_fds(busybox_rootfs, tmp_path):
+    """`--rm` foreground runs keep today's direct fds (and import nothing of the relay); a kept
+    one's stdout and stderr are pipes of its own, as in Docker."""
+    code = ("import sys\nfrom sandbox.cli import main\n"
+            "sys.argv = ['sbx', 'run', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write('relay:%s\\n' % ('sandbox.containers.logs' in sys.modules))\n")
+    seen = {}
+    for how in ("--rm", "--name=kept"):
+        r, w = os.pipe()
+        p = subprocess.Popen([sys.executable, "-c", code, how, "--rootfs", busybox_rootfs, "sh", "-c",
+                              "readlink /proc/$$/fd/1; readlink /proc/$$/fd/2"],
+                             stdout=w, stderr=w, cwd=sbxtest.NEUTRAL_CWD)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            text = f.read().decode()
+            ours = f"pipe:[{os.fstat(f.fileno()).st_ino}]"
+        assert p.wait(timeout=30) == 0, text
+        seen[how] = (text.split(), ours)
+    (rm_out, ours) = seen["--rm"]
+    assert rm_out == [ours, ours, "relay:False"]
+    (kept_out, ours) = seen["--name=kept"]
+    assert kept_out[2] == "relay:True"
+    assert kept_out[0].startswith("pipe:[") and kept_out[1].startswith("pipe:[")
+    assert len({kept_out[0], kept_out[1], ours}) == 3
+    assert ok(sbx("logs", "kept")) == f"{kept_out[0]}\n{kept_out[1]}\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_to_a_logged_run_reach_the_container(busybox_rootfs, sig):
+    p = sbx_popen("run", "--name", "sig", "--init", "--rootfs", busybox_rootfs, "sh", "-c", "echo ready; exec sleep 60")
+    try:
+        Lines(p.stdout).wait_for("ready")
+        p.send_signal(sig)
+        assert p.wait(timeout=20) == 128 + sig
+    finally:
+        p.kill()
+        p.wait()
+    assert ok(sbx("logs", "sig")) == "ready\n"
+    assert sbxtest.inspect_container("sig")["State"]["ExitCode"] == 128 + sig
+
+
+def test_ctrl_c_on_the_terminal_reaches_a_logged_container(busybox_rootfs):
+    t = Terminal(sbxtest.sbx_argv("run", "--name", "cc", "--rootfs", busybox_rootfs, "sh", "-c",
+                                  "trap 'echo got-int; exit 130' INT; echo ready; while :; do sleep 0.1; done"),
+                 cwd=sbxtest.NEUTRAL_CWD)
+    try:
+        t.read_until(b"ready")
+        os.write(t.master, b"\x03")
+        rc, shown = t.finish(timeout=30)
+    finally:
+        t.close()
+    assert rc == 130 and "got-int" in shown, shown
+    assert ok(sbx("logs", "cc")) == "ready\ngot-int\n"
+
+
+def test_a_large_output_reaches_the_caller_and_the_log_whole(busybox_rootfs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir(mode=0o777)
+    os.chmod(out, 0o777)
+    script = "head -c 15000000 /dev/urandom | tee /out/random | base64; echo done >&2"
+    argv = sbxtest.sbx_argv("run", "--name", "big", "-v", f"{out}:/out", "--rootfs", busybox_rootfs,
+                            "sh", "-c", script)
+    r = subprocess.run(argv, capture_output=True, cwd=sbxtest.NEUTRAL_CWD, stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 0 and r.stderr == b"done\n", r.stderr
+    assert len(r.stdout) > 20_000_000 and base64.b64decode(r.stdout) == (out / "random").read_bytes()
+    logged = _logs_bytes("big")
+    assert logged.stdout == r.stdout and logged.stderr == b"done\n"
+
+
+def test_a_process_holding_the_pipe_does_not_keep_the_run(busybox_rootfs, tmp_path):
+    """Another process holds the container's stdout pipe open (it opened /proc/PID/fd/1) after
+    the container exits: the run still ends, with everything the container wrote."""
+    steps = Steps(tmp_path, 1)
+    p = sbx_popen("run", "--name", "held", "-v", f"{tmp_path}:/sync", "--rootfs", busybox_rootfs, "sh", "-c",
+                  "echo ready; read x < /sync/go1; echo bye; exit 5")
+    held = []
+    try:
+        Lines(p.stdout).wait_for("ready")
+        init = container_init_pid(p.pid)
+        held = [os.open(f"/proc/{init}/fd/{n}", os.O_WRONLY) for n in (1, 2)]
+        steps.go()
+        assert p.wait(timeout=30) == 5
+    finally:
+        p.kill()
+        p.wait()
+        for fd in held:
+            os.close(fd)
+    assert ok(sbx("logs", "held")) == "ready\nbye\n"
+
+
+def test_a_reader_that_goes_away_ends_a_logged_run_as_a_rm_one(busybox_rootfs):
+    """The caller's reader exits: the container's next write fails as if it wrote to it directly."""
+    results = []
+    for how in ("--rm", "--name=gone"):
+        p = subprocess.Popen(sbxtest.sbx_argv("run", how, "--rootfs", busybox_rootfs, "sh", "-c",
+                                              "yes; echo yes-ended >&2"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                             cwd=sbxtest.NEUTRAL_CWD)
+        assert p.stdout.read(4) == b"y\ny\n"
+        p.stdout.close()
+        rc = p.wait(timeout=30)
+        results.append((rc, p.stderr.read().decode().splitlines()[-1]))
+    assert results[0] == results[1] and results[0] == (0, "yes-ended"), results

@@ -200,9 +200,10 @@ def logs(container: str = typer.Argument(..., help="Container name or id."),
                                              help="Output since a time: RFC 3339, unix time, or a duration ago (10m)."),
          until: Optional[str] = typer.Option(None, "--until", help="Output until a time (as --since)."),
          timestamps: bool = typer.Option(False, "-t", "--timestamps", help="Show each line's timestamp.")):
-    """Print a container's output, stdout and stderr in the order written.  Only containers
-    running in the background (run -d, start) have logs: a foreground run's output goes to
-    its terminal, not to the log."""
+    """Print a container's output, stdout and stderr in the order written (its stdout to
+    stdout, its stderr to stderr; a tty's all on stdout).  Every run is logged, as Docker's:
+    in the background (run -d, start) and in the foreground (run, start -a), whose output
+    also went to the terminal.  Only a foreground run with --rm, removed when it ends, is not."""
     import sys
     import time as _time
     from ..containers import logs as _logs

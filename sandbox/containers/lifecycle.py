@@ -512,17 +512,24 @@ def run_detached(where, rec, runtime_root=None):
 
 def run_foreground(where, rec, interactive=False, terminal=False):
     """Run a stored container in this process (foreground `sbx run`, `start -a`): the terminal
-    relayed with a tty, signals forwarded, the state recorded; returns Docker's exit code."""
+    relayed with a tty, signals forwarded, the state recorded; returns Docker's exit code.
+    Its output goes to our stdout/stderr and is appended to its log, as Docker's (a tty's as
+    stdout); a foreground --rm run, gone at its end, keeps our fds and has no log."""
     from ..errors import SandboxError
     store_ = store(where)
     private = rec.auto_remove  # a foreground --rm run: no fsync, removed at the end
     sup = Supervision(store_, rec, sync=not private)
     hooks = ()
+    log = None
     try:
+        if not private:
+            from . import logs
+            log = logs.Writer(rec.path(logs.LOG))
         try:
             hooks = launch_hooks(rec.spec)
             code = _run(rec.spec, interactive, terminal, hooks,
-                        on_start=lambda pid, network=None: sup.started(pid, network, cgroup=leaf_path(hooks)))
+                        on_start=lambda pid, network=None: sup.started(pid, network, cgroup=leaf_path(hooks)),
+                        log=log, name=rec.name)
         except SandboxError as e:
             if not private:
                 sup.exited(e.exit_code, error=str(e))
@@ -533,6 +540,8 @@ def run_foreground(where, rec, interactive=False, terminal=False):
             journal.append(store_, "die", rec, exitCode=code)
         return code
     finally:
+        if log is not None:
+            log.close()
         sup.release()
 
 
@@ -595,35 +604,60 @@ def oom_killed(hooks):
     return any(getattr(h, "oom_kills", 0) for h in hooks)
 
 
-def _run(spec, interactive, tty, hooks=(), on_start=None):
-    """Launch in the foreground and supervise to the end; returns Docker's exit code."""
+def _run(spec, interactive, tty, hooks=(), on_start=None, log=None, name=""):
+    """Launch in the foreground and supervise to the end; returns Docker's exit code.  `log`: a
+    logs.Writer the output is appended to as well (the container's stdout and stderr are then
+    pipes we relay); without, the container has our fds."""
     from ..runtime import process
     from ..runtime.process import SandboxProcess
+    record = None if log is None else log.write
     if tty:
         p = SandboxProcess.launch(spec, terminal=True, console_size=process.terminal_size(0), hooks=hooks)
         try:
             if on_start is not None:
                 on_start(p.pid, network=network_settings(hooks))
             # No detach keys: a foreground sandbox has no other supervisor to detach to.
-            return p.relay_pty(stdin_fd=0 if interactive else -1, stdout_fd=1, detach_keys=None)
+            code = p.relay_pty(stdin_fd=0 if interactive else -1, stdout_fd=1, detach_keys=None, log=record)
+            _relay_warning(p, name)
+            return code
         finally:
             p.close()
-    devnull = -1
+    stdio = [-1, -1, -1]
     if not interactive:
-        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        stdio[0] = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    pipes = ()
     try:
+        if record is not None:
+            out_r, stdio[1] = os.pipe2(os.O_CLOEXEC)
+            pipes += ((out_r, 1, "stdout"),)
+            err_r, stdio[2] = os.pipe2(os.O_CLOEXEC)
+            pipes += ((err_r, 2, "stderr"),)
         # The forwarded signals are held from before the launch (launch's default): one that
         # arrives meanwhile reaches the sandbox instead of killing sbx.
-        p = SandboxProcess.launch(spec, stdio=(devnull, -1, -1), hooks=hooks)
+        p = SandboxProcess.launch(spec, stdio=tuple(stdio), hooks=hooks)
+    except BaseException:
+        for r, _, _ in pipes:
+            os.close(r)
+        raise
     finally:
-        if devnull >= 0:
-            os.close(devnull)
+        for fd in stdio:
+            if fd >= 0:
+                os.close(fd)
     try:
+        if pipes:
+            p.pump(pipes, record)  # before the start is recorded: its output flows at once
         if on_start is not None:
             on_start(p.pid, network=network_settings(hooks))
-        return p.wait()
+        code = p.wait()
+        _relay_warning(p, name)
+        return code
     finally:
         p.close()
+
+
+def _relay_warning(p, name):
+    if p.relay_error is not None:
+        os.write(2, f"sbx: warning: the log of container {name} is incomplete: {p.relay_error}\n".encode())
 
 
 def restart(where, ref, timeout=None, runtime_root=None):

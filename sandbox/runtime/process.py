@@ -11,8 +11,14 @@ sandbox instead of killing the supervisor; `wait` (or `relay_pty`) takes them fr
 restores the thread's mask when it ends.  Launch and wait from the same thread.
 
 Teardowns (`add_teardown`, and the hooks' own) run once, in reverse order, once the process is
-reaped or on `close()`.  This module is on `sbx run`'s path: it imports nothing at top level
-that the plain run does not need (termios, select and socket only for a terminal)."""
+reaped or on `close()`.
+
+Output: `pump(pipes, log)` copies the sandbox's stdout/stderr pipes to our own fds and to a
+log while `wait` forwards signals as it always does (a kept foreground container's output
+reaches both its caller and `sbx logs`); `relay_pty(log=...)` does the same for a terminal.
+
+This module is on `sbx run`'s path: it imports nothing at top level that the plain run does
+not need (termios, select and socket only for a terminal; _thread and select only for a pump)."""
 import os
 
 from . import launch as _launch
@@ -68,6 +74,9 @@ class SandboxProcess:
         self._teardowns = []
         self._closed = False
         self._handle = None
+        self._pump = None  # (stop pipe, done lock) while pump() copies output
+        self.relay_error = None  # the first error of a `log` given to pump/relay_pty (not called after
+                                # it), or of the pump itself: the output reached its reader, the log may not
 
     # --- launch ---------------------------------------------------------------------------------
 
@@ -307,6 +316,7 @@ class SandboxProcess:
             status = 255 << 8
         self.status = status
         self.returncode = exit_code(status)
+        self._end_pump()  # the forwarded signals are still held: the drain is not interrupted
         self._unhold()
         self._run_teardowns()
 
@@ -315,17 +325,64 @@ class SandboxProcess:
         if old is not None:
             _restore_mask(old)
 
+    # --- output pipes ---------------------------------------------------------------------------
+
+    def pump(self, pipes, log=None):
+        """Copy the sandbox's output pipes while it runs.  `pipes`: ((read_fd, out_fd, stream),
+        ...); each chunk read goes to out_fd at once (-1: nowhere) and, with `log`, to
+        log(stream, data), in the order read.  The read ends are the pump's from now on.
+
+        A thread copies, with every signal blocked, so `wait` takes and forwards signals exactly
+        as without a pump.  Once the process is reaped (wait, close), what is left in the pipes
+        is copied (at most a pipe's capacity each: a process that outlived the sandbox and still
+        writes is not followed) and the pump ends, even if another process holds a write end.
+        If out_fd's reader is gone (EPIPE) that pipe is closed, so the sandbox's next write to
+        it gets SIGPIPE as if it wrote there itself.  A `log` that raises OSError is not called
+        again; the error is `relay_error`."""
+        import _signal
+        import _thread
+        stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+        done = _thread.allocate_lock()
+        done.acquire()
+        # The thread inherits this mask: nothing is ever delivered to it (a SIGCHLD it took
+        # would be lost to wait's sigwaitinfo).
+        old = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+        try:
+            _thread.start_new_thread(_pump_thread, (self, tuple(pipes), log, stop_r, done))
+        except BaseException:
+            for fd in (stop_r, stop_w, *(r for r, _, _ in pipes)):
+                os.close(fd)
+            raise
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
+        self._pump = (stop_r, stop_w, done)
+        if self.status is not None:
+            self._end_pump()
+
+    def _end_pump(self):
+        pump, self._pump = self._pump, None
+        if pump is None:
+            return
+        stop_r, stop_w, done = pump
+        try:
+            os.write(stop_w, b"x")
+            done.acquire()
+        finally:
+            os.close(stop_r)
+            os.close(stop_w)
+
     # --- terminal -------------------------------------------------------------------------------
 
-    def relay_pty(self, stdin_fd=0, stdout_fd=1, raw=True, detach_keys=DETACH_KEYS):
-        """Copy the pty: our `stdin_fd` (-1: none) to the sandbox, its output to `stdout_fd`,
-        with our terminal in raw mode (`raw` and stdin a terminal), the window size followed
-        (SIGWINCH) and the forwarded signals passed on, until the process exits: returns its
-        exit code.  Typing `detach_keys` on stdin detaches: returns None and the process runs
-        on (a partial sequence followed by another key passes through as typed)."""
+    def relay_pty(self, stdin_fd=0, stdout_fd=1, raw=True, detach_keys=DETACH_KEYS, log=None):
+        """Copy the pty: our `stdin_fd` (-1: none) to the sandbox, its output to `stdout_fd`
+        (and, with `log`, to log("stdout", data), as Docker logs a tty), with our terminal in
+        raw mode (`raw` and stdin a terminal), the window size followed (SIGWINCH) and the
+        forwarded signals passed on, until the process exits: returns its exit code.  Typing
+        `detach_keys` on stdin detaches: returns None and the process runs on (a partial
+        sequence followed by another key passes through as typed)."""
         if self.pty_master < 0:
             raise ValueError("relay_pty: the process was not launched with terminal=True")
-        return _relay(self, stdin_fd, stdout_fd, raw, detach_keys)
+        return _relay(self, stdin_fd, stdout_fd, raw, detach_keys, _Log(self, log))
 
     # --- teardown -------------------------------------------------------------------------------
 
@@ -377,7 +434,7 @@ class SandboxProcess:
         self.close()
 
 
-def _relay(p, stdin_fd, stdout_fd, raw, detach_keys):
+def _relay(p, stdin_fd, stdout_fd, raw, detach_keys, log):
     """The terminal loop of relay_pty (termios, select and signal are imported only here)."""
     import errno
     import select
@@ -436,6 +493,7 @@ def _relay(p, stdin_fd, stdout_fd, raw, detach_keys):
                     data = b""
                 if data:
                     _write_all(stdout_fd, data)
+                    log("stdout", data)
                 elif p.pidfd < 0:
                     break
                 else:
@@ -456,7 +514,7 @@ def _relay(p, stdin_fd, stdout_fd, raw, detach_keys):
                 else:
                     _write_all(master, data)
             if p.pidfd >= 0 and p.pidfd in ready:
-                _drain(master, stdout_fd)  # what the command wrote before it exited
+                _drain(master, stdout_fd, log)  # what the command wrote before it exited
                 break
         try:
             _, status = os.waitpid(p.pid, 0)
@@ -497,7 +555,7 @@ def _scan_detach(held, data, keys):
     return bytes(out), held, False
 
 
-def _drain(master, stdout_fd):
+def _drain(master, stdout_fd, log):
     os.set_blocking(master, False)
     try:
         while True:
@@ -505,8 +563,97 @@ def _drain(master, stdout_fd):
             if not data:
                 break
             _write_all(stdout_fd, data)
+            log("stdout", data)
     except OSError:
         pass
+
+
+class _Log:
+    """A caller's log(stream, data), or nothing: its first OSError is kept (p.relay_error) and it
+    is not called again, so a full disk never stops the output reaching its reader."""
+
+    def __init__(self, p, fn):
+        self.p, self.fn = p, fn
+
+    def __call__(self, stream, data):
+        if self.fn is None:
+            return
+        try:
+            self.fn(stream, data)
+        except OSError as e:
+            self.fn = None
+            if self.p.relay_error is None:
+                self.p.relay_error = e
+
+
+def _pump_thread(p, pipes, log, stop_r, done):
+    """The pump's thread (see SandboxProcess.pump)."""
+    import select
+    log = _Log(p, log)
+    live = {}  # read fd -> [out fd, stream]
+    try:
+        poller = select.poll()
+        for r, out, stream in pipes:
+            live[r] = [out, stream]
+            os.set_blocking(r, False)
+            poller.register(r, select.POLLIN)
+        poller.register(stop_r, select.POLLIN)
+        stopping = False
+        while live and not stopping:
+            for fd, _ev in poller.poll():
+                if fd == stop_r:
+                    stopping = True
+                elif fd in live and not _pump_once(fd, live, log):
+                    poller.unregister(fd)
+                    os.close(fd)
+                    del live[fd]
+        if stopping:  # the sandbox is gone: what it wrote is in the pipes, no more than that
+            import fcntl
+            for fd in list(live):
+                try:
+                    budget = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+                except OSError:
+                    budget = 1 << 20
+                while budget > 0:
+                    n = _pump_once(fd, live, log)
+                    if not n:
+                        os.close(fd)
+                        del live[fd]
+                        break
+                    if n is True:
+                        break  # empty for now: a still-open write end
+                    budget -= n
+    except BaseException as e:  # a bug: reported after the run; the read ends are closed below
+        if p.relay_error is None:
+            p.relay_error = e
+    finally:
+        for fd in live:
+            os.close(fd)
+        done.release()
+
+
+def _pump_once(fd, live, log):
+    """One read of a pipe copied to its reader and the log: the byte count; True when there was
+    nothing to read; 0 at its end (EOF, or its reader is gone: the pipe is closed)."""
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return True
+    except OSError:
+        data = b""
+    if not data:
+        return 0
+    target = live[fd]
+    if target[0] >= 0:
+        try:
+            _write_all(target[0], data)
+        except BrokenPipeError:
+            log(target[1], data)
+            return 0
+        except OSError:
+            target[0] = -1  # e.g. our fd 1 was closed: the log still gets it
+    log(target[1], data)
+    return len(data)
 
 
 def _copy_winsize(src_fd, dst_fd):
@@ -532,12 +679,16 @@ def terminal_size(fd):
 
 
 def _write_all(fd, data):
-    while data:
+    """Write all of `data`, also to a caller's fd that is non-blocking (its owner's choice)."""
+    view = memoryview(data)
+    while view:
         try:
-            n = os.write(fd, data)
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            import select
+            select.select([], [fd], [])
         except InterruptedError:
             continue
-        data = data[n:]
 
 
 def _restore_mask(old):
