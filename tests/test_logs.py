@@ -274,3 +274,14 @@ def test_a_reader_that_goes_away_ends_a_logged_run_as_a_rm_one(busybox_rootfs):
         rc = p.wait(timeout=30)
         results.append((rc, p.stderr.read().decode().splitlines()[-1]))
     assert results[0] == results[1] and results[0] == (0, "yes-ended"), results
+
+
+def test_a_log_that_cannot_be_written_never_costs_the_output(busybox_rootfs):
+    """The log's disk is full: the caller still gets every byte and the exit code, and sbx says
+    the log is incomplete (never silently)."""
+    ok(sbx("create", "--name", "full", "--rootfs", busybox_rootfs, "sh", "-c", "echo out; echo err >&2; exit 6"))
+    os.symlink("/dev/full", _log_file("full"))      # every write fails with ENOSPC
+    r = sbx("start", "-a", "full")
+    assert r.returncode == 6 and r.stdout == "out\n", r.stderr
+    assert r.stderr.splitlines()[0] == "err"
+    assert r.stderr.splitlines()[1].startswith("sbx: warning: the log of container full is incomplete")
