@@ -135,7 +135,8 @@ def app(debian, buildah):
     arg = f"APT_SOURCE={debian.source}"
     r = sbx("build", "--build-arg", arg, "-t", "deb-app:1", str(ctx), timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    out = SimpleNamespace(sbx=sbx_image("deb-app:1", debian.work), buildah=None, output=r.stdout, work=debian.work)
+    out = SimpleNamespace(sbx=sbx_image("deb-app:1", debian.work), buildah=None, output=r.stdout, work=debian.work,
+                          ctx=ctx, arg=arg)
     if buildah is not None:
         copy = debian.work / "app-buildah"
         shutil.rmtree(copy, ignore_errors=True)
@@ -206,6 +207,17 @@ def test_debian_app_matches_buildah(app):
     diff = tree_differences(stree, btree, volatile=VOLATILE, skip=BUILDAH_STUBS)
     assert diff == [], "\n".join(diff[:200])
     assert config_view(sconf) == config_view(bconf)
+
+
+def test_rebuild_on_the_real_base_is_fully_cached(app):
+    """The same build again runs nothing: every layer step of both stages is CACHED and the image
+    is the same one."""
+    r = sbx("build", "--build-arg", app.arg, "-t", "deb-app:2", str(app.ctx), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    steps = sum(1 for line in APP_DOCKERFILE.splitlines() if line.split(" ", 1)[0] in ("RUN", "COPY", "ADD"))
+    assert r.stdout.count("CACHED") == steps, r.stdout
+    ids = [sbx("image", "inspect", "-f", "{{.Id}}", t).stdout for t in ("deb-app:1", "deb-app:2")]
+    assert ids[0] == ids[1] and ids[0].startswith("sha256:"), ids
 
 
 def test_apt_without_package_lists_names_the_steps_network(debian):
