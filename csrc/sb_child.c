@@ -779,11 +779,12 @@ sb_child_main (void *arg)
       keep[nk++] = ctx->sync_fd;
       keep[nk++] = cfg->start_fd;
       keep[nk++] = cfg->console_socket;
+      keep[nk++] = cfg->init_fd;  /* --init execs it after the fork */
       for (int i = 0; i < 3; i++)
         keep[nk++] = cfg->stdio[i];
       for (size_t i = 0; i < cfg->n_keep_fds && nk < sizeof keep / sizeof keep[0]; i++)
         keep[nk++] = cfg->keep_fds[i];
-      if (cfg->n_keep_fds + 8 > sizeof keep / sizeof keep[0])
+      if (cfg->n_keep_fds + 9 > sizeof keep / sizeof keep[0])
         fail (ctx, SB_STAGE_CLOSE_FDS, EMFILE, -1);
       CHECK (close_all_but (keep, nk), SB_STAGE_CLOSE_FDS);
 
