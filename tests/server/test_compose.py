@@ -1,7 +1,8 @@
 """docker-compose 1.29 (Debian's, which drives the Docker API through docker-py) against
 `sbx system service`, unchanged: a three-service application with a build, a user network,
 a published port, `depends_on` and a named volume, through `up -d`, `ps`, `logs`, `exec`,
-a recreation that keeps the volume, and `down -v`, which must leave nothing behind."""
+a recreation that keeps the volume, and `down -v`, which must leave nothing behind.  db runs
+under `init: true` (sbx-init as PID 1 on a user-defined network; SIGTERM stops it at once)."""
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ services:
                echo db up && exec httpd -f -p 5432 -h /data/www"]
     volumes: ["dbdata:/data"]
     networks: [backend]
-    stop_signal: SIGKILL
+    init: true
   app:
     build: ./app
     command: ["sh", "-c", "until wget -qO /www/db.txt http://db:5432/state; do sleep 0.1; done;
@@ -131,6 +132,7 @@ def test_compose_up_ps_logs_exec_down(project):
     assert (r.returncode, r.stderr) == (3, "to-stderr\n")
 
     # A recreated db keeps its named volume.
+    assert compose("exec", "-T", "db", "cat", "/proc/1/comm").stdout == "memfd:sbx-init\n"
     compose("up", "-d", "--force-recreate", "--no-deps", "db")
     sbxtest.wait_for(lambda: compose("exec", "-T", "db", "cat", "/data/boots", check=False).stdout == "boot\nboot\n")
 
