@@ -10,6 +10,10 @@ import sbxtest
 from baseimage import import_busybox
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than 5 s, unavoidably")
+
+
 @pytest.fixture(scope="session")
 def service(tmp_path_factory, session_store):
     """A running `sbx system service` on a socket of the session's; yields its path."""

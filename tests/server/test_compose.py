@@ -107,6 +107,7 @@ def _get(port, path):
         return None
 
 
+@pytest.mark.slow  # each docker-compose command is a Python process of ~1-3 s here
 def test_compose_up_ps_logs_exec_down(project):
     compose, client = project
     name, port = compose.name, compose.port
@@ -149,6 +150,7 @@ def test_compose_up_ps_logs_exec_down(project):
     client.images.remove(f"{name}_app")
 
 
+@pytest.mark.slow
 def test_compose_up_attached_aborts_on_exit(project):
     """`up` in the foreground: the services' output through attach, and the exit of one seen
     through /events (compose watches them), which stops the others and gives its exit code."""
