@@ -32,6 +32,8 @@ def pytest_configure(config):
         "markers", "subuid: needs a /etc/subuid+/etc/subgid range of >= 65536 ids and newuidmap/newgidmap")
     config.addinivalue_line("markers", "nosubuid: needs a user without a subordinate id range")
     config.addinivalue_line("markers", "cgroup2vm: runs inside the cgroup v2 VM (tests/vm/harness.py)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds; CI runs it, `-m 'not slow'` skips it "
+                                       "for a quick local run")
 
 
 def pytest_runtest_setup(item):
