@@ -71,7 +71,8 @@ def veth_pair(iperf3):
                     enter_b + ["ip", "addr", "add", "10.99.0.2/24", "dev", "vb"],
                     enter_b + ["ip", "link", "set", "vb", "up"]):
             subprocess.run(cmd, check=True)
-        procs.append(subprocess.Popen(enter_b + [iperf3, "-s"], stdout=subprocess.DEVNULL))
+        # in a session of its own, as the receiving container is (see test_network.BareSlirp)
+        procs.append(subprocess.Popen(enter_b + [iperf3, "-s"], stdout=subprocess.DEVNULL, start_new_session=True))
         until_iperf_answers("10.99.0.2", prefix=enter_a)
         yield enter_a
     finally:
