@@ -24,7 +24,6 @@ _ZERO_ONLY = {
     "StorageOpt": "storage options are not supported",
     "OomScoreAdj": "oom_score_adj is not supported",
     "ShmSize": "the size of /dev/shm is fixed (64 MiB tmpfs)",
-    "Links": "links are not supported: containers on a user-defined network reach each other by name",
     "CpuCount": "cpu_count is a Windows limit", "CpuPercent": "cpu_percent is a Windows limit",
     "IOMaximumIOps": "a Windows limit", "IOMaximumBandwidth": "a Windows limit",
     "BlkioWeightDevice": "per-device block IO limits are not supported",
@@ -168,6 +167,32 @@ def _only_user_defined(own, mode, others):
                    f"user-defined networks (create it on one of them)")
 
 
+def _links(links, network):
+    """HostConfig.Links ["NAME[:ALIAS]"] (docker-compose's `run` sends them): a running container
+    on the same user-defined network, whose address there becomes an /etc/hosts line for ALIAS
+    (Docker's legacy links: a snapshot of the address at create).  Refused elsewhere."""
+    if not links:
+        return ()
+    from ..containers.store import ContainerStore
+    from ..errors import SandboxError
+    if getattr(network, "kind", None) != "network":
+        raise _bad("links need a user-defined network: create the container on the network of the containers "
+                   "it links to (they reach each other by name there)")
+    store, out = ContainerStore(), []
+    for link in links:
+        target, _, alias = str(link).lstrip("/").partition(":")
+        alias = (alias or target).lstrip("/").rpartition("/")[2]
+        try:
+            c = store.get(target)
+        except SandboxError:
+            raise _bad(f"could not get container for {target}") from None
+        ep = ((c.doc.get("NetworkSettings") or {}).get("Networks") or {}).get(network.target) or {}
+        if c.status != "running" or not ep.get("IPAddress"):
+            raise _bad(f"cannot link to {target}: it is not running on network {network.target}")
+        out.append(f"{alias}:{ep['IPAddress']}")
+    return tuple(out)
+
+
 def _ports(host, cfg):
     """PortBindings ({"80/tcp": [{"HostIp": "", "HostPort": ""}]}: "" is a random host port) and
     ExposedPorts -> RunOptions.ports / expose (sandbox.network.ports, checked as -p is)."""
@@ -273,13 +298,15 @@ def to_options(body, name=None, platform=None):
         nnp, seccomp = _client._security(host.get("SecurityOpt"))
         network, warnings = _network(host, body.get("NetworkingConfig"), name)
         ports, expose = _ports(host, cfg)
+        links = _links(host.get("Links"), network)
         userns = host.get("UsernsMode") or None
         return _options.RunOptions(
             argv=tuple(argv or ()), entrypoint=entrypoint, env=tuple(_client._env(cfg.get("Env"), "Env")),
             cwd=cfg.get("WorkingDir") or None, user=cfg.get("User") or None, volumes=tuple(volumes),
             tmpfs=tuple(tmpfs), network=network, ports=ports, publish_all=bool(host.get("PublishAllPorts")),
             expose=expose, dns=tuple(host.get("Dns") or ()), dns_search=tuple(host.get("DnsSearch") or ()),
-            dns_options=tuple(host.get("DnsOptions") or ()), extra_hosts=tuple(host.get("ExtraHosts") or ()),
+            dns_options=tuple(host.get("DnsOptions") or ()),
+            extra_hosts=tuple(host.get("ExtraHosts") or ()) + links,
             hostname=_client._hostname(cfg.get("Hostname") or None), read_only=bool(host.get("ReadonlyRootfs")),
             init=bool(host.get("Init")), userns=None if userns in (None, "host") else userns,
             cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),

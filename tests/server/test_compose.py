@@ -1,6 +1,6 @@
 """docker-compose 1.29 (Debian's, which drives the Docker API through docker-py) against
 `sbx system service`, unchanged: a three-service application with a build, a user network,
-a published port, `depends_on` and a named volume, through `up -d`, `ps`, `logs`, `exec`,
+a published port, `depends_on` and a named volume, through `up -d`, `ps`, `logs`, `exec`, `run`,
 a recreation that keeps the volume, and `down -v`, which must leave nothing behind.  db runs
 under `init: true` (sbx-init as PID 1 on a user-defined network; SIGTERM stops it at once)."""
 from __future__ import annotations
@@ -131,6 +131,10 @@ def test_compose_up_ps_logs_exec_down(project):
     assert compose("exec", "-T", "app", "cat", "/www/index.html").stdout == "from-app\n"
     r = compose("exec", "-T", "db", "sh", "-c", "echo to-stderr >&2; exit 3", check=False)
     assert (r.returncode, r.stderr) == (3, "to-stderr\n")
+
+    # A one-off: compose links it to app (app, app_1, NAME_app_1): /etc/hosts lines on the network.
+    r = compose("run", "--rm", "-T", "app", "sh", "-c", "wget -qO- http://app_1:8080/index.html; exit 6", check=False)
+    assert (r.returncode, r.stdout) == (6, "from-app\n"), r.stderr
 
     # A recreated db keeps its named volume.
     assert compose("exec", "-T", "db", "cat", "/proc/1/comm").stdout == "memfd:sbx-init\n"

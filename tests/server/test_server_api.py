@@ -64,6 +64,10 @@ def test_version_negotiation_and_errors(client, service):
     assert "No such container: no-such-container-here" in str(e.value)
     with pytest.raises(docker.errors.ImageNotFound):
         client.api.create_container("no-such-image-here:1", "true")
+    with pytest.raises(docker.errors.APIError) as e:  # links: only on a user-defined network
+        client.api.create_container("busybox", "true", host_config=client.api.create_host_config(
+            links={"some-container": "alias"}, network_mode="none"))
+    assert e.value.status_code == 400 and "links need a user-defined network" in str(e.value)
     r = client.api._get(client.api._url("/frobnicate/{0}", "x"))
     assert r.status_code == 501 and "/frobnicate/x" in r.json()["message"]
     too_new = _raw(service, b"GET /v1.99/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").decode()
