@@ -9,7 +9,7 @@
 #
 # Environment knobs (all optional):
 #   SBX_TEST_DIR    work dir (default /var/tmp/sbx-test; deleted and recreated on every run)
-#   SBX_TEST_ARGS   extra pytest arguments for every run (e.g. "-x -k idmap")
+#   SBX_TEST_ARGS   extra pytest arguments for every run, quoted as in a shell (e.g. '-x -k "idmap or tty"')
 #   SBX_TEST_RUNS   which runs to do, space separated (default "sbxsub sbxnosub root benches")
 #   SBX_TEST_JOBS   how many runs go at once (default 2; each user has its own home, store and
 #                   runtime directory, so runs share nothing). A run's output is printed whole when
@@ -26,7 +26,8 @@ fi
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=${SBX_TEST_DIR:-/var/tmp/sbx-test}
 runs=${SBX_TEST_RUNS:-"sbxsub sbxnosub root benches"}
-read -r -a extra_args <<<"${SBX_TEST_ARGS:-}"
+# Split as the shell would, so quoted words stay whole: SBX_TEST_ARGS='-k "idmap or network"'.
+eval "extra_args=(${SBX_TEST_ARGS:-})"
 jobs=${SBX_TEST_JOBS:-2}
 per_run_timeout=1500   # one user run, sharing the machine with another; CI as a whole must stay under 30 minutes
 python=/usr/bin/python3   # not a pyenv/other python under /root: unprivileged users must be able to run it
