@@ -127,5 +127,10 @@ def _dispatch(argv):
     if argv and argv[0] == "exec":
         from .run import exec_main
         return exec_main(argv[1:])
+    if argv and argv[0] == "build":  # typer costs more than a cached build: its plain forms parse here
+        from .buildcmd import main as build_main
+        code = build_main(argv[1:])
+        if code is not None:
+            return code
     from .app import main as app_main
     return app_main(argv)

@@ -1,5 +1,4 @@
 """`sbx build`: Dockerfile builds, rootless."""
-import time
 from typing import List, Optional
 
 import typer
@@ -26,43 +25,10 @@ def build(context: str = typer.Argument(..., help="Build context directory."),
                                               "(default without a subordinate id range: chown, setuid... "
                                               "succeed without effect) or none.")):
     """Build an image from a Dockerfile."""
-    from ..build import mounts
-    from ..build.builder import Builder, Options
-    from ..errors import UsageError
-    from . import labels
-
-    def pairs(items, what):
-        out = {}
-        for item in items:
-            k, eq, v = item.partition("=")
-            if not k:
-                raise UsageError(f"invalid {what} {item!r}", hint="use KEY=VALUE")
-            if not eq:
-                import os
-                if k not in os.environ:
-                    continue
-                v = os.environ[k]
-            out[k] = v
-        return out
-
-    if network.split(":")[0] not in ("default", "none", "host", "slirp4netns", "pasta", "private", "bridge"):
-        raise UsageError(f"network mode {network!r} is not supported for builds",
-                         hint="use default, none, host, slirp4netns or pasta")
-    t0 = time.monotonic()
-    b = Builder(Options(context=context, dockerfile=file, tags=tuple(tag), build_args=pairs(build_arg, "--build-arg"),
-                        target=target, no_cache=no_cache, pull=pull, network=network,
-                        labels=labels.parse(label, label_file), quiet=quiet, userns=userns,
-                        secrets=mounts.read_secrets(secret), ssh=mounts.read_ssh(ssh), force=force),
-                out=typer.echo)
-    image = b.build()
-    if quiet:
-        typer.echo(image.id)
-        return
-    typer.echo(f"COMMIT {', '.join(tag) or image.short_id}")
-    typer.echo(f"--> {image.short_id} ({time.monotonic() - t0:.2f}s)")
-    for t in tag:
-        typer.echo(f"Successfully tagged {t}")
-    typer.echo(image.id)
+    from .buildcmd import build as run_build
+    run_build(context, tag=tag, file=file, build_arg=build_arg, target=target, no_cache=no_cache, pull=pull,
+              network=network, label=label, label_file=label_file, quiet=quiet, userns=userns, secret=secret,
+              ssh=ssh, force=force, out=typer.echo)
 
 
 def register(app):
