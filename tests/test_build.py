@@ -140,6 +140,65 @@ CMD ["cat", "/final"]
     assert r.returncode == 125 and "nope" in r.stderr
 
 
+def test_onbuild_copy_from_a_stage_builds_that_stage(store_env, tmp_path):
+    """BuildKit counts the ONBUILD triggers a base brings when it works out which stages the
+    target needs: ONBUILD COPY --from=assets makes `assets` needed (from a base stage of the same
+    file, and from a base image's config), while a stage nothing reaches is still not built."""
+    ctx = _ctx(tmp_path, """\
+FROM base:1 AS broken
+RUN exit 7
+
+FROM base:1 AS assets
+RUN echo asset-1 > /asset
+
+FROM base:1 AS tmpl
+ONBUILD COPY --from=assets /asset /got-asset
+
+FROM tmpl
+RUN cat /got-asset > /seen
+""")
+    r = _build(ctx, "-t", "onb:1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _run("onb:1", "cat", "/seen").stdout == "asset-1\n"
+    r = _build(ctx, "-t", "onb:tmpl", "--target", "tmpl")  # the template image keeps its trigger
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _inspect("onb:tmpl")["Config"]["OnBuild"] == ["COPY --from=assets /asset /got-asset"]
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "Dockerfile").write_text("FROM base:1 AS broken\nRUN exit 7\n"
+                                      "FROM base:1 AS assets\nRUN echo asset-2 > /asset\n"
+                                      "FROM onb:tmpl\nRUN cat /got-asset > /seen\n")
+    r = _build(child, "-t", "onb:2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _run("onb:2", "cat", "/seen").stdout == "asset-2\n"
+
+
+def test_cache_follows_content_not_timestamps(store_env, tmp_path):
+    """The context's file digests are remembered by stat (device, inode, size, mtime, ctime):
+    a file rewritten with the same size and its old mtime put back still misses the cache (its
+    ctime moved), a rebuild with nothing changed hits it, and so does one after a touch."""
+    import time
+    ctx = _ctx(tmp_path, "FROM base:1\nCOPY d/ /d/\nRUN cat /d/f /d/g > /out\n",
+               {"d/f": "aaaa\n", "d/g": "gggg\n"})
+    time.sleep(2.1)  # older than the racy window: the digests are remembered
+    first = _build(ctx, "-q", "-t", "memo:1")
+    assert first.returncode == 0, first.stderr
+    again = _build(ctx, "-t", "memo:1")
+    assert again.stdout.count("CACHED") == 2 and again.stdout.strip().splitlines()[-1] == first.stdout.strip()
+    f = ctx / "d" / "f"
+    st = os.stat(f)
+    f.write_text("bbbb\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(f).st_size == st.st_size and os.stat(f).st_mtime_ns == st.st_mtime_ns
+    changed = _build(ctx, "-t", "memo:2")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.count("CACHED") == 0
+    assert _run("memo:2", "cat", "/out").stdout == "bbbb\ngggg\n"
+    os.utime(ctx / "d" / "g")  # new times, same content: still the same step
+    touched = _build(ctx, "-t", "memo:2")
+    assert touched.stdout.count("CACHED") == 2, touched.stdout
+
+
 def test_cache_hit_miss_and_no_cache(store_env, tmp_path):
     ctx = _ctx(tmp_path, "FROM base:1\nARG N=1\nCOPY f /f\nRUN cat /f > /g; echo $N >> /g\n", {"f": "v1\n"})
     first = _build(ctx, "-q")

@@ -24,15 +24,17 @@ from ..errors import SandboxError, UsageError
 from . import dockerfile as dfmod
 
 # What a step's output says when it could not reach the network (apt, curl, wget, pip, getaddrinfo).
-_NETWORK_FAILURE = re.compile(r"Temporary failure (in name )?resolution|Could not resolve|Unable to locate package|"
-                              r"Name or service not known|bad address|Network is unreachable|No route to host|"
-                              r"Failed to establish a new connection|Failed to fetch|Could not connect to|"
-                              r"No address associated with hostname|getaddrinfo")
+# (patterns, compiled on a failure only: a cached build compiles nothing it does not use)
+_NETWORK_FAILURE = (r"Temporary failure (in name )?resolution|Could not resolve|Unable to locate package|"
+                    r"Name or service not known|bad address|Network is unreachable|No route to host|"
+                    r"Failed to establish a new connection|Failed to fetch|Could not connect to|"
+                    r"No address associated with hostname|getaddrinfo")
 # Commands that give files or processes other owners: they fail with only one id mapped.
-_OWNER_CHANGE = re.compile(r"\b(chown|chgrp|useradd|adduser|addgroup|groupadd|usermod|setpriv|su|"
-                           r"chroot --userspec|install -[og])\b")
+_OWNER_CHANGE = (r"\b(chown|chgrp|useradd|adduser|addgroup|groupadd|usermod|setpriv|su|"
+                 r"chroot --userspec|install -[og])\b")
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+MEMO_MAX = 50_000  # context file digests kept between builds
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # ARGs Docker defines without a declaration.
 PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
@@ -97,6 +99,9 @@ class Builder:
             raise UsageError(f"build context {opts.context!r} is not a directory")
         self.ignore = _dockerignore(self.context)
         self.done: dict[int, Stage] = {}
+        self._memo = None
+        self._memo_text = ""
+        self._current = -1  # the index of the stage being built
         self.step = 0
         self.total = 0
 
@@ -131,35 +136,67 @@ class Builder:
                     final.config.setdefault("Labels", {}).update(self.opts.labels)
                 return self._finish(final)
         finally:
+            self._save_memo()
             self.worker.close()
 
     def _needed(self, target):
         """The stages the target needs, in file order: BuildKit builds only those reachable from
-        the target through FROM, COPY --from and RUN --mount from=, so an unused stage that
-        would fail does not fail the build."""
+        the target through FROM, COPY --from and RUN --mount from=, the ONBUILD triggers its
+        base brings included (ONBUILD COPY --from=stage), so an unused stage that would fail
+        does not fail the build."""
         gargs = self._global_args()
         need = {target.index}
         for st in reversed(self.df.stages[: target.index + 1]):
             if st.index not in need:
                 continue
-            refs = [dfmod.expand(st.base, gargs, escape=self.df.escape, where=f"{self.df.name}:{st.line}")]
+            where = f"{self.df.name}:{st.line}"
+            base = dfmod.expand(st.base, gargs, escape=self.df.escape, where=where)
+            refs = [base]
+            for instr in self._base_triggers(base, st):
+                refs.extend(self._stage_refs(instr, {}, where))
             args = dict(gargs)
             for instr in st.instructions:
                 where = f"{self.df.name}:{instr.line}"
                 if instr.cmd == "ARG":
                     self._do_arg_values(args, instr, args, where, gargs)
-                elif instr.cmd in ("COPY", "ADD") and instr.flags.get("from"):
-                    refs.append(self._x(instr.flags["from"], args, where))
-                elif instr.cmd == "RUN":
-                    for m in instr.flags.get("mount", ()):
-                        mount = _checked(lambda v: dfmod.parse_mount(v, args, escape=self.df.escape), m, where)
-                        if mount.get("from"):
-                            refs.append(mount["from"])
+                else:
+                    refs.extend(self._stage_refs(instr, args, where))
             for ref in refs:
                 dep = self.df.stage(ref, before=st.index)
                 if dep is not None:
                     need.add(dep.index)
         return [st for st in self.df.stages if st.index in need]
+
+    def _stage_refs(self, instr, args, where):
+        """What an instruction reads from another stage or image: COPY/ADD --from, RUN --mount from=."""
+        if instr.cmd in ("COPY", "ADD") and instr.flags.get("from"):
+            return [self._x(instr.flags["from"], args, where)]
+        if instr.cmd == "RUN":
+            mounts = (_checked(lambda v: dfmod.parse_mount(v, args, escape=self.df.escape), m, where)
+                      for m in instr.flags.get("mount", ()))
+            return [m["from"] for m in mounts if m.get("from")]
+        return []
+
+    def _base_triggers(self, ref, st):
+        """The ONBUILD triggers a stage runs first, parsed: the ONBUILD lines of the stage it is
+        FROM, or those in the config of a base image already in the store (one pulled later has
+        its triggers' stages built when they run, see _stage_lowers)."""
+        prev = self.df.stage(ref, before=st.index)
+        if prev is not None:
+            texts = [i.args[0] for i in prev.instructions if i.cmd == "ONBUILD" and i.args]
+        elif ref == "scratch":
+            return []
+        else:
+            try:
+                image = self.store.resolve(ref)
+            except SandboxError:
+                return []
+            texts = (image.config.get("config") or {}).get("OnBuild") or []
+        return [self._trigger(t, ref) for t in texts]
+
+    @staticmethod
+    def _trigger(text, base_ref):
+        return dfmod.parse(f"FROM scratch\n{text}\n", name=f"ONBUILD in {base_ref}").stages[0].instructions[0]
 
     def _preflight(self, instr):
         """Refuse a flag sbx does not carry out (never accept and ignore it), and a literal value
@@ -238,10 +275,11 @@ class Builder:
             e.msg = f"{self.df.name}:{st.line}: {e}"
             e.args = (e.msg,)
             raise
+        self._current = st.index
         for trigger in state.config.pop("OnBuild", None) or []:
-            sub = dfmod.parse(f"FROM scratch\n{trigger}\n", name=f"ONBUILD in {base_ref}")
-            self._preflight(sub.stages[0].instructions[0])
-            self._step(state, sub.stages[0].instructions[0], onbuild=True)
+            instr = self._trigger(trigger, base_ref)
+            self._preflight(instr)
+            self._step(state, instr, onbuild=True)
         for instr in st.instructions:
             self._step(state, instr)
         return state
@@ -540,11 +578,11 @@ class Builder:
             relay.close()
         if code != 0:
             msg = f"{where}: RUN {' '.join(argv[-1:])[:120]!r} returned a non-zero code: {code}"
-            if _NETWORK_FAILURE.search(relay.tail()):
+            if re.search(_NETWORK_FAILURE, relay.tail()):
                 what, hint = _network_words(spec["sbx"]["network"])
                 raise BuildError(f"{msg}; its output looks like a network failure, and the step had {what}",
                                  hint=hint)
-            if self.mode != "helper" and not self.emulate and _OWNER_CHANGE.search(" ".join(argv)):
+            if self.mode != "helper" and not self.emulate and re.search(_OWNER_CHANGE, " ".join(argv)):
                 # chown to another id fails with a bare EINVAL where only one id is mapped.
                 raise BuildError(msg + "; this build maps a single id (no subordinate id range), so files and "
                                  "processes cannot change to other owners ('Invalid argument')",
@@ -593,16 +631,71 @@ class Builder:
 
     def hash_sources(self, roots, sources, ignore, where, context):
         """The digest of what sources name (a step's cache key).  The context is read here, with
-        its owners left out (what COPY makes of it is root's whatever they are), so a fully
-        cached build starts no worker; a stage or image is read by the worker."""
+        its owners left out (what COPY makes of it is root's whatever they are), through the
+        stat-keyed memo of file digests, so a fully cached build reads no unchanged file and
+        starts no worker.  A stage or image is read by the worker, once: its roots are store
+        layer directories, named by their content's digest, so the result is kept by them."""
         if context:
             from .placement import hash_sources
             try:
-                return hash_sources(roots, sources, ignore, where, owners=False)
+                return hash_sources(roots, sources, ignore, where, owners=False, memo=self._context_memo())
             except PermissionError:  # readable only as root of the build's namespace
                 pass
-        return self.worker.call("sandbox.build.placement:hash_sources", roots=roots, sources=sources, ignore=ignore,
-                                where=where, owners=not context)
+        layers = os.path.join(self.store.layers_dir, "")
+        kept = None
+        if not context and all(r.startswith(layers) for r in roots):
+            kept = os.path.join(self.store.root, "buildcache", self.owner, "sources",
+                                _key("sources", roots, sources, ignore))
+            try:
+                with open(kept) as f:
+                    digest = f.read()
+                if len(digest) == 64:
+                    return digest
+            except OSError:
+                pass
+        digest = self.worker.call("sandbox.build.placement:hash_sources", roots=roots, sources=sources,
+                                  ignore=ignore, where=where, owners=not context)
+        if kept is not None:
+            from ..image.fsutil import atomic_write
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            atomic_write(kept, digest.encode(), durable=False)
+        return digest
+
+    def _memo_path(self):
+        return os.path.join(self.store.root, "buildcache", self.owner, "context-digests.json")
+
+    def _context_memo(self):
+        """{"dev:ino": [size, mtime_ns, ctime_ns, sha256]} of context files hashed before (by
+        earlier builds too): placement.hash_sources reads and fills it."""
+        if self._memo is None:
+            try:
+                with open(self._memo_path()) as f:
+                    self._memo = json.load(f)
+            except (OSError, ValueError):
+                self._memo = {}
+            if not isinstance(self._memo, dict):
+                self._memo = {}
+            self._memo_text = json.dumps(self._memo, sort_keys=True)
+        return self._memo
+
+    def _save_memo(self):
+        """Write the memo back when a build changed it (no fsync: losing it costs a re-read);
+        at most MEMO_MAX entries, this build's kept first."""
+        if self._memo is None:
+            return
+        text = json.dumps(self._memo, sort_keys=True)
+        if text == self._memo_text:
+            return
+        memo = self._memo
+        if len(memo) > MEMO_MAX:
+            memo = dict(list(memo.items())[-MEMO_MAX:])  # insertion order: the newest last
+            text = json.dumps(memo, sort_keys=True)
+        from ..image.fsutil import atomic_write
+        try:
+            os.makedirs(os.path.dirname(self._memo_path()), exist_ok=True)
+            atomic_write(self._memo_path(), text.encode(), durable=False)
+        except OSError:
+            pass  # a memo only saves reading files again
 
     def _do_add(self, state, instr, env, where):
         self._do_copy(state, instr, env, where, add=True)
@@ -610,6 +703,12 @@ class Builder:
     def _stage_lowers(self, ref, where):
         st = self.df.stage(ref)
         if st is not None:
+            if st.index not in self.done and st.index < self._current:
+                # Named by a trigger of a base image pulled during the build: built now.
+                self.total += len(st.instructions) + 1
+                outer = self._current
+                self.done[st.index] = self._stage(st)
+                self._current = outer
             if st.index not in self.done:
                 raise BuildError(f"{where}: stage {ref!r} is not built before this one")
             return list(self.done[st.index].lowers)

@@ -38,11 +38,9 @@ parse time; errors come in file order (BuildKit parses the whole file before its
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Iterable, Mapping
 
 from sandbox.errors import UsageError
@@ -843,7 +841,7 @@ class _Parser:
         cmd = n.cmd.upper()
         E = lambda msg, hint=None: self.err(start, msg, hint)   # noqa: E731
         if cmd not in INSTRUCTIONS:
-            close = difflib.get_close_matches(cmd, INSTRUCTIONS, n=1)
+            close = _close_matches(cmd, INSTRUCTIONS, n=1)
             raise E(f"unknown instruction: {cmd}",
                     hint=f"did you mean {close[0]}?" if close else "instructions are " + ", ".join(INSTRUCTIONS))
         flags = self._flags(cmd, n.flags, start)
@@ -955,7 +953,7 @@ class _Parser:
             name, eq, value = w[2:].partition("=")
             kind = spec.get(name)
             if kind is None:
-                close = difflib.get_close_matches(name, list(spec), n=1)
+                close = _close_matches(name, list(spec), n=1)
                 raise self.err(line, f"unknown flag: --{name}",
                                hint=(f"did you mean --{close[0]}? " if close else "") + allowed)
             if name in out and kind is not tuple:
@@ -1231,6 +1229,7 @@ def parse_duration(s: str) -> int:
         return 0
     if not s:
         raise ValueError(f'time: invalid duration "{orig}"')
+    from fractions import Fraction  # (imported here: a build that sets no HEALTHCHECK needs none)
     total = Fraction(0)
     pos = 0
     while pos < len(s):
@@ -1332,7 +1331,7 @@ def parse_mount(value: str, env: Mapping[str, str] | None = None, *, escape: str
             continue
         norm = _MOUNT_KEYS.get(key)
         if norm is None:
-            close = difflib.get_close_matches(key, list(_MOUNT_KEYS), n=1)
+            close = _close_matches(key, list(_MOUNT_KEYS), n=1)
             raise UsageError(f"unexpected key '{key}' in '{f}'", hint=f"did you mean {close[0]}?" if close else
                              "keys are " + ", ".join(sorted(set(_MOUNT_KEYS.values()))))
         if env is not None:
@@ -1429,3 +1428,9 @@ def check_user(value: str) -> str:
     if len(parts) > 2 or (len(parts) == 2 and parts[0] == ""):
         raise UsageError(f"invalid user {value!r}", hint="write USER name, USER uid, or USER user:group")
     return value
+
+
+def _close_matches(word, choices, n=1):
+    """difflib's suggestions, imported only when a word is misspelt."""
+    import difflib
+    return difflib.get_close_matches(word, choices, n=n)

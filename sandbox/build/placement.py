@@ -110,13 +110,23 @@ def _sources(view, src: str, ignore=None, where: str = ""):
             yield rel, e
 
 
-def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str = "", owners: bool = True) -> str:
+# A file whose ctime is this close to the clock is not memoized: a write in the same clock tick
+# could leave size, mtime and ctime as they were (git's "racy" entries).
+RACY_NS = 2_000_000_000
+
+
+def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str = "", owners: bool = True,
+                 memo: dict | None = None) -> str:
     """A digest of what COPY sources name: paths, types, modes, owners (unless not `owners`),
-    content."""
+    content.  `memo`: {"dev:ino": [size, mtime_ns, ctime_ns, sha256 hex]} for regular files,
+    read and filled here (BuildKit's contenthash keys its digests by stat the same way), so an
+    unchanged context is stat'ed, not read; a file whose ctime is recent is always read."""
     import hashlib
+    import time
     from ..image.mergedview import View
     h = hashlib.sha256()
     ignore = [tuple(x) for x in ignore] if ignore else ignore
+    racy = time.time_ns() - RACY_NS
     with View(roots) as view:
         for src in sources:
             if src.startswith(("http://", "https://")):
@@ -126,12 +136,29 @@ def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str =
                 ids = f"{st.st_uid}\0{st.st_gid}" if owners else "-"
                 h.update(f"{rel}\0{st.st_mode}\0{ids}\0".encode())
                 if stat.S_ISREG(st.st_mode):
-                    with os.fdopen(e.open(), "rb") as f:
-                        for chunk in iter(lambda: f.read(1 << 20), b""):
-                            h.update(chunk)
+                    h.update(_file_digest(e, st, memo, racy))
                 elif stat.S_ISLNK(st.st_mode):
                     h.update(e.readlink().encode())
     return h.hexdigest()
+
+
+def _file_digest(e, st, memo, racy: int) -> bytes:
+    import hashlib
+    key = f"{st.st_dev}:{st.st_ino}"
+    known = memo.get(key) if memo is not None else None
+    if known is not None and known[:3] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns]:
+        memo[key] = memo.pop(key)  # the newest last: the ones a full memo drops first are the oldest
+        return bytes.fromhex(known[3])
+    fh = hashlib.sha256()
+    with os.fdopen(e.open(), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            fh.update(chunk)
+    digest = fh.digest()
+    if memo is not None and st.st_ctime_ns < racy:
+        memo[key] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest.hex()]
+    elif memo is not None:
+        memo.pop(key, None)
+    return digest
 
 
 class _Placer:

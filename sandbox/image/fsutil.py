@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ def fsync_dir(path: str) -> None:
 
 
 def tmp_name(directory: str, hint: str = "") -> str:
-    return os.path.join(directory, f"{TMP_PREFIX}{hint}{secrets.token_hex(8)}")
+    return os.path.join(directory, f"{TMP_PREFIX}{hint}{os.urandom(8).hex()}")
 
 
 def write_output(path: str, write: Callable[[BinaryIO], None], hint: str = "") -> None:

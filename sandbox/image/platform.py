@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform as _platform
 from dataclasses import dataclass
 
 from sandbox.image.errors import ImageError
@@ -48,7 +47,7 @@ def host() -> Platform:
     override = os.environ.get("SBX_PLATFORM")
     if override:
         return parse(override)
-    machine = _platform.machine()
+    machine = os.uname().machine  # what platform.machine() reads, without importing it
     arch = normalize_arch(machine)
     return Platform("linux", arch, _VARIANT.get(machine) if arch == "arm" else None)
 

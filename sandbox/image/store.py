@@ -532,6 +532,7 @@ class Store:
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
         with self.meta_lock():
             rec = self.record(image_id) or {"id": image_id, "manifests": [], "sources": [], "added": time.time()}
+            before = json.dumps(rec, sort_keys=True)
             if manifest_digest not in rec["manifests"]:
                 rec["manifests"].append(manifest_digest)
             for s in sources:
@@ -541,7 +542,8 @@ class Store:
             if not _sizes_ok(rec.get("layer_sizes"), diff_ids):
                 rec["layer_sizes"] = self._tar_sizes(manifest["layers"], diff_ids, sizes or {})
             rec["size"] = sum(rec["layer_sizes"])
-            self._write_record(rec)
+            if json.dumps(rec, sort_keys=True) != before:  # a cached rebuild: nothing to write (nor fsync)
+                self._write_record(rec)
             all_refs = self.references()
             changed = False
             for n in names:
