@@ -19,21 +19,23 @@ from typing import Any
 from sandbox.image.compose import NewLayer
 from sandbox.image.errors import ImageError
 from sandbox.image.fsutil import atomic_write, rmtree_writable
+from sandbox.image.layer import DEFAULT_LEVEL, LOCAL_LEVEL
 from sandbox.image.store import Store
 
 
-def diff_layer(worker, store: Store, root: str, lowers: list[str], base: str | None = None) -> tuple[NewLayer, int]:
+def diff_layer(worker, store: Store, root: str, lowers: list[str], base: str | None = None,
+               level: int = DEFAULT_LEVEL) -> tuple[NewLayer, int]:
     """(the stored layer, its uncompressed size), diffed by `worker` (sandbox.runtime.userns_worker;
-    `base`: the tree before the changes, when `root` is not an overlay upper)."""
+    `base`: the tree before the changes, when `root` is not an overlay upper; `level`: gzip's)."""
     d = worker.call("sandbox.image.layer:put_layer_in_store", store=store.root, root=root, lowers=list(lowers),
-                    base=base, map_caller_to_root=not worker.in_userns)
+                    base=base, map_caller_to_root=not worker.in_userns, level=level)
     return NewLayer(d["digest"], d["diff_id"], d["size"]), d["tar_size"]
 
 
 def layer_from_upper(store: Store, worker, upper: str, lowers: list[str], owner: str) -> NewLayer:
     """Store the layer of `upper` (lowers: the layer dirs below, top first) and keep `upper`
-    as its unpacked form.  Blobs are idempotent."""
-    lay, tar_size = diff_layer(worker, store, upper, lowers)
+    as its unpacked form.  Blobs are idempotent.  A build's layer: gzip's fastest level."""
+    lay, tar_size = diff_layer(worker, store, upper, lowers, level=LOCAL_LEVEL)
     final = store.layer_path(lay.diff_id, owner)
     if os.path.isfile(os.path.join(final, "meta.json")):
         return lay  # the same content was built before

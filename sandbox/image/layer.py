@@ -41,6 +41,10 @@ from sandbox.image.errors import LayerError
 GZIP, NONE = "gzip", "none"
 COMPRESSIONS = (GZIP, NONE)
 DEFAULT_LEVEL = 6  # zlib's and gzip(1)'s default
+# Layers made on this machine from a local tree (build steps, `sbx import`): zlib's fastest level.
+# A Debian apt layer (180 MB of package lists and caches) took 8.5 s of CPU at level 6 and 3.1 s
+# at level 1, for a blob 8.6 % bigger; the tar, the diffID and the image id do not change.
+LOCAL_LEVEL = 1
 
 # The tar comes out of the C walker in buffers of GZIP_BLOCK bytes (the last one shorter), and each buffer
 # is one gzip block (see _BlockGzip): this constant is part of the layer format, changing it changes
@@ -188,6 +192,36 @@ class _BlockGzip:
             self.pool = None
 
 
+class GzipWriter:
+    """A file-like ``write`` that gzips what it is given in GZIP_BLOCK blocks on :class:`_BlockGzip`'s
+    threads (the same bytes whatever the thread count) into ``emit``; ``close()`` ends the stream."""
+
+    def __init__(self, emit: Callable[[bytes], None], level: int = DEFAULT_LEVEL, threads: int | None = None) -> None:
+        self._gz = _BlockGzip(level, threads or _default_threads(), emit)
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        if len(self._buf) >= GZIP_BLOCK:
+            n = len(self._buf) - len(self._buf) % GZIP_BLOCK
+            view = memoryview(self._buf)
+            for i in range(0, n, GZIP_BLOCK):
+                self._gz.feed(view[i:i + GZIP_BLOCK])
+            view.release()
+            del self._buf[:n]
+        return len(data)
+
+    def close(self) -> None:
+        """Compress what is left and end the stream (the gzip trailer)."""
+        if self._buf:
+            self._gz.feed(memoryview(self._buf))
+            self._buf = bytearray()
+        self._gz.finish()
+
+    def abort(self) -> None:
+        self._gz.close()
+
+
 def _default_threads() -> int:
     try:
         n = len(os.sched_getaffinity(0))
@@ -319,7 +353,7 @@ def put_layer(blobs: Any, root: str | os.PathLike[str], **kw: Any) -> LayerInfo:
 
 
 def put_layer_in_store(store: str, root: str, lowers: Sequence[str] = (), base: str | None = None,
-                       map_caller_to_root: bool = False) -> dict[str, Any]:
+                       map_caller_to_root: bool = False, level: int = DEFAULT_LEVEL) -> dict[str, Any]:
     """:func:`put_layer` into the blobs of the store at ``store``, with JSON in and out: a worker
     call (``sandbox.runtime.userns_worker``), run as root of the sandboxes' user namespace where
     their files have subordinate ids.  ``map_caller_to_root``: in-process in single-id mode, where
@@ -328,7 +362,7 @@ def put_layer_in_store(store: str, root: str, lowers: Sequence[str] = (), base: 
     from sandbox.image.cas import BlobStore
     from sandbox.progress import CountingBlobs, Meter
 
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"level": level}
     if map_caller_to_root:
         kw = {"uid_map": [(0, os.geteuid(), 1)], "gid_map": [(0, os.getegid(), 1)]}
     if base:

@@ -11,7 +11,6 @@ collapsed to the user when unpacking; root is what the image had for almost ever
 from __future__ import annotations
 
 import copy
-import gzip
 import hashlib
 import os
 import shutil
@@ -187,10 +186,15 @@ class _Tee:
 
 
 def import_rootfs(store: Store, path: str, name: str | None = None, *, config: dict[str, Any] | None = None,
-                  warn: Any = None) -> Image:
+                  warn: Any = None, owner: str = "single") -> Image:
     """Make a single-layer image from a root filesystem tar (plain, gzip or zstd; ``-`` is stdin). The
-    layer is stored gzip-compressed; ``config`` entries (Cmd, Env, ...) go into the image config."""
+    layer is stored gzip-compressed (layer.LOCAL_LEVEL, in blocks on every CPU); ``config`` entries
+    (Cmd, Env, ...) go into the image config.  The layer is unpacked as the user's runs and builds
+    use it: ``owner`` "mapped" (a subuid range) also unpacks it with the image's owners, as a pull
+    does, so the first build FROM it does not."""
     import sys
+
+    from sandbox.image.layer import LOCAL_LEVEL, GzipWriter
 
     ref = refs.parse(name) if name else None
     store.init()
@@ -208,15 +212,18 @@ def import_rootfs(store: Store, path: str, name: str | None = None, *, config: d
             stream, _kind = open_decompressed(src, path)
             tee = _Tee(stream)
             with store.blobs.writer() as w:
-                gz = gzip.GzipFile(fileobj=w, mode="wb", mtime=0, compresslevel=6)  # type: ignore[arg-type]
+                gz = GzipWriter(w.write, LOCAL_LEVEL)
                 size = 0
-                while True:
-                    chunk = tee.read(CHUNK)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    gz.write(chunk)
-                gz.close()
+                try:
+                    while True:
+                        chunk = tee.read(CHUNK)
+                        if not chunk:
+                            break
+                        size += len(chunk)
+                        gz.write(chunk)
+                    gz.close()
+                finally:
+                    gz.abort()
                 layer_digest = w.commit()
             if size == 0:
                 raise ArchiveError(f"{path}: empty input")
@@ -229,6 +236,8 @@ def import_rootfs(store: Store, path: str, name: str | None = None, *, config: d
             image = store.add_image(mdigest, names=[ref.tagged] if ref and ref.tagged else [],
                                     sizes=store.layer_sizes(img.diff_ids))
             ok = True
+            if owner == "mapped":  # after the record, as pull.py does: mapped layers are never garbage
+                store.unpack_mapped(image)
             return image
     finally:
         if src is not sys.stdin.buffer:
