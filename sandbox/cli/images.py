@@ -618,11 +618,12 @@ def import_(
 ) -> None:
     """Create a single-layer image from a root filesystem tarball."""
     from sandbox.image.tarball import import_rootfs
+    from sandbox.runtime.image_root import owner_name
 
     cfg: dict[str, Any] = {}
     for c in change:
         _apply_change(cfg, c)
-    img = import_rootfs(_store(ctx), tarball, name, config=cfg, warn=_warn)
+    img = import_rootfs(_store(ctx), tarball, name, config=cfg, warn=_warn, owner=owner_name())
     typer.echo(img.id)
 
 
