@@ -240,8 +240,10 @@ def _mount_table(p, spec, overlay_driver):
             argv = b"\0".join(_enc(a) for a in ("fuse-overlayfs", "-o", data, f"{base}/root")) + b"\0"
             p.op(OP_RUN, f"{base}/host", src=prog, data=argv, what=f"fuse-overlayfs of {rootfs}")
         else:
-            p.op(OP_MOUNT, root, src="overlay", fstype="overlay", data=data + ",userxattr",
-                 what=f"overlay of {rootfs}")
+            # volatile (Linux 5.10, before userxattr's 5.11): fsync is a no-op, for a build step's
+            # upper, whose layer blob is what is made durable (sandbox/build/builder.py)
+            p.op(OP_MOUNT, root, src="overlay", fstype="overlay",
+                 data=data + ",userxattr" + (",volatile" if x.get("volatile") else ""), what=f"overlay of {rootfs}")
 
     for name, content in x["files"].items():
         p.op(OP_WRITE, f"{base}/{name}", data=content.encode(), mode=0o644, what=f"/etc/{name}")
