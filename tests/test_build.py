@@ -224,6 +224,18 @@ def test_layers_are_reproducible_and_readable_by_gzip(store_env, tmp_path):
         assert "sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest() == diff_id
 
 
+def test_run_steps_have_a_volatile_overlay_and_containers_do_not(store_env, tmp_path):
+    """A RUN step's root is an overlay mounted volatile (fsync there is a no-op: the step's layer
+    blob is what is made durable), while a container run from the image keeps fsync."""
+    ctx = _ctx(tmp_path, "FROM base:1\nRUN grep ' / ' /proc/mounts > /step-mounts\n")
+    r = _build(ctx, "-t", "vol:1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    step = _run("vol:1", "cat", "/step-mounts").stdout
+    assert step.startswith("overlay / overlay ") and "volatile" in step, step
+    run = _run("vol:1", "grep", " / ", "/proc/mounts").stdout
+    assert run.startswith("overlay / overlay ") and "volatile" not in run, run
+
+
 def test_cache_hit_miss_and_no_cache(store_env, tmp_path):
     ctx = _ctx(tmp_path, "FROM base:1\nARG N=1\nCOPY f /f\nRUN cat /f > /g; echo $N >> /g\n", {"f": "v1\n"})
     first = _build(ctx, "-q")
