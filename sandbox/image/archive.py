@@ -317,9 +317,12 @@ def _import_blob(store: Store, src: _Source, name: str, digest: str | None, size
 
 
 def load(store: Store, path: str, *, repository: str | None = None, unpack: bool = True,
-         platform: plat.Platform | None = None, warn: Callable[[str], None] | None = None) -> list[tuple[Image, list[str]]]:
+         platform: plat.Platform | None = None, warn: Callable[[str], None] | None = None,
+         owner: str = "single") -> list[tuple[Image, list[str]]]:
     """Load every image of a docker-archive, oci-archive or OCI layout directory. Returns
-    ``[(image, names)]``. ``repository`` names images whose OCI ref.name is only a tag."""
+    ``[(image, names)]``. ``repository`` names images whose OCI ref.name is only a tag.
+    ``owner`` "mapped" (the user has a subuid range) also unpacks the layers with the images'
+    owners, as a pull does, so the first run or build does not."""
     if not os.path.exists(path):
         raise ArchiveError(f"{path}: no such file or directory")
     mode = os.stat(path).st_mode
@@ -346,6 +349,9 @@ def load(store: Store, path: str, *, repository: str | None = None, unpack: bool
                 sizes = store.layer_sizes(img.diff_ids) if unpack else None
                 out.append((store.add_image(mdigest, names=names, sizes=sizes), names))
             ok = True
+            if unpack and owner == "mapped":  # after the records, as pull.py does
+                for img, _names in out:
+                    store.unpack_mapped(img)
             return out
     finally:
         src.close()
