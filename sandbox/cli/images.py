@@ -570,9 +570,10 @@ def load(
     """Load images from an archive or an OCI layout directory."""
     from sandbox.image import archive
     from sandbox.image import reference as refs
+    from sandbox.runtime.image_root import owner_name
 
     store = _store(ctx)
-    for img, names in archive.load(store, input_, repository=repository, warn=_warn):
+    for img, names in archive.load(store, input_, repository=repository, warn=_warn, owner=owner_name()):
         if names:
             for n in names:
                 typer.echo(n if quiet else f"Loaded image: {refs.parse(n).familiar()}")
