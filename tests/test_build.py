@@ -330,11 +330,13 @@ def test_add_fetches_urls(store_env, tmp_path):
         def log_message(self, *a):
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    addr = sbxtest.host_address()  # not 127.0.0.1: a build reaches the host's loopback only with --network host
+    assert addr, "this machine has no non-loopback address to serve on"
+    srv = http.server.ThreadingHTTPServer((addr, 0), Quiet)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}/data.txt"
+        url = f"http://{addr}:{srv.server_address[1]}/data.txt"
         ctx = _ctx(tmp_path, f"FROM base:1\nADD {url} /fetched/\nADD {url} /renamed.txt\n")
         r = _build(ctx, "-t", "addurl:1")
         assert r.returncode == 0, r.stdout + r.stderr

@@ -628,7 +628,8 @@ class Builder:
             self.worker.call("sandbox.build.placement:copy_into", upper=upper, lowers=state.lowers, plan=plan, dest=dest,
                              context=self.context, roots=roots, ignore=ignore, add=add, chmod=chmod,
                              where=where, keep_owners=self.worker.in_userns,
-                             owner=self._chown(chown, state, where) if chown else None)
+                             owner=self._chown(chown, state, where) if chown else None,
+                             host_network=self.opts.network == "host")
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
             self.worker.call("sandbox.image.store:remove_path", path=tmpdir)

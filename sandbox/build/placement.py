@@ -439,25 +439,26 @@ def _is_archive(e) -> bool:
 
 def copy_into(upper: str, lowers: list[str], plan: list, dest: str, *, context: str,
               roots: list[str] | None, ignore, add: bool, chmod: int | None, where: str,
-              keep_owners: bool = False, owner=None) -> None:
+              keep_owners: bool = False, owner=None, host_network: bool = False) -> None:
     """Docker's COPY/ADD rules: a directory source copies its contents; a destination ending in
     '/' (or several sources) is a directory; ADD extracts local tar archives (keeping their
     owners when `keep_owners`, i.e. in a subuid-mapped namespace) and fetches URLs.
     `plan`: [kind, source, heredoc text] with kind path | url | heredoc; `owner`: --chown's
-    (uid, gid) for what is copied."""
+    (uid, gid) for what is copied; `host_network`: the build was given the host's network (ADD
+    may then fetch from this machine's loopback)."""
     from ..image.mergedview import View
     ignore = [tuple(x) for x in ignore] if ignore else ignore
     with View(roots if roots is not None else [context]) as src_view:
         p = _Placer(upper, lowers, chmod, owner, where, keep_owners=keep_owners and roots is not None)
         try:
             _copy(p, src_view, plan, dest, from_context=roots is None, ignore=ignore, add=add,
-                  where=where, keep_owners=keep_owners)
+                  where=where, keep_owners=keep_owners, host_network=host_network)
             p.finish()
         finally:
             p.close()
 
 
-def _copy(p: _Placer, src_view, plan, dest, *, from_context, ignore, add, where, keep_owners):
+def _copy(p: _Placer, src_view, plan, dest, *, from_context, ignore, add, where, keep_owners, host_network=False):
     found = {i: _matches(src_view, s, where) for i, (k, s, _) in enumerate(plan) if k == "path"}
     n_sources = sum(len(found[i]) if k == "path" else 1 for i, (k, _, _) in enumerate(plan))
     if n_sources == 0:
@@ -489,7 +490,7 @@ def _copy(p: _Placer, src_view, plan, dest, *, from_context, ignore, add, where,
             continue
         if kind == "url":
             name = os.path.basename(src.split("?")[0]) or "index.html"
-            _fetch(src, p, *final(name), where)
+            _fetch(src, p, *final(name), where, host_network)
             continue
         if not found[i]:
             raise ImageError(f"{where}: {src!r}: no such file or directory", hint="paths are relative to the build context")
@@ -571,16 +572,66 @@ def _extract(archive, target_dir: str, where: str, keep_owners: bool) -> None:
     unpack_layer(archive, target_dir, UnpackOptions(whiteouts="overlay", owner=owner, label=f"{where}: ADD"))
 
 
-def _fetch(url: str, p: _Placer, parts: list[str], name: str, where: str) -> None:
+def _fetch(url: str, p: _Placer, parts: list[str], name: str, where: str, host_network: bool = False) -> None:
+    """ADD <url>: GET it, following up to 10 redirects.  Unless the build was given the host's
+    network, no hop may go to this machine's loopback: a Dockerfile must not read into an
+    image what only the user's own processes can reach (the services RUN steps cannot reach
+    either; BuildKit asks for its network.host entitlement).  Each hop's name is resolved
+    once, checked, and the connection made to that address (no second lookup to rebind)."""
     import urllib3
+    from urllib.parse import urljoin, urlsplit
+    for _ in range(11):
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ImageError(f"{where}: ADD {url}: not an http or https URL")
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            raise ImageError(f"{where}: ADD {url}: bad port") from None
+        addr = _checked_address(u.hostname, port, url, where, host_network)
+        kw = {"server_hostname": u.hostname, "assert_hostname": u.hostname} if u.scheme == "https" else {}
+        pool_cls = urllib3.HTTPSConnectionPool if u.scheme == "https" else urllib3.HTTPConnectionPool
+        pool = pool_cls(addr, port, timeout=60, retries=False, **kw)
+        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        try:
+            r = pool.urlopen("GET", target, headers={"Host": u.netloc.rpartition("@")[2]}, redirect=False,
+                             preload_content=False)
+        except urllib3.exceptions.HTTPError as e:
+            raise ImageError(f"{where}: ADD {url}: {e}") from None
+        location = r.headers.get("Location")
+        if r.status in (301, 302, 303, 307, 308) and location:
+            r.release_conn()
+            url = urljoin(url, location)
+            continue
+        if r.status != 200:
+            raise ImageError(f"{where}: ADD {url}: HTTP {r.status}")
+        p.write(parts, name, r.stream(1 << 20), p.chmod if p.chmod is not None else 0o600)
+        r.release_conn()
+        return
+    raise ImageError(f"{where}: ADD {url}: more than 10 redirects")
+
+
+def _checked_address(host: str, port: int, url: str, where: str, host_network: bool) -> str:
+    """The address to connect to for `host`: the first it resolves to, refused when any of its
+    addresses is this machine's loopback (or the unspecified address, which reaches it too)
+    and the build was not given the host's network."""
+    import ipaddress
+    import socket
     try:
-        r = urllib3.PoolManager().request("GET", url, preload_content=False, timeout=60)
-    except urllib3.exceptions.HTTPError as e:
-        raise ImageError(f"{where}: ADD {url}: {e}") from None
-    if r.status != 200:
-        raise ImageError(f"{where}: ADD {url}: HTTP {r.status}")
-    p.write(parts, name, r.stream(1 << 20), p.chmod if p.chmod is not None else 0o600)
-    r.release_conn()
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ImageError(f"{where}: ADD {url}: cannot resolve {host}: {e.strerror or e}") from None
+    addrs = [i[4][0] for i in infos]
+    if not host_network:
+        for a in addrs:
+            ip = ipaddress.ip_address(a.split("%")[0])
+            ip = getattr(ip, "ipv4_mapped", None) or ip
+            if ip.is_loopback or ip.is_unspecified:
+                raise ImageError(f"{where}: ADD {url}: refused: {host} is this machine's own loopback ({a}), which a "
+                                 f"build reaches only with the host's network",
+                                 hint="build with --network host if you trust this Dockerfile with the services on "
+                                      "your loopback, or serve the file on another address")
+    return addrs[0]
 
 
 # --- RUN --mount sources ------------------------------------------------------------------------------

@@ -345,14 +345,12 @@ def test_start_container_hook_runs_inside_the_container(tmp_path):
 
 # --- ADD <url>: fetched by sbx on the host ------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="ADD fetches URLs from the host's network namespace, loopback included "
-                   "(placement._fetch, urllib3 following redirects itself): a Dockerfile reads the user's "
-                   "127.0.0.1-only services into the image, which RUN steps cannot reach and rootless "
-                   "Docker/BuildKit (fetching from rootlesskit's namespace) cannot either. Fix: follow "
-                   "redirects in _fetch and refuse a connection whose peer address is loopback; "
-                   "tests/test_build.py's ADD test then serves on sbxtest.host_address()")
 def test_add_url_cannot_read_a_loopback_only_service(tmp_path, base_image):
+    """ADD fetches on the host: a Dockerfile must not read the user's 127.0.0.1-only services
+    into an image (RUN steps cannot reach them either), by address, by name, or through a
+    redirect from a server it may reach; a build given the host's network may."""
     import http.server
+    from sbxtest import host_address
     root = tmp_path / "srv"
     root.mkdir()
     (root / "secret").write_text(SECRET + "\n")
@@ -366,15 +364,38 @@ def test_add_url_cannot_read_a_loopback_only_service(tmp_path, base_image):
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{port}/secret")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    addr = host_address()
+    assert addr, "this machine has no non-loopback address to serve the redirect on"
+    hop = http.server.ThreadingHTTPServer((addr, 0), Redirect)
+    threading.Thread(target=hop.serve_forever, daemon=True).start()
     try:
-        ctx = _ctx(tmp_path, f"FROM {base_image}\nADD http://127.0.0.1:{srv.server_address[1]}/secret /s\n")
-        r = sbx("build", "-q", "--no-cache", "-t", "surf-add", str(ctx), timeout=180)
-        if r.returncode == 0:
-            assert SECRET not in sbx("run", "--rm", "surf-add", "cat", "/s", timeout=60).stdout, \
-                "a Dockerfile's ADD copied a service of the host's loopback into the image"
+        for i, url in enumerate((f"http://127.0.0.1:{port}/secret", f"http://localhost:{port}/secret",
+                                 f"http://[::ffff:127.0.0.1]:{port}/secret", f"http://0.0.0.0:{port}/secret",
+                                 f"http://{addr}:{hop.server_address[1]}/go")):
+            d = tmp_path / f"c{i}"
+            d.mkdir()
+            ctx = _ctx(d, f"FROM {base_image}\nADD {url} /s\n")
+            r = sbx("build", "-q", "--no-cache", "-t", "surf-add", str(ctx), timeout=180)
+            assert r.returncode == 125 and "loopback" in r.stderr and "Traceback" not in r.stderr, (url, r.stderr)
+            assert SECRET not in r.stdout + r.stderr
+        r = sbx("build", "-q", "--no-cache", "--network", "host", "-t", "surf-add", str(ctx), timeout=180)
+        assert r.returncode == 0, r.stderr                   # the one building grants the host's network
+        assert SECRET in sbx("run", "--rm", "surf-add", "cat", "/s", timeout=60).stdout
     finally:
-        srv.shutdown()
-        srv.server_close()
+        for x in (srv, hop):
+            x.shutdown()
+            x.server_close()
 
 
 def test_api_build_dockerfile_link_does_not_read_a_host_file(service, home):
