@@ -200,10 +200,36 @@ def test_named_popen_can_be_stopped_and_inspected(busybox_rootfs):
     assert _status("pyc") is None
 
 
-def test_wait_reads_the_exit_code_of_an_autoremove_container(busybox_rootfs):
+def test_wait_reads_the_exit_code_of_an_autoremove_container(busybox_rootfs, tmp_path):
     """`docker wait` on a `run -d --rm` container gives its exit code, though the record goes
     as soon as it exits: the remover lets each waiter read the code first (wait.lock)."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    gate.chmod(0o777)
     for code in (7, 0, 3):
-        cid = ok(sbx("run", "-d", "--rm", "--rootfs", busybox_rootfs, "sh", "-c", f"sleep 0.3; exit {code}")).strip()
-        assert ok(sbx("wait", cid)) == f"{code}\n"
+        go = gate / f"go{code}"
+        cid = ok(sbx("run", "-d", "--rm", "-v", f"{gate}:/gate", "--rootfs", busybox_rootfs, "sh", "-c",
+                     f"while [ ! -e /gate/go{code} ]; do sleep 0.02; done; exit {code}")).strip()
+        waiter = sbxtest.sbx_popen("wait", cid)
+        # The container exits only once the waiter holds the record's wait.lock: on a loaded
+        # machine a fixed sleep could end before `sbx wait` has even started.
+        assert _wait_for(lambda: _holds(waiter.pid, "wait.lock"), 30), "sbx wait never took wait.lock"
+        go.touch()
+        out, err = waiter.communicate(timeout=60)
+        assert (waiter.returncode, out) == (0, f"{code}\n"), err
         assert_sbx_error(sbx("container", "inspect", cid), 1, "No such container")
+
+
+def _holds(pid, name):
+    """Has process `pid` a file called `name` open?"""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.path.basename(os.readlink(f"/proc/{pid}/fd/{fd}")) == name:
+                return True
+        except OSError:
+            pass
+    return False
