@@ -234,7 +234,10 @@ class RatioReport:
         med: dict[str, float] = {}
         for b in getattr(bs, "benchmarks", None) or ():
             if getattr(b, "stats", None) is not None and b.name in self.names:
-                med[b.name] = b.stats.median
+                try:
+                    med[b.name] = b.stats.median
+                except ValueError:  # statistics.StatisticsError: a benchmark that failed has no rounds
+                    self.notes.setdefault(b.name, "it failed before any round was timed")
         return med
 
     def lines(self, config: Any) -> list[str]:
