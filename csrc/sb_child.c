@@ -714,12 +714,14 @@ parent_gone (int report_fd)
   return poll (&p, 1, 0) > 0 && (p.revents & POLLERR) != 0;
 }
 
+static int child_forked (void *arg);
+static int child_rest (const struct sb_child_ctx *ctx);
+
 int
 sb_child_main (void *arg)
 {
   const struct sb_child_ctx *ctx = arg;
   const struct sb_config *cfg = ctx->cfg;
-  char resolved[PATH_MAX];
 
   /* 1. Signals: default dispositions (Python ignores SIGPIPE, for instance).  The mask stays
    * fully blocked until just before exec, so no handler of the parent can run here. */
@@ -789,8 +791,16 @@ sb_child_main (void *arg)
       CHECK (close_all_but (keep, nk), SB_STAGE_CLOSE_FDS);
 
       /* The pid comes from clone's return value and goes on a pipe that the new process
-       * closes first thing: nothing inside the sandbox can forge it. */
-      long pid = syscall (SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+       * closes first thing: nothing inside the sandbox can forge it.  Sharing the caller's
+       * memory (a new sandbox joining a kept user namespace, launched vfork-like), the new
+       * process shares it too, on a stack of its own, and this one sleeps until it has
+       * exec'd or exited: no page table is copied on the way. */
+      long pid;
+      if (ctx->shared_vm)
+        pid = clone (child_forked, ctx->fork_stack, CLONE_VM | CLONE_VFORK | CLONE_PARENT | SIGCHLD,
+                     (void *) ctx);
+      else
+        pid = syscall (SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
       CHECK (pid, SB_STAGE_SETNS);
       if (pid > 0)
         {
@@ -799,10 +809,28 @@ sb_child_main (void *arg)
           (void) unused;
           _exit (0);
         }
-      close (ctx->pid_fd);
-      if (cfg->die_with_parent)
-        CHECK (prctl (PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), SB_STAGE_PDEATHSIG);
+      return child_forked ((void *) ctx);
     }
+  return child_rest (ctx);
+}
+
+/* The process forked into the new (or joined) pid namespace goes on from here. */
+static int
+child_forked (void *arg)
+{
+  const struct sb_child_ctx *ctx = arg;
+  close (ctx->pid_fd);
+  if (ctx->cfg->die_with_parent)
+    CHECK (prctl (PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), SB_STAGE_PDEATHSIG);
+  return child_rest (ctx);
+}
+
+/* Id maps, the hold, the mounts, the process's attributes, exec. */
+static int
+child_rest (const struct sb_child_ctx *ctx)
+{
+  const struct sb_config *cfg = ctx->cfg;
+  char resolved[PATH_MAX];
 
   /* 3. Id maps.  A single-id map can be written by the child itself (the kernel allows an
    * unprivileged process to map its own euid once, after setgroups is denied for the gid map:

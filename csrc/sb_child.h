@@ -15,6 +15,10 @@ struct sb_child_ctx {
                            * into a joined pid namespace (from clone's return value), else -1 */
   sigset_t child_sigmask; /* the mask the command starts with */
   char **init_argv;       /* {init, <resolved path slot>, argv...}, NULL without init */
+  char *fork_stack;       /* shared_vm: the top of the stack of the process forked into a new
+                           * pid namespace (the lower half of the parent's mapping) */
+  int shared_vm;          /* cloned CLONE_VM|CLONE_VFORK: the fork into a pid namespace is one
+                           * too (the parent sleeps until both have exec'd or exited) */
 };
 
 #endif

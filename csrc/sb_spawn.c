@@ -346,7 +346,13 @@ spawn_begin (const struct sb_config *cfg, int hold, struct sb_handle *h, struct 
         init_argv[i + 2] = cfg->argv[i];
     }
 
-  void *stack = mmap (NULL, SB_STACK_SIZE, PROT_READ | PROT_WRITE,
+  /* A new sandbox joining a kept user namespace: the child setns()es it (a vfork-like child
+   * may: it is a thread group of its own with its own fs_struct), makes the other namespaces
+   * inside it and, for the new pid namespace, clones once more vfork-like (sb_child.c) on the
+   * lower half of this mapping. */
+  int vfork_join = cfg->n_setns && cfg->clone_flags && !helper && !hold;
+  size_t stack_size = vfork_join ? 2 * SB_STACK_SIZE : SB_STACK_SIZE;
+  void *stack = mmap (NULL, stack_size, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED)
     {
@@ -360,6 +366,8 @@ spawn_begin (const struct sb_config *cfg, int hold, struct sb_handle *h, struct 
   ctx.pid_fd = pid_w;
   ctx.hold = hold;
   ctx.init_argv = init_argv;
+  ctx.shared_vm = vfork_join;
+  ctx.fork_stack = vfork_join ? (char *) stack + SB_STACK_SIZE : NULL;
   sigemptyset (&ctx.child_sigmask);
 
   /* Block every signal around clone so no handler of ours runs in the child before it has
@@ -375,21 +383,21 @@ spawn_begin (const struct sb_config *cfg, int hold, struct sb_handle *h, struct 
   /* With namespaces to join, the new ones are made by the child after it joined (unshare):
    * made inside a joined user namespace, they belong to it. */
   int flags = (cfg->n_setns ? 0 : cfg->clone_flags) | SIGCHLD | CLONE_PIDFD;
-  if (!helper && !hold && !cfg->n_setns)
+  if (!helper && !hold && (!cfg->n_setns || vfork_join))
     flags |= CLONE_VM | CLONE_VFORK;
-  pid = clone (sb_child_main, (char *) stack + SB_STACK_SIZE, flags, &ctx, &pidfd);
+  pid = clone (sb_child_main, (char *) stack + stack_size, flags, &ctx, &pidfd);
   if (pid < 0 && errno == EINVAL)
     {
       /* Kernels before 5.2 have no CLONE_PIDFD. */
       pidfd = -1;
-      pid = clone (sb_child_main, (char *) stack + SB_STACK_SIZE, flags & ~CLONE_PIDFD, &ctx, NULL);
+      pid = clone (sb_child_main, (char *) stack + stack_size, flags & ~CLONE_PIDFD, &ctx, NULL);
     }
   int clone_errno = errno;
   pthread_sigmask (SIG_SETMASK, &old, NULL);
 
   /* After a vfork-style clone the child has exec'd or exited; after a fork-like one it has its
    * own copy of the stack, the plan and init_argv.  Either way ours can go. */
-  munmap (stack, SB_STACK_SIZE);
+  munmap (stack, stack_size);
   free (init_argv);
   if (pid < 0)
     {
