@@ -80,7 +80,7 @@ def _hint(stage, err, what, plan):
 def _overlay_refused(e, drv, p):
     """Whether a failed launch is the kernel refusing the overlay, with fuse-overlayfs there."""
     from . import overlay
-    return (not p.setns and drv == "kernel" and e.stage == "mount" and str(e).startswith("mount overlay")
+    return ((not p.setns or p.userns_kept) and drv == "kernel" and e.stage == "mount" and str(e).startswith("mount overlay")
             and e.errno in (E.EINVAL, E.EPERM, E.ENODEV, E.EOPNOTSUPP) and bool(overlay.fuse_overlayfs()))
 
 
@@ -94,14 +94,23 @@ def start(spec, **plan_options):
     and fuse-overlayfs is installed, switch to it (and remember that) and try once more."""
     from . import overlay, plan as _plan
     drv = _driver(spec)
-    p = _plan.compile(spec, overlay_driver=drv, **plan_options)
+    p = _plan.compile(spec, overlay_driver=drv, kept_userns=_kept_userns(spec), **plan_options)
     try:
         return spawn(p)
     except LaunchError as e:
         if not _overlay_refused(e, drv, p):
             raise
     overlay.remember_kernel_refused()
-    return spawn(_plan.compile(spec, overlay_driver="fuse", **plan_options))
+    return spawn(_plan.compile(spec, overlay_driver="fuse", kept_userns=_kept_userns(spec), **plan_options))
+
+
+def _kept_userns(spec):
+    """An fd of the kept user namespace when `spec` maps the full subordinate range the default
+    way (runtime/keeper.py): joined instead of running newuidmap/newgidmap per sandbox."""
+    if spec["sbx"].get("userns") != "helper":
+        return None
+    from . import keeper
+    return keeper.userns_fd(spec)
 
 
 def spawn(plan):
@@ -212,7 +221,8 @@ class Launch:
         self._close_start_w()
         start_fd = self._start_channel() if self.wait_start else -1
         try:
-            self.plan = p = _plan.compile(self.spec, overlay_driver=drv, start_fd=start_fd, **self._opts)
+            self.plan = p = _plan.compile(self.spec, overlay_driver=drv, start_fd=start_fd,
+                                          kept_userns=_kept_userns(self.spec), **self._opts)
             if self.hooks and p.clone_flags & _plan.CLONE_FLAGS["cgroup"]:
                 # A hook may move the child to another cgroup (issue 10): its cgroup namespace
                 # is made once it is released, rooted there, not at the cgroup it was cloned in.

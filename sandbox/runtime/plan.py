@@ -39,7 +39,7 @@ class Plan:
                  "setns", "ops", "op_names", "newroot", "hostname", "loopback", "argv", "envp",
                  "path", "cwd", "mkdir_cwd", "ids", "caps", "cap_last", "no_new_privs",
                  "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "console_socket", "console_size",
-                 "keep_fds", "init_fd", "new_keyring", "seccomp", "start_fd", "clone_mode")
+                 "keep_fds", "init_fd", "new_keyring", "seccomp", "start_fd", "clone_mode", "userns_kept")
 
     def __init__(self):
         self.clone_flags = 0
@@ -69,6 +69,7 @@ class Plan:
         self.seccomp = None
         self.start_fd = -1       # >= 0: wait for a byte on it just before execve (launch.create)
         self.clone_mode = None   # set by the launcher: "vfork" (the fast path) or "fork"
+        self.userns_kept = False  # joins the kept user namespace (runtime/keeper.py)
 
     def op(self, kind, dst, src=None, fstype=None, data=None, mflags=0, mode=0, flags=0, what=None):
         self.ops.append((kind, flags, None if src is None else _enc(src), _enc(dst),
@@ -297,8 +298,9 @@ def _mount_table(p, spec, overlay_driver):
 
 
 def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console_size=(0, 0),
-            overlay_driver="kernel", start_fd=-1):
-    """spec (an OCI-shaped dict from spec.build) -> Plan."""
+            overlay_driver="kernel", start_fd=-1, kept_userns=None):
+    """spec (an OCI-shaped dict from spec.build) -> Plan.  `kept_userns`: an fd of the kept user
+    namespace (keeper.userns_fd(spec)) to join instead of mapping a new one; the plan owns it."""
     x = spec["sbx"]
     linux = spec["linux"]
     p = Plan()
@@ -311,6 +313,14 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
         # Join these (a user-defined network's holder user namespace) and make the rest inside
         # them: the child setns()es, then unshares the others (csrc/sb_child.c).
         p.setns = _open_joins(joins)
+    elif kept_userns is not None and "user" in ns:
+        # The kept user namespace (runtime/keeper.py), already mapped like this spec: joined
+        # the same way, nothing to map.
+        p.setns = [(kept_userns, CLONE_FLAGS["user"])]
+        p.userns_kept = True
+        ns = ns - {"user"}
+    elif kept_userns is not None:
+        os.close(kept_userns)
     for n in ns:
         p.clone_flags |= CLONE_FLAGS[n]
 

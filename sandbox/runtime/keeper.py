@@ -1,0 +1,351 @@
+"""The kept user namespace: one per user, mapped with the subordinate range once, joined by every
+sandbox that uses the default full-range mapping (podman's rootless "pause process").
+
+Mapping a range takes the setuid helpers newuidmap and newgidmap, two process starts (~4 ms)
+per sandbox.  Instead a small long-lived process, the keeper, holds a user namespace whose maps
+are exactly the ones sbx writes for a range (idmap.mappings("helper"): 0 -> the caller, 1..65536
+-> the subordinate range), written once.  A launch with those maps opens the namespace (an fd
+kept per process), and the child setns()es it and makes its own mount, pid, ipc, uts, network
+and cgroup namespaces inside (csrc/sb_child.c): they belong to the kept namespace, so every
+sandbox still has namespaces of its own; only the user namespace (the id mapping) is shared,
+as all of a rootless podman user's containers share its pause process's.
+
+Files in `<runtime root>/userns/`:
+    keeper.pid   "PID STARTTIME" of the keeper (written atomically once its maps are in place)
+    start.lock   serializes starting one
+    keeper.log   why a start failed
+The keeper lives in its own session, re-parented away from whoever started it (no zombie in a
+long-lived caller), until `sbx system reset` (`stop()`) or reboot.  A keeper that died (kill -9)
+is replaced by the next launch that looks.
+
+A pid file is only a hint.  Before a namespace is joined it is checked: the process still has the
+start time written beside its pid (and is alive after the check, through a pidfd, so the pid was
+not recycled meanwhile), the namespace's owner is the caller (NS_GET_OWNER_UID), and its
+uid_map and gid_map are exactly the expected ones.  So a stale pid never leads into someone
+else's namespace, nor into a sandbox's.
+
+Only launches with the default seccomp profile join: the sandboxes of one kept namespace share
+its per-namespace user keyrings, and that profile denies add_key, keyctl and request_key (as
+podman's containers share their pause namespace's, behind the same filter).
+
+    python -m sandbox.runtime.keeper DIR REPORT_FD UID_MAP GID_MAP NEWUIDMAP NEWGIDMAP
+"""
+import os
+import sys
+
+from . import flocks, paths
+
+CLONE_NEWUSER = 0x10000000
+NS_GET_OWNER_UID = 0xB704
+PID_FILE = "keeper.pid"
+
+# (euid, uid_map text, gid_map text) -> Kept: the namespace fd this process joins, and a pidfd of
+# its keeper (readable once the keeper is gone: then the next launch looks again).
+_kept = {}
+_failed = set()
+
+
+class Kept:
+    __slots__ = ("nsfd", "pidfd", "pid")
+
+    def __init__(self, nsfd, pidfd, pid):
+        self.nsfd, self.pidfd, self.pid = nsfd, pidfd, pid
+
+    def alive(self):
+        import select
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+    def close(self):
+        for fd in (self.nsfd, self.pidfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def keeper_dir():
+    return os.path.join(paths.runtime_dir(), "userns")
+
+
+def _norm(text):
+    return " ".join(text.split())
+
+
+def map_texts(uid_maps, gid_maps):
+    from .idmap import map_text
+    return map_text(uid_maps), map_text(gid_maps)
+
+
+def eligible(spec):
+    """Whether a launch of `spec` joins the kept namespace: it makes a user namespace of its own
+    (none joined) with the default full-range mapping, has the default seccomp profile, and the
+    caller is not root (root keeps a namespace per sandbox, mapped by itself)."""
+    x = spec["sbx"]
+    if x.get("userns") != "helper" or os.geteuid() == 0 or spec["linux"].get("seccomp") != "default":
+        return False
+    if "ids" in x or not any(n["type"] == "user" and not n.get("path") for n in spec["linux"]["namespaces"]):
+        return False
+    from .idmap import choose, mappings
+    mode, ur, gr, _, _ = choose(None)
+    if mode != "helper":
+        return False
+    return (spec["linux"]["uidMappings"], spec["linux"]["gidMappings"]) == mappings(mode, ur, gr, 0, 0)
+
+
+def userns_fd(spec):
+    """An fd (the caller's to close) of the kept user namespace for `spec`'s mapping, starting a
+    keeper when none runs; None when the spec is not eligible or no keeper can run (the launch
+    then maps a namespace of its own, as before)."""
+    if not eligible(spec):
+        return None
+    x = spec["sbx"]
+    return _fd(spec["linux"]["uidMappings"], spec["linux"]["gidMappings"], x["newuidmap"], x["newgidmap"])
+
+
+def default_fd():
+    """An fd of the kept user namespace mapped the default way (the caller and the subordinate
+    range), or None without a range, as root, or when no keeper can run.  The network holder
+    enters it, so containers on user-defined networks and the others share one namespace."""
+    from .idmap import choose, mappings
+    mode, ur, gr, newuidmap, newgidmap = choose(None)
+    if mode != "helper" or os.geteuid() == 0:
+        return None
+    return _fd(*mappings(mode, ur, gr, 0, 0), newuidmap, newgidmap)
+
+
+def _fd(uid_maps, gid_maps, newuidmap, newgidmap):
+    key = (os.geteuid(),) + map_texts(uid_maps, gid_maps)
+    k = _kept.get(key)
+    if k is not None and not k.alive():
+        del _kept[key]
+        k.close()
+        k = None
+    if k is None:
+        if key in _failed:
+            return None
+        try:
+            k = _find_or_start(key, newuidmap, newgidmap)
+        except OSError:
+            k = None
+        if k is None:
+            _failed.add(key)  # once per process: a launch does not pay for a keeper that cannot run
+            return None
+        _kept[key] = k
+    return os.dup(k.nsfd)  # non-inheritable, as every fd Python makes
+
+
+def _start_time(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def verify(pid, start, key):
+    """A Kept for the keeper `pid` if it is the process started at `start` and its namespace is
+    owned by us and mapped as `key` says; else None.  Nothing is joined on a mismatch."""
+    import signal
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    nsfd = -1
+    try:
+        if _start_time(pid) != start:
+            return None
+        nsfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        import fcntl
+        owner = int.from_bytes(fcntl.ioctl(nsfd, NS_GET_OWNER_UID, bytes(4)), sys.byteorder)
+        if owner != key[0]:
+            return None
+        for name, want in (("uid_map", key[1]), ("gid_map", key[2])):
+            with open(f"/proc/{pid}/{name}") as f:
+                if _norm(f.read()) != _norm(want):
+                    return None
+        if os.stat(f"/proc/{pid}/ns/user").st_ino != os.fstat(nsfd).st_ino:
+            return None
+        signal.pidfd_send_signal(pidfd, 0)  # still the same process: the pid was not reused
+        k = Kept(nsfd, pidfd, pid)
+        nsfd = pidfd = -1
+        return k
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        for fd in (nsfd, pidfd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def find(key, d=None):
+    """The running keeper for `key` (see verify), or None."""
+    got = _pid_file(d or keeper_dir())
+    return None if got is None else verify(*got, key)
+
+
+def _pid_file(d):
+    """(pid, start time) from keeper.pid, or None."""
+    try:
+        with open(os.path.join(d, PID_FILE)) as f:
+            pid, start = (int(v) for v in f.read().split()[:2])
+    except (OSError, ValueError):
+        return None
+    return pid, start
+
+
+def _find_or_start(key, newuidmap, newgidmap):
+    d = keeper_dir()
+    k = find(key, d)
+    if k is not None:
+        return k
+    lock = flocks.hold(os.path.join(d, "start.lock"), wait=True)
+    try:
+        k = find(key, d)  # another process started one meanwhile
+        if k is None:
+            _start(d, key, newuidmap, newgidmap)
+            k = find(key, d)
+    finally:
+        os.close(lock)
+    return k
+
+
+def _start(d, key, newuidmap, newgidmap):
+    """Start a keeper (posix_spawn, its own session; its first process leaves once the keeper is
+    mapped and has written keeper.pid, and is reaped here).  Failures go to keeper.log."""
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {"PYTHONPATH": pkg_parent, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
+                   (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2), (os.POSIX_SPAWN_DUP2, w, 3)]
+        argv = [sys.executable, "-S", "-m", "sandbox.runtime.keeper", d, "3", key[1], key[2], newuidmap, newgidmap]
+        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+    finally:
+        os.close(w)
+    try:
+        out = b""
+        while True:
+            b = os.read(r, 4096)
+            if not b:
+                break
+            out += b
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    if not out.startswith(b"ok"):
+        _log(d, f"the keeper did not start: {out.decode(errors='replace') or 'no report'}")
+
+
+def stop(d=None):
+    """End the keeper of this runtime root (sbx system reset).  Running sandboxes keep their
+    namespace (it lives as long as a process is in it); the next launch starts a new keeper.
+    Returns whether one was running."""
+    import signal
+    d = d or keeper_dir()
+    got = _pid_file(d)
+    if got is None:
+        return False
+    pid, start = got
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if _start_time(pid) != start:
+            return False
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
+    try:
+        os.unlink(os.path.join(d, PID_FILE))
+    except FileNotFoundError:
+        pass
+    for key in [k for k, v in _kept.items() if v.pid == pid]:
+        _kept.pop(key).close()
+    return True
+
+
+def _log(d, msg):
+    try:
+        import time
+        with open(os.path.join(d, "keeper.log"), "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {msg}\n")
+    except OSError:
+        pass
+
+
+# --- the keeper -----------------------------------------------------------------------------------
+
+def main(argv):
+    """The first process: fork the keeper, map it with newuidmap/newgidmap, leave."""
+    d, report = argv[1], int(argv[2])
+    umap, gmap, newuidmap, newgidmap = argv[3:7]
+    to_k_r, to_k_w = os.pipe()
+    from_k_r, from_k_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(to_k_w)
+        os.close(from_k_r)
+        _keeper(d, report, to_k_r, from_k_w)
+        os._exit(1)
+    os.close(to_k_r)
+    os.close(from_k_w)
+    if os.read(from_k_r, 1) != b"u":
+        os._exit(1)  # it failed and reported why
+    for helper, text in ((newuidmap, umap), (newgidmap, gmap)):
+        r, w = os.pipe()
+        args = [helper, str(pid)] + text.split()
+        hp = os.posix_spawn(helper, args, {}, file_actions=[(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+        os.close(w)
+        out = os.read(r, 4096)
+        os.close(r)
+        _, st = os.waitpid(hp, 0)
+        if st != 0:
+            os.write(report, b"E\0" + os.path.basename(helper).encode() + b" failed: " + out.strip())
+            os.kill(pid, 9)
+            os._exit(1)
+    os.write(to_k_w, b"m")
+    os._exit(0)
+
+
+def _keeper(d, report, rfd, wfd):
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWUSER) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+        os.write(wfd, b"u")
+        if os.read(rfd, 1) != b"m":
+            os._exit(1)  # the helpers failed: the first process reported why
+        os.close(rfd)
+        os.close(wfd)
+        os.setsid()
+        os.chdir("/")  # pin no directory of whoever started it
+        me = os.getpid()
+        tmp = os.path.join(d, f"{PID_FILE}.{me}")
+        with open(tmp, "w") as f:
+            f.write(f"{me} {_start_time(me)}\n")
+        os.rename(tmp, os.path.join(d, PID_FILE))
+        os.write(report, b"ok")
+        os.close(report)
+    except BaseException as e:  # noqa: BLE001 - the reason goes to whoever waits for us
+        try:
+            os.write(report, f"E\0{e}".encode())
+        except OSError:
+            pass
+        os._exit(1)
+    # Nothing more to do but exist: a small program that sleeps, named for `ps`.
+    for sleep in ("/usr/bin/sleep", "/bin/sleep"):
+        try:
+            os.execv(sleep, ["sbx-userns-keeper", "infinity"])
+        except OSError:
+            continue
+    import signal
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    while True:
+        signal.pause()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

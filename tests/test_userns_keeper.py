@@ -1,0 +1,219 @@
+"""The kept user namespace (sandbox/runtime/keeper.py): with a subuid range, sandboxes with the
+default mapping join one user namespace kept by a long-lived process instead of mapping one each
+with newuidmap/newgidmap; everything else about them stays their own."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import sandbox
+from sbxtest import parse_idmap, subid_range, wait_for
+
+pytestmark = pytest.mark.subuid
+
+NS = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup")
+SHOW_NS = "for n in " + " ".join(NS) + "; do readlink /proc/self/ns/$n; done"
+
+
+def runtime_dir():
+    from sandbox import config
+    return config.current().runtime_dir()
+
+
+def keeper_pid():
+    with open(os.path.join(runtime_dir(), "userns", "keeper.pid")) as f:
+        return int(f.read().split()[0])
+
+
+def ns_of(pid, kind="user"):
+    return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+
+def run_out(argv, rootfs, **kw):
+    r = sandbox.run(argv, rootfs=rootfs, capture_output=True, **kw)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.decode()
+
+
+def range_maps():
+    (us, _), (gs, _) = subid_range("/etc/subuid"), subid_range("/etc/subgid")
+    return [(0, os.getuid(), 1), (1, us, 65536)], [(0, os.getgid(), 1), (1, gs, 65536)]
+
+
+def test_concurrent_sandboxes_share_only_the_user_namespace(busybox_rootfs):
+    """Two sandboxes at once: the same (kept) user namespace, mapped with the full range, and
+    every other namespace distinct, and distinct from the caller's."""
+    script = SHOW_NS + "; echo ==; cat /proc/self/uid_map; echo ==; cat /proc/self/gid_map; read x"
+    ps = [sandbox.Popen(["sh", "-c", script], rootfs=busybox_rootfs, stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE) for _ in range(2)]
+    try:
+        outs = []
+        for p in ps:
+            lines = []
+            while len(lines) < len(NS) + 6:  # wait until both run at the same time
+                line = p.stdout.readline().decode()
+                assert line, "the sandbox ended early"
+                lines.append(line)
+            outs.append(lines)
+    finally:
+        for p in ps:
+            p.communicate(b"\n", timeout=30)
+    a, b = ([line.strip() for line in o[:len(NS)]] for o in outs)
+    assert a[0] == b[0] == ns_of(keeper_pid()), "both are in the keeper's user namespace"
+    assert a[0] != ns_of("self")
+    for kind, x, y, mine in zip(NS[1:], a[1:], b[1:], (ns_of("self", k) for k in NS[1:])):
+        assert x != y, f"two sandboxes share a {kind} namespace"
+        assert mine not in (x, y), f"a sandbox shares the caller's {kind} namespace"
+    for o in outs:
+        text = "".join(o[len(NS):])
+        _, umap, gmap = text.split("==\n")
+        assert (parse_idmap(umap), parse_idmap(gmap)) == range_maps()
+    for p in ps:
+        assert p.returncode == 0
+
+
+def test_sandboxes_cannot_see_or_signal_each_other_or_the_keeper(busybox_rootfs):
+    """A sleeping sandbox's processes and the keeper are not in another sandbox's /proc, and a
+    kill of every pid it can name leaves the first one running."""
+    other = sandbox.Popen(["sleep", "60"], rootfs=busybox_rootfs)
+    try:
+        kpid = keeper_pid()
+        out = run_out(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo; ls -d /proc/[0-9]*; "
+                       "kill -9 -1; echo killed $?"], busybox_rootfs)
+        assert "sleep" not in out and "sbx-userns-keeper" not in out, out
+        pids = sorted(int(p[6:]) for p in out.split() if p.startswith("/proc/") and p[6:].isdigit())
+        assert pids and pids[0] == 1 and len(pids) <= 4, out  # sh, and what it runs: its own
+        assert other.poll() is None, "a sandbox killed another one's process"
+        assert os.path.exists(f"/proc/{kpid}") and ns_of(kpid) == ns_of(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_the_keeper_is_nobodys_child_and_has_its_own_session(busybox_rootfs):
+    run_out(["true"], busybox_rootfs)
+    pid = keeper_pid()
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    ppid, sid = int(fields[1]), int(fields[3])
+    assert ppid != os.getpid() and sid == pid
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == b"sbx-userns-keeper"
+
+
+def test_a_killed_keeper_is_replaced(busybox_rootfs):
+    """kill -9 of the keeper: this process's next sandbox still starts, and a new process finds
+    the keeper gone and starts another, which its sandboxes join."""
+    run_out(["true"], busybox_rootfs)
+    old = keeper_pid()
+    os.kill(old, signal.SIGKILL)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{old}"), 10)
+    assert run_out(["echo", "hi"], busybox_rootfs) == "hi\n"
+    code = ("import sandbox, os\n"
+            "p = sandbox.Popen(['sh', '-c', 'readlink /proc/self/ns/user'], rootfs=%r, stdout=-1)\n"
+            "print(p.communicate()[0].decode().strip()); print(p.returncode)\n" % str(busybox_rootfs))
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    userns, rc = cp.stdout.split()
+    assert rc == "0"
+    new = keeper_pid()
+    assert new != old and userns == ns_of(new)
+
+
+def _forge_pid_file(pid, start):
+    d = os.path.join(runtime_dir(), "userns")
+    with open(os.path.join(d, "keeper.pid"), "w") as f:
+        f.write(f"{pid} {start}\n")
+
+
+def _start_time(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[19])
+
+
+@pytest.mark.parametrize("case", ["recycled", "other-maps"])
+def test_a_stale_pid_file_never_leads_into_another_namespace(busybox_rootfs, case):
+    """keeper.pid naming another process of ours (a sandbox mapped like the keeper, whose start
+    time differs; or one with other maps, start time right) is not joined: a new keeper is."""
+    run_out(["true"], busybox_rootfs)
+    old = keeper_pid()
+    if case == "recycled":
+        # Mapped exactly like the keeper (its own namespace: unconfined sandboxes do not join).
+        victim = sandbox.Popen(["sleep", "60"], rootfs=busybox_rootfs, seccomp="unconfined")
+        start = _start_time(old)
+    else:
+        victim = sandbox.Popen(["sleep", "60"], rootfs=busybox_rootfs, userns="single")
+        start = None
+    try:
+        assert wait_for(lambda: ns_of(victim.pid) != ns_of("self"), 10)
+        os.kill(old, signal.SIGKILL)
+        assert wait_for(lambda: not os.path.exists(f"/proc/{old}"), 10)
+        _forge_pid_file(victim.pid, start if start is not None else _start_time(victim.pid))
+        code = ("import sandbox\n"
+                "print(sandbox.run(['readlink', '/proc/self/ns/user'], rootfs=%r, capture_output=True,"
+                " check=True).stdout.decode().strip())\n" % str(busybox_rootfs))
+        cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        assert cp.stdout.strip() != ns_of(victim.pid)
+        new = keeper_pid()
+        assert new not in (old, victim.pid) and cp.stdout.strip() == ns_of(new)
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@pytest.mark.parametrize("opts", [{"userns": "single"}, {"seccomp": "unconfined"}],
+                         ids=["single", "unconfined"])
+def test_other_launches_keep_a_namespace_of_their_own(busybox_rootfs, opts):
+    """Single-id sandboxes, and sandboxes without the default seccomp profile (which keeps the
+    kept namespace's shared user keyring out of reach), get a user namespace of their own."""
+    kept = run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs)
+    own = [run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs, **opts) for _ in range(2)]
+    assert kept not in own and own[0] != own[1]
+
+
+ADD_KEY = ("import ctypes, os\n"
+           "libc = ctypes.CDLL(None, use_errno=True)\n"
+           "r = libc.syscall(248, b'user', b'sbx-test', b'secret', 6, -4)\n"  # add_key(..., @u)
+           "print(os.readlink('/proc/self/ns/user'), r, ctypes.get_errno())\n")
+
+
+def test_the_shared_user_keyring_is_out_of_reach():
+    """The sandboxes of the kept namespace share its user keyring; the default seccomp profile
+    (the only one that joins) denies add_key, so nothing can be left there for another."""
+    out = run_out(["/usr/bin/python3", "-S", "-c", ADD_KEY], "/").split()
+    assert out[0] == ns_of(keeper_pid())
+    assert out[1:] == ["-1", "1"], "add_key to the user keyring was not refused with EPERM"
+
+
+def test_a_sandbox_dies_with_its_launcher_in_the_kept_namespace(busybox_rootfs, tmp_path):
+    """The parent-death guarantee holds on the kept path: kill -9 of the launching process ends
+    the sandbox (and nothing of it lingers in the kept namespace)."""
+    code = ("import sandbox, sys\n"
+            "p = sandbox.Popen(['sh', '-c', 'echo $$; exec sleep 60'], rootfs=%r, stdout=-1)\n"
+            "sys.stdout.write(str(p.pid) + '\\n'); sys.stdout.flush()\n"
+            "p.wait()\n" % str(busybox_rootfs))
+    launcher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(launcher.stdout.readline())
+        assert ns_of(pid) == ns_of(keeper_pid())
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+        assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), 10), \
+            "the sandbox outlived its launcher"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+
+
+def _is_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
