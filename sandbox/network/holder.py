@@ -22,10 +22,14 @@ Lifetime: started on demand by the first container on any user-defined network (
 ends after the last one; a holder that died (kill -9) is replaced by the next `ensure`, and the
 containers attached to the dead one lose their links (their veths went with its namespace).
 
-Run as `python -m sandbox.network.holder DIR REPORT_FD`: the first process forks the holder, runs
-newuidmap/newgidmap for it when the user has a subordinate range (so containers joining it keep
-sbx's usual mapping), starts slirp4netns for its namespace and leaves; the holder reports `ok` or
-`E\\0message\\0hint` on REPORT_FD.  pyroute2 is imported by the holder only."""
+Run as `python -m sandbox.network.holder DIR REPORT_FD [KEPT_FD]`: the first process forks the
+holder; with a subordinate range the holder enters the kept user namespace (runtime/keeper.py, an
+fd its starter passes as KEPT_FD: mapped with the range once, joined by every container with the
+default mapping, so containers on user-defined networks and the others share one, as in podman),
+else it makes its own (newuidmap/newgidmap run by the first process when the keeper could not
+start; a single id otherwise).  The first process starts slirp4netns for its namespace and leaves;
+the holder reports `ok` or `E\\0message\\0hint` on REPORT_FD.  pyroute2 is imported by the
+holder only."""
 import json
 import os
 import socket
@@ -165,14 +169,21 @@ def _start(d):
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")}
     env["PYTHONPATH"] = pkg_parent
     env["PATH"] = env.get("PATH", "/usr/local/bin:/usr/bin:/bin") + ":/usr/sbin:/sbin"
+    from ..runtime import keeper
+    kept = keeper.default_fd()  # with a range: the holder enters the kept user namespace
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
                    (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2), (os.POSIX_SPAWN_DUP2, w, 3)]
         argv = [sys.executable, "-m", "sandbox.network.holder", d, "3"]
+        if kept is not None:
+            actions.append((os.POSIX_SPAWN_DUP2, kept, 4))
+            argv.append("4")
         pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
     finally:
         os.close(w)
+        if kept is not None:
+            os.close(kept)
     try:
         chunks = []
         while True:
@@ -231,8 +242,11 @@ def _which(name):
 def main(argv):
     """The first process: fork the holder, give it its id maps and slirp4netns, leave."""
     d, report_fd = argv[1], int(argv[2])
+    kept = int(argv[3]) if len(argv) > 3 else -1  # the kept user namespace (runtime/keeper.py)
     from ..runtime import idmap
     mode, urange, grange, newuidmap, newgidmap = idmap.detect()
+    if kept >= 0:
+        mode = "kept"
     to_x_r, to_x_w = os.pipe()
     from_x_r, from_x_w = os.pipe()
     exit_r, exit_w = os.pipe()  # slirp4netns's --exit-fd: ends when the holder ends
@@ -243,7 +257,7 @@ def main(argv):
         os.close(exit_r)
         code = 1
         try:
-            Holder(d, report_fd).run(to_x_r, from_x_w, exit_w, mode)
+            Holder(d, report_fd).run(to_x_r, from_x_w, exit_w, mode, kept)
             code = 0
         except BaseException as e:  # noqa: BLE001 - the reason goes to whoever waits for us
             _report(report_fd, e)
@@ -253,6 +267,8 @@ def main(argv):
     os.close(to_x_r)
     os.close(from_x_w)
     os.close(exit_w)
+    if kept >= 0:
+        os.close(kept)
     try:
         _read_byte(from_x_r)  # the holder has its user namespace
         if mode == "helper":
@@ -350,13 +366,20 @@ class Holder:
         self.iptables = None
 
     # set-up
-    def run(self, rfd, wfd, exit_w, mode):
+    def run(self, rfd, wfd, exit_w, mode, kept=-1):
         libc = _libc()
         uid, gid = os.geteuid(), os.getegid()  # unmapped (65534) once unshared
-        _check(libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+        if kept >= 0:
+            # The kept user namespace, mapped with the range already: plain containers and
+            # the containers of user-defined networks share it, as podman's share its pause
+            # process's.
+            _check(libc.setns(kept, CLONE_NEWUSER), "setns into the kept user namespace")
+            os.close(kept)
+        else:
+            _check(libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
         os.write(wfd, b"u")
         _read_byte(rfd)  # id maps written (with a range)
-        if mode != "helper":
+        if mode == "single":
             _write_file("/proc/self/setgroups", "deny")
             _write_file("/proc/self/uid_map", f"0 {uid} 1\n")
             _write_file("/proc/self/gid_map", f"0 {gid} 1\n")
