@@ -823,6 +823,8 @@ def reset(
             left = store.remove_trees(doomed)
     else:
         left = store.remove_trees(doomed)
+    from sandbox.runtime import keeper
+    keeper.stop()  # the kept user namespace's process (podman's pause process); restarted on demand
     if left:
         from sandbox.image.errors import StoreError
 
