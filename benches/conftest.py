@@ -102,6 +102,8 @@ PAIRS = (
     ("test_api_true", "test_bwrap_true", 0.7),         # with the default seccomp filter
     ("test_api_true_no_seccomp", "test_bwrap_true", 0.6),
     ("test_api_true", "test_crun_true", 0.25),
+    ("test_api_true_auto_userns", "test_bwrap_true", 0.6),  # issue 11: a subuid range, kept user namespace
+    ("test_api_true_range_mapped_per_sandbox", "test_bwrap_true", None),
     ("test_cli_true", "test_crun_true", 2.0),
     ("test_cli_true_no_seccomp", "test_crun_true", 2.0),
     ("test_cli_true", "test_bwrap_true", None),
