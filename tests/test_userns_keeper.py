@@ -11,7 +11,7 @@ import time
 import pytest
 
 import sandbox
-from sbxtest import parse_idmap, subid_range, wait_for
+from sbxtest import inspect_container, ok, parse_idmap, sbx, subid_range, wait_for
 
 pytestmark = pytest.mark.subuid
 
@@ -19,13 +19,13 @@ NS = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup")
 SHOW_NS = "for n in " + " ".join(NS) + "; do readlink /proc/self/ns/$n; done"
 
 
-def runtime_dir():
-    from sandbox import config
-    return config.current().runtime_dir()
+def keeper_dir():
+    from sandbox.runtime import keeper
+    return keeper.keeper_dir()
 
 
 def keeper_pid():
-    with open(os.path.join(runtime_dir(), "userns", "keeper.pid")) as f:
+    with open(os.path.join(keeper_dir(), "keeper.pid")) as f:
         return int(f.read().split()[0])
 
 
@@ -125,8 +125,7 @@ def test_a_killed_keeper_is_replaced(busybox_rootfs):
 
 
 def _forge_pid_file(pid, start):
-    d = os.path.join(runtime_dir(), "userns")
-    with open(os.path.join(d, "keeper.pid"), "w") as f:
+    with open(os.path.join(keeper_dir(), "keeper.pid"), "w") as f:
         f.write(f"{pid} {start}\n")
 
 
@@ -217,3 +216,35 @@ def _is_zombie(pid):
             return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
     except FileNotFoundError:
         return True
+
+
+def test_stores_with_runtime_roots_of_their_own_share_the_keeper(busybox_rootfs, tmp_path):
+    """`sbx --runroot` (a store's own runtime root) joins the user's one kept namespace: the
+    namespace is the user's, and no keeper is left behind per runtime root."""
+    kept = run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs).strip()
+    run = tmp_path / "run"
+    out = ok(sbx("--runroot", str(run), "run", "--rm", "--rootfs", busybox_rootfs, "readlink", "/proc/self/ns/user"))
+    assert out.strip() == kept == ns_of(keeper_pid())
+    assert not (run / "userns").exists()
+
+
+def test_a_user_network_container_shares_the_kept_namespace(busybox_rootfs, tmp_path, monkeypatch):
+    """The network holder enters the kept user namespace: a container on a user-defined network
+    and a plain one share it (podman's rootless-netns and pause process do the same), each with
+    a network namespace of its own."""
+    monkeypatch.setenv("SBX_ROOT", str(tmp_path / "data"))
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("SBX_RUNROOT", str(run))
+    ok(sbx("network", "create", "kept"))
+    try:
+        cid = ok(sbx("run", "-d", "--network", "kept", "--rootfs", busybox_rootfs, "sleep", "60", timeout=60)).strip()
+        pid = inspect_container(cid)["State"]["Pid"]
+        plain = run_out(["sh", "-c", "readlink /proc/self/ns/user; readlink /proc/self/ns/net"], busybox_rootfs).split()
+        holder = int((run / "net" / "holder" / "holder.pid").read_text().split()[0])
+        assert ns_of(pid) == plain[0] == ns_of(keeper_pid()) == ns_of(holder)
+        assert ns_of(pid, "net") not in (plain[1], ns_of(holder, "net"))
+    finally:
+        for c in sbx("ps", "-a", "-q").stdout.split():
+            sbx("rm", "-f", c)
+        sbx("network", "rm", "kept")

@@ -10,7 +10,7 @@ and cgroup namespaces inside (csrc/sb_child.c): they belong to the kept namespac
 sandbox still has namespaces of its own; only the user namespace (the id mapping) is shared,
 as all of a rootless podman user's containers share its pause process's.
 
-Files in `<runtime root>/userns/`:
+Files in `<the user's runtime root>/userns/` (see keeper_dir):
     keeper.pid   "PID STARTTIME" of the keeper (written atomically once its maps are in place)
     start.lock   serializes starting one
     keeper.log   why a start failed
@@ -33,7 +33,8 @@ podman's containers share their pause namespace's, behind the same filter).
 import os
 import sys
 
-from . import flocks, paths
+from .. import config
+from . import flocks
 
 CLONE_NEWUSER = 0x10000000
 NS_GET_OWNER_UID = 0xB704
@@ -64,7 +65,12 @@ class Kept:
 
 
 def keeper_dir():
-    return os.path.join(paths.runtime_dir(), "userns")
+    """`userns/` in the user's own runtime root ($XDG_RUNTIME_DIR/sbx, else /tmp/sbx-UID), not in
+    one given with --runroot/SBX_RUNROOT: the namespace is the user's, like the subordinate range
+    it maps, so stores with runtime roots of their own (tests make one each) share one keeper
+    instead of leaving one each behind."""
+    env = {k: v for k, v in os.environ.items() if k != "SBX_RUNROOT"}
+    return os.path.join(config.Context.from_env(env).runtime_dir(), "userns")
 
 
 def _norm(text):
