@@ -82,45 +82,53 @@ def map_texts(uid_maps, gid_maps):
     return map_text(uid_maps), map_text(gid_maps)
 
 
+_default = []
+
+
+def _default_mapping():
+    """(uid maps, gid maps, key, newuidmap, newgidmap) of the default range mapping, or None
+    without a range or as root.  Computed once per process, as idmap.detect() is."""
+    if not _default:
+        from .idmap import choose, mappings
+        mode, ur, gr, newuidmap, newgidmap = choose(None)
+        d = None
+        if mode == "helper" and os.geteuid() != 0:
+            um, gm = mappings(mode, ur, gr, 0, 0)
+            d = (um, gm, (os.geteuid(),) + map_texts(um, gm), newuidmap, newgidmap)
+        _default.append(d)
+    return _default[0]
+
+
 def eligible(spec):
     """Whether a launch of `spec` joins the kept namespace: it makes a user namespace of its own
     (none joined) with the default full-range mapping, has the default seccomp profile, and the
     caller is not root (root keeps a namespace per sandbox, mapped by itself)."""
     x = spec["sbx"]
-    if x.get("userns") != "helper" or os.geteuid() == 0 or spec["linux"].get("seccomp") != "default":
+    linux = spec["linux"]
+    if x.get("userns") != "helper" or linux.get("seccomp") != "default" or "ids" in x:
         return False
-    if "ids" in x or not any(n["type"] == "user" and not n.get("path") for n in spec["linux"]["namespaces"]):
+    if not any(n["type"] == "user" and not n.get("path") for n in linux["namespaces"]):
         return False
-    from .idmap import choose, mappings
-    mode, ur, gr, _, _ = choose(None)
-    if mode != "helper":
-        return False
-    return (spec["linux"]["uidMappings"], spec["linux"]["gidMappings"]) == mappings(mode, ur, gr, 0, 0)
+    d = _default_mapping()
+    return d is not None and linux["uidMappings"] == d[0] and linux["gidMappings"] == d[1]
 
 
 def userns_fd(spec):
     """An fd (the caller's to close) of the kept user namespace for `spec`'s mapping, starting a
     keeper when none runs; None when the spec is not eligible or no keeper can run (the launch
     then maps a namespace of its own, as before)."""
-    if not eligible(spec):
-        return None
-    x = spec["sbx"]
-    return _fd(spec["linux"]["uidMappings"], spec["linux"]["gidMappings"], x["newuidmap"], x["newgidmap"])
+    return _fd(*_default_mapping()[2:]) if eligible(spec) else None
 
 
 def default_fd():
     """An fd of the kept user namespace mapped the default way (the caller and the subordinate
     range), or None without a range, as root, or when no keeper can run.  The network holder
     enters it, so containers on user-defined networks and the others share one namespace."""
-    from .idmap import choose, mappings
-    mode, ur, gr, newuidmap, newgidmap = choose(None)
-    if mode != "helper" or os.geteuid() == 0:
-        return None
-    return _fd(*mappings(mode, ur, gr, 0, 0), newuidmap, newgidmap)
+    d = _default_mapping()
+    return None if d is None else _fd(*d[2:])
 
 
-def _fd(uid_maps, gid_maps, newuidmap, newgidmap):
-    key = (os.geteuid(),) + map_texts(uid_maps, gid_maps)
+def _fd(key, newuidmap, newgidmap):
     k = _kept.get(key)
     if k is not None and not k.alive():
         del _kept[key]
