@@ -191,7 +191,7 @@ def connect(rec, pid, cid, name, aliases=(), ip=None, mac=None):
     ref = holder.ensure()
     try:
         return ref.request(op="attach", net=_net_req(rec), pid=pid, cid=cid, name=name, aliases=list(aliases),
-                           ip=ip, mac=mac)
+                           ip=ip, mac=mac, connect=True)
     finally:
         ref.close()
 

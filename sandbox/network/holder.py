@@ -607,6 +607,13 @@ class Holder:
                                   "namespace, so no link can be moved into its network namespace",
                                   hint="only containers started on a user-defined network (sbx run --network NAME) "
                                        "can be connected to another one")
+            if req.get("connect") and not any(x.pid == pid for net in self.nets.values() for x in net.members.values()):
+                # With a range every container shares the kept user namespace with the holder,
+                # which could wire any of them; Docker connects only containers on networks.
+                raise HolderError(f"container {req.get('name') or cid[:12]} was not started on a user-defined "
+                                  "network, so the network holder does not wire it",
+                                  hint="only containers started on a user-defined network (sbx run --network NAME) "
+                                       "can be connected to another one")
             used = {m.ip for m in n.members.values()}
             try:
                 ip = ipam.pick(n.subnet, used, n.gateway, req.get("ip"))
