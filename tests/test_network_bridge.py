@@ -171,7 +171,7 @@ def test_connect_and_disconnect_running_container(netenv):
     ok(sbx("network", "disconnect", "-f", "back", "app"))
     # A container that does not share the holder's user namespace cannot be wired.
     ok(sbx("run", "-d", "--name", "loner", "--network", "none", "--rootfs", netenv["rootfs"], "sleep", "60"))
-    assert_sbx_error(sbx("network", "connect", "back", "loner"), 125, "user namespace")
+    assert_sbx_error(sbx("network", "connect", "back", "loner"), 125, "user-defined network")
 
 
 def test_ls_inspect_rm_prune(netenv):
