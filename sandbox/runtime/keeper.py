@@ -157,7 +157,6 @@ def _start_time(pid):
 def verify(pid, start, key):
     """A Kept for the keeper `pid` if it is the process started at `start` and its namespace is
     owned by us and mapped as `key` says; else None.  Nothing is joined on a mismatch."""
-    import signal
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
@@ -177,8 +176,9 @@ def verify(pid, start, key):
                     return None
         if os.stat(f"/proc/{pid}/ns/user").st_ino != os.fstat(nsfd).st_ino:
             return None
-        signal.pidfd_send_signal(pidfd, 0)  # still the same process: the pid was not reused
         k = Kept(nsfd, pidfd, pid)
+        if not k.alive():  # its pidfd says whether the pid we read about was reused meanwhile
+            return None
         nsfd = pidfd = -1
         return k
     except (OSError, ValueError, IndexError):
