@@ -795,8 +795,12 @@ sb_child_main (void *arg)
        * memory (a new sandbox joining a kept user namespace, launched vfork-like), the new
        * process shares it too, on a stack of its own, and this one sleeps until it has
        * exec'd or exited: no page table is copied on the way. */
+      /* A change of the effective uid or gid marks the mm non-dumpable (commit_creds): on a
+       * shared mm that would be the caller's, whose /proc/self then turns root's.  So a sandbox
+       * that switches to another user forks here; root inside (the caller's own ids) does not. */
+      int share = ctx->shared_vm && !(cfg->set_ids && (cfg->uid != 0 || cfg->gid != 0));
       long pid;
-      if (ctx->shared_vm)
+      if (share)
         pid = clone (child_forked, ctx->fork_stack, CLONE_VM | CLONE_VFORK | CLONE_PARENT | SIGCHLD,
                      (void *) ctx);
       else

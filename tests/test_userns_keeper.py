@@ -248,3 +248,15 @@ def test_a_user_network_container_shares_the_kept_namespace(busybox_rootfs, tmp_
         for c in sbx("ps", "-a", "-q").stdout.split():
             sbx("rm", "-f", c)
         sbx("network", "rm", "kept")
+
+
+def test_a_sandbox_of_another_user_leaves_the_caller_as_it_was(busybox_rootfs):
+    """Switching to a user inside (-u 1000) must not mark the caller non-dumpable (its /proc/self
+    would turn root's and its next single-id sandbox could not map itself): the kept launch
+    shares the caller's memory only for sandboxes that stay root."""
+    for user in ("1000:1000", "app", None):
+        out = run_out(["sh", "-c", "id -u; readlink /proc/self/ns/user"], busybox_rootfs, user=user).split()
+        assert out == ["1000" if user else "0", ns_of(keeper_pid())]
+        assert os.stat("/proc/self/fd").st_uid == os.getuid(), f"the caller turned non-dumpable after -u {user}"
+    assert run_out(["cat", "/proc/self/uid_map"], busybox_rootfs, userns="single", init=True).split() == \
+        ["0", str(os.getuid()), "1"]
