@@ -69,8 +69,11 @@ def keeper_dir():
     one given with --runroot/SBX_RUNROOT: the namespace is the user's, like the subordinate range
     it maps, so stores with runtime roots of their own (tests make one each) share one keeper
     instead of leaving one each behind."""
-    env = {k: v for k, v in os.environ.items() if k != "SBX_RUNROOT"}
-    return os.path.join(config.Context.from_env(env).runtime_dir(), "userns")
+    return os.path.join(_user_context().runtime_dir(), "userns")
+
+
+def _user_context():
+    return config.Context.from_env({k: v for k, v in os.environ.items() if k != "SBX_RUNROOT"})
 
 
 def _norm(text):
@@ -253,7 +256,7 @@ def stop(d=None):
     namespace (it lives as long as a process is in it); the next launch starts a new keeper.
     Returns whether one was running."""
     import signal
-    d = d or keeper_dir()
+    d = d or os.path.join(_user_context().runtime_root, "userns")  # nothing made to find nothing
     got = _pid_file(d)
     if got is None:
         return False
