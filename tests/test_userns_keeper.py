@@ -111,7 +111,7 @@ def test_a_killed_keeper_is_replaced(busybox_rootfs):
     run_out(["true"], busybox_rootfs)
     old = keeper_pid()
     os.kill(old, signal.SIGKILL)
-    assert wait_for(lambda: not os.path.exists(f"/proc/{old}"), 10)
+    assert wait_for(lambda: _is_zombie(old), 10)
     assert run_out(["echo", "hi"], busybox_rootfs) == "hi\n"
     code = ("import sandbox, os\n"
             "p = sandbox.Popen(['sh', '-c', 'readlink /proc/self/ns/user'], rootfs=%r, stdout=-1)\n"
@@ -150,7 +150,7 @@ def test_a_stale_pid_file_never_leads_into_another_namespace(busybox_rootfs, cas
     try:
         assert wait_for(lambda: ns_of(victim.pid) != ns_of("self"), 10)
         os.kill(old, signal.SIGKILL)
-        assert wait_for(lambda: not os.path.exists(f"/proc/{old}"), 10)
+        assert wait_for(lambda: _is_zombie(old), 10)
         _forge_pid_file(victim.pid, start if start is not None else _start_time(victim.pid))
         code = ("import sandbox\n"
                 "print(sandbox.run(['readlink', '/proc/self/ns/user'], rootfs=%r, capture_output=True,"
@@ -260,3 +260,14 @@ def test_a_sandbox_of_another_user_leaves_the_caller_as_it_was(busybox_rootfs):
         assert os.stat("/proc/self/fd").st_uid == os.getuid(), f"the caller turned non-dumpable after -u {user}"
     assert run_out(["cat", "/proc/self/uid_map"], busybox_rootfs, userns="single", init=True).split() == \
         ["0", str(os.getuid()), "1"]
+
+
+def test_system_reset_ends_the_keeper(busybox_rootfs, tmp_path):
+    """`sbx system reset` ends the keeper (podman's system migrate ends its pause process); the
+    next sandbox starts another and joins it."""
+    run_out(["true"], busybox_rootfs)
+    old = keeper_pid()
+    ok(sbx("--root", str(tmp_path / "data"), "system", "reset", "-f"))
+    assert wait_for(lambda: _is_zombie(old), 10), "the keeper outlived system reset"
+    userns = run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs).strip()
+    assert keeper_pid() != old and userns == ns_of(keeper_pid())

@@ -252,7 +252,7 @@ def _start(d, key, newuidmap, newgidmap):
 
 
 def stop(d=None):
-    """End the keeper of this runtime root (sbx system reset).  Running sandboxes keep their
+    """End the user's keeper (sbx system reset).  Running sandboxes keep their
     namespace (it lives as long as a process is in it); the next launch starts a new keeper.
     Returns whether one was running."""
     import signal
