@@ -219,13 +219,18 @@ def _is_zombie(pid):
 
 
 def test_stores_with_runtime_roots_of_their_own_share_the_keeper(busybox_rootfs, tmp_path):
-    """`sbx --runroot` (a store's own runtime root) joins the user's one kept namespace: the
+    """`sbx --runroot` and another XDG_RUNTIME_DIR join the user's one kept namespace: the
     namespace is the user's, and no keeper is left behind per runtime root."""
     kept = run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs).strip()
     run = tmp_path / "run"
     out = ok(sbx("--runroot", str(run), "run", "--rm", "--rootfs", busybox_rootfs, "readlink", "/proc/self/ns/user"))
     assert out.strip() == kept == ns_of(keeper_pid())
     assert not (run / "userns").exists()
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    out = ok(sbx("run", "--rm", "--rootfs", busybox_rootfs, "readlink", "/proc/self/ns/user",
+                 env={**os.environ, "XDG_RUNTIME_DIR": str(xdg)}))
+    assert out.strip() == kept and not (xdg / "sbx" / "userns").exists()
 
 
 def test_a_user_network_container_shares_the_kept_namespace(busybox_rootfs, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ and cgroup namespaces inside (csrc/sb_child.c): they belong to the kept namespac
 sandbox still has namespaces of its own; only the user namespace (the id mapping) is shared,
 as all of a rootless podman user's containers share its pause process's.
 
-Files in `<the user's runtime root>/userns/` (see keeper_dir):
+Files in `/tmp/sbx-UID/userns/` (one place per user, see keeper_dir):
     keeper.pid   "PID STARTTIME" of the keeper (written atomically once its maps are in place)
     start.lock   serializes starting one
     keeper.log   why a start failed
@@ -34,6 +34,7 @@ import os
 import sys
 
 from .. import config
+from ..errors import SandboxError
 from . import flocks
 
 CLONE_NEWUSER = 0x10000000
@@ -65,15 +66,17 @@ class Kept:
 
 
 def keeper_dir():
-    """`userns/` in the user's own runtime root ($XDG_RUNTIME_DIR/sbx, else /tmp/sbx-UID), not in
-    one given with --runroot/SBX_RUNROOT: the namespace is the user's, like the subordinate range
-    it maps, so stores with runtime roots of their own (tests make one each) share one keeper
-    instead of leaving one each behind."""
-    return os.path.join(_user_context().runtime_dir(), "userns")
+    """`/tmp/sbx-UID/userns` (0700, ours): one place per user, whatever XDG_RUNTIME_DIR or
+    --runroot/SBX_RUNROOT say.  The namespace is the user's, like the subordinate range it maps,
+    so every store and session of the user shares one keeper instead of leaving one behind per
+    runtime root (tests make one each).  A /tmp/sbx-UID that is not our own private directory
+    is refused (StateError), and the launches then map a namespace each, as before."""
+    base = config.ensure_private_dir(_user_base(), "runtime directory", config.RUNTIME_HINT)
+    return os.path.join(base, "userns")
 
 
-def _user_context():
-    return config.Context.from_env({k: v for k, v in os.environ.items() if k != "SBX_RUNROOT"})
+def _user_base():
+    return f"/tmp/sbx-{os.geteuid()}"
 
 
 def _norm(text):
@@ -132,22 +135,23 @@ def default_fd():
 
 
 def _fd(key, newuidmap, newgidmap):
-    k = _kept.get(key)
+    where = key
+    k = _kept.get(where)
     if k is not None and not k.alive():
-        del _kept[key]
+        del _kept[where]
         k.close()
         k = None
     if k is None:
-        if key in _failed:
+        if where in _failed:
             return None
         try:
             k = _find_or_start(key, newuidmap, newgidmap)
-        except OSError:
+        except (OSError, SandboxError):
             k = None
         if k is None:
-            _failed.add(key)  # once per process: a launch does not pay for a keeper that cannot run
+            _failed.add(where)  # once per process: a launch does not pay for a keeper that cannot run
             return None
-        _kept[key] = k
+        _kept[where] = k
     return os.dup(k.nsfd)  # non-inheritable, as every fd Python makes
 
 
@@ -256,7 +260,7 @@ def stop(d=None):
     namespace (it lives as long as a process is in it); the next launch starts a new keeper.
     Returns whether one was running."""
     import signal
-    d = d or os.path.join(_user_context().runtime_root, "userns")  # nothing made to find nothing
+    d = d or os.path.join(_user_base(), "userns")  # nothing made to find nothing
     got = _pid_file(d)
     if got is None:
         return False
