@@ -139,10 +139,15 @@ def read(path, *, tail=None, since=None, until=None, follow=False, running=None,
         if not follow:
             return
         pending = rest
+        # Quiet logs are looked at again after 5 ms, then less and less often up to `poll`: a
+        # container that prints and exits at once (docker-py's run(detach=False)) is followed to
+        # its end in milliseconds, an idle one costs no more than before.
+        nap = min(0.005, poll)
         while True:
             alive = running() if running is not None else False
             chunk = f.read()
             if chunk:
+                nap = min(0.005, poll)
                 pending += chunk
                 complete, _, pending = pending.rpartition(b"\n")
                 for line in complete.split(b"\n") if complete else ():
@@ -154,7 +159,8 @@ def read(path, *, tail=None, since=None, until=None, follow=False, running=None,
                 continue
             if not alive:
                 return
-            time.sleep(poll)
+            time.sleep(nap)
+            nap = min(nap * 2, poll)
 
 
 def _emit(r, since, until):
