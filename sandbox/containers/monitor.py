@@ -21,6 +21,7 @@ import sys
 import time
 
 from . import state as _state
+from ..runtime import diaglog
 
 REPORT_FD = 3
 BACKOFF_START = 0.1
@@ -74,11 +75,7 @@ def spawn(store, rec, runtime_root):
 # --- the monitor ------------------------------------------------------------------------------------
 
 def _log(rec_dir, msg):
-    try:
-        with open(os.path.join(rec_dir, "monitor.log"), "a") as f:
-            f.write(f"{_state.now()} {msg}\n")
-    except OSError:
-        pass
+    diaglog.append(os.path.join(rec_dir, "monitor.log"), msg)
 
 
 class Monitor:

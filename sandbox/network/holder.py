@@ -36,7 +36,7 @@ import socket
 import sys
 
 from ..errors import SandboxError
-from ..runtime import flocks, paths
+from ..runtime import diaglog, flocks, paths
 
 IDLE = 1.0
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
@@ -342,12 +342,7 @@ def _report(fd, e):
 
 
 def _log(d, msg):
-    try:
-        import time
-        with open(os.path.join(d, "holder.log"), "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {msg}\n")
-    except OSError:
-        pass
+    diaglog.append(os.path.join(d, "holder.log"), msg)
 
 
 class Net:

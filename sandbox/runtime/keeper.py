@@ -35,7 +35,7 @@ import sys
 
 from .. import config
 from ..errors import SandboxError
-from . import flocks
+from . import diaglog, flocks
 
 CLONE_NEWUSER = 0x10000000
 NS_GET_OWNER_UID = 0xB704
@@ -287,12 +287,7 @@ def stop(d=None):
 
 
 def _log(d, msg):
-    try:
-        import time
-        with open(os.path.join(d, "keeper.log"), "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {msg}\n")
-    except OSError:
-        pass
+    diaglog.append(os.path.join(d, "keeper.log"), msg)
 
 
 # --- the keeper -----------------------------------------------------------------------------------
