@@ -985,6 +985,11 @@ child_rest (const struct sb_child_ctx *ctx)
     fail (ctx, SB_STAGE_EXEC, errno, -1);
   if (cfg->start_fd >= 0)
     {
+      /* Held until start, this is pid 1 of a container whose hooks and execs run beside it:
+       * its /proc/1/{cmdline,environ} must not show the caller's (sbx-runc create's argv and
+       * environment).  A held child is fork-like (never CLONE_VM), so only its own copy is
+       * wiped.  It stays dumpable: start's hooks open its /proc/1/ns files. */
+      scrub_inherited_args ();
       mark (ctx, SB_STAGE_READY);
       wait_for_byte (cfg->start_fd);
     }
