@@ -15,7 +15,7 @@ import tarfile
 
 import pytest
 
-from sbxtest import has_subid_range, sbx
+from sbxtest import has_subid_range, host_address, sbx
 
 
 @pytest.fixture(scope="module")
@@ -233,10 +233,12 @@ def test_add_of_urls_through_symlinks(store_env, tmp_path, home):
         def log_message(self, *a):
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    addr = host_address()  # not 127.0.0.1: a build reaches the host's loopback only with --network host
+    assert addr, "this machine has no non-loopback address to serve on"
+    srv = http.server.ThreadingHTTPServer((addr, 0), Quiet)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        url = f"http://{addr}:{srv.server_address[1]}"
         ctx = _ctx(tmp_path, f"""\
 FROM base:1
 RUN ln -s {home} /out && ln -s {home}/canary /lnk
