@@ -328,7 +328,18 @@ class ContainerStore:
         mapping removes them.  The caller has checked that nothing runs."""
         fd = self.lock()
         try:
-            self._remove_locked(rec)
+            # The record's own lock too: an update() racing the removal (a second `rm -f`, a
+            # start) waits, then finds no record, instead of writing one into the directory
+            # being emptied.
+            try:
+                rfd = self._record_lock(rec.id)
+            except NoSuchContainer:
+                rfd = -1
+            try:
+                self._remove_locked(rec)
+            finally:
+                if rfd >= 0:
+                    os.close(rfd)
         finally:
             os.close(fd)
         journal.append(self, "destroy", rec)
