@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import queue
@@ -361,3 +362,18 @@ def host_address():
         return None
     finally:
         s.close()
+
+
+@contextlib.contextmanager
+def docker_service(d):
+    """A running `sbx system service` on `d`/sbx.sock: yields (socket path, process); ends it
+    with SIGTERM and waits for it on the way out (its exit code is the process's returncode)."""
+    path = d / "sbx.sock"
+    p = sbx_popen("system", "service", "--socket", f"unix://{path}")
+    line = p.stdout.readline()
+    assert line.strip() == f"export DOCKER_HOST=unix://{path}", (line, p.stderr.read() if p.poll() else "")
+    try:
+        yield path, p
+    finally:
+        p.terminate()
+        p.wait(30)

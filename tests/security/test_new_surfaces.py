@@ -106,14 +106,8 @@ def test_bind_mount_symlink_source_resolves_inside_the_context(tmp_path, base_im
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, base_image):
-    d = tmp_path_factory.mktemp("svc")
-    path = d / "sbx.sock"
-    p = sbxtest.sbx_popen("system", "service", "--socket", f"unix://{path}")
-    line = p.stdout.readline()
-    assert line.strip() == f"export DOCKER_HOST=unix://{path}", (line, p.stderr.read() if p.poll() else "")
-    yield path
-    p.terminate()
-    p.wait(30)
+    with sbxtest.docker_service(tmp_path_factory.mktemp("svc")) as (path, _):
+        yield path
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -17,14 +17,9 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def service(tmp_path_factory, session_store):
     """A running `sbx system service` on a socket of the session's; yields its path."""
-    d = tmp_path_factory.mktemp("svc")
-    path = d / "sbx.sock"
-    p = sbxtest.sbx_popen("system", "service", "--socket", f"unix://{path}")
-    line = p.stdout.readline()
-    assert line.strip() == f"export DOCKER_HOST=unix://{path}", (line, p.stderr.read() if p.poll() else "")
-    yield path
-    p.terminate()
-    assert p.wait(30) == 0
+    with sbxtest.docker_service(tmp_path_factory.mktemp("svc")) as (path, p):
+        yield path
+    assert p.returncode == 0
     assert not path.exists(), "the service left its socket behind"
 
 
