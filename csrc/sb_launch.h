@@ -168,6 +168,9 @@ struct sb_config {
   int start_fd;                     /* >= 0 (sb_spawn_create only): once everything but execve is
                                      * done, report READY and read one byte from it; the byte
                                      * execs, EOF or an error exits 127 (runc's exec.fifo) */
+  int hold_fd;                      /* with start_fd: the sealed sbx-init memfd the child execs to
+                                     * wait for the start byte in (csrc/sb_init.c's holder), so the
+                                     * held pid 1 keeps nothing of the caller's memory */
 };
 
 /* What the child writes to the parent on failure (fixed size: no malloc on either side). */

@@ -176,6 +176,7 @@ cdef class _CPlan:
             c.seccomp_filter = <const void *>(<const char *>(<bytes>filt))
             c.seccomp_len = len(filt) // 8
         c.start_fd = plan.start_fd
+        c.hold_fd = plan.hold_fd
         return 0
 
 

@@ -83,6 +83,7 @@ cdef extern from "sb_launch.h" nogil:
         const void *seccomp_filter
         unsigned short seccomp_len
         int start_fd
+        int hold_fd
 
     ctypedef struct sb_result "struct sb_result":
         pid_t pid

@@ -39,7 +39,7 @@ class Plan:
                  "setns", "ops", "op_names", "newroot", "hostname", "loopback", "argv", "envp",
                  "path", "cwd", "mkdir_cwd", "ids", "caps", "cap_last", "no_new_privs",
                  "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "console_socket", "console_size",
-                 "keep_fds", "init_fd", "new_keyring", "seccomp", "start_fd", "clone_mode", "userns_kept")
+                 "keep_fds", "init_fd", "new_keyring", "seccomp", "start_fd", "hold_fd", "clone_mode", "userns_kept")
 
     def __init__(self):
         self.clone_flags = 0
@@ -68,6 +68,7 @@ class Plan:
         self.new_keyring = True
         self.seccomp = None
         self.start_fd = -1       # >= 0: wait for a byte on it just before execve (launch.create)
+        self.hold_fd = -1        # with start_fd: the sealed sbx-init the child waits in (sealed.py)
         self.clone_mode = None   # set by the launcher: "vfork" (the fast path) or "fork"
         self.userns_kept = False  # joins the kept user namespace (runtime/keeper.py)
 
@@ -305,6 +306,10 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
     linux = spec["linux"]
     p = Plan()
     p.start_fd = start_fd
+    if start_fd >= 0:
+        # Held until started in sbx-init, not in a fork of this process (csrc/sb_init.c).
+        from .sealed import init_fd
+        p.hold_fd = init_fd()
     joins = [n for n in linux["namespaces"] if n.get("path")]
     ns = {n["type"] for n in linux["namespaces"] if not n.get("path")}
     if joins and not ns:
