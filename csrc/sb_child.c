@@ -192,25 +192,32 @@ run_program (const struct sb_op *op)
   return 0;
 }
 
+/* "N" into buf (at least 12 bytes); returns the end. */
+static char *
+put_int (char *buf, int v)
+{
+  char digits[12];
+  int n = 0;
+  do
+    {
+      digits[n++] = (char) ('0' + v % 10);
+      v /= 10;
+    }
+  while (v > 0);
+  while (n > 0)
+    *buf++ = digits[--n];
+  *buf = '\0';
+  return buf;
+}
+
 /* "/proc/self/fd/N" in a caller's buffer, for mount(2) onto an fd (runc's way of mounting on
  * a target that was resolved safely: the string is never looked up through the root). */
 static const char *
 fd_path (char *buf, int fd)
 {
   static const char prefix[] = "/proc/self/fd/";
-  char digits[12];
-  int n = 0;
   memcpy (buf, prefix, sizeof prefix - 1);
-  do
-    {
-      digits[n++] = (char) ('0' + fd % 10);
-      fd /= 10;
-    }
-  while (fd > 0);
-  char *p = buf + sizeof prefix - 1;
-  while (n > 0)
-    *p++ = digits[--n];
-  *p = '\0';
+  put_int (buf + sizeof prefix - 1, fd);
   return buf;
 }
 
@@ -714,6 +721,35 @@ parent_gone (int report_fd)
   return poll (&p, 1, 0) > 0 && (p.revents & POLLERR) != 0;
 }
 
+/* Held until start, this is pid 1 of a container whose hooks and execs run beside it: a copy
+ * of the caller's memory (its environment, its parsed config) and a /proc/1/exe naming the
+ * host's python (CVE-2019-5736's class) must not wait there.  So everything but the command's
+ * execve is done, and the holder takes over: sbx-init from its sealed memfd, which reports
+ * READY, waits for the start byte and execs the command (csrc/sb_init.c).  The report pipe and
+ * the start fd cross this exec (the holder makes them close-on-exec again); nothing else
+ * changes, so the command gets the same ids, caps, no_new_privs, seccomp, rlimits and cwd. */
+static void __attribute__ ((noreturn))
+exec_holder (const struct sb_child_ctx *ctx, char *resolved)
+{
+  const struct sb_config *cfg = ctx->cfg;
+  static const char prefix[] = "sbx-start:";
+  char name[sizeof prefix + 40];
+  memcpy (name, prefix, sizeof prefix - 1);
+  char *p = put_int (name + sizeof prefix - 1, ctx->report_fd);
+  *p++ = ':';
+  p = put_int (p, cfg->start_fd);
+  *p++ = ':';
+  put_int (p, cfg->init_fd >= 0);
+  if (cfg->hold_fd < 0 || !ctx->init_argv)
+    fail (ctx, SB_STAGE_INIT, EBADF, -1);
+  CHECK (fcntl (ctx->report_fd, F_SETFD, 0), SB_STAGE_INIT);
+  CHECK (fcntl (cfg->start_fd, F_SETFD, 0), SB_STAGE_INIT);
+  ctx->init_argv[0] = name;
+  ctx->init_argv[1] = resolved;
+  sb_execveat (cfg->hold_fd, "", ctx->init_argv, cfg->envp, AT_EMPTY_PATH);
+  fail (ctx, SB_STAGE_INIT, errno, -1);
+}
+
 static int child_forked (void *arg);
 static int child_rest (const struct sb_child_ctx *ctx);
 
@@ -782,11 +818,12 @@ sb_child_main (void *arg)
       keep[nk++] = cfg->start_fd;
       keep[nk++] = cfg->console_socket;
       keep[nk++] = cfg->init_fd;  /* --init execs it after the fork */
+      keep[nk++] = cfg->hold_fd;
       for (int i = 0; i < 3; i++)
         keep[nk++] = cfg->stdio[i];
       for (size_t i = 0; i < cfg->n_keep_fds && nk < sizeof keep / sizeof keep[0]; i++)
         keep[nk++] = cfg->keep_fds[i];
-      if (cfg->n_keep_fds + 9 > sizeof keep / sizeof keep[0])
+      if (cfg->n_keep_fds + 10 > sizeof keep / sizeof keep[0])
         fail (ctx, SB_STAGE_CLOSE_FDS, EMFILE, -1);
       CHECK (close_all_but (keep, nk), SB_STAGE_CLOSE_FDS);
 
@@ -984,15 +1021,7 @@ child_rest (const struct sb_child_ctx *ctx)
   if ((cfg->init_fd >= 0 || cfg->start_fd >= 0) && exec_search (cfg, resolved, 1) < 0)
     fail (ctx, SB_STAGE_EXEC, errno, -1);
   if (cfg->start_fd >= 0)
-    {
-      /* Held until start, this is pid 1 of a container whose hooks and execs run beside it:
-       * its /proc/1/{cmdline,environ} must not show the caller's (sbx-runc create's argv and
-       * environment).  A held child is fork-like (never CLONE_VM), so only its own copy is
-       * wiped.  It stays dumpable: start's hooks open its /proc/1/ns files. */
-      scrub_inherited_args ();
-      mark (ctx, SB_STAGE_READY);
-      wait_for_byte (cfg->start_fd);
-    }
+    exec_holder (ctx, resolved);
 
   CHECK (sigprocmask (SIG_SETMASK, &ctx->child_sigmask, NULL), SB_STAGE_SIGNALS);
 

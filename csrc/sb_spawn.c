@@ -333,7 +333,7 @@ spawn_begin (const struct sb_config *cfg, int hold, struct sb_handle *h, struct 
     }
 
   char **init_argv = NULL;
-  if (cfg->init_fd >= 0)
+  if (cfg->init_fd >= 0 || cfg->hold_fd >= 0)  /* the holder takes the same argv */
     {
       size_t n = 0;
       while (cfg->argv[n])
