@@ -70,7 +70,7 @@ def _hint(stage, err, what, plan):
                 "--security-opt seccomp=..., or run with --security-opt seccomp=unconfined")
     if plan.seccomp and err == E.EPERM and stage in ("setgroups", "setgid", "setuid", "set capabilities",
                                                       "set no_new_privs", "set up stdio", "setsid",
-                                                      "close file descriptors", "allocate the pty"):
+                                                      "close file descriptors", "allocate the pty", "start init"):
         return "the seccomp profile blocks a call the launcher needs after it is installed: allow it in the profile"
     if stage == "start init":
         return "reinstall sbx: the sbx-init binary next to the package is missing"
