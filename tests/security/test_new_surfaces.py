@@ -433,11 +433,10 @@ def test_api_archive_put_and_get_stay_in_the_container(service, base_image, home
 
 
 def test_start_container_hook_cannot_read_the_callers_environment(tmp_path):
-    """Between create and start the container's pid 1 is the launcher's fork of sbx-runc: its
-    command line and environment are wiped before it reports READY, so the image's
-    startContainer hook finds neither the caller's environment nor its state directory there.
-    (Its heap, /proc/1/mem, is still the caller's copy until the command's exec: the full fix
-    is a re-exec into a sealed holder, as runc's init does; see the closing note.)"""
+    """Between create and start the container's pid 1 is the sealed sbx-init holder, not a fork
+    of sbx-runc, so the image's startContainer hook finds neither the caller's environment nor
+    its state directory in /proc/1/{environ,cmdline} (its memory and /proc/1/exe: see
+    tests/test_oci_held_init.py)."""
     from ocitest import Runtime, edit_config, make_bundle, wait_file
     secret = "hostenv-" + os.urandom(8).hex()
     r = Runtime(tmp_path / "state")
