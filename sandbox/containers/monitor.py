@@ -24,6 +24,7 @@ from . import state as _state
 from ..runtime import diaglog
 
 REPORT_FD = 3
+HANDOFF_FD = 4  # a spare's: the id of the container it is handed
 BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 10.0
@@ -31,10 +32,10 @@ BACKOFF_RESET_AFTER = 10.0
 
 # --- the caller's side -----------------------------------------------------------------------------
 
-def spawn(store, rec, runtime_root):
-    """Start a monitor for `rec` and wait for its report: None once the container runs, else
-    raises the launch error (a SandboxError with the launcher's message and hint)."""
-    from ..errors import SandboxError
+def _spawn_process(argv_tail, extra_fds=()):
+    """posix_spawn `python -m sandbox.containers.monitor ARGV_TAIL...` in a session of its own
+    with a report pipe on fd 3 (and `extra_fds`: (fd, target) pairs), reap the first process
+    (it forks the monitor and leaves) and return the report pipe's read end."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         import sandbox
@@ -45,12 +46,123 @@ def spawn(store, rec, runtime_root):
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
                    (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2),
                    (os.POSIX_SPAWN_DUP2, w, REPORT_FD)]
-        argv = [sys.executable, "-m", "sandbox.containers.monitor", store.data_root, runtime_root, rec.id]
+        actions += [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in extra_fds]
+        argv = [sys.executable, "-m", "sandbox.containers.monitor", *argv_tail]
         pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+    except BaseException:
+        os.close(r)
+        raise
     finally:
         os.close(w)
+    os.waitpid(pid, 0)  # the first process leaves once it forked the monitor
+    return r
+
+
+class Spare:
+    """A monitor started ahead, its imports done, waiting on its hand-off pipe (fd 4) for the id
+    of the container it is to supervise; it ends at EOF (the service closed the pipe or died)."""
+
+    def __init__(self, data_root, runtime_root):
+        self.roots = (data_root, runtime_root)
+        hr, self.hand = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.report = _spawn_process(["--spare", data_root, runtime_root, str(os.getpid())],
+                                         extra_fds=[(hr, HANDOFF_FD)])
+        except BaseException:
+            os.close(self.hand)
+            raise
+        finally:
+            os.close(hr)
+
+    def take(self, cid):
+        """Hand it `cid`: its report pipe, or None when it is gone (the caller spawns afresh)."""
+        try:
+            os.write(self.hand, cid.encode() + b"\n")
+        except OSError:
+            os.close(self.report)
+            return None
+        finally:
+            os.close(self.hand)
+        return self.report
+
+    def close(self):
+        for fd in (self.hand, self.report):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Spares:
+    """The Docker API service keeps one spare monitor, so an API start does not wait for a
+    Python start-up and the monitor's imports (about 20-30 ms, far more on a loaded machine):
+    `spawn` hands the next container of the same store to it and a thread starts the next one.
+    No container state lives here: a spare knows nothing until it is handed an id."""
+
+    def __init__(self, data_root, runtime_root):
+        import threading
+        self.roots = (data_root, runtime_root)
+        self.lock = threading.Lock()
+        self.spare = None
+        self.closed = False
+        self.refill()
+
+    def refill(self):
+        import threading
+        threading.Thread(target=self._make, name="sbx spare monitor", daemon=True).start()
+
+    def _make(self):
+        try:
+            s = Spare(*self.roots)
+        except OSError:
+            return  # no spare: the next start spawns its monitor afresh, as the CLI does
+        with self.lock:
+            if self.spare is None and not self.closed:
+                self.spare, s = s, None
+        if s is not None:
+            s.close()
+
+    def take(self, store, cid, runtime_root):
+        """The report pipe of the spare now supervising `cid`, or None (no spare, another store)."""
+        if (store.data_root, runtime_root) != self.roots:
+            return None
+        with self.lock:
+            s, self.spare = self.spare, None
+        if s is None:
+            return None
+        self.refill()
+        return s.take(cid)
+
+    def close(self):
+        global _spares
+        if _spares is self:
+            _spares = None
+        with self.lock:
+            self.closed = True
+            s, self.spare = self.spare, None
+        if s is not None:
+            s.close()
+
+
+_spares = None  # set by the Docker API service (keep_spares); None in every other process
+
+
+def keep_spares(data_root, runtime_root):
+    """From now on this process keeps a spare monitor for the store `data_root` (the service)."""
+    global _spares
+    _spares = Spares(data_root, runtime_root)
+    return _spares
+
+
+def spawn(store, rec, runtime_root):
+    """Start a monitor for `rec` (a spare one when this process keeps one) and wait for its
+    report: None once the container runs, else raises the launch error (a SandboxError with the
+    launcher's message and hint)."""
+    from ..errors import SandboxError
+    r = _spares.take(store, rec.id, runtime_root) if _spares is not None else None
+    if r is None:
+        r = _spawn_process([store.data_root, runtime_root, rec.id])
     try:
-        os.waitpid(pid, 0)  # the first process leaves once it forked the monitor
         chunks = []
         while True:
             b = os.read(r, 65536)
@@ -417,14 +529,64 @@ def _write_all(fd, data):
             select.select([], [fd], [], 1)
 
 
+def _warm():
+    """A spare's imports: the modules a monitor's supervision and a launch use, loaded before
+    it is handed a container."""
+    import importlib
+    for name in ("json", "pwd", "select", "signal", "traceback"):
+        importlib.import_module(name)
+    for name in ("config", "containers.store", "containers.lifecycle", "containers.logs",
+                 "containers.attach", "runtime.process", "runtime.launch", "runtime.hooks",
+                 "runtime.idmap", "runtime.keeper", "runtime.overlay", "runtime.plan",
+                 "runtime.seccomp", "runtime.spec", "network.hooks", "network.ports", "network.slirp"):
+        importlib.import_module("sandbox." + name)
+
+
+def _handed(service_pid):
+    """A spare waits for the id it is handed; None at EOF or when the service is gone."""
+    import select
+    try:
+        pidfd = os.pidfd_open(service_pid)
+    except OSError:
+        return None
+    try:
+        poller = select.poll()
+        poller.register(HANDOFF_FD, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        while True:
+            try:
+                ready = dict(poller.poll())
+            except InterruptedError:
+                continue
+            if HANDOFF_FD in ready:
+                line = os.read(HANDOFF_FD, 256).decode(errors="replace")
+                return line.strip() or None  # (one write of a short line: read whole)
+            if pidfd in ready:
+                return None
+    finally:
+        os.close(pidfd)
+        os.close(HANDOFF_FD)
+
+
 def main(argv):
-    data_root, runtime_root, cid = argv
+    spare = argv[:1] == ["--spare"]
+    if spare:
+        data_root, runtime_root, service_pid = argv[1:]
+    else:
+        data_root, runtime_root, cid = argv
     # Leave the spawner at once (it reaps us): the monitor is nobody's child in its session.
     if os.fork() > 0:
         os._exit(0)
     os.chdir("/")
     os.umask(0o077)
     import signal
+    if spare:
+        for s in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(s, signal.SIG_IGN)
+        _warm()
+        cid = _handed(int(service_pid))
+        if cid is None or "/" in cid or cid.startswith("."):
+            os._exit(0)
     from .. import config
     from .store import ContainerStore
     d = os.path.join(data_root, "containers", cid)

@@ -455,6 +455,8 @@ def serve(path, ctx, timeout=0, *, announce=None, verbose=False, stop=None):
     srv = Server(path if made else "", ctx, sock=sock, verbose=verbose)
     from . import system
     system.start_events(srv)  # the events journal followed from the start (inotify), not per request
+    from ..containers import monitor
+    spares = monitor.keep_spares(ctx.data_root, ctx.runtime_root)  # a monitor started ahead for the next start
     stop = stop or threading.Event()
     old = {}
     if threading.current_thread() is threading.main_thread():
@@ -471,6 +473,7 @@ def serve(path, ctx, timeout=0, *, announce=None, verbose=False, stop=None):
     finally:
         srv.shutdown()
         srv.server_close()
+        spares.close()
         if made:
             try:
                 os.unlink(path)
