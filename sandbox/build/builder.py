@@ -77,11 +77,12 @@ class Stage:
 
 
 class Builder:
-    def __init__(self, opts: Options, out=None, run_output=None):
+    def __init__(self, opts: Options, out=None, run_output=None, warn=None):
         from ..image.store import Store
         from ..runtime import idmap, userns_worker
         self.opts = opts
         self.out = out or (lambda s: sys.stdout.write(s + "\n"))
+        self.warn = warn or self.out  # a warning line (sbx build: stderr)
         self.run_output = run_output  # fn(bytes): RUN steps' output, instead of our stdout/stderr
         self.store = Store(workers=userns_worker.mapped)
         self.store.init()
@@ -625,14 +626,33 @@ class Builder:
         tmpdir = self._new_dirs()
         try:
             upper = os.path.join(tmpdir, "upper")
-            self.worker.call("sandbox.build.placement:copy_into", upper=upper, lowers=state.lowers, plan=plan, dest=dest,
-                             context=self.context, roots=roots, ignore=ignore, add=add, chmod=chmod,
-                             where=where, keep_owners=self.worker.in_userns,
-                             owner=self._chown(chown, state, where) if chown else None,
-                             host_network=self.opts.network == "host")
+            unset = self.worker.call("sandbox.build.placement:copy_into", upper=upper, lowers=state.lowers, plan=plan,
+                                     dest=dest, context=self.context, roots=roots, ignore=ignore, add=add,
+                                     chmod=chmod, where=where, keep_owners=self.worker.in_userns,
+                                     owner=self._chown(chown, state, where) if chown else None,
+                                     host_network=self.opts.network == "host")
+            if unset:
+                self._set_xattrs(upper, unset, where)
             self._commit_upper(state, tmpdir, key, created_by)
         finally:
             self.worker.call("sandbox.image.store:remove_path", path=tmpdir)
+
+    def _set_xattrs(self, upper, unset, where):
+        """Extended attributes the placement could not set ([path, name, value hex, why]).  A
+        file capability refused outside any user namespace (one id mapped: the placement runs in
+        sbx's own process) is set by a worker in a user namespace whose root is this user, where
+        the kernel stores it as a RUN step's setcap does; whatever still fails is said, file
+        named, never dropped in silence."""
+        caps = [u for u in unset if u[1] == "security.capability"]
+        failed = [[path, k, why] for path, k, _, why in unset if k != "security.capability"]
+        if caps and not self.worker.in_userns and os.geteuid() != 0:
+            from ..runtime import userns_worker
+            with userns_worker.UsernsWorker() as w:
+                failed += w.call("sandbox.build.placement:set_xattrs", upper=upper, items=caps, root_uid=os.geteuid())
+        else:
+            failed += [[path, k, why] for path, k, _, why in caps]
+        for path, k, why in failed:
+            self.warn(f"sbx: warning: {where}: /{path}: its {k} could not be kept: {why}")
 
     def hash_sources(self, roots, sources, ignore, where, context):
         """The digest of what sources name (a step's cache key).  The context is read here, with

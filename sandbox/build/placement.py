@@ -182,6 +182,8 @@ class _Placer:
         self.created: set[tuple] = set()
         self._dirs: dict[tuple, int] = {}  # canonical parts -> O_PATH fd of that upper directory
         self.links: dict[tuple, tuple] = {}  # (st_dev, st_ino) of a source file -> (parts, name) placed
+        # Extended attributes the kernel refused here: [path in the upper, name, value hex, why].
+        self.unset: list[list[str]] = []
 
     def close(self) -> None:
         for fd in self._dirs.values():
@@ -285,7 +287,7 @@ class _Placer:
             return (st.st_uid, st.st_gid)
         return None
 
-    def _finish_file(self, fd: int, mode: int, times=None, owner=None, xattrs=()) -> None:
+    def _finish_file(self, fd: int, mode: int, times=None, owner=None, xattrs=(), path: str = "") -> None:
         os.fchmod(fd, mode)
         owner = owner or self.owner
         if owner is not None and owner != (os.geteuid(), os.getegid()):
@@ -295,8 +297,8 @@ class _Placer:
         for k, v in xattrs:  # after the chown, which drops security.capability
             try:
                 os.setxattr(fd, k, v)
-            except OSError:  # BuildKit's file backend logs and ignores xattr errors too
-                pass
+            except OSError as e:  # the caller retries where it can, and says what still fails
+                self.unset.append([path, k, v.hex(), e.strerror])
 
     def create(self, parts: list[str], name: str) -> int:
         """A new, empty regular file `name` in the directory at canonical `parts`, replacing
@@ -311,7 +313,7 @@ class _Placer:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
-            self._finish_file(fd, mode, times, owner, xattrs)
+            self._finish_file(fd, mode, times, owner, xattrs, "/".join(parts + [name]))
         finally:
             os.close(fd)
 
@@ -439,13 +441,14 @@ def _is_archive(e) -> bool:
 
 def copy_into(upper: str, lowers: list[str], plan: list, dest: str, *, context: str,
               roots: list[str] | None, ignore, add: bool, chmod: int | None, where: str,
-              keep_owners: bool = False, owner=None, host_network: bool = False) -> None:
+              keep_owners: bool = False, owner=None, host_network: bool = False) -> list:
     """Docker's COPY/ADD rules: a directory source copies its contents; a destination ending in
     '/' (or several sources) is a directory; ADD extracts local tar archives (keeping their
     owners when `keep_owners`, i.e. in a subuid-mapped namespace) and fetches URLs.
     `plan`: [kind, source, heredoc text] with kind path | url | heredoc; `owner`: --chown's
     (uid, gid) for what is copied; `host_network`: the build was given the host's network (ADD
-    may then fetch from this machine's loopback)."""
+    may then fetch from this machine's loopback).  The extended attributes of copied files that
+    could not be set here: [[path in the upper, name, value hex, why], ...] (see set_xattrs)."""
     from ..image.mergedview import View
     ignore = [tuple(x) for x in ignore] if ignore else ignore
     with View(roots if roots is not None else [context]) as src_view:
@@ -456,6 +459,50 @@ def copy_into(upper: str, lowers: list[str], plan: list, dest: str, *, context: 
             p.finish()
         finally:
             p.close()
+    return p.unset
+
+
+def set_xattrs(upper: str, items: list, root_uid: int) -> list:
+    """Set extended attributes copy_into could not (`items`: its list), run in a user namespace
+    whose root is host uid `root_uid`.  Without a subuid range copy_into runs outside any user
+    namespace, where the kernel refuses security.capability to an unprivileged user; here, as
+    root of the namespace, the kernel stores the capability namespaced to `root_uid` (a v3
+    xattr), exactly what a RUN step's setcap stores, and the layer differ writes both alike.  A
+    v3 value read outside, namespaced to `root_uid`, is this namespace root's own: it is given
+    as the plain (v2) form, which the kernel namespaces again.  What still fails: [[path, name,
+    why], ...]."""
+    ufd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    failed = []
+    try:
+        from ..runtime.inroot import open_in_root
+        for path, k, value, _ in items:
+            v = bytes.fromhex(value)
+            if k == "security.capability":
+                v = _cap_of_root(v, root_uid)
+            try:
+                fd = open_in_root(ufd, path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    os.setxattr(fd, k, v)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                failed.append([path, k, e.strerror])
+    finally:
+        os.close(ufd)
+    return failed
+
+
+_CAP_REVISION_MASK, _CAP_REVISION_2, _CAP_REVISION_3 = 0xFF000000, 0x02000000, 0x03000000
+
+
+def _cap_of_root(v: bytes, root_uid: int) -> bytes:
+    """A v3 security.capability namespaced to `root_uid` as the v2 form (its namespace root's)."""
+    if len(v) != 24:
+        return v
+    magic, rootid = int.from_bytes(v[:4], "little"), int.from_bytes(v[20:], "little")
+    if magic & _CAP_REVISION_MASK != _CAP_REVISION_3 or rootid != root_uid:
+        return v
+    return ((magic & ~_CAP_REVISION_MASK) | _CAP_REVISION_2).to_bytes(4, "little") + v[4:20]
 
 
 def _copy(p: _Placer, src_view, plan, dest, *, from_context, ignore, add, where, keep_owners, host_network=False):

@@ -79,6 +79,12 @@ def _echo(text):
     sys.stdout.flush()
 
 
+def _warn(text):
+    sys.stdout.flush()
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def build(context, tag=(), file=None, build_arg=(), target=None, no_cache=False, pull=False, network="default",
           label=(), label_file=(), quiet=False, userns=None, secret=(), ssh=(), force=None, out=_echo):
     """Build CONTEXT; prints the steps (or with quiet only the image id) through `out`."""
@@ -110,7 +116,7 @@ def build(context, tag=(), file=None, build_arg=(), target=None, no_cache=False,
                         target=target, no_cache=no_cache, pull=pull, network=network,
                         labels=labels.parse(label, label_file), quiet=quiet, userns=userns,
                         secrets=mounts.read_secrets(secret), ssh=mounts.read_ssh(ssh), force=force),
-                out=out)
+                out=out, warn=_warn)
     image = b.build()
     if quiet:
         out(image.id)
