@@ -303,6 +303,30 @@ RUN --mount=type=bind,source=f,target=/file.txt cat /file.txt > /out4
     assert sbx("run", "--rm", "fid-bind:2", "cat", "/out2").stdout == "changed\n"
 
 
+def test_bind_mount_of_a_symlink_keys_the_cache_on_its_target(base, tmp_path):
+    """A bind source that is a symbolic link mounts its target (followed inside the context:
+    an absolute link names the context's own path, never the host's), and the step's cache key
+    is that target's content, not the link: changing what the link points at re-runs the step
+    (BuildKit hashes what the mount shows)."""
+    ctx = ctx_of(tmp_path, """\
+FROM base:1
+RUN --mount=type=bind,source=cur,target=/m cat /m/f > /dir-out
+RUN --mount=type=bind,source=abs,target=/f.txt cat /f.txt > /file-out
+""", {"real/f": "one\n", "etc/passwd": "the context's own\n"})
+    os.symlink("real", ctx / "cur")
+    os.symlink("/etc/passwd", ctx / "abs")
+    build(ctx, "fid-bindlink:1")
+    r = sbx("run", "--rm", "fid-bindlink:1", "cat", "/dir-out", "/file-out")
+    assert r.stdout == "one\nthe context's own\n", r.stdout + r.stderr
+    assert build(ctx, "fid-bindlink:1").stdout.count("CACHED") == 2
+    (ctx / "real" / "f").write_text("two\n")
+    (ctx / "etc" / "passwd").write_text("changed\n")
+    again = build(ctx, "fid-bindlink:2")
+    assert again.stdout.count("CACHED") == 0, again.stdout
+    r = sbx("run", "--rm", "fid-bindlink:2", "cat", "/dir-out", "/file-out")
+    assert r.stdout == "two\nchanged\n", r.stdout + r.stderr
+
+
 def test_cache_mounts_persist_between_builds_and_stay_out_of_the_image(base, tmp_path):
     """type=cache keeps its content between builds (never in the image, nor in the key: a rebuild
     is cached); uid/gid/mode apply when it is made; the same id is one directory (shared), private

@@ -654,7 +654,7 @@ class Builder:
         for path, k, why in failed:
             self.warn(f"sbx: warning: {where}: /{path}: its {k} could not be kept: {why}")
 
-    def hash_sources(self, roots, sources, ignore, where, context):
+    def hash_sources(self, roots, sources, ignore, where, context, follow=False):
         """The digest of what sources name (a step's cache key).  The context is read here, with
         its owners left out (what COPY makes of it is root's whatever they are), through the
         stat-keyed memo of file digests, so a fully cached build reads no unchanged file and
@@ -663,14 +663,15 @@ class Builder:
         if context:
             from .placement import hash_sources
             try:
-                return hash_sources(roots, sources, ignore, where, owners=False, memo=self._context_memo())
+                return hash_sources(roots, sources, ignore, where, owners=False, memo=self._context_memo(),
+                                    follow=follow)
             except PermissionError:  # readable only as root of the build's namespace
                 pass
         layers = os.path.join(self.store.layers_dir, "")
         kept = None
         if not context and all(r.startswith(layers) for r in roots):
             kept = os.path.join(self.store.root, "buildcache", self.owner, "sources",
-                                _key("sources", roots, sources, ignore))
+                                _key("sources", roots, sources, ignore, *(["follow"] if follow else [])))
             try:
                 with open(kept) as f:
                     digest = f.read()
@@ -679,7 +680,7 @@ class Builder:
             except OSError:
                 pass
         digest = self.worker.call("sandbox.build.placement:hash_sources", roots=roots, sources=sources,
-                                  ignore=ignore, where=where, owners=not context)
+                                  ignore=ignore, where=where, owners=not context, follow=follow)
         if kept is not None:
             from ..image.fsutil import atomic_write
             os.makedirs(os.path.dirname(kept), exist_ok=True)

@@ -119,7 +119,10 @@ def key_parts(builder, mounts, where):
     for m in mounts:
         if m["type"] == "bind":
             roots, ignore, _ = _source(builder, m, where)
-            digest = builder.hash_sources(roots, [m.get("source") or "/"], ignore, where, context=not m.get("from"))
+            # what the mount shows: a source that is a link is hashed as its target, followed
+            # inside the context or stage (as materialize does), not as the link
+            digest = builder.hash_sources(roots, [m.get("source") or "/"], ignore, where, context=not m.get("from"),
+                                          follow=True)
             out.append(["bind", m["target"], m.get("from"), m.get("source"), digest])
     return out
 

@@ -102,8 +102,26 @@ def _walk(view, parts: list[str]):
         e.close()
 
 
-def _sources(view, src: str, ignore=None, where: str = ""):
+def _followed(view, parts: list[str], source: str, where: str):
+    """(canonical parts, (is a directory, stat) or None where nothing is there) of a matched source with a symbolic link at its end
+    followed inside the view (BuildKit's rule for a bind mount's source): never a host lookup,
+    which would follow the link out of the context or stage."""
+    try:
+        r = view.resolve("/".join(parts), follow=True, what=source)
+    except OSError as e:
+        raise ImageError(f"{where}: mount source {source!r}: {e.strerror}") from None
+    try:
+        return r.parts, (r.entry.is_dir, r.entry.st) if r.entry is not None else None
+    finally:
+        r.close()
+
+
+def _sources(view, src: str, ignore=None, where: str = "", follow: bool = False):
     for m in _matches(view, src, where):
+        if follow:  # what a bind mount shows: the link's target
+            m, found = _followed(view, m, src, where)
+            if found is None:
+                continue
         for rel, e in _walk(view, m):
             if ignore and rel and _ignored(rel, ignore):
                 continue
@@ -116,9 +134,9 @@ RACY_NS = 2_000_000_000
 
 
 def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str = "", owners: bool = True,
-                 memo: dict | None = None) -> str:
+                 memo: dict | None = None, follow: bool = False) -> str:
     """A digest of what COPY sources name: paths, types, modes, owners (unless not `owners`),
-    content.  `memo`: {"dev:ino": [size, mtime_ns, ctime_ns, sha256 hex]} for regular files,
+    content; with `follow`, of what a bind mount of them shows (a link at the end followed).  `memo`: {"dev:ino": [size, mtime_ns, ctime_ns, sha256 hex]} for regular files,
     read and filled here (BuildKit's contenthash keys its digests by stat the same way), so an
     unchanged context is stat'ed, not read; a file whose ctime is recent is always read."""
     import hashlib
@@ -131,7 +149,7 @@ def hash_sources(roots: list[str], sources: list[str], ignore=None, where: str =
         for src in sources:
             if src.startswith(("http://", "https://")):
                 continue
-            for rel, e in _sources(view, src, ignore, where):
+            for rel, e in _sources(view, src, ignore, where, follow):
                 st = e.st
                 ids = f"{st.st_uid}\0{st.st_gid}" if owners else "-"
                 h.update(f"{rel}\0{st.st_mode}\0{ids}\0".encode())
@@ -695,16 +713,10 @@ def materialize(dest: str, roots: list[str], source: str, ignore, where: str, ke
             raise ImageError(f"{where}: mount source {source!r}: no such file or directory")
         # A symbolic link is followed inside the view (BuildKit's rule): the bind's host path
         # must never be a link, which mount(2) would follow on the host.
-        try:
-            r = view.resolve("/".join(found[0]), follow=True, what=source)
-        except OSError as e:
-            raise ImageError(f"{where}: mount source {source!r}: {e.strerror}") from None
-        try:
-            if r.entry is None:
-                raise ImageError(f"{where}: mount source {source!r}: no such file or directory")
-            found, is_dir, st = [r.parts], r.entry.is_dir, r.entry.st
-        finally:
-            r.close()
+        parts, got = _followed(view, found[0], source, where)
+        if got is None:
+            raise ImageError(f"{where}: mount source {source!r}: no such file or directory")
+        found, (is_dir, st) = [parts], got
         source = "/" + "/".join(found[0])
     name = found[0][-1] if found[0] else ""
     target = "/" if is_dir else "/" + name
