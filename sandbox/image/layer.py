@@ -364,7 +364,7 @@ def put_layer_in_store(store: str, root: str, lowers: Sequence[str] = (), base: 
 
     kw: dict[str, Any] = {"level": level}
     if map_caller_to_root:
-        kw = {"uid_map": [(0, os.geteuid(), 1)], "gid_map": [(0, os.getegid(), 1)]}
+        kw.update(uid_map=[(0, os.geteuid(), 1)], gid_map=[(0, os.getegid(), 1)])
     if base:
         kw["base"] = base
     with Meter("", "Committing layer") as m:
