@@ -93,9 +93,13 @@ def image_users(image_id, containers=()):
 
 # --- the run cache --------------------------------------------------------------------------
 # Resolving through the store costs ~25 ms of imports (json, re, dataclasses...) on every run.
-# After the first run of a reference, what the launcher needs (layer dirs and the config's
-# Entrypoint/Cmd/Env/WorkingDir/User) is kept in a marshal file, valid while the store's
+# After the first run of a reference, what the launcher needs (layer dirs and every config key
+# spec.build reads: CACHED_CONFIG) is kept in a marshal file, valid while the store's
 # references file is unchanged (any pull, tag, rmi or load rewrites it).
+
+# A key left out here is lost from every run but the first (-P without the image's EXPOSE).
+CACHED_CONFIG = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "StopSignal", "Labels")
+
 
 def _cache_path(root, ref, owner_name):
     key = ref.replace("%", "%25").replace("/", "%2F")
@@ -114,24 +118,23 @@ def _cache_lookup(root, ref, owner_name):
     import marshal
     try:
         with open(_cache_path(root, ref, owner_name), "rb") as f:
-            stamp, image_id, lowers, config = marshal.load(f)
+            stamp, image_id, lowers, config, keys = marshal.load(f)
     except (OSError, EOFError, ValueError, TypeError):
-        return None
-    if tuple(stamp) != _refs_stamp(root) or not os.path.isdir(lowers[-1]):
+        return None  # a file of an older sbx (four fields) is made again
+    if tuple(keys) != CACHED_CONFIG or tuple(stamp) != _refs_stamp(root) or not os.path.isdir(lowers[-1]):
         return None
     return ImageRoot(ref, image_id, list(lowers), config)
 
 
 def _cache_store(root, ref, owner_name, img_root, stamp):
     import marshal
-    keep = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User")
-    config = {k: img_root.config[k] for k in keep if k in img_root.config}
+    config = {k: img_root.config[k] for k in CACHED_CONFIG if k in img_root.config}
     path = _cache_path(root, ref, owner_name)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            marshal.dump((stamp, img_root.image_id, tuple(img_root.lowers), config), f)
+            marshal.dump((stamp, img_root.image_id, tuple(img_root.lowers), config, CACHED_CONFIG), f)
         os.replace(tmp, path)
     except (OSError, ValueError):
         pass  # only a cache
