@@ -87,9 +87,11 @@ def read_root_file(dirs, rel):
         finally:
             os.close(rootfd)
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 return None
-            return f.read(1 << 24)
+            # sized by the file (a read of 16 MiB would map and unmap that much every launch)
+            return f.read(min(st.st_size + 1, 1 << 24))
     return None
 
 

@@ -255,10 +255,11 @@ def test_proc_is_masked_and_read_only(attack_rootfs):
     out = ok(sbx("run", "--rm", "--rootfs", attack_rootfs, "sh", "-c",
                  "cat /proc/kcore 2>/dev/null | wc -c; cat /proc/keys | wc -c; ls /proc/acpi 2>/dev/null | wc -l; "
                  "echo 1 > /proc/sysrq-trigger && echo SYSRQ; echo x > /proc/sys/kernel/hostname && echo SYSCTL; "
+                 "test -d /proc/acpi && { touch /proc/acpi/x || mkdir /proc/acpi/d; } 2>/dev/null && echo MASKW; "
                  "echo done"))
     lines = out.split()
     assert lines[:3] == ["0", "0", "0"], out
-    assert "SYSRQ" not in out and "SYSCTL" not in out
+    assert "SYSRQ" not in out and "SYSCTL" not in out and "MASKW" not in out
 
 
 def test_no_device_nodes_can_be_made_or_reached(attack_rootfs):
