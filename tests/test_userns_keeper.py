@@ -276,3 +276,92 @@ def test_system_reset_ends_the_keeper(busybox_rootfs, tmp_path):
     assert wait_for(lambda: _is_zombie(old), 10), "the keeper outlived system reset"
     userns = run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs).strip()
     assert keeper_pid() != old and userns == ns_of(keeper_pid())
+
+
+# --- network namespaces made ahead by the keeper --------------------------------------------------
+
+NET_PROBE = "readlink /proc/self/ns/net; cat /sys/class/net/lo/operstate; ls /proc/self/fd | tr '\\n' ' '"
+
+
+def test_every_sandbox_gets_a_fresh_network_namespace_of_its_own(busybox_rootfs):
+    """Sandboxes take their network namespace from the keeper's pool: no two running sandboxes
+    share one (nor see each other's sockets), each has its loopback up, no fd of it (or of the
+    keeper's socket) reaches the sandbox, and the keeper keeps none it handed out.  (A namespace
+    number is reused by the kernel once its namespace is gone, so only live ones are compared.)"""
+    for _ in range(3):
+        out = run_out(["sh", "-c", NET_PROBE], busybox_rootfs).split("\n")
+        assert out[1] == "unknown", out  # lo is up (a down lo says "down")
+        assert out[2].split() in (["0", "1", "2"], ["0", "1", "2", "3"]), out
+    # each listens on a port of its own, then counts the listeners it can see: one, its own
+    procs = [sandbox.Popen(["sh", "-c", "nc -l -p 70%d0 & sleep 1; netstat -ltn | grep -c ':70[0-9]0 '; " % i
+                            + NET_PROBE + "; read x"], rootfs=busybox_rootfs, stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE) for i in range(3)]
+    try:
+        time.sleep(0.5)
+        kpid = keeper_pid()
+        held = [os.readlink(f"/proc/{kpid}/fd/{fd}") for fd in os.listdir(f"/proc/{kpid}/fd")]
+        nets = [ns_of(p.pid, "net") for p in procs]
+        assert len(set(nets)) == 3, nets
+        assert not set(nets) & set(held), "a namespace handed out stays with the keeper"
+        assert not any(h.startswith("pipe:") for h in held), held
+    finally:
+        outs = [p.communicate(b"\n", timeout=30)[0].decode().split("\n") for p in procs]
+    assert [o[0] for o in outs] == ["1", "1", "1"], outs
+    assert os.path.exists(os.path.join(keeper_dir(), "netns.sock"))
+
+
+def test_a_namespace_fetched_ahead_is_never_used_by_a_forked_child(busybox_rootfs):
+    """A launch fetches the next launch's namespace while its sandbox starts; a fork of that
+    process must not use the same one as its parent."""
+    code = ("import os, sandbox\n"
+            "R = %r\n"
+            "def net():\n"
+            "    return sandbox.run(['readlink', '/proc/self/ns/net'], rootfs=R, capture_output=True).stdout.decode().strip()\n"
+            "first = net()\n"
+            "r, w = os.pipe()\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.write(w, net().encode()); os._exit(0)\n"
+            "os.close(w); child = os.read(r, 100).decode(); os.waitpid(pid, 0)\n"
+            "print(first, net(), child)\n" % str(busybox_rootfs))
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    nets = cp.stdout.split()
+    # (the first one's number may come back: it is gone; the parent's fetched-ahead namespace
+    # lived all along, so the child's differs from it unless it is the same one)
+    assert len(nets) == 3 and nets[1] != nets[2], cp.stdout
+
+
+def test_a_network_namespace_is_taken_only_from_the_keeper(busybox_rootfs, tmp_path):
+    """Another process of ours answering on a keeper's socket path is not believed: its pid is
+    not the keeper's."""
+    import _socket
+    import threading
+    from sandbox.runtime import keeper
+    run_out(["true"], busybox_rootfs)
+    k = keeper._current()
+    fake = keeper.Kept(k.nsfd, k.pidfd, k.pid, str(tmp_path))  # the real keeper's pid, our socket
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    s.bind(str(tmp_path / "netns.sock"))
+    s.listen(1)
+    mine = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+    def answer():
+        fd, _ = s._accept()
+        c = _socket.socket(fileno=fd)
+        try:
+            c.sendmsg([b"n"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, mine.to_bytes(4, sys.byteorder))])
+        except BrokenPipeError:
+            pass  # the client hung up on us: as it should
+        c.close()
+    t = threading.Thread(target=answer)
+    t.start()
+    try:
+        assert keeper.pooled_netns(fake) is None
+    finally:
+        t.join(10)
+        s.close()
+        os.close(mine)
+    got = keeper.pooled_netns(k)  # the real one answers with a namespace of the kept user namespace
+    assert got is not None
+    os.close(got)

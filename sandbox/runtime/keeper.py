@@ -14,6 +14,7 @@ Files in `/tmp/sbx-UID/userns/` (one place per user, see keeper_dir):
     keeper.pid   "PID STARTTIME" of the keeper (written atomically once its maps are in place)
     start.lock   serializes starting one
     keeper.log   why a start failed
+    netns.sock   where the keeper hands out a fresh network namespace
 The keeper lives in its own session, re-parented away from whoever started it (no zombie in a
 long-lived caller), until `sbx system reset` (`stop()`) or reboot.  A keeper that died (kill -9)
 is replaced by the next launch that looks.
@@ -23,6 +24,13 @@ start time written beside its pid (and is alive after the check, through a pidfd
 not recycled meanwhile), the namespace's owner is the caller (NS_GET_OWNER_UID), and its
 uid_map and gid_map are exactly the expected ones.  So a stale pid never leads into someone
 else's namespace, nor into a sandbox's.
+
+The keeper also keeps two network namespaces ready, made inside the kept user namespace (so they
+are what the child's unshare(CLONE_NEWNET) would make), and hands each out once on `netns.sock`
+(SOCK_SEQPACKET, SCM_RIGHTS) to a launch, which checks the sender is the keeper it verified
+(SO_PEERCRED) and that the fd is a network namespace; the child setns()es it instead of making
+one: a new network namespace costs ~0.4 ms (the kernel registers loopback, sysctl tables, ...),
+made here ahead of time, while nobody waits.  Without an answer the child makes its own.
 
 Only launches with the default seccomp profile join: the sandboxes of one kept namespace share
 its per-namespace user keyrings, and that profile denies add_key, keyctl and request_key (as
@@ -48,10 +56,10 @@ _failed = set()
 
 
 class Kept:
-    __slots__ = ("nsfd", "pidfd", "pid")
+    __slots__ = ("nsfd", "pidfd", "pid", "dir")
 
-    def __init__(self, nsfd, pidfd, pid):
-        self.nsfd, self.pidfd, self.pid = nsfd, pidfd, pid
+    def __init__(self, nsfd, pidfd, pid, d=None):
+        self.nsfd, self.pidfd, self.pid, self.dir = nsfd, pidfd, pid, d
 
     def alive(self):
         import select
@@ -155,15 +163,103 @@ def _fd(key, newuidmap, newgidmap):
     return os.dup(k.nsfd)  # non-inheritable, as every fd Python makes
 
 
+NETNS_SOCK = "netns.sock"
+NS_GET_NSTYPE = 0xB703
+NS_GET_USERNS = 0xB701
+CLONE_NEWNET = 0x40000000
+
+
+_reserve = []  # [(our pid, keeper pid, fd)]: one namespace fetched ahead (see prefetch_netns)
+
+
+def _current():
+    """The keeper this process joins (the one mapping it has joined), or None."""
+    return next(iter(_kept.values())) if len(_kept) == 1 else None
+
+
+def take_netns():
+    """A fresh network namespace (an fd, the caller's) of the kept user namespace this process
+    joins, or None (the launch then makes its own).  From this process's reserve when it holds
+    one of that keeper's (fetched while its last sandbox started, off the launch's path); one
+    inherited through fork, or left from a keeper since replaced, is closed, never used."""
+    k = _current()
+    while _reserve:
+        pid, kpid, fd = _reserve.pop()
+        if k is not None and pid == os.getpid() and kpid == k.pid:
+            return fd
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return pooled_netns(k)
+
+
+_launched = []  # pids that launched from the pool already: they fetch ahead from their second on
+
+
+def prefetch_netns():
+    """Fetch the next launch's network namespace now: a launch has just left the caller idle.
+    Only in a process that launches again and again (a test harness, a benchmark): a one-shot
+    `sbx run` would fetch one it never uses."""
+    if os.getpid() not in _launched:
+        _launched.append(os.getpid())
+        return
+    k = _current()
+    if not _reserve and k is not None:
+        fd = pooled_netns(k)
+        if fd is not None:
+            _reserve.append((os.getpid(), k.pid, fd))
+
+
+def pooled_netns(k):
+    """A fresh network namespace from keeper `k`'s netns.sock, or None (no answer, none ready,
+    anything odd).  Taken only from the process we verified as the keeper (SO_PEERCRED, pid seen
+    from our pid namespace), and only a network namespace owned by its user namespace."""
+    if k is None or k.dir is None:
+        return None
+    import _socket
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    fds = []
+    try:
+        s.settimeout(0.2)
+        s.connect(os.path.join(k.dir, NETNS_SOCK))
+        pid = int.from_bytes(s.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)[:4], sys.byteorder)
+        if pid != k.pid:
+            return None
+        _, anc, _, _ = s.recvmsg(1, _socket.CMSG_SPACE(4), _socket.MSG_CMSG_CLOEXEC)
+        for level, kind, data in anc:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds += [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
+        if len(fds) != 1:
+            return None
+        import fcntl
+        if fcntl.ioctl(fds[0], NS_GET_NSTYPE) != CLONE_NEWNET:
+            return None
+        owner = fcntl.ioctl(fds[0], NS_GET_USERNS)
+        try:
+            if os.fstat(owner).st_ino != os.fstat(k.nsfd).st_ino:
+                return None
+        finally:
+            os.close(owner)
+        return fds.pop()
+    except OSError:
+        return None
+    finally:
+        s.close()
+        for fd in fds:
+            os.close(fd)
+
+
 def _start_time(pid):
     with open(f"/proc/{pid}/stat", "rb") as f:
         data = f.read()
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
-def verify(pid, start, key):
-    """A Kept for the keeper `pid` if it is the process started at `start` and its namespace is
-    owned by us and mapped as `key` says; else None.  Nothing is joined on a mismatch."""
+def verify(pid, start, key, d=None):
+    """A Kept for the keeper `pid` (of directory `d`) if it is the process started at `start`
+    and its namespace is owned by us and mapped as `key` says; else None.  Nothing is joined on
+    a mismatch."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
@@ -183,7 +279,7 @@ def verify(pid, start, key):
                     return None
         if os.stat(f"/proc/{pid}/ns/user").st_ino != os.fstat(nsfd).st_ino:
             return None
-        k = Kept(nsfd, pidfd, pid)
+        k = Kept(nsfd, pidfd, pid, d)
         if not k.alive():  # its pidfd says whether the pid we read about was reused meanwhile
             return None
         nsfd = pidfd = -1
@@ -198,8 +294,9 @@ def verify(pid, start, key):
 
 def find(key, d=None):
     """The running keeper for `key` (see verify), or None."""
-    got = _pid_file(d or keeper_dir())
-    return None if got is None else verify(*got, key)
+    d = d or keeper_dir()
+    got = _pid_file(d)
+    return None if got is None else verify(*got, key, d)
 
 
 def _pid_file(d):
@@ -277,12 +374,15 @@ def stop(d=None):
         return False
     finally:
         os.close(pidfd)
-    try:
-        os.unlink(os.path.join(d, PID_FILE))
-    except FileNotFoundError:
-        pass
+    for name in (PID_FILE, NETNS_SOCK):
+        try:
+            os.unlink(os.path.join(d, name))
+        except FileNotFoundError:
+            pass
     for key in [k for k, v in _kept.items() if v.pid == pid]:
         _kept.pop(key).close()
+    while _reserve:
+        os.close(_reserve.pop()[2])
     return True
 
 
@@ -350,18 +450,94 @@ def _keeper(d, report, rfd, wfd):
         except OSError:
             pass
         os._exit(1)
-    # Nothing more to do but exist: a small program that sleeps, named for `ps`.
-    for sleep in ("/usr/bin/sleep", "/bin/sleep"):
-        try:
-            os.execv(sleep, ["sbx-userns-keeper", "infinity"])
-        except OSError:
-            continue
+    # Nothing of whoever started us stays open here (a pipe they wait on for EOF, above all).
+    os.closerange(3, 1 << 20)
+    # Named for `ps`: the same interpreter, with argv[0] the keeper's name.
+    os.execve(sys.executable, ["sbx-userns-keeper", "-S", "-m", "sandbox.runtime.keeper", "--serve", d],
+              {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "PATH", "LANG")})
+
+
+POOL = 2
+
+
+def serve(d):
+    """Hand out fresh network namespaces on netns.sock, one to each connection of ours, keeping
+    POOL made ahead.  Each is made by unshare(CLONE_NEWNET) here, in the kept user namespace, and
+    we step back into our own at once: none is ever entered or handed out twice."""
+    import ctypes
     import signal
+    import _socket
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        # A network namespace of our own to step back into: the host's belongs to the initial
+        # user namespace, where we hold no capability to setns() back.
+        if libc.unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        s = _listen(os.path.join(d, NETNS_SOCK))
+    except OSError as e:
+        # No pool (launches make their own namespaces); the user namespace is still kept.
+        _log(d, f"no network namespaces made ahead: {e}")
+        while True:
+            signal.pause()
+
+    def make():
+        if libc.unshare(CLONE_NEWNET) != 0:
+            return -1
+        try:
+            return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                os._exit(1)  # never serve from inside a namespace we hand out
+
+    me = os.getuid()
+    pool = []
     while True:
-        signal.pause()
+        while len(pool) < POOL:
+            fd = make()
+            if fd < 0:
+                break
+            pool.append(fd)
+        try:
+            cfd, _ = s._accept()
+        except InterruptedError:
+            continue
+        c = _socket.socket(fileno=cfd)
+        try:
+            uid = int.from_bytes(c.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)[4:8], sys.byteorder)
+            if uid == me and pool:
+                fd = pool.pop(0)
+                try:
+                    c.sendmsg([b"n"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))],
+                              _socket.MSG_NOSIGNAL)  # a client gone is no reason to die
+                finally:
+                    os.close(fd)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+def _listen(path):
+    """A listening SOCK_SEQPACKET socket at `path`, put in place by rename (a client never finds
+    one that is not listening yet)."""
+    import _socket
+    tmp = f"{path}.{os.getpid()}"
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    s.bind(tmp)
+    s.listen(64)
+    os.rename(tmp, path)
+    return s
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2])
+    else:
+        main(sys.argv)

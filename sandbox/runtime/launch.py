@@ -96,7 +96,11 @@ def start(spec, **plan_options):
     drv = _driver(spec)
     p = _plan.compile(spec, overlay_driver=drv, kept_userns=_kept_userns(spec), **plan_options)
     try:
-        return spawn(p)
+        got = spawn(p)
+        if p.netns_pooled:
+            from .keeper import prefetch_netns
+            prefetch_netns()  # while the sandbox starts: the next launch makes no namespace
+        return got
     except LaunchError as e:
         if not _overlay_refused(e, drv, p):
             raise

@@ -47,7 +47,8 @@ class Plan:
                  "setns", "ops", "op_names", "newroot", "hostname", "loopback", "argv", "envp",
                  "path", "cwd", "mkdir_cwd", "ids", "caps", "cap_last", "no_new_privs",
                  "die_with_parent", "rlimits", "stdio", "setsid", "ctty", "console_socket", "console_size",
-                 "keep_fds", "init_fd", "new_keyring", "seccomp", "start_fd", "hold_fd", "clone_mode", "userns_kept")
+                 "keep_fds", "init_fd", "new_keyring", "seccomp", "start_fd", "hold_fd", "clone_mode", "userns_kept",
+                 "netns_pooled")
 
     def __init__(self):
         self.clone_flags = 0
@@ -79,6 +80,7 @@ class Plan:
         self.hold_fd = -1        # with start_fd: the sealed sbx-init the child waits in (sealed.py)
         self.clone_mode = None   # set by the launcher: "vfork" (the fast path) or "fork"
         self.userns_kept = False  # joins the kept user namespace (runtime/keeper.py)
+        self.netns_pooled = False  # and a fresh network namespace its keeper made ahead
 
     def op(self, kind, dst, src=None, fstype=None, data=None, mflags=0, mode=0, flags=0, what=None):
         self.ops.append((kind, flags, None if src is None else _enc(src), _enc(dst),
@@ -338,6 +340,14 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
         p.setns = [(kept_userns, CLONE_FLAGS["user"])]
         p.userns_kept = True
         ns = ns - {"user"}
+        if "network" in ns:
+            # a network namespace the keeper made ahead in that user namespace, used once
+            from .keeper import take_netns
+            netns = take_netns()
+            if netns is not None:
+                p.setns.append((netns, CLONE_FLAGS["network"]))
+                p.netns_pooled = True
+                ns = ns - {"network"}
     elif kept_userns is not None:
         os.close(kept_userns)
     for n in ns:
@@ -358,7 +368,7 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
         p.newroot = _enc(_mount_table(p, spec, overlay_driver))
     if "uts" in ns and spec["hostname"] is not None:  # None: keep the inherited name (OCI)
         p.hostname = spec["hostname"].encode()
-    p.loopback = "network" in ns
+    p.loopback = "network" in ns or p.netns_pooled
 
     _process(p, spec, stdio, keep_fds, console_socket, console_size)
     return p
