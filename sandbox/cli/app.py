@@ -68,6 +68,7 @@ def _register():
     from . import stats; stats.register(app)  # noqa: E702 - sbx stats, sbx update
     from . import oci; oci.register(app)  # noqa: E702 - sbx oci: the OCI runtime (sbx-runc)
     from . import network; network.register(app)  # noqa: E702 - sbx network (user-defined networks)
+    from . import volume; volume.register(app)  # noqa: E702 - sbx volume (named volumes)
     from . import service; service.register(app)  # noqa: E702 - sbx system service (the Docker API)
     for verbs in (ps, files, port):  # after images: `sbx system prune` joins its `system` group
         verbs.register(app)

@@ -235,27 +235,9 @@ def logs(container: str = typer.Argument(..., help="Container name or id."),
 def inspect(containers: List[str] = typer.Argument(..., help="Containers (names or ids)."),
             fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Template, e.g. '{{.State.Status}}'.")):
     """Show containers' details as JSON (Docker's shape: State, Config, HostConfig, Mounts, ...)."""
-    import json
     from . import format as _format
-    template = _format.Template(fmt, None) if fmt else None  # a bad template fails first
     st = _store()
-    docs = []
-    from . import report
-    from ..errors import SandboxError
-    failed = 0
-    for ref in containers:
-        try:
-            docs.append(_lc().inspect(st, ref))
-        except SandboxError as e:
-            report(e)
-            failed = 1
-    if template is not None:
-        for line in template.render(docs):
-            typer.echo(line)
-    else:
-        typer.echo(json.dumps(docs, indent=4))
-    if failed:
-        raise typer.Exit(1)
+    _format.show_each(containers, lambda ref: _lc().inspect(st, ref), fmt)
 
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

@@ -135,3 +135,27 @@ def uses(fmt, field):
                                 any(field in m.group(1).split(".") or (m.group(1).split() or [""])[-1] == "."
                                     for m in _ACTION.finditer(fmt)))
 
+
+
+def show_each(refs, get, fmt):
+    """`inspect`'s output: each ref's document (`get(ref)`) through the template `fmt` (checked
+    first), else all of them as one JSON list.  A ref that fails is reported on its own line and
+    the others are still shown; then exit 1, as Docker does."""
+    import typer
+    from . import report
+    from ..errors import SandboxError
+    template = Template(fmt, None) if fmt else None
+    docs, failed = [], 0
+    for ref in refs:
+        try:
+            docs.append(get(ref))
+        except SandboxError as e:
+            report(e)
+            failed = 1
+    if template is not None:
+        for line in template.render(docs):
+            typer.echo(line)
+    else:
+        typer.echo(json.dumps(docs, indent=4))
+    if failed:
+        raise typer.Exit(1)

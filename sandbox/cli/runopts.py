@@ -5,6 +5,8 @@ ones bundled (`-it`) with a value taking the rest of the bundle or the next word
 `-e K=V`); the first word that is not an option starts the command; `--` ends options.
 Hand-written rather than typer so that `sbx run` starts without importing click."""
 
+import os
+
 from ..errors import UsageError
 from ..runtime import options as _options
 
@@ -23,6 +25,7 @@ OPTIONS = (
     (("-u", "--user"), "user", "value", "USER[:GROUP]", "user name or UID (and group) to run as"),
     (("-v", "--volume"), "volume", "list", "HOST:CTR[:ro]", "bind-mount a host path"),
     (("--tmpfs",), "tmpfs", "list", "PATH[:OPTS]", "mount a tmpfs"),
+    (("--mount",), "mount", "list", "type=T,src=S,dst=D", "bind, volume or tmpfs mount (Docker's --mount keys)"),
     (("--read-only",), "read_only", "flag", None, "mount the root filesystem read-only"),
     (("-h", "--hostname"), "hostname", "value", "NAME", "container host name (default: the short id)"),
     (("--network", "--net"), "network", "value", "MODE",
@@ -335,6 +338,12 @@ def expose(opts):
     return tuple(e for s in opts["expose"] for e in ports.parse_expose(s))
 
 
+def host_path(path):
+    """A host path as Docker's CLI takes it (-v ./dir:/x, --mount src=./dir): one starting with
+    '.' is relative to the working directory (Docker 23+, podman); others are kept as they are."""
+    return os.path.abspath(path) if path.startswith(".") else path
+
+
 def to_options(opts, cmd, environ, warn=None):
     """The parsed options and command words -> RunOptions, every value checked (nothing is
     pulled or started before this returns).  Without --rootfs the first word is the image.
@@ -349,13 +358,19 @@ def to_options(opts, cmd, environ, warn=None):
     if opts["label"] or opts["label_file"]:
         from . import labels as _labels  # one module fewer on a plain run's path
         labels = _labels.parse(opts["label"], opts["label_file"])
-    volumes = opts["volume"]
-    if volumes and any(v[:1] not in ("/", ".") for v in volumes):  # -v NAME:/path: a named volume
+    volumes, tmpfs = list(opts["volume"]), list(opts["tmpfs"])
+    if opts["mount"]:
+        from . import mounts
+        more = mounts.split(opts["mount"])
+        volumes += more[0]
+        tmpfs += more[1]
+    volumes = [host_path(v.partition(":")[0]) + "".join(v.partition(":")[1:]) for v in volumes]
+    if volumes and any(v[:1] != "/" for v in volumes):  # -v NAME:/path: a named volume
         from ..containers import volumes as _volumes
         volumes = _volumes.resolve(volumes)
     return _options.RunOptions(
         argv=tuple(argv), rootfs=opts["rootfs"], entrypoint=opts["entrypoint"], env=tuple(parse_env(opts, environ)),
-        cwd=opts["workdir"], user=user(opts), volumes=tuple(volumes), tmpfs=tuple(opts["tmpfs"]),
+        cwd=opts["workdir"], user=user(opts), volumes=tuple(volumes), tmpfs=tuple(tmpfs),
         network=network(opts, image is not None, warn), hostname=hostname(opts), read_only=bool(opts["read_only"]),
         ports=publish(opts), publish_all=bool(opts["publish_all"]), expose=expose(opts), dns=tuple(opts["dns"]),
         dns_search=tuple(opts["dns_search"]), dns_options=tuple(opts["dns_option"]),

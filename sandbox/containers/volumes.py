@@ -19,7 +19,7 @@ class NoSuchVolume(SandboxError, LookupError):
     exit_code = 1
 
     def __init__(self, name):
-        super().__init__(f"get {name}: no such volume", hint="'docker volume ls' (GET /volumes) lists volumes")
+        super().__init__(f"get {name}: no such volume", hint="'sbx volume ls' lists volumes")
 
 
 class VolumeInUse(SandboxError):
