@@ -109,3 +109,15 @@ def test_mount_flag_binds_volumes_and_tmpfs(store, busybox_rootfs, tmp_path):
                        ("type=tmpfs,src=/tmp,dst=/x", ("source",)), ("type=tmpfs,dst=/x,tmpfs-size=lots", ("tmpfs-size",)),
                        ("type=volume,src=mvol,dst=/v,readonly=maybe", ("readonly",))):
         assert_sbx_error(sbx(*run[:2], "--mount", bad, *run[2:], "true"), 125, "--mount", *words)
+
+
+def test_inspect_of_a_missing_object_names_it_and_shows_the_others(store, busybox_rootfs):
+    """`sbx inspect typo` said 'no such image: typo:latest' with a hint to pull it (exit 125),
+    and one missing name hid the documents of the others; Docker says 'No such object' (exit 1)
+    and still shows the rest."""
+    ok(sbx("create", "--name", "there", "--rootfs", str(busybox_rootfs), "true"))
+    cp = sbx("inspect", "-f", "{{.Name}}", "typo", "there")
+    assert cp.stdout == "/there\n"
+    cp = sbx("inspect", "-f", "{{.Name}}", "typo")
+    assert_sbx_error(cp, 1, "no such object: typo")
+    assert "pull" not in cp.stderr

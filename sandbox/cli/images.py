@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from sandbox.errors import SandboxError, UsageError
 from sandbox.progress import bar as _bar, human_size  # pull's bars and sizes, as in other progress
 
 if TYPE_CHECKING:
@@ -449,11 +450,21 @@ def _container_or_image_doc(store: Store, name: str) -> dict[str, Any]:
     """Docker's order: a container of that name or id first, then an image."""
     from sandbox.containers import lifecycle
     from sandbox.containers.state import NoSuchContainer
+    from sandbox.image.errors import ImageNotFound
 
     try:
         return lifecycle.inspect(None, name)
     except NoSuchContainer:
+        pass
+    try:
         return inspect_doc(store, store.resolve(name))
+    except (ImageNotFound, UsageError):  # neither a container nor an image (nor a reference)
+        raise NoSuchObject(f"No such object: {name}",
+                           hint="'sbx ps -a' lists containers, 'sbx images' images") from None
+
+
+class NoSuchObject(SandboxError):
+    exit_code = 1  # Docker's, as for a missing container
 
 
 def inspect(
@@ -465,14 +476,8 @@ def inspect(
     state, configuration and confinement (HostConfig.SecurityOpt names its seccomp profile)."""
     from sandbox.cli import format as _format
 
-    template = _format.Template(fmt, None) if fmt else None  # a bad template fails first
     store = _store(ctx)
-    docs = [_container_or_image_doc(store, n) for n in names]
-    if template is not None:
-        for line in template.render(docs):
-            typer.echo(line)
-    else:
-        typer.echo(json.dumps(docs, indent=4))
+    _format.show_each(names, lambda n: _container_or_image_doc(store, n), fmt)
 
 
 def login(
