@@ -487,7 +487,10 @@ def serve(d):
         if libc.unshare(CLONE_NEWNET) != 0:
             return -1
         try:
+            _loopback_up()  # as the child would (runtime/plan.py: not asked of it for these)
             return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return -1
         finally:
             if libc.setns(home, CLONE_NEWNET) != 0:
                 os._exit(1)  # never serve from inside a namespace we hand out
@@ -518,6 +521,20 @@ def serve(d):
             pass
         finally:
             c.close()
+
+
+def _loopback_up():
+    """`ip link set lo up` in our network namespace (SIOCGIFFLAGS, SIOCSIFFLAGS | IFF_UP)."""
+    import _socket
+    import fcntl
+    import struct
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        ifr = fcntl.ioctl(s.fileno(), 0x8913, struct.pack("16sH14x", b"lo", 0))
+        flags = struct.unpack_from("16sH", ifr)[1]
+        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH14x", b"lo", flags | 0x1))
+    finally:
+        s.close()
 
 
 def _listen(path):

@@ -368,7 +368,7 @@ def compile(spec, *, stdio=(-1, -1, -1), keep_fds=(), console_socket=-1, console
         p.newroot = _enc(_mount_table(p, spec, overlay_driver))
     if "uts" in ns and spec["hostname"] is not None:  # None: keep the inherited name (OCI)
         p.hostname = spec["hostname"].encode()
-    p.loopback = "network" in ns or p.netns_pooled
+    p.loopback = "network" in ns  # a pooled namespace comes with lo up (runtime/keeper.py)
 
     _process(p, spec, stdio, keep_fds, console_socket, console_size)
     return p
