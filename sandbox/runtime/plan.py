@@ -143,7 +143,20 @@ def _init_layer(p, base, lowers):
     """Steps that build the init layer at M/init; returns its path, or None when the image
     has every mount point already."""
     def present(rel):
-        return any(os.path.lexists(f"{d}/{rel}") for d in lowers)
+        # No host lookup follows the image's links: a parent that is not a plain directory (an
+        # image's `etc -> private/etc`) counts as present, and the child makes the mount point
+        # inside the root (OPF_INROOT), through the link as the image means it.
+        parent = rel.rpartition("/")[0]
+        for d in lowers:
+            if parent:
+                try:
+                    if not stat.S_ISDIR(os.lstat(f"{d}/{parent}").st_mode):
+                        return True
+                except OSError:
+                    continue
+            if os.path.lexists(f"{d}/{rel}"):
+                return True
+        return False
     missing_dirs = [(d, m) for d, m in _INIT_DIRS if not present(d)]
     missing_files = [f for f in _INIT_FILES if not present(f)]
     if not missing_dirs and not missing_files:

@@ -315,3 +315,21 @@ def test_user_lookup_reads_the_roots_passwd_not_the_hosts(attack_rootfs, tmp_pat
     os.symlink(str(home), root / "etc")
     cp = sbx("run", "--rm", "-u", "hostonly", "--rootfs", root, "id", "-u")
     assert cp.returncode == 125 and "hostonly" in cp.stderr and "Traceback" not in cp.stderr, cp.stderr
+
+
+@pytest.mark.parametrize("target", ["private/etc", "/private/etc"])
+def test_an_image_whose_etc_is_a_link_keeps_its_own_etc(tmp_path, target):
+    """`/etc -> private/etc` (or absolute): the mount points sbx adds (/etc/hostname, hosts,
+    resolv.conf) are made through the link inside the root, so the image's /etc stays whole, and
+    nothing on the host is looked up through it (an absolute link means the image's path)."""
+    root = build_busybox_rootfs(tmp_path / "rootfs")
+    (root / "private").mkdir()
+    (root / "etc").rename(root / "private" / "etc")
+    (root / "etc").symlink_to(target)
+    for name in ("hostname", "hosts", "resolv.conf"):
+        (root / "private" / "etc" / name).unlink(missing_ok=True)
+    r = sandbox.run(["sh", "-c", "cat /etc/passwd | head -1; cat /etc/hostname; readlink /etc; id -un"],
+                    rootfs=str(root), capture_output=True, text=True, hostname="linked")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["root:x:0:0:root:/root:/bin/sh", "linked", target, "root"], r.stdout
+    assert not (root / "private" / "etc" / "hostname").exists(), "the mount point went into the image"
