@@ -80,6 +80,11 @@ def test_shell_examples_run_as_written(readme_env):
     assert "built\n" in out and "x\n" in out
     assert re.search(r"^running \[\"seccomp=default\"\]$", out, re.M), detail
     assert re.search(r"^A /new$", out, re.M) and re.search(r"^D /built$", out, re.M), detail
+    assert re.search(r"^started$", out, re.M), detail  # sbx logs web
+    assert re.search(r"^\d{4}-\d\d-\d\dT[\d:.]+Z up$", out, re.M), detail  # logs --tail 1 -t svc2
+    assert re.search(r"^kept$", out, re.M), detail  # the named volume, read through --mount
+    assert re.search(r"^127\.0\.0\.1:\d+$", out, re.M), detail  # sbx port web 8080
+    assert re.search(r"^db here$", out, re.M), detail  # a container reached another by its alias
 
 
 def test_python_examples_run_as_written(readme_env):
@@ -88,3 +93,22 @@ def test_python_examples_run_as_written(readme_env):
         cp = subprocess.run([sys.executable, "-c", code], env=env, cwd=work, capture_output=True, text=True,
                             timeout=120, stdin=subprocess.DEVNULL)
         assert cp.returncode == 0, f"{code}\n--- stderr\n{cp.stderr}"
+
+
+@pytest.mark.parametrize("xdg", [True, False], ids=["login-session", "no-XDG_RUNTIME_DIR"])
+def test_the_docker_host_the_readme_exports_is_the_service_socket(readme_env, tmp_path, xdg):
+    """The README's two commands for Docker clients, then a client's first request to
+    $DOCKER_HOST. Without XDG_RUNTIME_DIR (su, sudo, ssh without a session manager) the
+    exported unix://$XDG_RUNTIME_DIR/sbx/sbx.sock named no socket: the service listens on its
+    runtime root (/tmp/sbx-UID) there."""
+    env, work = readme_env
+    env = {k: v for k, v in env.items() if k != "XDG_RUNTIME_DIR"}
+    if xdg:
+        env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")
+        os.mkdir(env["XDG_RUNTIME_DIR"], 0o700)
+    block = next(b for b in blocks("sh") if "sbx system service &" in b)
+    client = ('s=${DOCKER_HOST#unix://}; for i in $(seq 100); do [ -S "$s" ] && break; sleep 0.1; done\n'
+              'python3 -c "import socket,sys; c=socket.socket(socket.AF_UNIX); c.connect(sys.argv[1]); '
+              'c.sendall(b\'GET /_ping HTTP/1.0\\r\\n\\r\\n\'); print(c.recv(4096).decode())" "$s"\n')
+    cp = _run_script("set -euo pipefail\n" + block + client, env, work, timeout=60)
+    assert cp.returncode == 0 and "200 OK" in cp.stdout, f"{cp.stdout}\n{cp.stderr}"

@@ -28,6 +28,7 @@ def gather():
     from ..cgroups import v2
     from ..containers import lifecycle
     from ..runtime import idmap, overlay
+    from ..server import http
     m = v2.probe()
     mode, ur, gr, newuidmap, newgidmap = idmap.detect()
     if m.usable:
@@ -59,6 +60,8 @@ def gather():
         "Network": {"slirp4netns": shutil.which("slirp4netns"), "pasta": shutil.which("pasta"),
                     "TunDevice": os.access("/dev/net/tun", os.R_OK | os.W_OK)},
         "Storage": {"DataRoot": ctx.data_root, "RuntimeRoot": ctx.runtime_root},
+        # podman's place for it: export DOCKER_HOST=unix://$(sbx info -f '{{.Host.RemoteSocket.Path}}')
+        "Host": {"RemoteSocket": {"Path": http.default_socket(ctx)}},
     }
 
 
@@ -72,12 +75,13 @@ def _text(d):
             elif v is None:
                 v = "-"
             lines.append(f"  {k}: {v}")
+    lines.append(f"Service:\n  Socket: {d['Host']['RemoteSocket']['Path']} ('sbx system service' listens there)")
     return "\n".join(lines) + "\n"
 
 
-def info(format: str = typer.Option(None, "--format", "-f", help="json (or '{{json .}}') for machine-readable output")):
+def info(format: str = typer.Option(None, "--format", "-f",
+                                   help="json, or a template such as '{{.Host.RemoteSocket.Path}}'")):
     """Show what this machine lets sbx do: cgroups, limits, pause, overlay, id mapping, seccomp."""
-    from ..errors import UsageError
     d = gather()
     if format in (None, ""):
         typer.echo(_text(d), nl=False)
@@ -85,7 +89,9 @@ def info(format: str = typer.Option(None, "--format", "-f", help="json (or '{{js
         import json
         typer.echo(json.dumps(d, indent=None, sort_keys=False))
     else:
-        raise UsageError(f"unsupported --format {format!r} for info", hint="use --format json")
+        from . import format as _format
+        for line in _format.Template(format, None).render([d]):
+            typer.echo(line)
 
 
 def register(app):
