@@ -121,3 +121,19 @@ def test_inspect_of_a_missing_object_names_it_and_shows_the_others(store, busybo
     cp = sbx("inspect", "-f", "{{.Name}}", "typo")
     assert_sbx_error(cp, 1, "no such object: typo")
     assert "pull" not in cp.stderr
+
+
+def test_logs_follow_ends_at_until_and_leaves_the_container_running(store, busybox_rootfs):
+    """`sbx logs -f --until T` went on following past T until the container ended (a 'sleep
+    300' container kept the command for five minutes); Docker's ends the stream at T."""
+    import time
+    ok(sbx("run", "-d", "--name", "chatty", "--rootfs", str(busybox_rootfs),
+           "sh", "-c", "echo first; while true; do echo more; sleep 0.2; done"))
+    deadline = time.time() + 20
+    while "first" not in sbx("logs", "chatty").stdout and time.time() < deadline:
+        time.sleep(0.1)
+    out = ok(sbx("logs", "-f", "--until", "0s", "chatty", timeout=20))
+    assert out.startswith("first\n")
+    out = ok(sbx("logs", "-f", "--until", str(int(time.time()) + 2), "chatty", timeout=20))
+    assert out.startswith("first\nmore\n")
+    assert inspect_container("chatty")["State"]["Status"] == "running"

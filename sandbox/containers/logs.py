@@ -110,7 +110,8 @@ def _parse_line(line):
 def read(path, *, tail=None, since=None, until=None, follow=False, running=None, poll=0.1):
     """Yield (stream, timestamp, bytes) for each piece of output: a whole line with its newline,
     or a piece of one (P records).  `tail`: only the last N lines; `since`/`until`: seconds since
-    the epoch; `follow`: keep reading while running() is true (then what was written last)."""
+    the epoch; `follow`: keep reading while running() is true (then what was written last) and, with
+    `until`, no later than that."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -145,6 +146,9 @@ def read(path, *, tail=None, since=None, until=None, follow=False, running=None,
         nap = min(0.005, poll)
         while True:
             alive = running() if running is not None else False
+            # Docker's: following ends at --until (what was written before it is read first),
+            # and the container goes on
+            past = until is not None and time.time() >= until
             chunk = f.read()
             if chunk:
                 nap = min(0.005, poll)
@@ -156,8 +160,9 @@ def read(path, *, tail=None, since=None, until=None, follow=False, running=None,
                         out = _emit(r, since, until)
                         if out is not None:
                             yield out
-                continue
-            if not alive:
+                if not past:
+                    continue
+            if not alive or past:
                 return
             time.sleep(nap)
             nap = min(nap * 2, poll)
