@@ -365,3 +365,59 @@ def test_a_network_namespace_is_taken_only_from_the_keeper(busybox_rootfs, tmp_p
     got = keeper.pooled_netns(k)  # the real one answers with a namespace of the kept user namespace
     assert got is not None
     os.close(got)
+
+
+HOSTILE_KEEPER = r'''
+import os, sys, _socket
+d = sys.argv[1]
+with open("/proc/self/stat", "rb") as f:
+    start = int(f.read().rsplit(b")", 1)[1].split()[19])
+s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+s.bind(d + "/x.sock")
+s.listen(8)
+os.rename(d + "/x.sock", d + "/netns.sock")
+with open(d + "/x.pid", "w") as f:
+    f.write(f"{os.getpid()} {start}\n")
+os.rename(d + "/x.pid", d + "/keeper.pid")
+net = os.open("/proc/self/ns/net", os.O_RDONLY)
+print(os.readlink("/proc/self/ns/net"), flush=True)
+while True:
+    fd, _ = s._accept()
+    c = _socket.socket(fileno=fd)
+    try:
+        c.sendmsg([b"n"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, net.to_bytes(4, sys.byteorder))])
+    except OSError:
+        pass
+    c.close()
+'''
+
+
+def test_a_sandbox_posing_as_the_keeper_hands_out_no_network_namespace(busybox_rootfs):
+    """A sandbox of ours in the kept user namespace that can write the keeper's directory (it
+    is mounted in) and knows its host pid (it shares the host's pid namespace) names itself in
+    keeper.pid and answers on netns.sock with its own network namespace.  It passes the checks
+    of a pid file (start time, owner, maps: it is in the kept namespace) and of a pooled
+    namespace (peer pid, owner), but a later sandbox must still not land in its network."""
+    run_out(["true"], busybox_rootfs)
+    old, d = keeper_pid(), keeper_dir()
+    hostile = sandbox.Popen(["/usr/bin/python3", "-S", "-c", HOSTILE_KEEPER, d], rootfs="/", volumes=[(d, d)],
+                            namespaces=("user", "mount", "ipc", "uts", "network", "cgroup"),
+                            stdout=subprocess.PIPE)
+    try:
+        its_net = hostile.stdout.readline().decode().strip()
+        assert its_net.startswith("net:") and keeper_pid() == hostile.pid
+        assert ns_of(hostile.pid) == ns_of(old), "the hostile sandbox is in the kept namespace"
+        code = ("import sandbox\n"
+                "print(sandbox.run(['sh', '-c', 'readlink /proc/self/ns/net; readlink /proc/self/ns/user'],"
+                " rootfs=%r, capture_output=True, check=True).stdout.decode())\n" % str(busybox_rootfs))
+        cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        net, user = cp.stdout.split()
+        assert net != its_net, "a sandbox was handed the hostile sandbox's network namespace"
+        new = keeper_pid()
+        assert new not in (old, hostile.pid) and user == ns_of(new)
+    finally:
+        hostile.kill()
+        hostile.wait()
+        if keeper_pid() != old:
+            os.kill(old, signal.SIGKILL)  # the keeper the forged pid file hid

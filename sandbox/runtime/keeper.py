@@ -279,6 +279,8 @@ def verify(pid, start, key, d=None):
                     return None
         if os.stat(f"/proc/{pid}/ns/user").st_ino != os.fstat(nsfd).st_ino:
             return None
+        if not _outside_mounts(pid, nsfd):
+            return None
         k = Kept(nsfd, pidfd, pid, d)
         if not k.alive():  # its pidfd says whether the pid we read about was reused meanwhile
             return None
@@ -290,6 +292,26 @@ def verify(pid, start, key, d=None):
         for fd in (nsfd, pidfd):
             if fd >= 0:
                 os.close(fd)
+
+
+def _outside_mounts(pid, nsfd):
+    """Whether `pid`'s mount namespace belongs to a user namespace other than `nsfd`'s.  The
+    keeper never leaves the mount namespace it was started in (its starter's); a sandbox joins
+    the kept user namespace and makes its mount namespace inside it, and cannot setns() back
+    into one owned outside it.  So a sandbox of ours that names one of its own processes in
+    keeper.pid (it can write there if it has /tmp mounted and knows its host pid, e.g. with
+    --pid host) is not taken for the keeper: its netns.sock would hand a launch its own network
+    namespace, which passes every other check (its peer pid, its owner: the kept namespace)."""
+    import fcntl
+    mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        owner = fcntl.ioctl(mnt, NS_GET_USERNS)
+    finally:
+        os.close(mnt)
+    try:
+        return os.fstat(owner).st_ino != os.fstat(nsfd).st_ino
+    finally:
+        os.close(owner)
 
 
 def find(key, d=None):
