@@ -421,3 +421,27 @@ def test_a_sandbox_posing_as_the_keeper_hands_out_no_network_namespace(busybox_r
         hostile.wait()
         if keeper_pid() != old:
             os.kill(old, signal.SIGKILL)  # the keeper the forged pid file hid
+
+
+def test_system_reset_ends_only_a_keeper(busybox_rootfs, tmp_path):
+    """keeper.pid names another process of ours, with its right start time (anyone who can
+    write /tmp/sbx-UID can: a sandbox with /tmp mounted).  `sbx system reset` must not kill it,
+    and leaves the real keeper, which it cannot name, alone."""
+    run_out(["true"], busybox_rootfs)
+    real = keeper_pid()
+    path = os.path.join(keeper_dir(), "keeper.pid")
+    with open(path) as f:
+        saved = f.read()
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        _forge_pid_file(bystander.pid, _start_time(bystander.pid))
+        ok(sbx("--root", str(tmp_path / "data"), "system", "reset", "-f"))
+        time.sleep(0.2)
+        assert bystander.poll() is None, "system reset killed a process that is not the keeper"
+        assert not _is_zombie(real)
+    finally:
+        bystander.kill()
+        bystander.wait()
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(saved)

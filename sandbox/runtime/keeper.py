@@ -389,10 +389,10 @@ def stop(d=None):
     except OSError:
         return False
     try:
-        if _start_time(pid) != start:
+        if _start_time(pid) != start or not _is_keeper(pid):
             return False
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return False
     finally:
         os.close(pidfd)
@@ -406,6 +406,23 @@ def stop(d=None):
     while _reserve:
         os.close(_reserve.pop()[2])
     return True
+
+
+def _is_keeper(pid):
+    """Whether `pid` is a keeper of ours (of this sbx or an older one, whose argv[0] was the same):
+    named so, in a user namespace we own, and in a mount namespace owned outside it (see
+    _outside_mounts).  keeper.pid can be written by whoever can write /tmp/sbx-UID (a sandbox
+    with /tmp mounted): `sbx system reset` must not kill whatever process of ours it names."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if not f.read().startswith(b"sbx-userns-keeper\0"):
+            return False
+    import fcntl
+    nsfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        owner = int.from_bytes(fcntl.ioctl(nsfd, NS_GET_OWNER_UID, bytes(4)), sys.byteorder)
+        return owner == os.geteuid() and _outside_mounts(pid, nsfd)
+    finally:
+        os.close(nsfd)
 
 
 def _log(d, msg):
