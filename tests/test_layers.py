@@ -22,7 +22,7 @@ RANKS = {
     "build": 3,
     "runtime": 2, "cgroups": 2, "network": 2,
     "image": 1, "registry": 1,
-    "errors": 0, "config": 0, "progress": 0, "interrupts": 0, "_native": 0, "includes": 0, "_version": 0,
+    "errors": 0, "config": 0, "journal": 0, "progress": 0, "interrupts": 0, "_native": 0, "includes": 0, "_version": 0,
 }
 
 

@@ -8,7 +8,8 @@ record updated at start and exit, removal after with AutoRemove.  This part is o
 path: it imports no json."""
 import os
 
-from . import journal, state as _state
+from .. import journal
+from . import state as _state
 from .store import ContainerStore
 
 

@@ -13,8 +13,9 @@ import errno
 import fcntl
 import os
 
+from .. import journal
 from ..runtime import flocks, paths
-from . import journal, state as _state
+from . import state as _state
 from .state import RECORD, ContainerError, NameConflict, NoSuchContainer, Record
 
 _ADJ = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nimble", "quiet", "sharp",

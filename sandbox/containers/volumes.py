@@ -8,6 +8,7 @@ the volume on first use as Docker does.  Docker's API serves create/list/inspect
 This module is on `sbx run -v`'s path: nothing heavy is imported unless a volume is named."""
 import os
 
+from .. import journal
 from ..errors import SandboxError, UsageError
 
 _NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -91,7 +92,13 @@ def create(name=None, labels=None, driver="local", options=None, anonymous=False
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, os.path.join(d, "volume.json"))
+    _event("create", name)
     return doc
+
+
+def _event(action, name):
+    from .. import config
+    journal.record(config.current().data_root, "volume", action, name, driver="local")
 
 
 def inspect(name):
@@ -140,6 +147,7 @@ def remove(name, force=False):
         raise VolumeInUse(f"remove {name}: volume is in use - [{', '.join(r.id for r in used)}]",
                           hint="remove the containers that use it first")
     _rmtree(_dir(name))
+    _event("destroy", name)
 
 
 def _rmtree(path):

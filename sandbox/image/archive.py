@@ -232,6 +232,12 @@ def save(store: Store, names: list[str], output: str, fmt: str = "docker-archive
     if not names:
         raise ArchiveError("no image to save")
     entries = _entries(store, names)
+    _save(store, entries, output, fmt)
+    for e in entries:
+        store.event("save", e.image.id, e.name.familiar() if e.name is not None else e.image.id)
+
+
+def _save(store: Store, entries: list[_Entry], output: str, fmt: str) -> None:
     if fmt == "oci-dir":
         if output == "-":
             raise ArchiveError("oci-dir cannot be written to stdout", hint="use --format oci-archive")
@@ -352,7 +358,9 @@ def load(store: Store, path: str, *, repository: str | None = None, unpack: bool
             if unpack and owner == "mapped":  # after the records, as pull.py does
                 for img, _names in out:
                     store.unpack_mapped(img)
-            return out
+        for img, names in out:
+            store.event("load", img.id, refs.parse(names[0]).familiar() if names else img.id)
+        return out
     finally:
         src.close()
         if not ok:

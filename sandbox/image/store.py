@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox import journal
 from sandbox.image import reference as refs
 from sandbox.image.cas import BlobStore
 from sandbox.image.errors import ImageError, ImageNotFound, StoreError
@@ -575,6 +576,7 @@ class Store:
             all_refs = self.references()
             all_refs[ref.tagged] = {"id": img.id, "manifest": img.manifest_digest}
             self._write_references(all_refs)
+        self.event("tag", img.id, ref.familiar())
         return ref.tagged
 
     def add_source(self, image_id: str, source: str) -> None:
@@ -642,7 +644,7 @@ class Store:
                 # Other references remain; or (forced, or by reference as in Docker) a container
                 # uses the image: it stays, untagged, with the layers that container needs.
                 self._write_references(all_refs)
-                return untagged, deleted
+                return self._removed(image_id, untagged, deleted)
             try:
                 os.unlink(self._record_path(image_id))
                 fsync_dir(self.images_dir)
@@ -650,6 +652,18 @@ class Store:
                 pass
             deleted.append(image_id)
             self._write_references(all_refs)
+        return self._removed(image_id, untagged, deleted)
+
+    def event(self, action: str, ident: str, name: str) -> None:
+        """Image event `action` into the events journal of this store's data root (Docker's
+        shape: Actor.ID the image id, or the reference for pull and push; `name` a reference)."""
+        journal.record(self.root, "image", action, ident, name=name)
+
+    def _removed(self, image_id: str, untagged: list[str], deleted: list[str]) -> tuple[list[str], list[str]]:
+        for k in untagged:
+            self.event("untag", image_id, refs.parse(k).familiar())
+        for d in deleted:
+            self.event("delete", d, d)
         return untagged, deleted
 
     @staticmethod

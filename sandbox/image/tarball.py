@@ -238,7 +238,8 @@ def import_rootfs(store: Store, path: str, name: str | None = None, *, config: d
             ok = True
             if owner == "mapped":  # after the record, as pull.py does: mapped layers are never garbage
                 store.unpack_mapped(image)
-            return image
+        store.event("import", image.id, ref.familiar() if ref and ref.tagged else image.id)
+        return image
     finally:
         if src is not sys.stdin.buffer:
             src.close()

@@ -190,10 +190,12 @@ def connect(rec, pid, cid, name, aliases=(), ip=None, mac=None):
     check_options({"ip": ip, "mac": mac})
     ref = holder.ensure()
     try:
-        return ref.request(op="attach", net=_net_req(rec), pid=pid, cid=cid, name=name, aliases=list(aliases),
-                           ip=ip, mac=mac, connect=True)
+        rep = ref.request(op="attach", net=_net_req(rec), pid=pid, cid=cid, name=name, aliases=list(aliases),
+                          ip=ip, mac=mac, connect=True)
     finally:
         ref.close()
+    netstore.event("connect", rec, container=cid)
+    return rep
 
 
 def disconnect(rec, cid, name):
@@ -201,6 +203,7 @@ def disconnect(rec, cid, name):
                               "net_name": rec["Name"]})
     if rep is None:
         raise holder.HolderError(f"container {name} is not connected to network {rec['Name']}")
+    netstore.event("disconnect", rec, container=cid)
     return rep
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+from .. import journal
 from ..errors import SandboxError, UsageError
 from ..runtime import flocks, paths
 from . import ipam
@@ -45,6 +46,13 @@ def check_name(name):
     if name in PREDEFINED:
         raise NetworkError(f"operation is not permitted on predefined {name} network",
                            hint="choose another name for a user-defined network")
+
+
+def event(action, rec, **attrs):
+    """Network event `action` (create, destroy, connect, disconnect) of `rec` into the events
+    journal, in Docker's shape: Actor.ID the network's id, its name and type."""
+    journal.record(paths.data_dir(), "network", action, rec["Id"], name=rec["Name"],
+                   type=rec.get("Driver") or "bridge", **attrs)
 
 
 def _now():
@@ -108,6 +116,7 @@ def create(name, subnet=None, gateway=None, internal=False, labels=None, driver=
         except FileExistsError:
             os.unlink(os.path.join(_dir(), nid + ".json"))
             raise NetworkError(f"network with name {name} already exists", hint="choose another name") from None
+        event("create", rec)
         return rec
     finally:
         os.close(lock)
@@ -166,6 +175,7 @@ def remove(rec):
         try:
             os.unlink(os.path.join(_dir(), rec["Id"] + ".json"))
         except FileNotFoundError:
-            pass
+            return  # removed meanwhile, by whoever journalled it
+        event("destroy", rec)
     finally:
         os.close(lock)

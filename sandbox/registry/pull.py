@@ -102,7 +102,8 @@ def pull(store: Store, name: str, options: PullOptions | None = None, *,
         with store.adding(), RegistryClient(ref.domain, options.registry, repo_path=ref.path) as client:
             image = _pull_locked(store, client, ref, options, progress, warn)
             ok = True
-            return image
+        store.event("pull", ref.familiar(), ref.familiar())
+        return image
     finally:
         if not ok:
             store.gc(timeout=0)  # drop what this failed pull downloaded, unless others are busy

@@ -87,4 +87,5 @@ def push(store: Store, source: str, dest: str | None = None, options: PushOption
     prog("manifest", digest, 0, None)
     with store.adding():
         store.add_image(image.manifest_digest, names=[f"{target.name}@{digest}"], sources=[target.name])
+    store.event("push", target.familiar(), target.familiar())
     return target, digest

@@ -13,7 +13,6 @@ import time
 
 from .. import config
 from ..errors import SandboxError
-from . import system
 from .http import ApiError, message_of, not_implemented, status_of
 
 _NAME = r"(.+?)"
@@ -133,7 +132,6 @@ def tag(req):
     store = _store()
     _resolve(store, req.params[0])
     store.tag(req.params[0], f"{repo}:{t}")
-    system.record("image", "tag", _resolve(store, req.params[0]).id, name=f"{repo}:{t}")
     req.send(201, b"", content_type="text/plain")
 
 
@@ -149,10 +147,6 @@ def delete(req):
             raise ApiError(409, message_of(e)) from None
         raise
     store.gc(timeout=2)
-    for u in _familiar(untagged):
-        system.record("image", "untag", u, name=u)
-    for d in deleted:
-        system.record("image", "delete", d, name=d)
     req.json_reply([{"Untagged": u} for u in _familiar(untagged)] + [{"Deleted": d} for d in deleted])
 
 
@@ -285,7 +279,6 @@ def create(req):
     w, img = _streamed(req, work, {"status": f"Pulling from {ref.familiar_name}", "id": ref.tag or ref.digest})
     if w is None:
         return
-    system.record("image", "pull", ref.familiar(), name=ref.familiar())
     w.json({"status": f"Digest: {img.manifest_digest}"})
     w.json({"status": f"Status: Downloaded newer image for {ref.familiar()}"})
     w.close()

@@ -176,12 +176,12 @@ def _doc(parsed):
 
 
 class Events:
-    """The engine's events journal (sandbox/containers/journal.py), followed: every process that
+    """The engine's events journal (sandbox/journal.py), followed: every process that
     acts on a container appends a line, inotify wakes this thread, which reads the new lines
     and hands them to the listeners.  `since` reads the journal from its start."""
 
     def __init__(self, ctx):
-        from ..containers import journal
+        from .. import journal
         from ..containers.store import ContainerStore
         self.journal = journal
         self.root = ContainerStore(ctx.data_root).root
@@ -295,8 +295,10 @@ def _matches(ev, f):
         if kind in f and not (ev["Type"] == kind and any(
                 c == attrs.get("name") or (c and ident.startswith(c)) for c in f[kind])):
             return False
-    if "image" in f and attrs.get("image") not in f["image"] and not (ev["Type"] == "image" and ident in f["image"]):
-        return False
+    if "image" in f:
+        name = attrs.get("name" if ev["Type"] == "image" else "image") or ""
+        if not {ident, name, _strip_tag(ident), _strip_tag(name)} & set(f["image"]):
+            return False
     for lab in f.get("label", []):
         k, eq, v = lab.partition("=")
         if k not in attrs or (eq and attrs[k] != v):
@@ -304,16 +306,19 @@ def _matches(ev, f):
     return True
 
 
+def _strip_tag(name):
+    """`busybox:latest` -> `busybox` (a port in the registry's name stays)."""
+    head, sep, tail = name.rpartition(":")
+    return head if sep and "/" not in tail and "@" not in name else name
+
+
 EVENT_FILTERS = ("type", "event", "container", "image", "label", "network", "volume")
 
 
 def record(kind, action, ident, **attrs):
     """An event of the service's own doing (networks, volumes, images) into the journal."""
-    from ..containers import journal
-    from ..containers.store import ContainerStore
-    root = ContainerStore(config.current().data_root).root
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    journal.append_raw(root, kind, action, ident, attrs)
+    from .. import journal
+    journal.record(config.current().data_root, kind, action, ident, **attrs)
 
 
 def _hung_up(sock):

@@ -1,7 +1,6 @@
 """/volumes/...: named volumes (sandbox.containers.volumes)."""
 from ..containers import volumes as _volumes
 from ..errors import UsageError
-from . import system
 from .http import ApiError
 
 
@@ -20,7 +19,6 @@ def create(req):
                               driver=body.get("Driver") or "local", options=body.get("DriverOpts") or None)
     except UsageError as e:
         raise ApiError(400, str(e)) from None
-    system.record("volume", "create", doc["Name"], driver=doc.get("Driver") or "local")
     req.json_reply(doc, status=201)
 
 
@@ -52,14 +50,11 @@ def inspect(req):
 
 def delete(req):
     _volumes.remove(req.params[0], force=req.flag("force"))
-    system.record("volume", "destroy", req.params[0], driver="local")
     req.empty(204)
 
 
 def prune(req):
     names, freed = _volumes.prune(req.filters())
-    for n in names or ():
-        system.record("volume", "destroy", n, driver="local")
     req.json_reply({"VolumesDeleted": names or None, "SpaceReclaimed": freed})
 
 

@@ -39,3 +39,28 @@ def client(service, image):
         except docker.errors.NotFound:
             pass
     c.close()
+
+
+@pytest.fixture()
+def listen_events(client):
+    """`listen_events(**filters)` starts a `/events` listener (docker-py's stream, read by a
+    thread) and returns the queue its events go to, once its request is in; closed at the end."""
+    import queue
+    import threading
+    import time
+    streams = []
+
+    def start(**filters):
+        got = queue.Queue()
+        stream = client.events(decode=True, filters=filters)
+        streams.append(stream)
+
+        def listen():
+            for ev in stream:
+                got.put(ev)
+        threading.Thread(target=listen, daemon=True).start()
+        time.sleep(0.2)  # (the listener's request is in before the first event)
+        return got
+    yield start
+    for s in streams:
+        s.close()

@@ -280,22 +280,13 @@ def test_events_report_start_and_die(client):
     c.remove()
 
 
-def test_events_pushed_from_cli_and_socket(client):
+def test_events_pushed_from_cli_and_socket(client, listen_events):
     """A listener sees, as they happen, what the CLI does (it writes the engine's journal; the
     service holds no state of its own): a foreground `sbx run --rm`, create/start/stop/rm of
     a kept container, with their attributes and labels, each filter applied; `since` replays
     them, `until` in the past ends the stream."""
-    import queue
-    import threading
-    got = queue.Queue()
-    stream = client.events(decode=True, filters={"label": "sbx-test=events"})
-
-    def listen():
-        for ev in stream:
-            got.put(ev)
-    threading.Thread(target=listen, daemon=True).start()
     since = time.time()
-    time.sleep(0.2)  # (the listener's request is in before the first event)
+    got = listen_events(label="sbx-test=events")
     assert sbx("run", "--rm", "--name", "ev-fg", "--label", "sbx-test=events", "busybox", "sh", "-c",
                "exit 3").returncode == 3
     ok(sbx("run", "-d", "--name", "ev-bg", "--label", "sbx-test=events", "busybox", "sleep", "300"))
@@ -310,7 +301,6 @@ def test_events_pushed_from_cli_and_socket(client):
         seen.append((ev["Actor"]["Attributes"]["name"], ev["Action"]))
         if seen[-1] == ("ev-fg", "die"):
             assert ev["Actor"]["Attributes"]["exitCode"] == "3" and ev["from"] == "busybox", ev
-    stream.close()
     assert seen == want
     replay = [(e["Actor"]["Attributes"]["name"], e["Action"]) for e in client.events(
         since=since, until=time.time(), decode=True, filters={"label": "sbx-test=events", "event": ["die", "stop"]})]

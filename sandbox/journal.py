@@ -1,6 +1,10 @@
 """The events journal, `<data>/containers/events.log`: one line per event, appended by the
 process that made it happen (the CLI, a monitor, the Python API, the Docker API service), so
 the service's `/events` sees what every one of them does without holding any state of its own.
+It ranks with `config` (docs/engine.md, "Layers") so that the one place each verb passes
+through appends its event, whatever the entry point: containers (`append`), networks
+(network/netstore.py, bridge.py), volumes (containers/volumes.py), images (image/store.py's tag
+and remove, registry pull and push, image/archive.py's load and save, import) (`record`).
 
 A line is tab-separated, `\\`, tab and newline escaped: `TIME_NS TYPE ACTION ID KEY=VALUE...`
 (the attributes Docker's events carry: a container's name, image, labels, exitCode...).  One
@@ -38,6 +42,16 @@ def append_raw(root, kind, action, ident, attrs):
         pass
     finally:
         os.close(fd)
+
+
+def record(data_root, kind, action, ident, **attrs):
+    """An event of `kind` (network, volume, image) into the journal of the data root `data_root`."""
+    root = os.path.join(data_root, "containers")
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except OSError:
+        return
+    append_raw(root, kind, action, ident, attrs)
 
 
 def append(store, action, rec, **extra):
