@@ -772,6 +772,8 @@ class Builder:
                 r = refs.parse(t)
                 names.append(r.tagged)
             image = self.store.add_image(mdigest, names=names)
+        for n in names:  # Docker's builder tags its result: one tag event per -t
+            self.store.event("tag", image.id, refs.parse(n).familiar())
         return image
 
 
