@@ -2,7 +2,6 @@
 user-defined networks of `sbx network` (sandbox.network.netstore records; containers join
 through the holder, sandbox.network.bridge)."""
 from ..errors import SandboxError
-from . import system
 from .http import ApiError
 
 _BUILTIN = ("none", "host")
@@ -107,7 +106,6 @@ def create(req):
                               driver=body.get("Driver") or "bridge", options=body.get("Options") or None)
     except SandboxError as e:
         raise _conflict(e) from None
-    system.record("network", "create", rec["Id"], name=rec["Name"], type=rec.get("Driver") or "bridge")
     req.json_reply({"Id": rec["Id"], "Warning": ""}, status=201)
 
 
@@ -119,7 +117,6 @@ def _remove(rec, members):
     from ..network import bridge
     bridge.drop(rec)
     _store().remove(rec)
-    system.record("network", "destroy", rec["Id"], name=rec["Name"], type=rec.get("Driver") or "bridge")
 
 
 def delete(req):
@@ -180,7 +177,6 @@ def connect(req):
     else:
         bridge.check_options(kept)
     _remember(c, rec["Name"], kept, endpoint)
-    system.record("network", "connect", rec["Id"], container=c.id, name=rec["Name"], type=rec.get("Driver") or "bridge")
     req.send(200, b"", content_type="text/plain")
 
 
@@ -233,8 +229,6 @@ def disconnect(req):
         raise ApiError(409, f"container {c.name} is not connected to network {rec['Name']}")
     if net.get("mode") == "network":
         _remember(c, rec["Name"])
-    system.record("network", "disconnect", rec["Id"], container=c.id, name=rec["Name"],
-                  type=rec.get("Driver") or "bridge")
     req.send(200, b"", content_type="text/plain")
 
 

@@ -315,12 +315,6 @@ def _strip_tag(name):
 EVENT_FILTERS = ("type", "event", "container", "image", "label", "network", "volume")
 
 
-def record(kind, action, ident, **attrs):
-    """An event of the service's own doing (networks, volumes, images) into the journal."""
-    from .. import journal
-    journal.record(config.current().data_root, kind, action, ident, **attrs)
-
-
 def _hung_up(sock):
     """Has the client closed its side (a listener that went away while nothing happened)?"""
     import socket
