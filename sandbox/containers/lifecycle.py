@@ -725,14 +725,27 @@ def _freezer(where, ref, verb):
     raise err
 
 
-def exec(where, ref, xopts, stdio=(-1, -1, -1), console_size=None):
+def exec(where, ref, xopts, stdio=(-1, -1, -1), console_size=None, exec_id=None):
     """`docker exec`: one more process in the running container `ref` (ExecOptions `xopts`);
     returns its SandboxProcess (the caller waits or relays its pty).  A paused or stopped
-    container is refused with its state named."""
+    container is refused with its state named.  Journalled as Docker's exec_create and
+    exec_start ("exec_start: CMD"), and exec_die with its exitCode once it is reaped;
+    `exec_id`: the Docker API's exec instance (else a new id)."""
+    store_ = store(where)
+    rec = store_.get(ref)
+    _state.transition(rec, "exec")
+    eid = exec_id or os.urandom(32).hex()
+    cmd = " ".join(xopts.argv)
+    journal.append(store_, f"exec_create: {cmd}", rec, execID=eid)
+    p = _exec_launch(rec, xopts, stdio, console_size)
+    journal.append(store_, f"exec_start: {cmd}", rec, execID=eid)
+    p.add_teardown(lambda: journal.append(store_, "exec_die", rec, execID=eid, exitCode=p.returncode))
+    return p
+
+
+def _exec_launch(rec, xopts, stdio, console_size):
     from ..runtime import spec as _spec
     from ..runtime.process import SandboxProcess
-    rec = store(where).get(ref)
-    _state.transition(rec, "exec")
     pid, start_ticks = rec.state.get("Pid"), rec.state.get("PidStart")
     if not pid or (start_ticks is not None and _state.pid_start(pid) != start_ticks):
         raise _state.StateError("exec", rec.name, "exited")  # it ended since the record was read

@@ -801,7 +801,7 @@ def exec_start(req):
         def supervise():
             try:
                 with config.use(ctx):
-                    ex.proc = lifecycle.exec(_store(), ex.cid, ex.opts, stdio=tuple(child))
+                    ex.proc = lifecycle.exec(_store(), ex.cid, ex.opts, stdio=tuple(child), exec_id=ex.id)
                 ex.pid = ex.proc.pid
                 ex.running = True
                 if tty and not detach:  # ours before wait() and close() below: a quick exit's

@@ -287,7 +287,7 @@ def _event_time(text, what):
 def _matches(ev, f):
     if "type" in f and ev["Type"] not in f["type"]:
         return False
-    if "event" in f and ev["Action"] not in f["event"]:
+    if "event" in f and not _action_matches(ev["Action"], f["event"]):
         return False
     ident = ev["Actor"]["ID"]
     attrs = ev["Actor"]["Attributes"]
@@ -304,6 +304,13 @@ def _matches(ev, f):
         if k not in attrs or (eq and attrs[k] != v):
             return False
     return True
+
+
+def _action_matches(action, wanted):
+    """Docker's event filter: exact, but `exec_create`, `exec_start` and `health_status` also
+    match the actions that carry the command ("exec_start: sh -c ...")."""
+    return action in wanted or any(w in ("exec_create", "exec_start", "health_status") and
+                                   action.startswith(w + ":") for w in wanted)
 
 
 def _strip_tag(name):
