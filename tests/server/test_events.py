@@ -26,10 +26,12 @@ def test_network_and_volume_events_reach_a_listener(client, listen_events):
     got = listen_events(type=["network", "volume"])
     nid = ok(sbx("network", "create", "ev-cli-net")).strip()
     ok(sbx("network", "rm", "ev-cli-net"))
-    ok(sbx("run", "--rm", "-v", "ev-cli-vol:/data", "busybox", "true"))  # made on first use, as Docker's
-    client.volumes.get("ev-cli-vol").remove()  # (the CLI has no `volume rm`): journalled once
+    ok(sbx("volume", "create", "ev-cli-vol"))
+    ok(sbx("run", "--rm", "-v", "ev-cli-vol2:/data", "busybox", "true"))  # made on first use, as Docker's
+    ok(sbx("volume", "rm", "ev-cli-vol", "ev-cli-vol2"))
     want = [("network", "create", nid, "ev-cli-net"), ("network", "destroy", nid, "ev-cli-net"),
-            ("volume", "create", "ev-cli-vol", None), ("volume", "destroy", "ev-cli-vol", None)]
+            ("volume", "create", "ev-cli-vol", None), ("volume", "create", "ev-cli-vol2", None),
+            ("volume", "destroy", "ev-cli-vol", None), ("volume", "destroy", "ev-cli-vol2", None)]
     seen = []
     while len(seen) < len(want):
         ev = got.get(timeout=20)
@@ -40,9 +42,13 @@ def test_network_and_volume_events_reach_a_listener(client, listen_events):
     assert seen == want
     # filters: by type, by network name, by volume name; each once, none twice
     assert [(t, a) for t, a, _i, _x in _events(client, since, type="volume")] == \
-        [("volume", "create"), ("volume", "destroy")]
+        [("volume", "create")] * 2 + [("volume", "destroy")] * 2
     assert [a for _t, a, _i, _x in _events(client, since, network="ev-cli-net")] == ["create", "destroy"]
-    assert [a for _t, a, _i, _x in _events(client, since, volume="ev-cli-vol", event="destroy")] == ["destroy"]
+    assert [(a, i) for _t, a, i, _x in _events(client, since, volume="ev-cli-vol2", event="destroy")] == \
+        [("destroy", "ev-cli-vol2")]
+    # made through the socket: journalled once, by the same layer
+    client.volumes.create("ev-api-vol").remove()
+    assert [a for _t, a, _i, _x in _events(client, since, volume="ev-api-vol")] == ["create", "destroy"]
 
 
 def test_cli_image_events(client, tmp_path, busybox_rootfs):
