@@ -137,3 +137,17 @@ def test_logs_follow_ends_at_until_and_leaves_the_container_running(store, busyb
     out = ok(sbx("logs", "-f", "--until", str(int(time.time()) + 2), "chatty", timeout=20))
     assert out.startswith("first\nmore\n")
     assert inspect_container("chatty")["State"]["Status"] == "running"
+
+
+def test_a_platform_the_local_image_is_not_of_is_never_run_silently(base):
+    """`sbx run --platform linux/arm64 IMG` ran the local amd64 image as if no platform had been
+    asked for; Docker refuses an image that does not match (after trying to pull the one asked)."""
+    own = ok(sbx("inspect", "-f", "{{.Os}}/{{.Architecture}}", base)).strip()
+    other = "linux/s390x" if own != "linux/s390x" else "linux/arm64"
+    assert ok(sbx("run", "--rm", "--network", "none", "--platform", own, base, "echo", "same")) == "same\n"
+    for pull in ("never", "missing"):
+        cp = sbx("run", "--rm", "--network", "none", "--pull", pull, "--platform", other, base, "true", timeout=60)
+        assert_sbx_error(cp, 125, "does not match the specified platform", f"wanted {other}", f"actual: {own}")
+    # and once it has run (the run cache), still not
+    cp = sbx("run", "--rm", "--network", "none", "--pull", "never", "--platform", other, base, "true")
+    assert_sbx_error(cp, 125, "does not match the specified platform")

@@ -147,7 +147,7 @@ def prepare(ref, *, pull="missing", platform=None, userns=None, progress=None, w
         raise UsageError(f"invalid --pull value {pull!r}", hint="use missing, always or never")
     owner = owner_name(userns)
     root = paths.data_root()
-    if pull != "always":
+    if pull != "always" and not platform:  # the cache does not know the image's platform
         hit = _cache_lookup(root, ref, owner)
         if hit is not None:
             return hit
@@ -160,16 +160,37 @@ def prepare(ref, *, pull="missing", platform=None, userns=None, progress=None, w
     return result
 
 
+def _platform_mismatch(ref, image, platform):
+    """Docker's words when a local image is not of the --platform asked for, else None."""
+    if not platform:
+        return None
+    from ..image import platform as plat
+    want = plat.parse(platform)
+    cfg = image.config
+    have = {"os": cfg.get("os", ""), "architecture": cfg.get("architecture", ""), "variant": cfg.get("variant")}
+    if want.matches(have):
+        return None
+    actual = "/".join(v for v in (have["os"], have["architecture"], have["variant"]) if v)
+    return f"image with reference {ref} was found but does not match the specified platform: " \
+           f"wanted {want}, actual: {actual}"
+
+
 def _prepare(ref, pull, platform, userns, owner_name, progress, warn):
     from ..image.errors import ImageNotFound
     store = image_store()
     image = None
+    mismatch = None
     if pull != "always":
         try:
             image = store.resolve(ref)
         except ImageNotFound:
             if pull == "never":
                 raise
+        mismatch = _platform_mismatch(ref, image, platform) if image is not None else None
+        if mismatch is not None:  # Docker's: the platform asked for is pulled, never ignored
+            if pull == "never":
+                raise UsageError(mismatch, hint=f"drop --platform, or pull {ref} for it (--pull missing)")
+            image = None
     if image is None:
         from ..image import platform as plat
         from ..registry.pull import PullOptions, pull as do_pull
@@ -177,9 +198,11 @@ def _prepare(ref, pull, platform, userns, owner_name, progress, warn):
         try:
             image = do_pull(store, ref, opts, progress=progress, warn=warn)
         except SandboxError as e:  # say which image, and that it was not found locally (Docker's words)
-            e.msg = (f"Unable to find image '{ref}' locally; " if pull != "always" else "") + f"pull {ref}: {e}"
+            where = f"{mismatch}; " if mismatch else (f"Unable to find image '{ref}' locally; " if pull != "always"
+                                                       else "")
+            e.msg = where + f"pull {ref}: {e}"
             e.args = (e.msg,)
-            raise
+            raise  # (a pulled image is of the platform asked for: pull checks it)
 
     dirs = _ready_layers(store, image, owner_name)
     if dirs is None:
