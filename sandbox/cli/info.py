@@ -90,8 +90,21 @@ def info(format: str = typer.Option(None, "--format", "-f",
         typer.echo(json.dumps(d, indent=None, sort_keys=False))
     else:
         from . import format as _format
-        for line in _format.Template(format, None).render([d]):
+        from ..errors import UsageError
+        template = _format.Template(format, None)
+        for part in template.parts:  # Docker's Info is a struct: a field it lacks is an error
+            if isinstance(part, tuple) and part[1] and _missing(d, part[1]):
+                raise UsageError(f"--format {format!r}: no field .{part[1]}", hint="'sbx info --format json' shows them")
+        for line in template.render([d]):
             typer.echo(line)
+
+
+def _missing(doc, path):
+    for key in path.split("."):
+        if not isinstance(doc, dict) or key not in doc:
+            return True
+        doc = doc[key]
+    return False
 
 
 def register(app):
