@@ -94,7 +94,8 @@ def info(format: str = typer.Option(None, "--format", "-f",
         template = _format.Template(format, None)
         for part in template.parts:  # Docker's Info is a struct: a field it lacks is an error
             if isinstance(part, tuple) and part[1] and _missing(d, part[1]):
-                raise UsageError(f"--format {format!r}: no field .{part[1]}", hint="'sbx info --format json' shows them")
+                raise UsageError(f"--format {format!r}: no field .{part[1]}",
+                                 hint="'sbx info --format json' shows them")
         for line in template.render([d]):
             typer.echo(line)
 
