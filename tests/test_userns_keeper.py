@@ -367,6 +367,16 @@ def test_a_network_namespace_is_taken_only_from_the_keeper(busybox_rootfs, tmp_p
     os.close(got)
 
 
+def fresh_keeper(rootfs):
+    """The pid of a keeper started by this code (one that ran before may be of an older sbx)."""
+    run_out(["true"], rootfs)
+    old = keeper_pid()
+    os.kill(old, signal.SIGKILL)
+    assert wait_for(lambda: _is_zombie(old), 10)
+    run_out(["true"], rootfs)
+    return keeper_pid()
+
+
 HOSTILE_KEEPER = r'''
 import os, sys, _socket
 d = sys.argv[1]
@@ -398,8 +408,7 @@ def test_a_sandbox_posing_as_the_keeper_hands_out_no_network_namespace(busybox_r
     keeper.pid and answers on netns.sock with its own network namespace.  It passes the checks
     of a pid file (start time, owner, maps: it is in the kept namespace) and of a pooled
     namespace (peer pid, owner), but a later sandbox must still not land in its network."""
-    run_out(["true"], busybox_rootfs)
-    old, d = keeper_pid(), keeper_dir()
+    old, d = fresh_keeper(busybox_rootfs), keeper_dir()
     hostile = sandbox.Popen(["/usr/bin/python3", "-S", "-c", HOSTILE_KEEPER, d], rootfs="/", volumes=[(d, d)],
                             namespaces=("user", "mount", "ipc", "uts", "network", "cgroup"),
                             stdout=subprocess.PIPE)
@@ -419,29 +428,39 @@ def test_a_sandbox_posing_as_the_keeper_hands_out_no_network_namespace(busybox_r
     finally:
         hostile.kill()
         hostile.wait()
-        if keeper_pid() != old:
-            os.kill(old, signal.SIGKILL)  # the keeper the forged pid file hid
+    assert wait_for(lambda: _is_zombie(old), 10), "the keeper the forged pid file hid stayed behind"
 
 
 def test_system_reset_ends_only_a_keeper(busybox_rootfs, tmp_path):
     """keeper.pid names another process of ours, with its right start time (anyone who can
-    write /tmp/sbx-UID can: a sandbox with /tmp mounted).  `sbx system reset` must not kill it,
-    and leaves the real keeper, which it cannot name, alone."""
-    run_out(["true"], busybox_rootfs)
-    real = keeper_pid()
-    path = os.path.join(keeper_dir(), "keeper.pid")
-    with open(path) as f:
-        saved = f.read()
+    write /tmp/sbx-UID can: a sandbox with /tmp mounted).  `sbx system reset` must not kill it;
+    and the keeper keeper.pid no longer names (which nothing can find, stop or reuse) ends by
+    itself instead of staying behind."""
+    real = fresh_keeper(busybox_rootfs)
     bystander = subprocess.Popen(["sleep", "60"])
     try:
         _forge_pid_file(bystander.pid, _start_time(bystander.pid))
+        assert wait_for(lambda: _is_zombie(real), 10), "a keeper no longer named in keeper.pid stayed behind"
         ok(sbx("--root", str(tmp_path / "data"), "system", "reset", "-f"))
         time.sleep(0.2)
         assert bystander.poll() is None, "system reset killed a process that is not the keeper"
-        assert not _is_zombie(real)
     finally:
         bystander.kill()
         bystander.wait()
-        if not os.path.exists(path):
-            with open(path, "w") as f:
-                f.write(saved)
+        if not _is_zombie(real):
+            os.kill(real, signal.SIGKILL)
+    userns = run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs).strip()
+    assert keeper_pid() != real and userns == ns_of(keeper_pid())
+
+
+def test_a_keeper_whose_pid_file_is_removed_ends(busybox_rootfs):
+    """(`sbx system reset` kills the keeper it finds, then removes keeper.pid: a keeper another
+    process started in between would be left running, unfindable.)"""
+    real = fresh_keeper(busybox_rootfs)
+    os.unlink(os.path.join(keeper_dir(), "keeper.pid"))
+    try:
+        assert wait_for(lambda: _is_zombie(real), 10), "a keeper without its pid file stayed behind"
+    finally:
+        if not _is_zombie(real):
+            os.kill(real, signal.SIGKILL)
+    assert run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs).strip() == ns_of(keeper_pid())

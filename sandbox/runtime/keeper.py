@@ -519,8 +519,12 @@ def serve(d):
     except OSError as e:
         # No pool (launches make their own namespaces); the user namespace is still kept.
         _log(d, f"no network namespaces made ahead: {e}")
+        s = None
+    named = _watch_named(d, libc)
+
+    if s is None:
         while True:
-            signal.pause()
+            named(None)
 
     def make():
         if libc.unshare(CLONE_NEWNET) != 0:
@@ -542,9 +546,11 @@ def serve(d):
             if fd < 0:
                 break
             pool.append(fd)
+        if not named(s):
+            continue
         try:
             cfd, _ = s._accept()
-        except InterruptedError:
+        except (InterruptedError, BlockingIOError):
             continue
         c = _socket.socket(fileno=cfd)
         try:
@@ -560,6 +566,41 @@ def serve(d):
             pass
         finally:
             c.close()
+
+
+def _watch_named(d, libc):
+    """A wait(sock) -> whether sock is readable, that ends this keeper as soon as keeper.pid no
+    longer names it (removed by `sbx system reset` after it killed the keeper it found, while
+    another launch started this one; or replaced: by a keeper for other maps, or by anyone who
+    can write /tmp/sbx-UID).  Nothing can find, stop or reuse a keeper it does not name, so it
+    would stay behind until reboot.  inotify on the directory: no polling."""
+    import select
+    import signal
+    me = (os.getpid(), _start_time(os.getpid()))
+    ino = libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+    # IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+    if ino < 0 or libc.inotify_add_watch(ino, os.fsencode(d), 0x8 | 0x40 | 0x80 | 0x200 | 0x400 | 0x800) < 0:
+        _log(d, "no inotify: a keeper whose pid file is replaced stays behind")
+        ino = -1
+    if _pid_file(d) != me:
+        os._exit(0)
+
+    def wait(sock):
+        fds = [f for f in (sock, ino) if f is not None and f != -1]
+        if not fds:
+            signal.pause()
+            return False
+        ready = select.select(fds, [], [])[0]
+        if ino in ready:
+            try:
+                while os.read(ino, 65536):
+                    pass
+            except BlockingIOError:
+                pass
+            if _pid_file(d) != me:
+                os._exit(0)
+        return sock is not None and sock in ready
+    return wait
 
 
 def _loopback_up():
