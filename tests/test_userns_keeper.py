@@ -307,7 +307,6 @@ def test_every_sandbox_gets_a_fresh_network_namespace_of_its_own(busybox_rootfs)
     finally:
         outs = [p.communicate(b"\n", timeout=30)[0].decode().split("\n") for p in procs]
     assert [o[0] for o in outs] == ["1", "1", "1"], outs
-    assert os.path.exists(os.path.join(keeper_dir(), "netns.sock"))
 
 
 def test_a_namespace_fetched_ahead_is_never_used_by_a_forked_child(busybox_rootfs):
@@ -338,11 +337,11 @@ def test_a_network_namespace_is_taken_only_from_the_keeper(busybox_rootfs, tmp_p
     import _socket
     import threading
     from sandbox.runtime import keeper
-    run_out(["true"], busybox_rootfs)
+    fresh_keeper(busybox_rootfs)
     k = keeper._current()
     fake = keeper.Kept(k.nsfd, k.pidfd, k.pid, str(tmp_path))  # the real keeper's pid, our socket
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-    s.bind(str(tmp_path / "netns.sock"))
+    s.bind(keeper.netns_address(str(tmp_path), os.fstat(k.nsfd).st_ino))
     s.listen(1)
     mine = os.open("/proc/self/ns/net", os.O_RDONLY)
 
@@ -374,7 +373,10 @@ def fresh_keeper(rootfs):
     os.kill(old, signal.SIGKILL)
     assert wait_for(lambda: _is_zombie(old), 10)
     run_out(["true"], rootfs)
-    return keeper_pid()
+    new = keeper_pid()
+    # serving once it has left for a network namespace of its own (it listens before that)
+    assert wait_for(lambda: ns_of(new, "net") != ns_of("self", "net"), 10)
+    return new
 
 
 HOSTILE_KEEPER = r'''
@@ -464,3 +466,36 @@ def test_a_keeper_whose_pid_file_is_removed_ends(busybox_rootfs):
         if not _is_zombie(real):
             os.kill(real, signal.SIGKILL)
     assert run_out(["readlink", "/proc/self/ns/user"], busybox_rootfs).strip() == ns_of(keeper_pid())
+
+
+TAKER = r'''
+import sys, _socket
+got = 0
+for addr in sys.argv[1:]:
+    for _ in range(5):
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        s.settimeout(1)
+        try:
+            s.connect(addr.replace("@", "\0", 1))
+            got += len(s.recvmsg(1, _socket.CMSG_SPACE(4))[1])
+        except OSError:
+            pass
+        s.close()
+print(got)
+'''
+
+
+def test_a_sandbox_is_handed_no_network_namespace(busybox_rootfs):
+    """A sandbox (root in it is the caller's uid) with the keeper's directory mounted, knowing
+    every name the keeper listens on, gets no network namespace from it: else it could take them
+    by the thousand, made and charged outside its own limits (memory, CPU, pids), and exhaust
+    the namespaces the kept user namespace may hold for every other sandbox."""
+    from sandbox.runtime import keeper
+    fresh_keeper(busybox_rootfs)
+    k, d = keeper._current(), keeper_dir()
+    names = [os.path.join(d, "netns.sock"), "@" + keeper.netns_address(d, os.fstat(k.nsfd).st_ino)[1:]]
+    got = keeper.pooled_netns(k)
+    assert got is not None, "the launching process is handed one"
+    os.close(got)
+    out = run_out(["/usr/bin/python3", "-S", "-c", TAKER, *names], "/", volumes=[(d, d)])
+    assert out.strip() == "0", f"a sandbox was handed {out.strip()} network namespaces"

@@ -14,7 +14,6 @@ Files in `/tmp/sbx-UID/userns/` (one place per user, see keeper_dir):
     keeper.pid   "PID STARTTIME" of the keeper (written atomically once its maps are in place)
     start.lock   serializes starting one
     keeper.log   why a start failed
-    netns.sock   where the keeper hands out a fresh network namespace
 The keeper lives in its own session, re-parented away from whoever started it (no zombie in a
 long-lived caller), until `sbx system reset` (`stop()`) or reboot.  A keeper that died (kill -9)
 is replaced by the next launch that looks.
@@ -26,8 +25,8 @@ uid_map and gid_map are exactly the expected ones.  So a stale pid never leads i
 else's namespace, nor into a sandbox's.
 
 The keeper also keeps two network namespaces ready, made inside the kept user namespace (so they
-are what the child's unshare(CLONE_NEWNET) would make), and hands each out once on `netns.sock`
-(SOCK_SEQPACKET, SCM_RIGHTS) to a launch, which checks the sender is the keeper it verified
+are what the child's unshare(CLONE_NEWNET) would make), and hands each out once on an abstract
+socket of the launchers' network namespace (netns_address; SOCK_SEQPACKET, SCM_RIGHTS) to a launch, which checks the sender is the keeper it verified
 (SO_PEERCRED) and that the fd is a network namespace; the child setns()es it instead of making
 one: a new network namespace costs ~0.4 ms (the kernel registers loopback, sysctl tables, ...),
 made here ahead of time, while nobody waits.  Without an answer the child makes its own.
@@ -163,7 +162,7 @@ def _fd(key, newuidmap, newgidmap):
     return os.dup(k.nsfd)  # non-inheritable, as every fd Python makes
 
 
-NETNS_SOCK = "netns.sock"
+NETNS_SOCK = "netns.sock"  # where keepers of an older sbx listened (stop() removes it)
 NS_GET_NSTYPE = 0xB703
 NS_GET_USERNS = 0xB701
 CLONE_NEWNET = 0x40000000
@@ -211,8 +210,17 @@ def prefetch_netns():
             _reserve.append((os.getpid(), k.pid, fd))
 
 
+def netns_address(d, userns_ino):
+    """Where keeper `d` of the user namespace `userns_ino` hands out network namespaces: an
+    abstract socket of the network namespace the keeper was started in (the launchers'), which
+    no sandbox in a network namespace of its own can reach, whatever it has mounted; a path
+    in the keeper's directory could be reached by a sandbox with /tmp mounted, which would be
+    handed namespaces made and charged outside its limits."""
+    return f"\0{d}/netns.{userns_ino}"
+
+
 def pooled_netns(k):
-    """A fresh network namespace from keeper `k`'s netns.sock, or None (no answer, none ready,
+    """A fresh network namespace from keeper `k`'s socket, or None (no answer, none ready,
     anything odd).  Taken only from the process we verified as the keeper (SO_PEERCRED, pid seen
     from our pid namespace), and only a network namespace owned by its user namespace."""
     if k is None or k.dir is None:
@@ -222,7 +230,7 @@ def pooled_netns(k):
     fds = []
     try:
         s.settimeout(0.2)
-        s.connect(os.path.join(k.dir, NETNS_SOCK))
+        s.connect(netns_address(k.dir, os.fstat(k.nsfd).st_ino))
         pid = int.from_bytes(s.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)[:4], sys.byteorder)
         if pid != k.pid:
             return None
@@ -300,7 +308,7 @@ def _outside_mounts(pid, nsfd):
     the kept user namespace and makes its mount namespace inside it, and cannot setns() back
     into one owned outside it.  So a sandbox of ours that names one of its own processes in
     keeper.pid (it can write there if it has /tmp mounted and knows its host pid, e.g. with
-    --pid host) is not taken for the keeper: its netns.sock would hand a launch its own network
+    --pid host) is not taken for the keeper: its socket would hand a launch its own network
     namespace, which passes every other check (its peer pid, its owner: the kept namespace)."""
     import fcntl
     mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
@@ -500,7 +508,7 @@ POOL = 2
 
 
 def serve(d):
-    """Hand out fresh network namespaces on netns.sock, one to each connection of ours, keeping
+    """Hand out fresh network namespaces on netns_address(), one to each connection of ours, keeping
     POOL made ahead.  Each is made by unshare(CLONE_NEWNET) here, in the kept user namespace, and
     we step back into our own at once: none is ever entered or handed out twice."""
     import ctypes
@@ -509,14 +517,17 @@ def serve(d):
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     libc = ctypes.CDLL(None, use_errno=True)
+    s = None
     try:
+        s = _listen(netns_address(d, os.stat("/proc/self/ns/user").st_ino))  # in the launchers' network
         # A network namespace of our own to step back into: the host's belongs to the initial
         # user namespace, where we hold no capability to setns() back.
         if libc.unshare(CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        s = _listen(os.path.join(d, NETNS_SOCK))
     except OSError as e:
+        if s is not None:
+            s.close()
         # No pool (launches make their own namespaces); the user namespace is still kept.
         _log(d, f"no network namespaces made ahead: {e}")
         s = None
@@ -617,19 +628,15 @@ def _loopback_up():
         s.close()
 
 
-def _listen(path):
-    """A listening SOCK_SEQPACKET socket at `path`, put in place by rename (a client never finds
-    one that is not listening yet)."""
+def _listen(address):
     import _socket
-    tmp = f"{path}.{os.getpid()}"
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    s.bind(tmp)
-    s.listen(64)
-    os.rename(tmp, path)
+        s.bind(address)
+        s.listen(64)
+    except OSError:
+        s.close()
+        raise
     return s
 
 
