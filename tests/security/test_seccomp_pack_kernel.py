@@ -75,7 +75,20 @@ def _x32_allowed():
     return prof
 
 
+def _ioctl_rule():
+    """Docker's, with ioctl allowed but for TIOCSTI: an argument constant (0x5412) above every
+    syscall number."""
+    prof = seccomp.default_profile()
+    prof["syscalls"][0]["names"].remove("ioctl")
+    prof["syscalls"] += [{"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                          "args": [{"index": 1, "value": 0x5412, "op": "SCMP_CMP_EQ"}]},
+                         {"names": ["ioctl"], "action": "SCMP_ACT_ALLOW",
+                          "args": [{"index": 1, "value": 0x5412, "op": "SCMP_CMP_NE"}]}]
+    return prof
+
+
 PROFILES = {
+    "ioctl-rule": (_ioctl_rule, DOCKER_CAPS),
     "docker": (seccomp.default_profile, DOCKER_CAPS),
     "docker-nocaps": (seccomp.default_profile, []),
     "docker-admin": (seccomp.default_profile, DOCKER_CAPS + ["SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE",
