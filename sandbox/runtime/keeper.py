@@ -182,8 +182,11 @@ def take_netns():
     one of that keeper's (fetched while its last sandbox started, off the launch's path); one
     inherited through fork, or left from a keeper since replaced, is closed, never used."""
     k = _current()
-    while _reserve:
-        pid, kpid, fd = _reserve.pop()
+    while True:
+        try:
+            pid, kpid, fd = _reserve.pop()  # (not 'while _reserve': another thread may take it between)
+        except IndexError:
+            break
         if k is not None and pid == os.getpid() and kpid == k.pid:
             return fd
         try:
