@@ -151,3 +151,19 @@ def test_a_platform_the_local_image_is_not_of_is_never_run_silently(base):
     # and once it has run (the run cache), still not
     cp = sbx("run", "--rm", "--network", "none", "--pull", "never", "--platform", other, base, "true")
     assert_sbx_error(cp, 125, "does not match the specified platform")
+
+
+def test_load_reads_an_archive_from_stdin_as_docker_does(base, tmp_path):
+    """`sbx save IMG | sbx load` failed: load required -i (Docker's reads stdin without it)."""
+    import subprocess
+    from sbxtest import sbx_argv, NEUTRAL_CWD
+    ok(sbx("tag", base, "trial-piped:1"))
+    save = subprocess.Popen(sbx_argv("save", "trial-piped:1"), stdout=subprocess.PIPE, cwd=NEUTRAL_CWD)
+    try:
+        out = ok(sbx("load", stdin=save.stdout, timeout=60))
+    finally:
+        save.stdout.close()
+        assert save.wait(timeout=60) == 0
+    assert out == "Loaded image: trial-piped:1\n"
+    ok(sbx("image", "inspect", "trial-piped:1"))
+    assert_sbx_error(sbx("load", input=""), 125, "stdin")  # an empty stream

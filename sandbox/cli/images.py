@@ -568,7 +568,8 @@ def save(
 
 def load(
     ctx: typer.Context,
-    input_: str = typer.Option(..., "-i", "--input", help="docker-archive, oci-archive or OCI layout directory."),
+    input_: Optional[str] = typer.Option(None, "-i", "--input",
+                                         help="docker-archive, oci-archive or OCI layout directory (default: stdin)."),
     repository: Optional[str] = typer.Option(None, "--repository", help="Name for OCI images tagged only with a tag."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
@@ -578,12 +579,41 @@ def load(
     from sandbox.runtime.image_root import owner_name
 
     store = _store(ctx)
-    for img, names in archive.load(store, input_, repository=repository, warn=_warn, owner=owner_name()):
+    spool = None
+    if input_ in (None, "-"):  # Docker's: the archive on stdin (`sbx save IMG | sbx load`)
+        spool = _spool_stdin(store)
+        input_ = f"/proc/self/fd/{spool.fileno()}"
+    try:
+        loaded = archive.load(store, input_, repository=repository, warn=_warn, owner=owner_name())
+    finally:
+        if spool is not None:
+            spool.close()
+    for img, names in loaded:
         if names:
             for n in names:
                 typer.echo(n if quiet else f"Loaded image: {refs.parse(n).familiar()}")
         else:
             typer.echo(img.id if quiet else f"Loaded image ID: {img.id}")
+
+
+def _spool_stdin(store: Store):
+    """stdin copied to an unnamed file in the store (an archive is read out of order): gone with
+    the process, whatever ends it."""
+    import shutil
+    import tempfile
+
+    from sandbox.image.errors import ArchiveError
+
+    if sys.stdin.isatty():
+        raise ArchiveError("requested load from stdin, but stdin is a terminal", hint="use -i FILE or pipe an archive in")
+    store.init()
+    f = tempfile.TemporaryFile(dir=store.root)
+    shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+    if not f.tell():
+        f.close()
+        raise ArchiveError("requested load from stdin, but stdin is empty", hint="use -i FILE or pipe an archive in")
+    f.flush()
+    return f
 
 
 def _apply_change(cfg: dict[str, Any], change: str) -> None:
