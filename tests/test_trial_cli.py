@@ -167,3 +167,9 @@ def test_load_reads_an_archive_from_stdin_as_docker_does(base, tmp_path):
     assert out == "Loaded image: trial-piped:1\n"
     ok(sbx("image", "inspect", "trial-piped:1"))
     assert_sbx_error(sbx("load", input=""), 125, "stdin")  # an empty stream
+
+
+def test_version_flags_as_docker_and_podman_have_them():
+    """`sbx --version` and `sbx -v` were unknown options."""
+    want = ok(sbx("version"))
+    assert want.startswith("sbx ") and ok(sbx("--version")) == want and ok(sbx("-v")) == want

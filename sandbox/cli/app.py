@@ -30,9 +30,17 @@ app = typer.Typer(name="sbx", cls=Group, add_completion=False, no_args_is_help=T
                   help="Rootless containers and sandboxes: Docker's verbs, no daemon, no root.")
 
 
+def _print_version(value: bool):
+    if value:  # `docker --version`, `podman -v`: the habit is as old as `sbx version`
+        version()
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(root: str = typer.Option(None, "--root", help="Storage directory (images, containers); also SBX_ROOT."),
-            runroot: str = typer.Option(None, "--runroot", help="Runtime state directory; also SBX_RUNROOT.")):
+            runroot: str = typer.Option(None, "--runroot", help="Runtime state directory; also SBX_RUNROOT."),
+            _version: bool = typer.Option(False, "-v", "--version", callback=_print_version, is_eager=True,
+                                          help="Show the sbx version and exit.")):
     """Rootless containers and sandboxes: Docker's verbs, no daemon, no root."""
     # sandbox.cli.main() already applied them (before choosing the fast `run` path).
 
