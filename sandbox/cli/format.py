@@ -140,7 +140,8 @@ def uses(fmt, field):
 def show_each(refs, get, fmt):
     """`inspect`'s output: each ref's document (`get(ref)`) through the template `fmt` (checked
     first), else all of them as one JSON list.  A ref that fails is reported on its own line and
-    the others are still shown; then exit 1, as Docker does."""
+    the others are still shown; then exit 1, as Docker does for a missing object, or the
+    error's own code for anything worse (125: a damaged store)."""
     import typer
     from . import report
     from ..errors import SandboxError
@@ -151,11 +152,11 @@ def show_each(refs, get, fmt):
             docs.append(get(ref))
         except SandboxError as e:
             report(e)
-            failed = 1
+            failed = max(failed, e.exit_code)
     if template is not None:
         for line in template.render(docs):
             typer.echo(line)
     else:
         typer.echo(json.dumps(docs, indent=4))
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(failed)
