@@ -455,7 +455,10 @@ class Builder:
         from ..image.fsutil import atomic_write
         path = self._cache_path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write(path, json.dumps({"layer": layer, "created": created}).encode())
+        # Not fsynced: an entry is derived data, read defensively (an empty or torn one, or one
+        # whose blob or layer did not survive a crash, is a miss: the step runs again), while
+        # what holds the data, the blob and the layer, is made durable by the store.
+        atomic_write(path, json.dumps({"layer": layer, "created": created}).encode(), durable=False)
 
     def _new_dirs(self):
         from ..image.fsutil import tmp_name
@@ -494,6 +497,7 @@ class Builder:
             if heredoc is not None:
                 raise BuildError(f"{where}: RUN with a '#!' heredoc script is not supported yet")
         network = self._step_network(instr.flags.get("network"), where)
+        self.worker.start_ahead()  # the step's commit needs it: its start-up overlaps the step
         run_env = {**state.args, **_env_dict(state.config.get("Env"))}
         tmpdir = self._new_dirs()
         prepared = None
@@ -806,21 +810,52 @@ def _network_words(net):
 
 class _LazyWorker:
     """The build's userns worker (runtime.userns_worker), started on first use: a fully cached
-    build needs none."""
+    build needs none.  An uncached step starts it ahead (start_ahead) so that its start-up
+    (an interpreter in a new user namespace, the imports its calls need) overlaps the step's
+    own work instead of delaying the step's commit."""
 
     def __init__(self, mode):
         self.mode = mode
         self.in_userns = mode == "helper"
         self._w = None
+        self._warming = None  # the thread making the worker's first (warm-up) call
 
-    def call(self, fn, **kw):
+    def _start(self):
         if self._w is None:
             from ..runtime import userns_worker
             self._w = userns_worker.start(self.mode)
-        return self._w.call(fn, **kw)
+        return self._w
+
+    def start_ahead(self):
+        """Start the worker now, without waiting for it: a thread waits for it to be up and
+        to have imported what a step's commit needs; the next call waits for that thread
+        (the worker serves one call at a time).  In-process (single id): nothing to do."""
+        if self._w is not None or not self.in_userns:
+            return
+        import threading
+        w = self._start()
+
+        def warm():
+            try:
+                w.call("sandbox.build.placement:warm_up")
+            except Exception:  # noqa: BLE001 - a worker that failed fails the next real call, which says why
+                pass
+        self._warming = threading.Thread(target=warm, daemon=True)
+        self._warming.start()
+
+    def _settled(self):
+        if self._warming is not None:
+            self._warming.join()
+            self._warming = None
+
+    def call(self, fn, **kw):
+        w = self._start()
+        self._settled()
+        return w.call(fn, **kw)
 
     def close(self):
         if self._w is not None:
+            self._settled()
             self._w.close()
             self._w = None
 

@@ -40,6 +40,14 @@ def chmod_at(dfd: int, name: str, mode: int) -> None:
         os.close(fd)
 
 
+def warm_up() -> None:
+    """A worker's first call, made while a build step runs (builder's start_ahead): import what
+    the step's commit (the layer diff into the store) and clean-up need, so that none of it
+    delays them."""
+    from .. import _native, progress  # noqa: F401
+    from ..image import cas, layer, store  # noqa: F401
+
+
 def _check_rel(src: str, where: str) -> str:
     rel = os.path.normpath(src.lstrip("/"))
     if rel == ".":
