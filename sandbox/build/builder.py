@@ -133,6 +133,7 @@ class Builder:
                 for st in stages:
                     self.done[st.index] = self._stage(st)
                 final = self.done[target.index]
+                self.worker.release()  # it exits while the image is written; close() reaps it
                 if self.opts.labels:
                     final.config.setdefault("Labels", {}).update(self.opts.labels)
                 return self._finish(final)
@@ -819,6 +820,7 @@ class _LazyWorker:
         self.in_userns = mode == "helper"
         self._w = None
         self._warming = None  # the thread making the worker's first (warm-up) call
+        self._released = False
 
     def _start(self):
         if self._w is None:
@@ -849,15 +851,26 @@ class _LazyWorker:
             self._warming = None
 
     def call(self, fn, **kw):
+        if self._released:
+            self.close()
         w = self._start()
         self._settled()
         return w.call(fn, **kw)
+
+    def release(self):
+        """No more calls: the worker is told so (end of its input) and exits meanwhile, off
+        the build's path; close() reaps it (a later call would start another)."""
+        if self._w is not None and self.in_userns:
+            self._settled()
+            self._w.stdin.close()
+            self._released = True
 
     def close(self):
         if self._w is not None:
             self._settled()
             self._w.close()
             self._w = None
+        self._released = False
 
 
 class _Relay:
