@@ -191,6 +191,26 @@ def test_copy_from_keeps_hard_links_and_capabilities(app):
     assert "could not be kept" not in app.errors, app.errors
 
 
+def test_mounts_of_a_stage_keep_its_capabilities(app):
+    """What a RUN --mount shows of a stage (a bind mount, a cache mount seeded from it) is a copy
+    that keeps the files' capabilities, with or without a subordinate id range, as the stage has
+    them: ping's cap_net_raw, set by its postinst."""
+    ctx = context(app.work, "capmount", """\
+FROM deb-app:1 AS src
+FROM deb-app:1
+USER root
+RUN --mount=type=bind,from=src,source=/usr/bin/ping,target=/mnt/ping \\
+    --mount=type=cache,from=src,source=/usr/bin/ping,target=/mnt/cache,id=capmount-seed \\
+    getcap /mnt/ping /mnt/cache/ping > /seen
+""")
+    r = sbx("build", "-t", "deb-capmount:1", str(ctx), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "could not be kept" not in r.stderr, r.stderr
+    r = sbx("run", "--rm", "--network", "none", "deb-capmount:1", "cat", "/seen", timeout=60)
+    assert r.stdout.splitlines() == ["/mnt/ping cap_net_raw=ep", "/mnt/cache/ping cap_net_raw=ep"], \
+        r.stdout + r.stderr
+
+
 def test_debian_app_matches_buildah(app):
     """The file tree (type, mode, owner, size, link target, content, hard links, xattrs) and the
     config of sbx's image are buildah's, but for files that hold the build's time.  Without a

@@ -154,8 +154,10 @@ def _prepare_one(builder, m, n, tmpdir, where, p):
         roots, ignore, keep = _source(builder, m, where)
         dest = os.path.join(tmpdir, f"mount-{n}")
         os.mkdir(dest, 0o700)
-        path = builder.worker.call("sandbox.build.placement:materialize", dest=dest, roots=roots,
-                                   source=m.get("source") or "/", ignore=ignore, where=where, keep_owners=keep)
+        path, unset = builder.worker.call("sandbox.build.placement:materialize", dest=dest, roots=roots,
+                                          source=m.get("source") or "/", ignore=ignore, where=where, keep_owners=keep)
+        if unset:  # a file capability refused outside a user namespace: set from one, or said
+            builder._set_xattrs(dest, unset, where)
         p.volumes.append((path, target, "ro" if m["readonly"] else "rw"))
     elif kind == "cache":
         path = _cache_dir(builder, m, mode, uid, gid, mapped, where, p)
@@ -252,8 +254,11 @@ def _cache_dir(builder, m, mode, uid, gid, mapped, where, p):
         roots = ignore = None
         if m.get("from") or m.get("source"):
             roots, ignore, _ = _source(builder, m, where)
-        builder.worker.call("sandbox.build.placement:make_cache_dir", path=path, mode=mode, uid=uid, gid=gid,
-                            roots=roots, source=m.get("source"), ignore=ignore, where=where, mapped=mapped)
+        unset = builder.worker.call("sandbox.build.placement:make_cache_dir", path=path, mode=mode, uid=uid,
+                                    gid=gid, roots=roots, source=m.get("source"), ignore=ignore, where=where,
+                                    mapped=mapped)
+        if unset:
+            builder._set_xattrs(path, unset, where)
         if sharing != "private":
             p.caches[m["id"]] = path
         return path

@@ -710,9 +710,10 @@ def _checked_address(host: str, port: int, url: str, where: str, host_network: b
 # --- RUN --mount sources ------------------------------------------------------------------------------
 # Called through the build's worker, like copy_into: the files they make get their owners there.
 
-def materialize(dest: str, roots: list[str], source: str, ignore, where: str, keep_owners: bool = False) -> str:
+def materialize(dest: str, roots: list[str], source: str, ignore, where: str, keep_owners: bool = False) -> list:
     """A copy of `source` (a directory's content, or one file) of `roots` (the context, a stage
-    or an image) in the new directory `dest`: what a bind mount shows.  The path to bind."""
+    or an image) in the new directory `dest`: what a bind mount shows.  [the path to bind, the
+    extended attributes not set (copy_into's list, paths in `dest`)]."""
     from ..image.mergedview import View
     ignore = [tuple(x) for x in ignore] if ignore else ignore
     with View(roots) as view:
@@ -728,27 +729,29 @@ def materialize(dest: str, roots: list[str], source: str, ignore, where: str, ke
         source = "/" + "/".join(found[0])
     name = found[0][-1] if found[0] else ""
     target = "/" if is_dir else "/" + name
-    copy_into(dest, [], [["path", source, None]], target, context=roots[0], roots=roots, ignore=ignore,
-              add=False, chmod=None, where=where, keep_owners=keep_owners)
+    unset = copy_into(dest, [], [["path", source, None]], target, context=roots[0], roots=roots, ignore=ignore,
+                      add=False, chmod=None, where=where, keep_owners=keep_owners)
     if is_dir:  # the mount's root is the source directory itself
         if keep_owners and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
             os.chown(dest, st.st_uid, st.st_gid)
         os.chmod(dest, stat.S_IMODE(st.st_mode))
-        return dest
-    return os.path.join(dest, name)
+        return [dest, unset]
+    return [os.path.join(dest, name), unset]
 
 
 def make_cache_dir(path: str, mode: int, uid: int, gid: int, roots, source, ignore, where: str,
-                   mapped: bool) -> None:
+                   mapped: bool) -> list:
     """A cache mount's directory at `path`, made once: empty (or a copy of `source` of `roots`),
-    mode `mode`, owned by uid:gid where ids are mapped (one id: the builder's, as every file)."""
+    mode `mode`, owned by uid:gid where ids are mapped (one id: the builder's, as every file).
+    The extended attributes of the copy not set (copy_into's list, paths in `path`)."""
     if os.path.isdir(path):
-        return
+        return []
     tmp = f"{path}.new-{os.getpid()}"
     os.mkdir(tmp, 0o700)
+    unset = []
     try:
         if roots is not None:
-            materialize(tmp, roots, source or "/", ignore, where, keep_owners=mapped)
+            unset = materialize(tmp, roots, source or "/", ignore, where, keep_owners=mapped)[1]
         if mapped and (uid, gid) != (os.geteuid(), os.getegid()):
             os.chown(tmp, uid, gid)
         os.chmod(tmp, mode)
@@ -757,9 +760,11 @@ def make_cache_dir(path: str, mode: int, uid: int, gid: int, roots, source, igno
         except OSError:
             if not os.path.isdir(path):
                 raise
+            unset = []  # another build made it
     finally:
         if os.path.lexists(tmp):
             _remove_tree(tmp)
+    return unset
 
 
 def write_secret(path: str, data: str, mode: int, uid: int, gid: int, mapped: bool) -> None:
