@@ -9,7 +9,11 @@ the gateway.  Its `attach(pid)` asks the holder to wire the held child; `teardow
 
 The container's name and aliases come from the spec's "sbx" annotations ("name", and the
 "network" dict's "aliases", "ip", "mac"); a name missing there is found in the container store's
-name index (`<data>/containers/names/NAME`, a symlink to the id)."""
+name index (`<data>/containers/names/NAME`, a symlink to the id).  The "network" dict's
+"connected" lists the other networks it joins, in order (eth1, eth2, ...; each {network,
+aliases, ip, mac}), and "links" its `--link`s ({container: id, name, alias}): the holder's name
+server answers ALIAS with that container's address on a network both share, for this container
+only (Docker's links on user-defined networks)."""
 import os
 
 from ..errors import UsageError
@@ -85,7 +89,8 @@ class BridgeHook(Hook):
         self.aliases = list(net.get("aliases") or ())
         self.ip, self.mac = net.get("ip"), net.get("mac")
         self.ports, self.exposed = list(net.get("ports") or ()), list(net.get("exposed") or ())
-        self.connected = list(net.get("connected") or ())  # networks joined with `sbx network connect`
+        self.connected = list(net.get("connected") or ())  # more networks: --network a --network b, connect
+        self.links = [{"cid": k["container"], "alias": k["alias"]} for k in net.get("links") or ()]
         self.joined = []
         self.pid = None
         self.settings = None
@@ -98,7 +103,7 @@ class BridgeHook(Hook):
             if why:
                 raise _ports.busy_error(p, why)
         rep = self.ref.request(op="attach", net=_net_req(self.rec), pid=pid, cid=self.cid, name=self.cname,
-                               aliases=self.aliases, ip=self.ip, mac=self.mac, ports=published)
+                               aliases=self.aliases, ip=self.ip, mac=self.mac, ports=published, links=self.links)
         self.pid = pid
         self.joined = [self.rec]
         ep = endpoint(self.rec, rep, self.cid, self.aliases)
@@ -110,7 +115,7 @@ class BridgeHook(Hook):
                 raise UsageError(f"network {c['network']} (connected with sbx network connect) is gone: {e}",
                                  hint=f"disconnect it: sbx network disconnect -f {c['network']} CONTAINER") from None
             r = self.ref.request(op="attach", net=_net_req(rec), pid=pid, cid=self.cid, name=self.cname,
-                                 aliases=c.get("aliases") or [], ip=c.get("ip"), mac=c.get("mac"))
+                                 aliases=c.get("aliases") or [], ip=c.get("ip"), mac=c.get("mac"), links=self.links)
             self.joined.append(rec)
             nets[rec["Name"]] = endpoint(rec, r, self.cid, c.get("aliases") or [])
         self.settings = {"IPAddress": rep["ip"], "IPPrefixLen": rep["prefix"], "Gateway": rep["gateway"],

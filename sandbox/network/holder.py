@@ -350,7 +350,7 @@ class Net:
 
 
 class Member:
-    __slots__ = ("net", "cid", "name", "aliases", "ip", "mac", "pid", "pidfd", "host_if", "ifname", "fwds")
+    __slots__ = ("net", "cid", "name", "aliases", "ip", "mac", "pid", "pidfd", "host_if", "ifname", "fwds", "links")
 
 
 class Holder:
@@ -621,6 +621,7 @@ class Holder:
             m.net, m.cid, m.pid, m.pidfd, m.ip, m.mac = n, cid, pid, pidfd, ip, mac
             m.name = req.get("name") or ""
             m.aliases = [a.lower() for a in req.get("aliases") or ()]
+            m.links = {k["alias"].lower(): k["cid"] for k in req.get("links") or ()}  # --link: its names only
             m.host_if = f"v{cid[:6]}{n.id[:6]}"
             m.fwds = []
             self.wire(n, m)
@@ -796,9 +797,16 @@ class Holder:
         # members of each (Docker's embedded DNS does the same).
         from . import ipam
         src = ipam.to_int(addr[0])
-        asker = next((m.cid for m in n.members.values() if m.ip == src), None)
+        me = next((m for m in n.members.values() if m.ip == src), None)
+        asker = me.cid if me else None
+        nets = [n] + [o for o in self.nets.values() if o is not n and asker in o.members]
+        linked = me.links.get(name) if me else None  # this asker's --link alias: that container first
         hits = []
-        for net in [n] + [o for o in self.nets.values() if o is not n and asker in o.members]:
+        for net in nets if linked else ():
+            hits = [m.ip for m in net.members.values() if m.cid == linked]
+            if hits:
+                break
+        for net in nets if not hits else ():
             hits = [m.ip for m in net.members.values()
                     if name and (name == m.name.lower() or name in m.aliases or name == m.cid[:12] or name == m.cid)]
             if hits:
