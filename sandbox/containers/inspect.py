@@ -13,14 +13,17 @@ def seccomp_opt(x):
 
 def network_settings(live, mode, net):
     """Docker's NetworkSettings: what the network hook reported at start (`live`, gone once the
-    container stopped), else the exposed ports alone."""
+    container stopped), else the exposed ports alone; every network a user-defined one joins."""
     ports = live.get("Ports") or {e: None for e in net.get("exposed") or ()}
     one = {"NetworkID": "", "IPAddress": live.get("IPAddress", ""), "IPPrefixLen": live.get("IPPrefixLen", 0),
            "Gateway": live.get("Gateway", ""), "MacAddress": live.get("MacAddress", "")}
+    nets = {**(live.get("Networks") or {}), mode: dict(live.get("Networks", {}).get(mode) or one)}
+    if net.get("mode") == "network":  # the other user-defined networks it joins at start (connect)
+        for k in net.get("connected") or ():
+            nets.setdefault(k["network"], {**one, "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": ""})
     return {"Bridge": "", "SandboxID": "", "SandboxKey": live.get("SandboxKey", ""), "Ports": ports,
             "IPAddress": one["IPAddress"], "IPPrefixLen": one["IPPrefixLen"], "Gateway": one["Gateway"],
-            "MacAddress": one["MacAddress"],
-            "Networks": {**(live.get("Networks") or {}), mode: dict(live.get("Networks", {}).get(mode) or one)}}
+            "MacAddress": one["MacAddress"], "Networks": nets}
 
 
 def container_doc(rec):
