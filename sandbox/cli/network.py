@@ -220,14 +220,9 @@ def prune(filter_: List[str] = typer.Option([], "--filter", help="until=, label=
             typer.echo(n)
 
 
-def _running_container(ref):
+def _container(ref):
     from ..containers.store import ContainerStore
-    from ..containers.state import ContainerError
-    rec = ContainerStore().get(ref)
-    if rec.status != "running" or not rec.state.get("Pid"):
-        raise ContainerError(f"container {rec.name} is not running (it is {rec.status})",
-                             hint="connect or disconnect running containers; start it with --network NAME instead")
-    return rec
+    return ContainerStore().get(ref)
 
 
 def connect(network: str = typer.Argument(..., help="Network."),
@@ -235,53 +230,17 @@ def connect(network: str = typer.Argument(..., help="Network."),
             alias: List[str] = typer.Option([], "--alias", help="Another name of the container on this network."),
             ip: Optional[str] = typer.Option(None, "--ip", help="IPv4 address on this network."),
             mac: Optional[str] = typer.Option(None, "--mac-address", help="MAC address on this network.")):
-    """Connect a running container to a network."""
-    rec = _store().get(network)
-    c = _running_container(container)
-    rep = _bridge().connect(rec, c.state["Pid"], c.id, c.name, aliases=alias, ip=ip, mac=mac)
-    ep = _bridge().endpoint(rec, rep, c.id, alias)
-    kept = {"network": rec["Name"], "aliases": list(alias), "ip": ip, "mac": mac}
-    _endpoints(c, rec["Name"], ep, kept)
-
-
-def _endpoints(c, name, ep=None, kept=None):
-    """Record (or, with ep None, drop) network `name` of a container: its endpoint in
-    NetworkSettings.Networks (inspect shows it) and, in the spec's network annotation, what its
-    next starts connect it to again (Docker keeps connections across restarts)."""
-    from ..containers.store import ContainerStore
-
-    def fn(doc):
-        nets = (doc.get("NetworkSettings") or {}).get("Networks")
-        net = doc["Spec"]["sbx"].get("network") or {}
-        connected = [k for k in net.get("connected") or () if k["network"] != name]
-        if ep is None:
-            if nets is not None:
-                nets.pop(name, None)
-        else:
-            if nets is not None:
-                nets[name] = ep
-            connected.append(kept)
-        if net.get("mode") == "network":
-            net["connected"] = connected
-    ContainerStore().update(c, fn)
+    """Connect a container to a network: a running one now, a stopped one at its next start (kept across restarts)."""
+    from ..containers import netconnect
+    netconnect.connect(_container(container), _store().get(network), aliases=alias, ip=ip, mac=mac)
 
 
 def disconnect(network: str = typer.Argument(..., help="Network."),
                container: str = typer.Argument(..., help="Container."),
-               force: bool = typer.Option(False, "-f", "--force", help="Disconnect even if not running.")):
-    """Disconnect a running container from a network."""
-    rec = _store().get(network)
-    from ..containers.store import ContainerStore
-    c = ContainerStore().get(container)
-    from ..network import holder
-    try:
-        _bridge().disconnect(rec, c.id, c.name)
-    except holder.HolderError as e:
-        if force:
-            return
-        err = _store().NetworkError(str(e), hint=e.hint)
-        raise err from None
-    _endpoints(c, rec["Name"])
+               force: bool = typer.Option(False, "-f", "--force", help="No error if it is not connected.")):
+    """Disconnect a container from a network (now if it runs, and at its later starts)."""
+    from ..containers import netconnect
+    netconnect.disconnect(_container(container), _store().get(network), force=force)
 
 
 def register(app: typer.Typer) -> None:

@@ -155,80 +155,24 @@ def _container(ref):
 
 def connect(req):
     """A running container joins now; a created or stopped one at its next start.  Either way
-    the connection is kept in its spec (`connected`), as `sbx network connect` keeps it, so
-    later starts (the CLI's too) join again and inspect shows it."""
-    from ..network import bridge
+    the connection is kept in its spec (containers.netconnect, shared with `sbx network
+    connect`), so later starts join again and inspect shows it."""
+    from ..containers import netconnect
     rec = _get(req.params[0])
     body = req.json()
     c = _container(body.get("Container") or "")
     ep = body.get("EndpointConfig") or {}
-    kept = {"network": rec["Name"], "aliases": list(ep.get("Aliases") or ()),
-            "ip": (ep.get("IPAMConfig") or {}).get("IPv4Address") or None, "mac": ep.get("MacAddress") or None}
-    net = _user_network(c, rec)
-    if rec["Name"] in _joined(net):
-        raise ApiError(409, f"endpoint with name {c.name} already exists in network {rec['Name']}")
-    endpoint = None
-    if c.status == "running" and c.state.get("Pid"):
-        rep = bridge.connect(rec, c.state["Pid"], c.id, c.name, aliases=kept["aliases"], ip=kept["ip"],
-                             mac=kept["mac"])
-        endpoint = bridge.endpoint(rec, rep, c.id, kept["aliases"])
-    elif c.status in ("paused", "restarting"):
-        raise ApiError(409, f"container {c.name} is {c.status}: connect it once it runs, or while it is stopped")
-    else:
-        bridge.check_options(kept)
-    _remember(c, rec["Name"], kept, endpoint)
+    netconnect.connect(c, rec, aliases=list(ep.get("Aliases") or ()),
+                       ip=(ep.get("IPAMConfig") or {}).get("IPv4Address") or None, mac=ep.get("MacAddress") or None)
     req.send(200, b"", content_type="text/plain")
 
 
-def _user_network(c, rec):
-    net = (c.spec or {}).get("sbx", {}).get("network") or {}
-    if net.get("mode") != "network":
-        raise ApiError(409, f"container {c.name} uses network mode {net.get('text') or 'none'}: only a container "
-                            f"created on a user-defined network can join {rec['Name']} (create it with NetworkMode "
-                            f"{rec['Name']})")
-    return net
-
-
-def _joined(net):
-    """The networks a container's spec joins at its start: its own, then the connected ones."""
-    return [net.get("network")] + [k["network"] for k in net.get("connected") or ()]
-
-
-def _remember(c, name, kept=None, endpoint=None):
-    """Add (kept) or drop (None) network `name` in the container's spec and live endpoints."""
-    from ..containers.store import ContainerStore
-
-    def fn(doc):
-        net = doc["Spec"]["sbx"]["network"]
-        links = [k for k in net.get("connected") or () if k["network"] != name]
-        net["connected"] = links + ([kept] if kept is not None else [])
-        live = (doc.get("NetworkSettings") or {}).get("Networks")
-        if live is not None:
-            live.pop(name, None)
-            if endpoint is not None:
-                live[name] = endpoint
-    ContainerStore().update(c, fn)
-
-
 def disconnect(req):
-    from ..network import bridge, holder
+    from ..containers import netconnect
     rec = _get(req.params[0])
     body = req.json()
     c = _container(body.get("Container") or "")
-    net = (c.spec or {}).get("sbx", {}).get("network") or {}
-    if net.get("mode") == "network" and net.get("network") == rec["Name"] and c.status not in ("running", "paused"):
-        raise ApiError(409, f"container {c.name} was created on network {rec['Name']}: sbx cannot take it off "
-                            f"that one (remove and create it again)")
-    if c.status in ("running", "paused", "restarting"):
-        try:
-            bridge.disconnect(rec, c.id, c.name)
-        except holder.HolderError as e:
-            if not body.get("Force"):
-                raise ApiError(409, str(e)) from None
-    elif rec["Name"] not in _joined(net) and not body.get("Force"):
-        raise ApiError(409, f"container {c.name} is not connected to network {rec['Name']}")
-    if net.get("mode") == "network":
-        _remember(c, rec["Name"])
+    netconnect.disconnect(c, rec, force=bool(body.get("Force")))
     req.send(200, b"", content_type="text/plain")
 
 
