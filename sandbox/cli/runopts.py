@@ -28,11 +28,14 @@ OPTIONS = (
     (("--mount",), "mount", "list", "type=T,src=S,dst=D", "bind, volume or tmpfs mount (Docker's --mount keys)"),
     (("--read-only",), "read_only", "flag", None, "mount the root filesystem read-only"),
     (("-h", "--hostname"), "hostname", "value", "NAME", "container host name (default: the short id)"),
-    (("--network", "--net"), "network", "value", "MODE",
-     "none, host, slirp4netns[:OPTS], pasta[:OPTS], bridge (default for an IMAGE), container:NAME or a network"),
+    (("--network", "--net"), "network", "list", "MODE",
+     "none, host, slirp4netns[:OPTS], pasta[:OPTS], bridge (default for an IMAGE), container:NAME or a network "
+     "(repeat, or NET1,NET2, for several; name=NET,alias=A,ip=IP,mac-address=MAC per network)"),
     (("--network-alias", "--net-alias"), "network_alias", "list", "NAME", "another name of the container on its network"),
     (("--ip",), "ip", "value", "IPV4", "the container's address on its user-defined network"),
     (("--mac-address",), "mac_address", "value", "MAC", "the container's MAC address on its user-defined network"),
+    (("--link",), "link", "list", "CTR[:ALIAS]", "another name (ALIAS) for container CTR, seen by this one "
+     "(user-defined networks)"),
     (("-p", "--publish"), "publish", "list", "[IP:][HOST:]CTR[/PROTO]", "publish a container port on the host"),
     (("-P", "--publish-all"), "publish_all", "flag", None, "publish every exposed port on a free host port"),
     (("--expose",), "expose", "list", "PORT[/PROTO]", "expose a port (or a range) without publishing it"),
@@ -292,12 +295,19 @@ def network(opts, image_run, warn=None):
     """--network: "none" or "host" as text, else a Mode resolved now (sandbox.network.modes):
     the helper found, the tap device checked.  Without --network an IMAGE gets the default
     private network (or, where it cannot work, `none` and one line through `warn`); a --rootfs
-    sandbox keeps none.  Nothing of sandbox.network is imported for none or host."""
-    text = opts["network"]
+    sandbox keeps none.  Nothing of sandbox.network is imported for none or host.  Several
+    user-defined networks (repeated --network, `a,b`): the first is the Mode's, the others its
+    "connected" (joined in order at every start)."""
+    texts = opts["network"]
     own = {"aliases": list(opts["network_alias"]), "ip": opts["ip"], "mac": opts["mac_address"]}
-    if text is None and not image_run or text in ("none", "host"):
-        _network_own(own, text or "none")
-        return text or "none"
+    text = texts[-1] if len(texts) == 1 and not _multi(texts[0]) else None
+    if not texts or text is not None:
+        if text is None and not image_run or text in ("none", "host"):
+            _network_own(own, text or "none")
+            _no_links(opts, text or "none")
+            return text or "none"
+    else:
+        return _networks(opts, own)
     from ..network import modes
     m = modes.resolve(text, default=text in (None, "default"), warn=warn)
     if m.kind == "container":  # the container named must exist; it is recorded by id
@@ -309,10 +319,112 @@ def network(opts, image_run, warn=None):
                              hint="'sbx ps' lists containers; give the one whose network to share") from None
     if m.kind != "network":
         _network_own(own, m.text)
+        _no_links(opts, m.text)
         return m.kind if m.kind in ("none", "host") else m
     from ..network import bridge
     bridge.check_options(own)
-    return modes.Mode("network", {**own, "name": opts["name"]}, target=m.target)  # bridge.py reads them
+    return modes.Mode("network", {**own, "name": opts["name"], **_links(opts)}, target=m.target)  # bridge.py reads them
+
+
+def _multi(text):
+    """Several networks in one --network value: `a,b` (podman) or `name=a,alias=x` (Docker's
+    per-network form); `slirp4netns:a=b,c=d` and `pasta:-T,80` are one mode with options."""
+    return text.startswith("name=") or ("," in text and ":" not in text and "=" not in text)
+
+
+def _per_network(text):
+    """One Docker per-network value `name=NET,alias=A,ip=IP,mac-address=MAC` -> (NET, own)."""
+    own, name = {"aliases": [], "ip": None, "mac": None}, None
+    for item in text.split(","):
+        k, eq, v = item.partition("=")
+        if not eq or not v:
+            raise UsageError(f"invalid --network value {text!r}: {item!r} is not KEY=VALUE",
+                             hint="use --network name=NET,alias=NAME,ip=IPV4,mac-address=MAC")
+        if k == "name":
+            name = v
+        elif k == "alias":
+            own["aliases"].append(v)
+        elif k in ("ip", "mac-address"):
+            own["ip" if k == "ip" else "mac"] = v
+        else:
+            raise UsageError(f"network option {k!r} in {text!r} is not supported",
+                             hint="per-network options: name, alias, ip, mac-address")
+    if not name:
+        raise UsageError(f"invalid --network value {text!r}: no name=NET", hint="use --network name=NET,alias=NAME")
+    return name, own
+
+
+def _networks(opts, own):
+    """Several --network values (or one with several networks): all user-defined networks, each
+    named once; --network-alias, --ip, --mac-address and --link belong to the first (Docker's rule)."""
+    entries = []
+    for text in opts["network"]:
+        if text.startswith("name="):
+            entries.append(_per_network(text))
+        elif _multi(text):
+            entries += [(t, None) for t in text.split(",")]
+        else:
+            entries.append((text, None))
+    from ..network import bridge, modes
+    nets, seen = [], set()
+    for i, (text, each) in enumerate(entries):
+        m = modes.parse(text)
+        if m.kind != "network":
+            raise UsageError(f"--network {m.text} cannot be combined with other networks: a container on several "
+                             "networks is on user-defined ones only",
+                             hint="give only user-defined networks (sbx network create NAME), or a single --network")
+        rec = bridge.check(m.target)
+        if rec["Name"] in seen:
+            raise UsageError(f"network {rec['Name']} is specified multiple times", hint="name each network once")
+        seen.add(rec["Name"])
+        if i == 0 and each is not None:
+            if own["aliases"] and each["aliases"]:
+                raise UsageError("conflicting options: cannot specify both --network-alias and per-network alias",
+                                 hint="give the aliases in one place")
+            for k in ("ip", "mac"):
+                if own[k] and each[k]:
+                    raise UsageError(f"conflicting options: cannot specify both --{'ip' if k == 'ip' else 'mac-address'}"
+                                     " and a per-network one", hint="give it in one place")
+            each = {"aliases": own["aliases"] + each["aliases"], "ip": own["ip"] or each["ip"],
+                    "mac": own["mac"] or each["mac"]}
+        elif i == 0:
+            each = own
+        each = each or {"aliases": [], "ip": None, "mac": None}
+        bridge.check_options(each)
+        nets.append((rec["Name"], each))
+    (first, first_own), rest = nets[0], nets[1:]
+    connected = [{"network": n, **o} for n, o in rest]
+    return modes.Mode("network", {**first_own, "name": opts["name"], **_links(opts),
+                                  **({"connected": connected} if connected else {})}, target=first)
+
+
+def _no_links(opts, mode):
+    if opts["link"]:
+        raise UsageError(f"--link needs a user-defined network, not --network {mode}: the link's alias is answered "
+                         "by the network's name server",
+                         hint="create a network (sbx network create NAME) and run both containers with --network NAME")
+
+
+def _links(opts):
+    """--link CTR[:ALIAS] -> {"links": [{"container": id, "name": CTR's name, "alias": ALIAS}]}:
+    the container must exist (it need not run); its address is looked up at each query."""
+    if not opts["link"]:
+        return {}
+    from ..containers import lifecycle, state
+    out = []
+    for value in opts["link"]:
+        target, _, alias = value.partition(":")
+        target = target.lstrip("/")
+        alias = (alias or target).lstrip("/").rpartition("/")[2]
+        if not target or not alias:
+            raise UsageError(f"invalid --link {value!r}", hint="use --link CONTAINER[:ALIAS]")
+        try:
+            c = lifecycle.store().get(target)
+        except state.NoSuchContainer:
+            raise UsageError(f"--link {value}: no such container: {target}",
+                             hint="'sbx ps -a' lists containers; create the one to link to first") from None
+        out.append({"container": c.id, "name": c.name, "alias": alias})
+    return {"links": out}
 
 
 def _network_own(own, mode):
