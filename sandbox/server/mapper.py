@@ -124,7 +124,7 @@ def _network(host, netcfg, name):
                 mode = net
                 break
     ep = endpoints.pop(mode, None) or endpoints.pop("default", None) or endpoints.pop("bridge", None) or {}
-    own = _endpoint(ep)
+    own = _endpoint(ep, first=True)
     if mode in ("none", "host"):
         _only_user_defined(own, mode, endpoints)
         return mode, []
@@ -152,9 +152,17 @@ def _network(host, netcfg, name):
     return modes.Mode("network", opts, target=m.target), warnings
 
 
-def _endpoint(ep):
-    if ep.get("Links"):
-        raise _bad("links are not supported: containers on a user-defined network reach each other by name")
+def _endpoint_links(netcfg, network):
+    """The Links of the endpoint of the container's first network (the docker CLI puts --link
+    there as well as in HostConfig.Links); other endpoints' links are refused in `_network`."""
+    eps = (netcfg or {}).get("EndpointsConfig") or {}
+    ep = eps.get(getattr(network, "target", None) or "") or {}
+    return list(ep.get("Links") or ())
+
+
+def _endpoint(ep, first=False):
+    if ep.get("Links") and not first:
+        raise _bad("links belong to the container's first network: give them in HostConfig.Links")
     return {"aliases": list(ep.get("Aliases") or ()), "ip": (ep.get("IPAMConfig") or {}).get("IPv4Address") or None,
             "mac": ep.get("MacAddress") or None}
 
@@ -168,29 +176,29 @@ def _only_user_defined(own, mode, others):
 
 
 def _links(links, network):
-    """HostConfig.Links ["NAME[:ALIAS]"] (docker-compose's `run` sends them): a running container
-    on the same user-defined network, whose address there becomes an /etc/hosts line for ALIAS
-    (Docker's legacy links: a snapshot of the address at create).  Refused elsewhere."""
+    """HostConfig.Links ["NAME[:ALIAS]"] (and the first endpoint's Links, which the docker CLI
+    sends too) on a user-defined network: ALIAS becomes a name of container NAME for this
+    container only, answered by the network's name server with NAME's address at each query
+    (Docker's links on user-defined networks; NAME must exist, it need not run).  The network
+    Mode with its "links"; refused elsewhere."""
     if not links:
-        return ()
+        return network
     from ..containers.store import ContainerStore
     from ..errors import SandboxError
+    from ..network import modes
     if getattr(network, "kind", None) != "network":
         raise _bad("links need a user-defined network: create the container on the network of the containers "
                    "it links to (they reach each other by name there)")
     store, out = ContainerStore(), []
-    for link in links:
+    for link in dict.fromkeys(links):
         target, _, alias = str(link).lstrip("/").partition(":")
         alias = (alias or target).lstrip("/").rpartition("/")[2]
         try:
             c = store.get(target)
         except SandboxError:
             raise _bad(f"could not get container for {target}") from None
-        ep = ((c.doc.get("NetworkSettings") or {}).get("Networks") or {}).get(network.target) or {}
-        if c.status != "running" or not ep.get("IPAddress"):
-            raise _bad(f"cannot link to {target}: it is not running on network {network.target}")
-        out.append(f"{alias}:{ep['IPAddress']}")
-    return tuple(out)
+        out.append({"container": c.id, "name": c.name, "alias": alias})
+    return modes.Mode("network", {**(network.options or {}), "links": out}, target=network.target)
 
 
 def _ports(host, cfg):
@@ -298,7 +306,8 @@ def to_options(body, name=None, platform=None):
         nnp, seccomp = _client._security(host.get("SecurityOpt"))
         network, warnings = _network(host, body.get("NetworkingConfig"), name)
         ports, expose = _ports(host, cfg)
-        links = _links(host.get("Links"), network)
+        network = _links(list(host.get("Links") or ()) + _endpoint_links(body.get("NetworkingConfig"), network),
+                         network)
         userns = host.get("UsernsMode") or None
         return _options.RunOptions(
             argv=tuple(argv or ()), entrypoint=entrypoint, env=tuple(_client._env(cfg.get("Env"), "Env")),
@@ -306,7 +315,7 @@ def to_options(body, name=None, platform=None):
             tmpfs=tuple(tmpfs), network=network, ports=ports, publish_all=bool(host.get("PublishAllPorts")),
             expose=expose, dns=tuple(host.get("Dns") or ()), dns_search=tuple(host.get("DnsSearch") or ()),
             dns_options=tuple(host.get("DnsOptions") or ()),
-            extra_hosts=tuple(host.get("ExtraHosts") or ()) + links,
+            extra_hosts=tuple(host.get("ExtraHosts") or ()),
             hostname=_client._hostname(cfg.get("Hostname") or None), read_only=bool(host.get("ReadonlyRootfs")),
             init=bool(host.get("Init")), userns=None if userns in (None, "host") else userns,
             cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
