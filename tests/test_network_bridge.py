@@ -162,7 +162,7 @@ def test_connect_and_disconnect_running_container(netenv):
     ok(sbx("restart", "-t", "1", "app"))
     assert "hello-from-db" in ok(sbx("exec", "app", "sh", "-c", GET + "get db"))
     assert sorted(json.loads(ok(sbx("inspect", "app")))[0]["NetworkSettings"]["Networks"]) == ["back", "front"]
-    assert_sbx_error(sbx("network", "connect", "back", "app"), 125, "already connected")
+    assert_sbx_error(sbx("network", "connect", "back", "app"), 1, "already exists")
     ok(sbx("network", "disconnect", "back", "app"))
     assert "app" not in members("back")
     assert list(json.loads(ok(sbx("inspect", "app")))[0]["NetworkSettings"]["Networks"]) == ["front"]
@@ -171,7 +171,7 @@ def test_connect_and_disconnect_running_container(netenv):
     ok(sbx("network", "disconnect", "-f", "back", "app"))
     # A container that does not share the holder's user namespace cannot be wired.
     ok(sbx("run", "-d", "--name", "loner", "--network", "none", "--rootfs", netenv["rootfs"], "sleep", "60"))
-    assert_sbx_error(sbx("network", "connect", "back", "loner"), 125, "user-defined network")
+    assert_sbx_error(sbx("network", "connect", "back", "loner"), 1, "network mode is none", "--network back")
 
 
 def test_ls_inspect_rm_prune(netenv):
