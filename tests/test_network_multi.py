@@ -4,6 +4,8 @@ across starts, `--link` on a user network, and the refusals (mixing modes, conne
 slirp4netns container, --link off a user network).  Black-box, as each test user and root."""
 import json
 
+import pytest
+
 from sbxtest import assert_sbx_error, ok, sbx
 from test_network_bridge import GET, client, members, netenv, run_in, server  # noqa: F401 (netenv: a fixture)
 
@@ -18,6 +20,7 @@ def gateway(net):
     return json.loads(ok(sbx("network", "inspect", net)))[0]["IPAM"]["Config"][0]["Gateway"]
 
 
+@pytest.mark.slow  # five containers on three networks
 def test_two_networks_reach_a_peer_on_each(netenv):
     for n in ("mna", "mnb"):
         ok(sbx("network", "create", n))
@@ -61,6 +64,7 @@ def test_several_networks_refusals(netenv):
         assert_sbx_error(sbx("run", "--rm", *extra, "--rootfs", netenv["rootfs"], "true"), 125, *words)
 
 
+@pytest.mark.slow  # four starts of one container, each on a changed set of networks
 def test_connect_stopped_container_kept_across_starts(netenv):
     ok(sbx("network", "create", "csa"))
     ok(sbx("network", "create", "csb"))

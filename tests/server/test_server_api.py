@@ -473,8 +473,9 @@ def test_create_on_two_networks_and_connect_before_start(client):
     aliases and the short id before the start too."""
     a, b = client.networks.create("api-net-a"), client.networks.create("api-net-b")
     try:
+        servers = {}
         for net, alias, text in ((a, "alpha", "A"), (b, "beta", "B")):
-            c = client.api.create_container(
+            c = servers[alias] = client.api.create_container(
                 "busybox", ["sh", "-c", f"mkdir /www && echo {text} > /www/i && exec httpd -f -p 8080 -h /www"],
                 labels=LABELS, host_config=client.api.create_host_config(network_mode=net.name),
                 networking_config=client.api.create_networking_config(
@@ -500,6 +501,10 @@ def test_create_on_two_networks_and_connect_before_start(client):
         assert b.id in client.api.inspect_container(late.id)["NetworkSettings"]["Networks"]["api-net-b"]["NetworkID"]
         c.restart(timeout=0)
         sbxtest.wait_for(lambda: c.exec_run(["wget", "-qO-", "http://beta:8080/i"]).output == b"B\n", timeout=20)
+        # A link (docker-py's links=): the alias names the server for this container only.
+        fetch = "for i in $(seq 50); do wget -qO- http://lnk:8080/i && exit; sleep 0.2; done; exit 1"
+        assert client.containers.run("busybox", ["sh", "-c", fetch], network=a.name, labels=LABELS, remove=True,
+                                     links={servers["alpha"]["Id"]: "lnk"}) == b"A\n"
         late.stop(timeout=0)
         b.disconnect(late)
         assert sorted(client.api.inspect_container(late.id)["NetworkSettings"]["Networks"]) == ["api-net-a"]
