@@ -25,6 +25,19 @@ def new_container(store, spec, *, name=None, image=None, command=None, auto_remo
     return store.create(doc, persist=not private, layer=not private)
 
 
+def volume_events(store, rec, action):
+    """Docker's volume mount/unmount events, one per named volume the container binds (a
+    source `<data>/volumes/NAME/_data`; containers/volumes.py is not imported: run's path)."""
+    base = os.path.join(store.data_root, "volumes") + os.sep
+    for m in (rec.doc.get("Spec") or {}).get("mounts") or ():
+        src = m.get("source") or ""
+        if src.startswith(base) and src.endswith("/_data") and src.count("/", len(base)) == 1:
+            rw = "false" if "ro" in (m.get("options") or ()) else "true"
+            journal.record(store.data_root, "volume", action, src[len(base):-len("/_data")], container=rec.id,
+                           destination=m.get("destination") or "", driver="local", propagation="",
+                           **{"read/write": rw})
+
+
 class Supervision:
     """This process supervises `rec` from now on: holds its monitor.lock (StateError if another
     process does: it is running), records the start and the exit.  `sync`: fsync the record."""
@@ -76,6 +89,7 @@ class Supervision:
             self.store.save(self.rec, sync=self.sync)
         else:
             self.rec = self.store.update(self.rec, mark, sync=self.sync)
+        volume_events(self.store, self.rec, "mount")
         journal.append(self.store, "start", self.rec)
 
     def restarting(self):
@@ -102,6 +116,7 @@ class Supervision:
         if oom_killed:
             journal.append(self.store, "oom", self.rec)
         journal.append(self.store, "die", self.rec, exitCode=code)
+        volume_events(self.store, self.rec, "unmount")
         if self.rec.state.get("StopRequested"):
             journal.append(self.store, "stop", self.rec)
 
@@ -539,6 +554,7 @@ def run_foreground(where, rec, interactive=False, terminal=False):
             sup.exited(code, oom_killed=oom_killed(hooks))
         else:  # its record is not rewritten: the journal alone says how it ended
             journal.append(store_, "die", rec, exitCode=code)
+            volume_events(store_, rec, "unmount")
         return code
     finally:
         if log is not None:

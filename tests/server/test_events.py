@@ -31,6 +31,7 @@ def test_network_and_volume_events_reach_a_listener(client, listen_events):
     ok(sbx("volume", "rm", "ev-cli-vol", "ev-cli-vol2"))
     want = [("network", "create", nid, "ev-cli-net"), ("network", "destroy", nid, "ev-cli-net"),
             ("volume", "create", "ev-cli-vol", None), ("volume", "create", "ev-cli-vol2", None),
+            ("volume", "mount", "ev-cli-vol2", None), ("volume", "unmount", "ev-cli-vol2", None),
             ("volume", "destroy", "ev-cli-vol", None), ("volume", "destroy", "ev-cli-vol2", None)]
     seen = []
     while len(seen) < len(want):
@@ -42,10 +43,25 @@ def test_network_and_volume_events_reach_a_listener(client, listen_events):
     assert seen == want
     # filters: by type, by network name, by volume name; each once, none twice
     assert [(t, a) for t, a, _i, _x in _events(client, since, type="volume")] == \
-        [("volume", "create")] * 2 + [("volume", "destroy")] * 2
+        [("volume", "create")] * 2 + [("volume", "mount"), ("volume", "unmount")] + [("volume", "destroy")] * 2
     assert [a for _t, a, _i, _x in _events(client, since, network="ev-cli-net")] == ["create", "destroy"]
     assert [(a, i) for _t, a, i, _x in _events(client, since, volume="ev-cli-vol2", event="destroy")] == \
         [("destroy", "ev-cli-vol2")]
+    # a container's named volume: mounted at its start, unmounted at its end (Docker's order)
+    since2 = time.time()
+    ok(sbx("volume", "create", "ev-mnt"))
+    cid = ok(sbx("run", "-d", "--label", "sbx-test=server", "-v", "ev-mnt:/data:ro", "busybox", "true")).strip()
+    assert ok(sbx("wait", cid)).strip() == "0"
+    ok(sbx("run", "--rm", "-v", "ev-mnt:/data", "busybox", "true"))
+    evs = [(t, a, i, x) for t, a, i, x in _events(client, since2) if t == "volume" or i == cid]
+    assert [(t, a) for t, a, _i, _x in evs] == [("volume", "create"), ("container", "create"), ("volume", "mount"),
+                                               ("container", "start"), ("container", "die"), ("volume", "unmount"),
+                                               ("volume", "mount"), ("volume", "unmount")], evs
+    mounts = [x for t, a, i, x in evs if t == "volume" and a in ("mount", "unmount")]
+    assert [(m["container"] == cid, m["destination"], m["read/write"]) for m in mounts] == [
+        (True, "/data", "false"), (True, "/data", "false"), (False, "/data", "true"), (False, "/data", "true")]
+    ok(sbx("rm", cid))
+    ok(sbx("volume", "rm", "ev-mnt"))
     # made through the socket: journalled once, by the same layer
     client.volumes.create("ev-api-vol").remove()
     assert [a for _t, a, _i, _x in _events(client, since, volume="ev-api-vol")] == ["create", "destroy"]
