@@ -123,6 +123,8 @@ def _cases():
         ("push", ["push", "--digestfile", "/proc/no-such/x", IMAGE, "127.0.0.1:1/x:1"]),
         ("images", ["images", "--format", "{{.NoSuchField}}"]),
         ("images", ["images", "Bad//Name"]),
+        ("images", ["images", "--filter", "dangling=perhaps"]),
+        ("images", ["images", "--filter", "since=no-such-image:1"]),
         ("rmi", ["rmi", "no-such-image:1"]),
         ("rmi", ["rmi", "no-such-image:1", "no-such-image:2"]),
         ("tag", ["tag", "no-such-image:1", "x:1"]),

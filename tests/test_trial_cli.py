@@ -23,7 +23,7 @@ def base(store, tmp_path_factory, busybox_rootfs):
 
 
 def _build(tmp_path, tag, dockerfile):
-    ctx = tmp_path / f"ctx-{tag.replace(':', '-')}"
+    ctx = tmp_path / f"ctx-{tag.replace(':', '-')}-{len(list(tmp_path.iterdir()))}"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(dockerfile)
     ok(sbx("build", "-q", "-t", tag, str(ctx), timeout=120))
@@ -173,3 +173,17 @@ def test_version_flags_as_docker_and_podman_have_them():
     """`sbx --version` and `sbx -v` were unknown options."""
     want = ok(sbx("version"))
     assert want.startswith("sbx ") and ok(sbx("--version")) == want and ok(sbx("-v")) == want
+
+
+def test_images_filters_dangling_reference_and_label(base, tmp_path):
+    """`docker images -f dangling=true -q | xargs docker rmi` habits: --filter was no option."""
+    _build(tmp_path, "trial-lab:1", f"FROM {base}\nLABEL tier=web\n")
+    _build(tmp_path, "trial-dang:1", f"FROM {base}\nLABEL tier=old\n")
+    _build(tmp_path, "trial-dang:1", f"FROM {base}\nLABEL tier=new\n")  # the first loses its tag
+    dangling = ok(sbx("images", "-q", "--filter", "dangling=true")).split()
+    assert len(dangling) == 1 and dangling[0] not in ok(sbx("images", "-q", "-f", "dangling=false")).split()
+    names = ok(sbx("images", "--filter", "reference=trial-*:1", "--format", "{{.Repository}}:{{.Tag}}")).split()
+    assert sorted(names) == ["trial-base:1", "trial-dang:1", "trial-lab:1"]
+    assert ok(sbx("images", "-f", "label=tier=web", "--format", "{{.Repository}}")).split() == ["trial-lab"]
+    assert_sbx_error(sbx("images", "-f", "before=x"), 125, "before")
+    assert_sbx_error(sbx("images", "-f", "dangling=maybe"), 125, "dangling")

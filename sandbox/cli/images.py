@@ -336,12 +336,17 @@ def images(
                                                               "Go template: '{{.Repository}}:{{.Tag}}', 'table {{.ID}}\\t{{.Size}}'."),
     no_trunc: bool = typer.Option(False, "--no-trunc", help="Full image ids."),
     digests: bool = typer.Option(False, "--digests", help="Show digests."),
+    filter_: list[str] = typer.Option([], "-f", "--filter",
+                                      help="dangling=true|false, reference=PATTERN (app:*), label=K[=V]."),
 ) -> None:
     """List local images."""
+    from sandbox.containers import filters as _filters
+
+    f = _filters.parse(filter_, IMAGE_FILTERS)
     store = _store(ctx)
     errors: list[Any] = []
-    imgs = store.images(errors)
-    _list_images(imgs, repository, quiet, fmt, no_trunc, digests)
+    imgs = [i for i in store.images(errors) if _image_matches(i, f)]
+    _list_images(imgs, repository, quiet, fmt, no_trunc, digests, f.get("reference"))
     if errors:  # the readable images are listed; a broken one is an error, not silence
         from sandbox.image.errors import StoreError
 
@@ -351,13 +356,34 @@ def images(
         raise e
 
 
+IMAGE_FILTERS = ("dangling", "reference", "label")
+
+
+def _image_matches(img: Image, f: dict[str, list[str]]) -> bool:
+    """`docker images --filter` on one image: dangling (no tag) and label; reference is by row."""
+    from sandbox.containers import filters as _filters
+
+    for v in f.get("dangling", []):
+        if v.lower() not in ("true", "false", "1", "0"):
+            raise UsageError(f"invalid filter 'dangling={v}'", hint="give dangling=true or dangling=false")
+        if (v.lower() in ("true", "1")) == bool(img.repo_tags):
+            return False
+    labels = (img.config.get("config") or {}).get("Labels") or {}
+    return not f.get("label") or _filters.match_labels(f["label"], labels)
+
+
 def _list_images(imgs: list[Image], repository: str | None, quiet: bool, fmt: str | None, no_trunc: bool,
-                 digests: bool) -> None:
+                 digests: bool, references: list[str] | None = None) -> None:
+    import fnmatch
+
     from sandbox.cli import format as _format
     from sandbox.image import reference as refs
 
     template = _format.compile(fmt, IMAGE_FIELDS)  # a bad template fails first
     rows = _rows(imgs)
+    if references:  # Docker's: a pattern matches the name, or the name:tag
+        rows = [r for r in rows if any(fnmatch.fnmatchcase(r["Repository"], p) or
+                                       fnmatch.fnmatchcase(f"{r['Repository']}:{r['Tag']}", p) for p in references)]
     if repository:
         want = refs.parse(repository, default_tag=False)
         rows = [r for r in rows if r["Repository"] == want.familiar_name and (not want.tag or r["Tag"] == want.tag)]
