@@ -187,3 +187,15 @@ def test_images_filters_dangling_reference_and_label(base, tmp_path):
     assert ok(sbx("images", "-f", "label=tier=web", "--format", "{{.Repository}}")).split() == ["trial-lab"]
     assert_sbx_error(sbx("images", "-f", "before=x"), 125, "before")
     assert_sbx_error(sbx("images", "-f", "dangling=maybe"), 125, "dangling")
+
+
+def test_history_lists_the_steps_newest_first(base, tmp_path):
+    """`docker history IMG` was no command."""
+    img = _build(tmp_path, "trial-hist:1", f"FROM {base}\nRUN echo built > /built\nENV A=1\n")
+    lines = ok(sbx("history", img)).splitlines()
+    assert lines[0].split()[:2] == ["IMAGE", "CREATED"]
+    assert "ENV A=1" in lines[1] and "echo built" in lines[2], lines
+    assert lines[1].split()[0] == ok(sbx("images", "-q", img)).strip() and lines[2].startswith("<missing>")
+    sizes = ok(sbx("image", "history", "--format", "{{.Size}}", img)).split()
+    assert sizes[0] == "0B" and sizes[1] != "0B"  # ENV makes no layer, RUN one
+    assert_sbx_error(sbx("history", "no-such-image:1"), 125, "no-such-image")

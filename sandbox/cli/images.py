@@ -622,6 +622,56 @@ def load(
             typer.echo(img.id if quiet else f"Loaded image ID: {img.id}")
 
 
+HISTORY_FIELDS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "CreatedBy": "CREATED BY",
+                  "Size": "SIZE", "Comment": "COMMENT"}
+
+
+def history(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Image (name, id or digest)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only image ids."),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Full ids and commands."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Go-template subset, 'table ...' or json."),
+) -> None:
+    """Show the history of an image: one line per step, the newest first (`docker history`)."""
+    from sandbox.cli import format as _format
+
+    template = _format.compile(fmt, HISTORY_FIELDS)
+    store = _store(ctx)
+    img = store.resolve(name)
+    sizes = store.layer_sizes(img.diff_ids)
+    packed = [int(d.get("size") or 0) for d in img.layers]
+    layers = iter(range(len(img.diff_ids)))
+    rows = []
+    for h in img.config.get("history") or []:
+        size = 0
+        if not h.get("empty_layer"):
+            i = next(layers, None)
+            if i is not None:
+                size = sizes.get(img.diff_ids[i], packed[i] if i < len(packed) else 0)
+        by = h.get("created_by", "")
+        if not no_trunc and len(by) > 45:
+            by = by[:44] + "…"
+        created = h.get("created") or ""
+        rows.append({"ID": "<missing>", "CreatedAt": created, "CreatedSince": human_since(created), "CreatedBy": by,
+                     "Size": human_size(size), "Comment": h.get("comment", "")})
+    rows.reverse()
+    if rows:
+        rows[0]["ID"] = img.id if no_trunc else img.short_id
+    else:
+        rows = [{"ID": img.short_id, "CreatedAt": img.created or "", "CreatedSince": human_since(img.created),
+                 "CreatedBy": "", "Size": human_size(img.size), "Comment": ""}]
+    if quiet:
+        for r in rows:
+            typer.echo(r["ID"])
+        return
+    if template is None:
+        template = _format.Template("table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+                                    HISTORY_FIELDS)
+    for line in template.render(rows):
+        typer.echo(line)
+
+
 def _spool_stdin(store: Store):
     """stdin copied to an unnamed file in the store (an archive is read out of order): gone with
     the process, whatever ends it."""
@@ -905,14 +955,15 @@ def register(app: typer.Typer) -> None:
     """Add the image commands, and the ``image`` and ``system`` sub-apps, to ``app``."""
     for name, fn in (("pull", pull), ("push", push), ("images", images), ("rmi", rmi), ("tag", tag),
                      ("inspect", inspect), ("login", login), ("logout", logout), ("save", save), ("load", load),
-                     ("import", import_)):  # `sbx export` is cli/files.py's: a container, else an image
+                     ("import", import_), ("history", history)):  # `sbx export` is cli/files.py's
         app.command(name)(fn)
     app.command("unshare", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                              "help_option_names": []})(unshare)
     image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
     image_app.command("prune")(prune)
     for name, fn in (("ls", images), ("pull", pull), ("push", push), ("rm", rmi), ("tag", tag),
-                     ("inspect", inspect), ("save", save), ("load", load), ("import", import_), ("export", export)):
+                     ("inspect", inspect), ("save", save), ("load", load), ("import", import_), ("export", export),
+                     ("history", history)):
         image_app.command(name)(fn)
     app.add_typer(image_app, name="image")
     system_app = typer.Typer(help="Store maintenance.", no_args_is_help=True)
