@@ -199,3 +199,11 @@ def test_history_lists_the_steps_newest_first(base, tmp_path):
     sizes = ok(sbx("image", "history", "--format", "{{.Size}}", img)).split()
     assert sizes[0] == "0B" and sizes[1] != "0B"  # ENV makes no layer, RUN one
     assert_sbx_error(sbx("history", "no-such-image:1"), 125, "no-such-image")
+
+
+def test_a_refused_volume_spec_makes_no_volume(store, busybox_rootfs):
+    """`-v newvol:/x:zz` was refused only after the volume 'newvol' had been made: a typo left a
+    volume behind."""
+    for spec in ("newvol:/x:zz", "newvol:relative", "newvol:/"):
+        assert_sbx_error(sbx("run", "--rm", "-v", spec, "--rootfs", str(busybox_rootfs), "true"), 125, spec)
+    assert ok(sbx("volume", "ls", "-q")) == ""

@@ -205,6 +205,15 @@ def _size(path):
     return total
 
 
+def _check_rest(spec, rest):
+    """The container path and mode of `NAME:rest`, checked as a bind's are (spec.parse_volume)."""
+    from ..runtime.spec import parse_volume
+    try:
+        parse_volume(("/", *rest.split(":", 1)))
+    except UsageError as e:
+        raise UsageError(f"invalid volume {spec!r}: {e.msg}", hint=e.hint) from None
+
+
 def resolve(specs):
     """Volume specs (`SRC:DST[:MODE]` strings or (src, dst, mode) tuples) with named volumes
     turned into binds of their directories (made on first use); others unchanged."""
@@ -216,6 +225,7 @@ def resolve(specs):
                 if not valid_name(src):
                     raise UsageError(f"invalid volume {v!r}: {src!r} is neither an absolute path nor a volume name",
                                      hint="give an absolute host path, or a name of [a-zA-Z0-9][a-zA-Z0-9_.-]+")
+                _check_rest(v, rest)  # before the volume is made: a typo leaves none behind
                 v = create(src)["Mountpoint"] + ":" + rest
         elif isinstance(v, tuple) and v and isinstance(v[0], str) and v[0] and not v[0].startswith(("/", ".")) \
                 and valid_name(v[0]):
