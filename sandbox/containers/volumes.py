@@ -208,10 +208,11 @@ def _size(path):
 def _check_rest(spec, rest):
     """The container path and mode of `NAME:rest`, checked as a bind's are (spec.parse_volume)."""
     from ..runtime.spec import parse_volume
+    as_bind = ("/", *rest.split(":", 1))
     try:
-        parse_volume(("/", *rest.split(":", 1)))
-    except UsageError as e:
-        raise UsageError(f"invalid volume {spec!r}: {e.msg}", hint=e.hint) from None
+        parse_volume(as_bind)
+    except UsageError as e:  # its words, naming what was given
+        raise UsageError(e.msg.replace(repr(as_bind), repr(spec)), hint=e.hint) from None
 
 
 def resolve(specs):
