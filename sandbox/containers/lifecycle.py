@@ -25,6 +25,15 @@ def new_container(store, spec, *, name=None, image=None, command=None, auto_remo
     return store.create(doc, persist=not private, layer=not private)
 
 
+def network_events(store, rec, action, settings):
+    """Docker's network connect/disconnect at a container's start and end: one per
+    user-defined network in its NetworkSettings (those entries carry the network's id)."""
+    for name, ep in ((settings or {}).get("Networks") or {}).items():
+        nid = (ep or {}).get("NetworkID") or ""
+        if len(nid) == 64:
+            journal.record(store.data_root, "network", action, nid, container=rec.id, name=name, type="bridge")
+
+
 def volume_events(store, rec, action):
     """Docker's volume mount/unmount events, one per named volume the container binds (a
     source `<data>/volumes/NAME/_data`; containers/volumes.py is not imported: run's path)."""
@@ -89,6 +98,7 @@ class Supervision:
             self.store.save(self.rec, sync=self.sync)
         else:
             self.rec = self.store.update(self.rec, mark, sync=self.sync)
+        network_events(self.store, self.rec, "connect", network)
         volume_events(self.store, self.rec, "mount")
         journal.append(self.store, "start", self.rec)
 
@@ -108,7 +118,8 @@ class Supervision:
                       PidStart=None, ExitCode=code, Error=error, CgroupPath="", OOMKilled=bool(oom_killed))
             if not never_ran or not error:
                 st["FinishedAt"] = _state.now()
-            doc.pop("NetworkSettings", None)  # its ports and address went with its helper
+            left[:] = [doc.pop("NetworkSettings", None)]  # its ports and address went with its helper
+        left = []
         try:
             self.rec = self.store.update(self.rec, mark, sync=self.sync)
         except _state.NoSuchContainer:
@@ -116,6 +127,7 @@ class Supervision:
         if oom_killed:
             journal.append(self.store, "oom", self.rec)
         journal.append(self.store, "die", self.rec, exitCode=code)
+        network_events(self.store, self.rec, "disconnect", left[0] if left else None)
         volume_events(self.store, self.rec, "unmount")
         if self.rec.state.get("StopRequested"):
             journal.append(self.store, "stop", self.rec)
@@ -554,6 +566,7 @@ def run_foreground(where, rec, interactive=False, terminal=False):
             sup.exited(code, oom_killed=oom_killed(hooks))
         else:  # its record is not rewritten: the journal alone says how it ended
             journal.append(store_, "die", rec, exitCode=code)
+            network_events(store_, rec, "disconnect", rec.doc.get("NetworkSettings"))
             volume_events(store_, rec, "unmount")
         return code
     finally:

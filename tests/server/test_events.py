@@ -62,6 +62,17 @@ def test_network_and_volume_events_reach_a_listener(client, listen_events):
         (True, "/data", "false"), (True, "/data", "false"), (False, "/data", "true"), (False, "/data", "true")]
     ok(sbx("rm", cid))
     ok(sbx("volume", "rm", "ev-mnt"))
+    # a container on a user-defined network: connected at its start, disconnected at its end
+    since3 = time.time()
+    nid = ok(sbx("network", "create", "ev-run-net")).strip()
+    cid = ok(sbx("run", "-d", "--label", "sbx-test=server", "--network", "ev-run-net", "busybox", "true")).strip()
+    assert ok(sbx("wait", cid)).strip() == "0"
+    ok(sbx("rm", cid))
+    ok(sbx("network", "rm", "ev-run-net"))
+    evs = [(t, a, x.get("container")) for t, a, i, x in _events(client, since3) if i in (nid, cid)]
+    assert evs == [("network", "create", None), ("container", "create", None), ("network", "connect", cid),
+                   ("container", "start", None), ("container", "die", None), ("network", "disconnect", cid),
+                   ("container", "destroy", None), ("network", "destroy", None)], evs
     # made through the socket: journalled once, by the same layer
     client.volumes.create("ev-api-vol").remove()
     assert [a for _t, a, _i, _x in _events(client, since, volume="ev-api-vol")] == ["create", "destroy"]
