@@ -85,3 +85,15 @@ def test_terminal_mode_is_restored(busybox_rootfs):
         t.close()
     assert rc == 0 and "got:abc" in out, out
     assert after == t.termios_before, "sbx left the terminal in a different mode"
+
+
+def test_input_typed_before_the_sandbox_starts_is_kept(busybox_rootfs):
+    """Keys typed ahead (a paste, a script feeding `sbx run -it`) reach the command: the switch of
+    the terminal to raw mode must not flush them (TCSANOW, not TCSAFLUSH)."""
+    t = PtyRun("run", "-it", "--rootfs", busybox_rootfs, "sh", "-c", "read x; echo got:$x; exit 3")
+    try:
+        os.write(t.master, b"early\n")  # before sbx has even started the sandbox
+        rc, out = t.finish()
+    finally:
+        t.close()
+    assert rc == 3 and "got:early" in out, out

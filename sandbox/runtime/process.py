@@ -465,7 +465,7 @@ def _relay(p, stdin_fd, stdout_fd, raw, detach_keys, log):
             _copy_winsize(term_fd, master)  # a resize between launch and here
         if raw and stdin_fd >= 0 and os.isatty(stdin_fd):
             saved_tc = termios.tcgetattr(stdin_fd)
-            tty.setraw(stdin_fd)
+            tty.setraw(stdin_fd, termios.TCSANOW)  # keys typed ahead are kept, not flushed
         watch = [master, wake_r] + ([stdin_fd] if stdin_fd >= 0 else []) + ([p.pidfd] if p.pidfd >= 0 else [])
         held = b""  # a prefix of detach_keys typed so far
         while True:
