@@ -212,6 +212,61 @@ def _host_skeleton(p, root):
             p.op(OP_BIND, dst, src=host, mode=MOUNT_ATTR["ro"], flags=OPF_NONREC, what=f"root filesystem {host}")
 
 
+_tables = {}  # mount-table steps by (base, mounts, masked, read-only paths): see _mount_table
+
+
+def _table_ops(p, base, mounts, masked_paths, readonly_paths):
+    """The steps of the mount table: each mount, masked paths, read-only paths."""
+    # The mount table.  Every target is a path inside the new root, resolved there by the child
+    # (OPF_INROOT: openat2 RESOLVE_IN_ROOT), so the image's symlinks (`/data -> /home/you`)
+    # lead to the image's own files, never to the host's; missing parents are created there.
+    for mnt in mounts:
+        dest = mnt["destination"]
+        target = dest.lstrip("/")
+        mflags, attrs, data, sbx = _split_options(mnt["options"])
+        optional = OPF_OPTIONAL if "sbx-optional" in sbx else 0
+        typ = mnt["type"]
+        if "sbx-create-file" in sbx:
+            p.op(OP_MKFILE, target, mode=0o644, flags=optional | OPF_INROOT, what=f"mount point {dest}")
+        else:
+            p.op(OP_MKDIR, target, mode=0o755, flags=OPF_OPTIONAL | OPF_INROOT, what=f"mount point {dest}")
+        if typ == "bind":
+            src = mnt["source"]
+            if src.startswith("sbx-file:"):
+                src = f"{base}/{src[9:]}"
+            p.op(OP_BIND, target, src=src, mode=attrs,
+                 flags=optional | OPF_INROOT | (0 if "rbind" in sbx else OPF_NONREC),
+                 what=f"bind mount {mnt['source']} on {dest}")
+        else:
+            p.op(OP_MOUNT, target, src=mnt["source"], fstype=typ, data=data, mflags=mflags,
+                 flags=optional | OPF_INROOT, what=f"{typ} on {dest}")
+        if dest == "/dev":
+            for name, to in (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                             ("core", "/proc/kcore")):
+                p.op(OP_SYMLINK, f"{target}/{name}", src=to, flags=OPF_INROOT)
+
+    empty = None
+    for path in masked_paths:
+        kind = _host_kind(path)
+        rel = path.lstrip("/")
+        if kind == "dir":
+            # runc mounts a read-only tmpfs on each; a read-only bind of one empty directory of
+            # the private tmpfs hides as much and makes no superblock to set up and tear down.
+            if empty is None:
+                empty = f"{base}/empty"
+                p.op(OP_MKDIR, empty, mode=0o1777)
+            p.op(OP_BIND, rel, src=empty, mode=MOUNT_ATTR["ro"] | MOUNT_ATTR["nosuid"] | MOUNT_ATTR["nodev"]
+                 | MOUNT_ATTR["noexec"], flags=OPF_OPTIONAL | OPF_NONREC | OPF_INROOT, what=f"mask {path}")
+        elif kind == "file":
+            p.op(OP_BIND, rel, src="/dev/null", flags=OPF_OPTIONAL | OPF_NONREC | OPF_INROOT, what=f"mask {path}")
+    for path in readonly_paths:
+        if _host_kind(path):
+            rel = path.lstrip("/")
+            p.op(OP_BIND, rel, src=rel, mode=MOUNT_ATTR["ro"], flags=OPF_OPTIONAL | OPF_INROOT | OPF_SRC_INROOT,
+                 what=f"read-only {path}")
+
+
 def _mount_table(p, spec, overlay_driver):
     """The root and every mount, as steps on `p`; returns the new root's host path."""
     x = spec["sbx"]
@@ -273,54 +328,18 @@ def _mount_table(p, spec, overlay_driver):
     for name, content in x["files"].items():
         p.op(OP_WRITE, f"{base}/{name}", data=content.encode(), mode=0o644, what=f"/etc/{name}")
 
-    # The mount table.  Every target is a path inside the new root, resolved there by the child
-    # (OPF_INROOT: openat2 RESOLVE_IN_ROOT), so the image's symlinks (`/data -> /home/you`)
-    # lead to the image's own files, never to the host's; missing parents are created there.
-    for mnt in spec["mounts"]:
-        dest = mnt["destination"]
-        target = dest.lstrip("/")
-        mflags, attrs, data, sbx = _split_options(mnt["options"])
-        optional = OPF_OPTIONAL if "sbx-optional" in sbx else 0
-        typ = mnt["type"]
-        if "sbx-create-file" in sbx:
-            p.op(OP_MKFILE, target, mode=0o644, flags=optional | OPF_INROOT, what=f"mount point {dest}")
-        else:
-            p.op(OP_MKDIR, target, mode=0o755, flags=OPF_OPTIONAL | OPF_INROOT, what=f"mount point {dest}")
-        if typ == "bind":
-            src = mnt["source"]
-            if src.startswith("sbx-file:"):
-                src = f"{base}/{src[9:]}"
-            p.op(OP_BIND, target, src=src, mode=attrs,
-                 flags=optional | OPF_INROOT | (0 if "rbind" in sbx else OPF_NONREC),
-                 what=f"bind mount {mnt['source']} on {dest}")
-        else:
-            p.op(OP_MOUNT, target, src=mnt["source"], fstype=typ, data=data, mflags=mflags,
-                 flags=optional | OPF_INROOT, what=f"{typ} on {dest}")
-        if dest == "/dev":
-            for name, to in (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-                             ("core", "/proc/kcore")):
-                p.op(OP_SYMLINK, f"{target}/{name}", src=to, flags=OPF_INROOT)
-
-    empty = None
-    for path in linux["maskedPaths"]:
-        kind = _host_kind(path)
-        rel = path.lstrip("/")
-        if kind == "dir":
-            # runc mounts a read-only tmpfs on each; a read-only bind of one empty directory of
-            # the private tmpfs hides as much and makes no superblock to set up and tear down.
-            if empty is None:
-                empty = f"{base}/empty"
-                p.op(OP_MKDIR, empty, mode=0o1777)
-            p.op(OP_BIND, rel, src=empty, mode=MOUNT_ATTR["ro"] | MOUNT_ATTR["nosuid"] | MOUNT_ATTR["nodev"]
-                 | MOUNT_ATTR["noexec"], flags=OPF_OPTIONAL | OPF_NONREC | OPF_INROOT, what=f"mask {path}")
-        elif kind == "file":
-            p.op(OP_BIND, rel, src="/dev/null", flags=OPF_OPTIONAL | OPF_NONREC | OPF_INROOT, what=f"mask {path}")
-    for path in linux["readonlyPaths"]:
-        if _host_kind(path):
-            rel = path.lstrip("/")
-            p.op(OP_BIND, rel, src=rel, mode=MOUNT_ATTR["ro"], flags=OPF_OPTIONAL | OPF_INROOT | OPF_SRC_INROOT,
-                 what=f"read-only {path}")
+    # The mount table, the same for every sandbox of one shape: compiled once per process.
+    key = (base, tuple((m["destination"], m["type"], m["source"], tuple(m["options"])) for m in spec["mounts"]),
+           tuple(linux["maskedPaths"]), tuple(linux["readonlyPaths"]))
+    table = _tables.get(key)
+    if table is None:
+        if len(_tables) >= 32:
+            _tables.clear()
+        t = Plan()
+        _table_ops(t, base, spec["mounts"], linux["maskedPaths"], linux["readonlyPaths"])
+        table = _tables[key] = (tuple(t.ops), tuple(t.op_names))
+    p.ops.extend(table[0])
+    p.op_names.extend(table[1])
 
     if spec["root"]["readonly"] and (skeleton or oci_root or not bind_root):
         p.op(OP_SETATTR, root, mode=MOUNT_ATTR["ro"], flags=OPF_NONREC, what="read-only root")
