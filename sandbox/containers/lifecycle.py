@@ -63,10 +63,13 @@ class Supervision:
                 import time
                 time.sleep(delay)
             try:
-                self.fd = flocks.hold(rec.path(_state.MONITOR_LOCK))
+                # never mkdir: a container removed meanwhile (rm -f racing start) stays removed
+                self.fd = flocks.hold(rec.path(_state.MONITOR_LOCK), mkdir=False)
                 break
             except BlockingIOError:
                 continue
+            except FileNotFoundError:
+                raise _state.NoSuchContainer(rec.name) from None
         if self.fd < 0:
             raise _state.StateError("start", rec.name, "running")
 

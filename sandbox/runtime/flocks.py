@@ -4,10 +4,12 @@ import fcntl
 import os
 
 
-def hold(path, shared=False, wait=False):
+def hold(path, shared=False, wait=False, mkdir=True):
     """Take the lock on `path` (created if missing) and return the fd that keeps it; without
-    `wait`, BlockingIOError if someone else has it."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    `wait`, BlockingIOError if someone else has it.  `mkdir=False`: its directory must exist
+    (FileNotFoundError if not): a lock in a directory someone removes is not made again."""
+    if mkdir:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
